@@ -1,0 +1,257 @@
+"""Volumes that carry their true geometry.
+
+A :class:`Volume` is a numpy array indexed ``(z, y, x)`` (= ``(k, j, i)``) plus the geometry ITK
+and SimpleITK use: ``spacing`` and ``origin`` as ``(x, y, z)`` in millimetres and a 3×3
+``direction`` whose columns are the physical directions of the i, j, k axes, all in LPS.
+A voxel index ``(i, j, k)`` sits at the physical LPS point ``origin + direction @ (spacing * ijk)``.
+
+Slicer (MRML) speaks RAS; the conversion lives here and only here (:func:`Volume.ijk_to_ras`,
+:func:`volume_from_ijk_to_ras`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+# LPS <-> RAS: flip the first two physical axes.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+_WRITABLE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D image: ``array`` indexed (z, y, x) plus spacing/origin (x, y, z; mm, LPS) and direction.
+
+    Library functions never modify a Volume in place; they return new ones.
+    """
+
+    array: np.ndarray
+    spacing: tuple = (1.0, 1.0, 1.0)
+    origin: tuple = (0.0, 0.0, 0.0)
+    direction: np.ndarray = None  # 3x3; columns are the i, j, k axis directions (LPS)
+
+    def __post_init__(self):
+        array = np.asarray(self.array)
+        if array.ndim != 3:
+            raise InputError(f"a Volume needs a 3D array (z, y, x), got shape {array.shape}")
+        direction = np.eye(3) if self.direction is None else np.asarray(self.direction, dtype=float)
+        direction = direction.reshape(3, 3)
+        spacing = tuple(float(s) for s in self.spacing)
+        if len(spacing) != 3 or min(spacing) <= 0 or not np.all(np.isfinite(spacing)):
+            raise InputError(f"spacing must be three positive numbers (x, y, z mm), got {self.spacing}")
+        if abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
+            raise InputError(f"direction must be an orthonormal 3x3 matrix, got {direction.tolist()}")
+        object.__setattr__(self, "array", array)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        object.__setattr__(self, "direction", direction)
+
+    # ---- geometry -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        """Array shape (z, y, x)."""
+        return tuple(self.array.shape)
+
+    @property
+    def size_xyz(self) -> tuple:
+        """Image size as ITK has it: (x, y, z) voxel counts."""
+        return tuple(reversed(self.array.shape))
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        """A new Volume with this geometry and another array of the same shape."""
+        array = np.asarray(array)
+        if array.shape != self.array.shape:
+            raise ValueError(f"array shape {array.shape} differs from the volume's {self.array.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction)
+
+    def ijk_to_lps(self) -> np.ndarray:
+        """4×4 matrix from voxel index (i, j, k, 1) to physical LPS (mm)."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """4×4 IJK→RAS matrix, as Slicer's ``vtkMRMLVolumeNode.SetIJKToRASMatrix`` takes it."""
+        flip = np.eye(4)
+        flip[:3, :3] = LPS_TO_RAS
+        return flip @ self.ijk_to_lps()
+
+    def index_to_physical(self, ijk) -> np.ndarray:
+        """Continuous voxel indices (..., 3) in (i, j, k) order → LPS points (..., 3) in mm."""
+        ijk = np.asarray(ijk, dtype=float)
+        return ijk @ (self.direction @ np.diag(self.spacing)).T + np.asarray(self.origin)
+
+    def physical_to_index(self, points) -> np.ndarray:
+        """LPS points (..., 3) in mm → continuous voxel indices (..., 3) in (i, j, k) order."""
+        points = np.asarray(points, dtype=float) - np.asarray(self.origin)
+        inverse = np.linalg.inv(self.direction @ np.diag(self.spacing))
+        return points @ inverse.T
+
+    def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
+        """True when both volumes have the same shape, spacing, origin and direction."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, atol=atol)
+            and np.allclose(self.origin, other.origin, atol=atol)
+            and np.allclose(self.direction, other.direction, atol=atol)
+        )
+
+    def describe_grid(self) -> str:
+        """One-line description of the geometry, for messages."""
+        sp = "×".join(f"{s:g}" for s in self.spacing)
+        org = ", ".join(f"{o:.1f}" for o in self.origin)
+        return f"size {'×'.join(map(str, self.size_xyz))} (x×y×z), spacing {sp} mm, origin ({org}) LPS"
+
+
+# ---- SimpleITK ---------------------------------------------------------------------------------
+def to_sitk(volume: Volume) -> sitk.Image:
+    """The Volume as a SimpleITK image (array copied)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(tuple(volume.direction.ravel()))
+    return image
+
+
+def from_sitk(image: sitk.Image, source: str = "image") -> Volume:
+    """A Volume from a 3D scalar SimpleITK image; ``source`` names it in error messages."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{source}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "a CT or saliency map must be a scalar image"
+        )
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+        dim = 3
+    if dim != 3:
+        what = "2D" if dim == 2 else f"{dim}D"
+        raise InputError(
+            f"{source}: is a {what} image of size {image.GetSize()}; a CT must be a 3D volume "
+            "(for a 4D series, export the one time point or channel you want)"
+        )
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    return Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), direction)
+
+
+# ---- reading and writing -----------------------------------------------------------------------
+def read_volume(path) -> Volume:
+    """Read a 3D scalar image: NRRD, NIfTI (.nii/.nii.gz), MHA/MHD, or a DICOM series folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        return read_dicom_series(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise InputError(f"{path}: cannot be read as an image ({_first_line(err)}); "
+                         f"expected one of {', '.join(_VOLUME_SUFFIXES)} or a DICOM folder") from None
+    return from_sitk(image, source=str(path))
+
+
+def read_dicom_series(folder) -> Volume:
+    """Read the DICOM series in ``folder`` (the largest one when several are present)."""
+    folder = Path(folder)
+    reader = sitk.ImageSeriesReader()
+    series_ids = reader.GetGDCMSeriesIDs(str(folder)) or ()
+    if not series_ids:
+        raise InputError(f"{folder}: no DICOM series found in this folder")
+    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    series = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
+    files = files_per_series[series]
+    if len(files) < 2:
+        raise InputError(f"{folder}: the DICOM series has a single slice; a CT volume needs several")
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise InputError(f"{folder}: cannot read the DICOM series ({_first_line(err)})") from None
+    return from_sitk(image, source=str(folder))
+
+
+def write_volume(volume: Volume, path) -> Path:
+    """Write a Volume as NRRD, NIfTI or MHA (by suffix), compressed; returns the path."""
+    path = Path(path)
+    if not str(path).lower().endswith(_WRITABLE_SUFFIXES):
+        raise InputError(f"{path}: unsupported output format; use one of {', '.join(_WRITABLE_SUFFIXES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(to_sitk(volume), str(path), True)
+    return path
+
+
+# ---- Slicer (RAS) -------------------------------------------------------------------------------
+def volume_from_ijk_to_ras(array: np.ndarray, ijk_to_ras) -> Volume:
+    """A Volume from a (z, y, x) array and a Slicer IJK→RAS 4×4 matrix."""
+    m = np.asarray(ijk_to_ras, dtype=float).reshape(4, 4)
+    lps = LPS_TO_RAS @ m[:3, :3]  # LPS_TO_RAS is its own inverse
+    spacing = np.linalg.norm(lps, axis=0)
+    direction = lps / spacing
+    origin = LPS_TO_RAS @ m[:3, 3]
+    return Volume(array, tuple(spacing), tuple(origin), direction)
+
+
+# ---- resampling ---------------------------------------------------------------------------------
+def resample_to(volume: Volume, reference: Volume, interpolation: str = "linear",
+                default_value: float = 0.0) -> Volume:
+    """Resample ``volume`` onto ``reference``'s grid in physical space.
+
+    ``interpolation`` is ``"linear"`` for images and ``"nearest"`` for labels and masks. Voxels of
+    the reference grid outside the volume get ``default_value``. The dtype is kept.
+    """
+    if volume.same_grid(reference):
+        return volume.with_array(volume.array.copy())
+    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    if interpolation not in interpolators:
+        raise ValueError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
+    source = volume
+    if volume.array.dtype == bool:
+        source = volume.with_array(volume.array.astype(np.uint8))
+    out = sitk.Resample(to_sitk(source), _geometry_image(reference), sitk.Transform(),
+                        interpolators[interpolation], float(default_value))
+    array = sitk.GetArrayFromImage(out)
+    if volume.array.dtype == bool:
+        array = array.astype(bool)
+    return reference.with_array(array)
+
+
+def overlap_fraction(volume: Volume, reference: Volume) -> float:
+    """Fraction of ``reference``'s voxel centres that fall inside ``volume``'s field of view."""
+    k, j, i = [np.linspace(0, n - 1, min(n, 16)) for n in reference.shape]
+    grid = np.stack(np.meshgrid(i, j, k, indexing="ij"), axis=-1).reshape(-1, 3)
+    ijk = volume.physical_to_index(reference.index_to_physical(grid))
+    upper = np.asarray(volume.size_xyz) - 0.5
+    inside = np.all((ijk >= -0.5) & (ijk <= upper), axis=1)
+    return float(inside.mean())
+
+
+def _geometry_image(reference: Volume) -> sitk.Image:
+    image = sitk.Image([int(n) for n in reference.size_xyz], sitk.sitkUInt8)
+    image.SetSpacing(reference.spacing)
+    image.SetOrigin(reference.origin)
+    image.SetDirection(tuple(reference.direction.ravel()))
+    return image
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    # ITK errors put the useful sentence last ("... Could not create IO object for reading file").
+    useful = [line for line in lines if not line.startswith(("/", "sitk::", "itk::"))]
+    text = (useful or lines or [type(err).__name__])[-1]
+    return text[:200]
+
+
+def is_volume_path(path) -> bool:
+    """True when ``path`` looks like a volume file we can read, or is a folder (DICOM)."""
+    p = os.fspath(path).lower()
+    return p.endswith(_VOLUME_SUFFIXES) or os.path.isdir(p)
