@@ -36,7 +36,7 @@ _PANELS = (
 
 DEFAULT_WINDOW = (-160.0, 240.0)  # soft tissue: level 40 HU, width 400 HU
 DEFAULT_THRESHOLD = 0.2  # heat is transparent below this fraction of the map's maximum
-HEAT_RANGE = (0.3, 0.9)  # part of matplotlib's "hot" map used: dark red -> orange -> light yellow
+HEAT_RANGE = (0.3, 0.85)  # part of matplotlib's "hot" map used: dark red -> orange -> yellow
 HEAT_ALPHA = (0.45, 0.8)  # overlay opacity at the threshold and at the peak
 BACKGROUND = np.array([0.05, 0.05, 0.08])  # outside the CT's field of view (not a CT grey)
 
