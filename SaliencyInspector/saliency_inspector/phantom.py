@@ -1,0 +1,409 @@
+"""A synthetic chest/abdomen CT with organ masks and lesions: test and demo data.
+
+The anatomy is defined in patient (LPS) millimetres, independent of the voxel grid: x grows to the
+patient's left, y to the back, z to the head. It is rasterised by evaluating every shape at the
+physical centre of every voxel, so any size, anisotropic spacing or oblique direction gives the
+same body. Values are Hounsfield units of a late-arterial contrast CT (enhanced aorta, heart and
+kidneys; liver ~70 HU). The seed varies the anatomy by a few millimetres, the texture, the noise
+and where lesions go.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .segments import Segment, Segments, default_color, write_segments
+from .volume import Volume, write_volume
+
+ORGANS = ["body", "lung_left", "lung_right", "liver", "spleen", "kidney_left", "kidney_right",
+          "spine", "aorta", "heart"]
+DEFAULT_SIZE = (512, 512, 120)               # voxels (x, y, z)
+FIELD_OF_VIEW_MM = (400.0, 400.0, 300.0)     # fixed (x, y, z); spacing = FOV / size
+CENTER_LPS = (0.0, 0.0, -120.0)              # where the FOV centre sits in patient coordinates
+
+# Nominal organ values (HU) and lesion values per organ (radius in mm).
+ORGAN_HU = {"fat": -100, "muscle": 50, "lung": -860, "liver": 70, "spleen": 95, "kidney": 160,
+            "heart_wall": 60, "blood": 210, "aorta": 230, "ivc": 70, "cancellous": 250,
+            "cortical": 900, "disc": 80, "rib": 550, "bowel": 30, "stomach_fluid": 10}
+LESIONS = {  # organ -> (HU, radius mm)
+    "liver": (20, 12.0), "lung": (30, 8.0), "kidney": (10, 10.0), "spleen": (35, 10.0),
+    "heart": (60, 8.0), "aorta": (60, 5.0), "spine": (80, 8.0), "body": (40, 10.0),
+}
+_ALIASES = {"lung": ("lung_left", "lung_right"), "kidney": ("kidney_left", "kidney_right")}
+_NOISE_HU = 12.0
+
+
+@dataclass
+class PhantomCase:
+    """A phantom CT (int16 HU), its organ segments, its lesion segments and a description."""
+
+    ct: Volume
+    organs: Segments
+    lesions: Segments
+    info: dict = field(default_factory=dict)
+
+
+def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False) -> PhantomCase:
+    """Make a synthetic CT with organ masks and lesions.
+
+    ``size`` is voxels (x, y, z) over a fixed 400×400×300 mm field of view (default 512×512×120,
+    i.e. ~0.78×0.78×2.5 mm). ``lesions`` lists organ names to put one spherical lesion in each
+    (``None``: one in the liver; ``[]``: none; ``"lung"``/``"kidney"`` pick a side by seed).
+    ``oblique`` tilts the voxel axes by a few degrees; the anatomy stays in patient coordinates.
+    """
+    grid = _make_grid(size, oblique)
+    seeds = np.random.SeedSequence(int(seed)).spawn(4)
+    rng_anatomy, rng_texture, rng_noise, rng_lesion = (np.random.default_rng(s) for s in seeds)
+    anatomy = _anatomy(rng_anatomy)
+    textures = _Textures(rng_texture, grid)
+
+    hu = np.empty(grid.shape, np.float32)
+    labels = np.zeros(grid.shape, np.uint8)
+    body = np.zeros(grid.shape, bool)
+    # Slabs of z-slices keep the float work arrays small at 512×512×N.
+    step = max(1, 2_000_000 // (grid.shape[1] * grid.shape[2]))
+    for k0 in range(0, grid.shape[0], step):
+        k1 = min(grid.shape[0], k0 + step)
+        xyz = _physical_slab(grid, k0, k1)
+        hu[k0:k1], labels[k0:k1], body[k0:k1] = _rasterise(anatomy, xyz, textures)
+        hu[k0:k1] += rng_noise.standard_normal(hu[k0:k1].shape, dtype=np.float32) * _NOISE_HU
+
+    organ_masks = {"body": body}
+    for index, name in enumerate(ORGANS[1:], start=1):
+        organ_masks[name] = labels == index
+
+    requested = ["liver"] if lesions is None else list(lesions)
+    lesion_masks, lesion_info = _place_lesions(requested, grid, organ_masks, hu, rng_lesion)
+
+    ct = grid.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
+    organs = Segments([Segment(n, organ_masks[n], default_color(n, i)) for i, n in enumerate(ORGANS)], grid)
+    lesion_segments = Segments([Segment(n, m, default_color(n, i))
+                                for i, (n, m) in enumerate(lesion_masks.items())], grid)
+    info = {
+        "seed": int(seed), "size_xyz": list(grid.size_xyz), "spacing_mm": list(grid.spacing),
+        "origin_lps": list(grid.origin), "direction": grid.direction.tolist(), "oblique": bool(oblique),
+        "field_of_view_mm": list(FIELD_OF_VIEW_MM), "phase": "late arterial (synthetic)",
+        "organs": list(ORGANS), "organ_hu": dict(ORGAN_HU), "noise_hu": _NOISE_HU,
+        "lesions": lesion_info,
+    }
+    return PhantomCase(ct, organs, lesion_segments, info)
+
+
+def write_phantom_case(case: PhantomCase, out_dir) -> dict:
+    """Write ``ct.nrrd``, ``organs.seg.nrrd``, ``lesions.seg.nrrd`` and ``case.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "ct": write_volume(case.ct, out / "ct.nrrd"),
+        "organs": write_segments(case.organs, out / "organs.seg.nrrd"),
+        "lesions": write_segments(case.lesions, out / "lesions.seg.nrrd"),
+    }
+    paths["case"] = out / "case.json"
+    paths["case"].write_text(json.dumps(case.info, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+# ---- grid ---------------------------------------------------------------------------------------
+def _make_grid(size, oblique: bool) -> Volume:
+    size = DEFAULT_SIZE if size is None else tuple(int(s) for s in size)
+    if len(size) != 3 or min(size) < 4:
+        raise InputError(f"phantom size must be three voxel counts (x y z) of at least 4, got {size}")
+    spacing = np.asarray(FIELD_OF_VIEW_MM) / np.asarray(size)
+    direction = np.eye(3)
+    if oblique:  # a few degrees about two axes, like a tilted gantry / oblique reformat
+        a, b = np.deg2rad(8.0), np.deg2rad(5.0)
+        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+        direction = rx @ ry
+    half = direction @ (spacing * (np.asarray(size) - 1) / 2)
+    origin = np.asarray(CENTER_LPS) - half
+    return Volume(np.broadcast_to(np.zeros((), np.uint8), size[::-1]), tuple(spacing), tuple(origin), direction)
+
+
+def _physical_slab(grid: Volume, k0: int, k1: int):
+    """X, Y, Z (float32, (k1-k0, ny, nx)) relative to CENTER_LPS for slices k0..k1-1."""
+    m = grid.direction @ np.diag(grid.spacing)
+    nz, ny, nx = grid.shape
+    i = np.arange(nx, dtype=np.float32)[None, None, :]
+    j = np.arange(ny, dtype=np.float32)[None, :, None]
+    k = np.arange(k0, k1, dtype=np.float32)[:, None, None]
+    origin = np.asarray(grid.origin) - np.asarray(CENTER_LPS)
+    return tuple((np.float32(origin[a]) + np.float32(m[a, 0]) * i + np.float32(m[a, 1]) * j
+                  + np.float32(m[a, 2]) * k) for a in range(3))
+
+
+# ---- anatomy ------------------------------------------------------------------------------------
+def _anatomy(rng) -> dict:
+    """Shape parameters in mm (relative to CENTER_LPS), varied a little by the seed."""
+    def j(s):
+        return float(rng.uniform(-s, s))
+
+    scale = 1.0 + j(0.06)
+    a = dict(
+        body=(j(3), 10 + j(3), 160 * scale * (1 + j(0.03)), 115 * scale * (1 + j(0.03))),
+        fat=14 + j(5), wall=10 + j(2),
+        dome_right=35 + j(6), dome_left=25 + j(6),
+        liver=((-55 + j(5), 0 + j(5), -15 + j(6)), (85 * (1 + j(0.08)), 85 * (1 + j(0.06)), 55 * (1 + j(0.08)))),
+        spleen=((80 + j(4), 50 + j(4), -10 + j(6)), (26 * (1 + j(0.1)), 45 * (1 + j(0.1)), 48 * (1 + j(0.1)))),
+        stomach=((45 + j(4), -30 + j(4), -5 + j(5)), (40 * (1 + j(0.1)), 33 * (1 + j(0.1)), 38 * (1 + j(0.1)))),
+        kidney_left=((70 + j(4), 55 + j(3), -88 + j(6)), (28 * (1 + j(0.08)), 24 * (1 + j(0.08)), 55 * (1 + j(0.08)))),
+        kidney_right=((-70 + j(4), 57 + j(3), -98 + j(6)), (28 * (1 + j(0.08)), 24 * (1 + j(0.08)), 55 * (1 + j(0.08)))),
+        heart=((18 + j(4), -22 + j(4), 58 + j(5)), (55 * (1 + j(0.06)), 45 * (1 + j(0.06)), 42 * (1 + j(0.06)))),
+        aorta=(15 + j(2), 22 + j(2), 12 + j(1.5)),
+        ivc=(-24 + j(2), 26 + j(2), 11 + j(1.5)),
+        vertebra=(0.0, 55 + j(2), 19 + j(1.5), 17 + j(1.5)),
+        vertebra_period=30 + j(2), vertebra_phase=j(15),
+        hilum=((-45, 20, 75), (45, 20, 75)),
+    )
+    a["mediastinum"] = 22 + j(3)
+    return a
+
+
+def _ellipsoid(X, Y, Z, center, semi):
+    return (((X - center[0]) / semi[0]) ** 2 + ((Y - center[1]) / semi[1]) ** 2
+            + ((Z - center[2]) / semi[2]) ** 2) <= 1.0
+
+
+def _ellipse_r(X, Y, cx, cy, ax, by):
+    """Normalised elliptic radius in the axial plane (1 on the ellipse)."""
+    return np.sqrt(((X - cx) / ax) ** 2 + ((Y - cy) / by) ** 2)
+
+
+def _rasterise(a, xyz, tex):
+    """HU (float32), exclusive organ labels (uint8, index into ORGANS) and body mask for one slab."""
+    X, Y, Z = xyz
+    hu = np.full(X.shape, -1000.0, np.float32)
+    labels = np.zeros(X.shape, np.uint8)
+    t = tex.coarse(X, Y, Z)  # smooth texture, ~N(0, 1)
+    L = {name: i for i, name in enumerate(ORGANS)}
+
+    def paint(mask, value, label=None):
+        hu[mask] = value if np.isscalar(value) else value[mask]
+        if label is not None:
+            labels[mask] = L[label] if label else 0
+
+    bx, by, ba, bb = a["body"]
+    r_body = _ellipse_r(X, Y, bx, by, ba, bb)
+    body = r_body <= 1.0
+    paint(body, ORGAN_HU["fat"] + 8 * t)
+    muscle_a, muscle_b = ba - a["fat"], bb - a["fat"]
+    paint(_ellipse_r(X, Y, bx, by, muscle_a, muscle_b) <= 1.0, ORGAN_HU["muscle"] + 5 * t)
+    cav_a, cav_b = muscle_a - a["wall"], muscle_b - a["wall"]
+    r_cav = _ellipse_r(X, Y, bx, by, cav_a, cav_b)
+    cavity = r_cav <= 1.0
+
+    # Diaphragm: two domes, lower at the sides and back (costophrenic recesses).
+    dome = np.where(X < 0,
+                    a["dome_right"] - 30 * ((X + 60) / 90) ** 2 - 35 * ((Y - 5) / 90) ** 2,
+                    a["dome_left"] - 30 * ((X - 60) / 90) ** 2 - 35 * ((Y - 5) / 90) ** 2)
+    below = Z <= dome
+    # Abdominal cavity: mesenteric fat with bowel loops (some with gas); mediastinal fat above.
+    paint(cavity, -90 + 10 * t)
+    bowel = cavity & below & (t > 0.35)
+    paint(bowel, ORGAN_HU["bowel"] + 8 * t)
+    paint(bowel & (tex.fine(X, Y, Z, 0) > 1.7), -950.0)
+
+    # Lungs: the chest cavity above the diaphragm, lateral to the mediastinum.
+    lung_zone = cavity & ~below & (np.abs(X - 0.15 * (Y + 60)) > a["mediastinum"]) & (Z < 175)
+    vessel_w = np.zeros(X.shape, np.float32)
+    if lung_zone.any():
+        f1, f2 = tex.fine(X, Y, Z, 1), tex.fine(X, Y, Z, 2)
+        d_hilum = np.minimum(*(np.sqrt((X - h[0]) ** 2 + (Y - h[1]) ** 2 + (Z - h[2]) ** 2)
+                               for h in a["hilum"]))
+        width = 0.12 + 0.35 * np.exp(-d_hilum / 45.0)  # vessels thicken toward the hila
+        vessel_w = (np.abs(f1) < width) & (np.abs(f2) < width)
+    lung_hu = ORGAN_HU["lung"] + 25 * t
+    lung_hu = np.where(vessel_w, 20 + 15 * t, lung_hu)
+    paint(lung_zone & (X >= 0), lung_hu, "lung_left")
+    paint(lung_zone & (X < 0), lung_hu, "lung_right")
+
+    # Abdominal organs below the diaphragm.
+    liver = _ellipsoid(X, Y, Z, *a["liver"]) & below & cavity & (X < 35 - 0.2 * (Y + 40))
+    paint(liver, ORGAN_HU["liver"] + 6 * t, "liver")
+    stomach = _ellipsoid(X, Y, Z, *a["stomach"]) & below & cavity
+    paint(stomach, ORGAN_HU["muscle"] + 0 * t)
+    sc, ss = a["stomach"]
+    lumen = _ellipsoid(X, Y, Z, sc, tuple(s - 5 for s in ss)) & stomach
+    paint(lumen, ORGAN_HU["stomach_fluid"] + 4 * t)
+    paint(lumen & (Y < sc[1] - 0.35 * ss[1]), -980.0)  # air rises anteriorly in a supine patient
+    spleen = _ellipsoid(X, Y, Z, *a["spleen"]) & below & cavity
+    paint(spleen, ORGAN_HU["spleen"] + 6 * t, "spleen")
+    for side in ("kidney_left", "kidney_right"):
+        center, semi = a[side]
+        kidney = _ellipsoid(X, Y, Z, center, semi) & cavity
+        paint(kidney, ORGAN_HU["kidney"] + 10 * t, side)
+        # Renal sinus fat at the medial hilum (inside the kidney outline, as segmentations have it).
+        sinus_c = (center[0] - np.sign(center[0]) * 0.55 * semi[0], center[1] - 3, center[2])
+        paint(kidney & _ellipsoid(X, Y, Z, sinus_c, (0.45 * semi[0], 0.4 * semi[1], 0.45 * semi[2])),
+              -70 + 10 * t)
+
+    # Heart: myocardium around a contrast-filled blood pool, sitting on the diaphragm.
+    hc, hs = a["heart"]
+    heart = _ellipsoid(X, Y, Z, hc, hs) & cavity
+    paint(heart, ORGAN_HU["heart_wall"] + 5 * t, "heart")
+    paint(heart & _ellipsoid(X, Y, Z, (hc[0] + 5, hc[1], hc[2]), tuple(0.72 * s for s in hs)),
+          ORGAN_HU["blood"] + 8 * t)
+
+    # Great vessels: descending aorta anterior-left of the spine; IVC to the right (not segmented).
+    ax_, ay_, ar = a["aorta"]
+    aorta = (((X - ax_) ** 2 + (Y - ay_) ** 2) <= ar ** 2) & (Z < hc[2] + 10) & cavity
+    paint(aorta, ORGAN_HU["aorta"] + 8 * t, "aorta")
+    ix, iy, ir = a["ivc"]
+    ivc = (((X - ix) ** 2 + (Y - iy) ** 2) <= ir ** 2) & (Z < hc[2] - 20) & cavity
+    paint(ivc, ORGAN_HU["ivc"] + 5 * t, "")
+
+    # Spine: paraspinal muscles, vertebral bodies (cortical shell, cancellous core) between
+    # discs, spinal canal, posterior elements.
+    vx, vy, va, vb = a["vertebra"]
+    paint(body & ((_ellipse_r(X, Y, vx - 30, vy + 42, 22, 17) <= 1) | (_ellipse_r(X, Y, vx + 30, vy + 42, 22, 17) <= 1)),
+          ORGAN_HU["muscle"] + 5 * t, "")
+    phase = np.mod(Z - a["vertebra_phase"], a["vertebra_period"])
+    disc = phase < 6.0
+    r_vb = _ellipse_r(X, Y, vx, vy, va, vb)
+    shell = 1.0 - max(2.5, tex.min_spacing) / min(va, vb)
+    vb_bone = (r_vb <= 1) & ~disc
+    paint((r_vb <= 1) & disc, ORGAN_HU["disc"] + 5 * t, "")
+    paint(vb_bone, np.where(r_vb > shell, ORGAN_HU["cortical"], ORGAN_HU["cancellous"] + 30 * t), "spine")
+    canal_y = vy + vb + 10
+    r_canal = np.sqrt((X - vx) ** 2 + (Y - canal_y) ** 2)
+    arch = (r_canal > 9) & (r_canal <= 15) & (Y > canal_y - 4)
+    arch |= (np.abs(X - vx) < 4) & (Y > canal_y + 9) & (Y < canal_y + 32)       # spinous process
+    arch |= (np.abs(X - vx) < 38) & (np.abs(Y - canal_y + 2) < 5) & (np.abs(X - vx) > 9)  # transverse
+    arch &= body & (phase > 4.0)
+    paint(arch, ORGAN_HU["cortical"] - 150 + 20 * t, "spine")
+    paint(r_canal <= 9, 15 + 4 * t, "")
+
+    # Ribs: oblique bands in the chest wall above the costal margin.
+    rib_band = np.mod(Z + 0.35 * Y, 28.0) < 9.0
+    ribs = rib_band & (r_cav > 1.0) & (r_cav < 1.0 + 9.0 / cav_a) & (Z > -40) & (np.abs(X) > 15)
+    paint(ribs & body, ORGAN_HU["rib"] + 40 * t, "")
+
+    return hu, labels, body
+
+
+class _Textures:
+    """Smooth random fields defined in physical space (so texture is grid independent)."""
+
+    def __init__(self, rng, grid: Volume):
+        self.min_spacing = float(min(grid.spacing))
+        extent = np.asarray(FIELD_OF_VIEW_MM) / 2 * 1.25  # room for oblique grids
+        self._lo = -extent
+        self._coarse_step, self._fine_step = 6.0, 3.0
+        self._coarse = self._field(rng, extent, self._coarse_step, sigma=1.0)
+        # Fine fields only over the chest/abdomen centre, where lungs and bowel are.
+        self._fine_lo = np.array([-150.0, -110.0, -160.0])
+        fine_hi = np.array([150.0, 110.0, 200.0])
+        shape = np.ceil((fine_hi - self._fine_lo) / self._fine_step).astype(int) + 1
+        self._fine = [self._smooth(rng.standard_normal(shape[::-1], dtype=np.float32), 1.3) for _ in range(3)]
+
+    def _field(self, rng, extent, step, sigma):
+        shape = np.ceil(2 * extent / step).astype(int) + 1
+        return self._smooth(rng.standard_normal(shape[::-1], dtype=np.float32), sigma)
+
+    @staticmethod
+    def _smooth(noise, sigma):
+        f = ndimage.gaussian_filter(noise, sigma, mode="wrap")
+        return (f - f.mean()) / (f.std() + 1e-6)
+
+    @staticmethod
+    def _sample(field, lo, step, X, Y, Z):
+        coords = [(Z - lo[2]) / step, (Y - lo[1]) / step, (X - lo[0]) / step]
+        return ndimage.map_coordinates(field, coords, order=1, mode="nearest").astype(np.float32)
+
+    def coarse(self, X, Y, Z):
+        return self._sample(self._coarse, self._lo, self._coarse_step, X, Y, Z)
+
+    def fine(self, X, Y, Z, index):
+        return self._sample(self._fine[index], self._fine_lo, self._fine_step, X, Y, Z)
+
+
+# ---- lesions ------------------------------------------------------------------------------------
+def _place_lesions(requested, grid: Volume, organ_masks: dict, hu: np.ndarray, rng):
+    """Spherical lesions fully inside their organs; paints ``hu`` in place; returns masks and info."""
+    masks, info = {}, []
+    placed = []  # (center_lps, radius) to keep lesions apart
+    for organ in requested:
+        organ = str(organ)
+        if organ in _ALIASES:
+            organ = _ALIASES[organ][int(rng.integers(2))]
+        if organ not in organ_masks:
+            raise InputError(f"cannot put a lesion in {organ!r}: the phantom's organs are "
+                             f"{', '.join(ORGANS)} (or lung, kidney)")
+        family = organ.split("_")[0]
+        lesion_hu, radius = LESIONS.get(family, LESIONS["body"])
+        radius = float(radius * rng.uniform(0.8, 1.25))
+        center, radius = _choose_center(grid, organ_masks[organ], radius, placed, rng, organ)
+        placed.append((center, radius))
+        name = f"lesion_{organ}"
+        n = 2
+        while name in masks:
+            name, n = f"lesion_{organ}_{n}", n + 1
+        mask, weight = _sphere(grid, center, radius)
+        mask &= organ_masks[organ]
+        # Soft edge (partial volume) in the image; the mask is the sphere itself.
+        organ_value = float(np.median(hu[organ_masks[organ] & ~mask])) if (organ_masks[organ] & ~mask).any() else 0.0
+        hu += weight * (lesion_hu - organ_value) * organ_masks[organ]
+        masks[name] = mask
+        info.append({"organ": organ, "name": name, "center_lps": [float(c) for c in center],
+                     "radius_mm": round(radius, 3), "hu": float(lesion_hu), "voxels": int(mask.sum())})
+    return masks, info
+
+
+def _choose_center(grid: Volume, organ_mask, radius, placed, rng, organ):
+    """A voxel centre deep enough in the organ for a sphere of ``radius`` (shrunk if none is)."""
+    if not organ_mask.any():
+        raise InputError(f"the phantom's {organ} is empty at this size; use a larger --size")
+    box = ndimage.find_objects(organ_mask.astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+    crop = organ_mask[box]
+    # Distance (mm) from each organ voxel to the nearest non-organ voxel centre; a sphere of
+    # radius r around a voxel with depth > r holds only organ voxels.
+    depth = ndimage.distance_transform_edt(np.pad(crop, 1), sampling=grid.spacing[::-1])[1:-1, 1:-1, 1:-1]
+    offset = np.array([s.start for s in box])
+    idx = np.argwhere(crop).astype(np.int64)
+    d = depth[crop]
+    centers = grid.index_to_physical((idx + offset)[:, ::-1])
+    ok = np.ones(len(idx), bool)
+    for c, r in placed:
+        ok &= np.linalg.norm(centers - c, axis=1) > r + 2.0
+    margin = 0.5 * max(grid.spacing)
+    r_try = radius
+    while True:
+        candidates = np.flatnonzero(ok & (d > r_try + margin))
+        if len(candidates) or r_try <= 0.5 * min(grid.spacing):
+            break
+        r_try *= 0.8
+    if not len(candidates):
+        candidates = np.flatnonzero(ok) if ok.any() else np.arange(len(idx))
+        candidates = candidates[np.argsort(d[candidates])[-1:]]
+        r_try = max(float(d[candidates[0]]) - margin, 0.0)
+    pick = candidates[int(rng.integers(len(candidates)))]
+    return centers[pick], float(min(r_try, d[pick] - 1e-3))
+
+
+def _sphere(grid: Volume, center, radius):
+    """Mask of voxel centres within ``radius`` of ``center`` and a soft partial-volume weight."""
+    nz, ny, nx = grid.shape
+    pad = radius + 2 * max(grid.spacing)
+    # Bounding box in index space (any direction): the sphere's box corners mapped to indices.
+    corners = np.array([[center[0] + sx * pad, center[1] + sy * pad, center[2] + sz * pad]
+                        for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+    ijk = grid.physical_to_index(corners)
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int), 0, [nx - 1, ny - 1, nz - 1])
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 1, 1, [nx, ny, nz])
+    k, j, i = np.meshgrid(np.arange(lo[2], hi[2]), np.arange(lo[1], hi[1]), np.arange(lo[0], hi[0]), indexing="ij")
+    pts = grid.index_to_physical(np.stack([i, j, k], axis=-1))
+    dist = np.linalg.norm(pts - np.asarray(center), axis=-1)
+    mask = np.zeros(grid.shape, bool)
+    weight = np.zeros(grid.shape, np.float32)
+    sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    mask[sl] = dist <= radius
+    edge = 0.5 * min(grid.spacing)
+    weight[sl] = np.clip((radius - dist) / (2 * edge) + 0.5, 0.0, 1.0)
+    return mask, weight
