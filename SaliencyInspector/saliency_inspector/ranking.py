@@ -1,0 +1,255 @@
+"""Exact ROC AUC and average precision for many masks, sharing one sort of the scores.
+
+scikit-learn sorts the scores again for every mask (and again for AUPRC). Here the scores of the
+evaluation region are ranked once (:class:`Ranking`: descending distinct values, the tie group of
+every voxel); each mask then needs only the tie groups of its own voxels, sorted and counted. From
+those counts follow, exactly:
+
+* ROC AUC with average ranks for ties (the Mann-Whitney statistic, integer arithmetic until the
+  final division), equal to ``sklearn.metrics.roc_auc_score``;
+* average precision exactly as ``sklearn.metrics.average_precision_score`` defines it (step-wise,
+  one step per tie group, no interpolation);
+* counts above any threshold, top-k hits with ties shared fairly, the best Dice over thresholds;
+* the full ROC and precision-recall curves in scikit-learn's conventions (for plots).
+
+We rewrite this instead of calling scikit-learn because sharing the sort is what makes it fast
+(measured in ``benchmarks/bench_metrics.py``). Integer-valued scores (quantised maps, e.g. uint8/
+uint16 files) are ranked by histogram counting, without any sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Integer scores spanning at most this many values are ranked by counting, not sorting.
+_MAX_HISTOGRAM_RANGE = 1 << 24
+
+
+@dataclass(frozen=True)
+class MaskCounts:
+    """The positives of one mask as seen by a :class:`Ranking`.
+
+    ``groups`` are the tie-group ids (ascending = descending score) that hold at least one positive,
+    ``counts`` the number of positives in each, ``positives`` their total.
+    """
+
+    groups: np.ndarray  # int64 (J,)
+    counts: np.ndarray  # int64 (J,)
+
+    @property
+    def positives(self) -> int:
+        return int(self.counts.sum())
+
+
+class Ranking:
+    """Dense descending ranks of a 1D score vector, computed once and shared by every mask.
+
+    Attributes: ``n`` (number of scores), ``values`` (distinct scores, descending), ``sizes`` (voxels
+    per tie group), ``ends`` (exclusive end position of each group in descending order, i.e. the
+    number of voxels with a score >= that group's value), ``group_of`` (int32 tie-group id of every
+    score, in the input's order).
+    """
+
+    def __init__(self, scores, device: str = "auto"):
+        scores = np.asarray(scores).ravel()
+        if scores.size == 0:
+            raise ValueError("cannot rank an empty score vector")
+        self.n = int(scores.size)
+        if np.issubdtype(scores.dtype, np.integer) or scores.dtype == bool:
+            span = int(scores.max()) - int(scores.min()) + 1
+            if span <= _MAX_HISTOGRAM_RANGE:
+                self.values, self.sizes, self.group_of = _dense_ranks_by_counting(scores)
+                self.ends = np.cumsum(self.sizes)
+                return
+        if _resolve_device(device) == "cuda":
+            self.values, self.sizes, self.group_of = _dense_ranks_torch(scores, "cuda")
+        else:
+            self.values, self.sizes, self.group_of = _dense_ranks_numpy(scores)
+        self.ends = np.cumsum(self.sizes)
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.values.size)
+
+    # ---- per mask ----------------------------------------------------------------------------
+    def counts_for(self, positions) -> MaskCounts:
+        """Counts of the positives at ``positions`` (indices into the score vector) per tie group."""
+        groups = self.group_of[np.asarray(positions)]
+        return self.counts_from_groups(groups)
+
+    def counts_from_groups(self, groups) -> MaskCounts:
+        """Counts per tie group from the tie-group ids of the positives."""
+        groups = np.asarray(groups)
+        if groups.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return MaskCounts(empty, empty)
+        if groups.size * 8 >= self.n_groups:
+            # many positives: counting into every group is cheaper than sorting the positives
+            hist = np.bincount(groups, minlength=self.n_groups)
+            present = np.flatnonzero(hist)
+            return MaskCounts(present.astype(np.int64), hist[present].astype(np.int64))
+        ids, counts = np.unique(groups, return_counts=True)
+        return MaskCounts(ids.astype(np.int64), counts.astype(np.int64))
+
+    def roc_auc(self, mc: MaskCounts) -> float:
+        """Exact ROC AUC, ties at average rank; NaN when there are no positives or no negatives."""
+        positives = mc.positives
+        negatives = self.n - positives
+        if positives == 0 or negatives == 0:
+            return float("nan")
+        tps = np.cumsum(mc.counts)
+        fps = self.ends[mc.groups] - tps  # negatives scored >= this group's value
+        sizes = self.sizes[mc.groups]
+        # each positive beats the negatives strictly below its group and half of those tied with it;
+        # doubled so that everything stays an exact integer until the one division
+        twice = int(np.sum(mc.counts * (2 * (negatives - fps) + (sizes - mc.counts))))
+        return twice / (2.0 * positives * negatives)
+
+    def average_precision(self, mc: MaskCounts) -> float:
+        """Average precision as scikit-learn defines it: Σ (R_i − R_{i−1}) P_i over tie groups."""
+        positives = mc.positives
+        if positives == 0:
+            return float("nan")
+        tps = np.cumsum(mc.counts)
+        precision = tps / self.ends[mc.groups]
+        return float(np.sum(mc.counts * precision) / positives)
+
+    def kept_groups(self, threshold: float) -> int:
+        """Number of tie groups (from the top) whose score is strictly above ``threshold``."""
+        return int(np.searchsorted(-self.values, -threshold, side="left"))
+
+    def hits_in_top_groups(self, mc: MaskCounts, groups: int) -> int:
+        """Positives among the voxels of the first ``groups`` tie groups."""
+        return int(mc.counts[: np.searchsorted(mc.groups, groups, side="left")].sum())
+
+    def voxels_in_top_groups(self, groups: int) -> int:
+        """Voxels in the first ``groups`` tie groups."""
+        return int(self.ends[groups - 1]) if groups > 0 else 0
+
+    def top_k_hits(self, mc: MaskCounts, k: int) -> tuple:
+        """Expected positives among the ``k`` highest scores and the k-th highest score.
+
+        When the k-th place falls inside a tie group, the group's remaining places are filled as by
+        a uniformly random tie-break: they count the group's share of positives (so the answer is
+        deterministic and no voxel order is favoured).
+        """
+        k = int(k)
+        if k <= 0:
+            return 0.0, float("nan")
+        g = int(np.searchsorted(self.ends, k, side="left"))  # group holding the k-th place
+        above = self.hits_in_top_groups(mc, g)
+        start = self.voxels_in_top_groups(g)
+        j = np.searchsorted(mc.groups, g)
+        in_group = int(mc.counts[j]) if j < mc.groups.size and mc.groups[j] == g else 0
+        share = (k - start) * in_group / float(self.sizes[g])
+        return above + share, float(self.values[g])
+
+    def best_dice(self, mc: MaskCounts) -> tuple:
+        """Largest Dice over all thresholds (an oracle): (dice, kept voxels, hits, lowest kept score).
+
+        Between two groups holding positives the hits stay and the kept voxels grow, so the best
+        cut is at the end of a group that holds positives: only those are tried.
+        """
+        positives = mc.positives
+        if positives == 0:
+            return float("nan"), 0, 0, float("nan")
+        tps = np.cumsum(mc.counts)
+        kept = self.ends[mc.groups]
+        dice = 2.0 * tps / (kept + positives)
+        best = int(np.argmax(dice))
+        return float(dice[best]), int(kept[best]), int(tps[best]), float(self.values[mc.groups[best]])
+
+    # ---- curves (scikit-learn's conventions, for plots) -----------------------------------------
+    def _cumulative(self, mc: MaskCounts):
+        hist = np.zeros(self.n_groups, dtype=np.int64)
+        hist[mc.groups] = mc.counts
+        tps = np.cumsum(hist)
+        return tps, self.ends - tps
+
+    def roc_curve(self, mc: MaskCounts):
+        """(fpr, tpr, thresholds) like ``sklearn.metrics.roc_curve(drop_intermediate=False)``."""
+        tps, fps = self._cumulative(mc)
+        tps = np.concatenate([[0], tps])
+        fps = np.concatenate([[0], fps])
+        thresholds = np.concatenate([[np.inf], self.values.astype(np.float64)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return fps / fps[-1], tps / tps[-1], thresholds
+
+    def pr_curve(self, mc: MaskCounts):
+        """(precision, recall, thresholds) like ``sklearn.metrics.precision_recall_curve``."""
+        tps, fps = self._cumulative(mc)
+        precision = tps / (tps + fps)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = tps / tps[-1]
+        return (np.concatenate([precision[::-1], [1.0]]), np.concatenate([recall[::-1], [0.0]]),
+                self.values[::-1].astype(np.float64))
+
+
+# ---- dense ranks ------------------------------------------------------------------------------
+def _resolve_device(device: str) -> str:
+    if device in ("cpu", "numpy"):
+        return "cpu"
+    if device in ("auto", "cuda"):
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            return "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        if device == "cuda":
+            from .errors import InputError
+            raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
+        return "cpu"
+    raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+
+
+def _dense_ranks_numpy(scores: np.ndarray):
+    """(values desc, sizes, group_of int32) by one argsort of the negated scores."""
+    order = np.argsort(-scores)  # ties in any order: they are grouped below
+    ranked = scores[order]
+    new_group = np.empty(ranked.size, dtype=bool)
+    new_group[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)
+    values = ranked[starts]
+    del ranked
+    sizes = np.diff(np.append(starts, scores.size))
+    group_sorted = np.cumsum(new_group, dtype=np.int32)
+    group_sorted -= 1
+    del new_group
+    group_of = np.empty(scores.size, dtype=np.int32)
+    group_of[order] = group_sorted
+    return values, sizes.astype(np.int64), group_of
+
+
+def _dense_ranks_torch(scores: np.ndarray, device: str):
+    """Same as :func:`_dense_ranks_numpy`, with the sort on a torch device (the GPU when present)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(scores)).to(device)
+    ranked, order = torch.sort(t, descending=True)
+    del t
+    new_group = torch.ones(ranked.numel(), dtype=torch.bool, device=device)
+    new_group[1:] = ranked[1:] != ranked[:-1]
+    starts = torch.nonzero(new_group).flatten()
+    values = ranked[starts].cpu().numpy()
+    del ranked
+    sizes = torch.diff(starts, append=torch.tensor([scores.size], device=device)).cpu().numpy()
+    group_sorted = torch.cumsum(new_group, 0, dtype=torch.int32) - 1
+    group_of = torch.empty_like(group_sorted)
+    group_of[order] = group_sorted
+    return values, sizes.astype(np.int64), group_of.cpu().numpy()
+
+
+def _dense_ranks_by_counting(scores: np.ndarray):
+    """Exact dense ranks of integer scores by a histogram (no sort): O(n + value range)."""
+    top = scores.max()
+    offset = (top.astype(np.int64) - scores.astype(np.int64)) if scores.dtype != bool else (~scores).astype(np.int64)
+    hist = np.bincount(offset.ravel())
+    present = hist > 0
+    dense = np.cumsum(present, dtype=np.int64) - 1
+    group_of = dense[offset].astype(np.int32)
+    values = (int(top) - np.flatnonzero(present)).astype(scores.dtype if scores.dtype != bool else np.int64)
+    return values, hist[present].astype(np.int64), group_of
