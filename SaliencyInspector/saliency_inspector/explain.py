@@ -1,0 +1,175 @@
+"""explain(): CT + classifier → one raw saliency map per (method, class) on the CT's own grid."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .volume import Volume, write_volume
+
+
+@dataclass
+class Explanation:
+    """Saliency maps for one CT.
+
+    ``maps[(method, class_name)]`` is a float32 Volume on the CT's exact grid holding the RAW,
+    SIGNED, un-normalised map; ``raw`` the same maps at feature resolution, each a Volume on its
+    own physical feature grid. ``logits`` and ``probabilities`` cover every class of the model.
+    """
+
+    maps: dict
+    raw: dict
+    logits: np.ndarray
+    probabilities: np.ndarray
+    class_names: list
+    methods: list
+    classes: list  # the explained class names (a subset of class_names)
+    layer: str
+    multilabel: bool = False
+    model: str = "model"
+    info: dict = field(default_factory=dict)
+
+    def map(self, method: str, class_name) -> Volume:
+        """The map for (method, class); ``class_name`` may also be the class index."""
+        if not isinstance(class_name, str) or class_name not in self.class_names:
+            class_name = _class_name(self.class_names, class_name)
+        key = (method, class_name)
+        if key not in self.maps:
+            raise InputError(f"no map for method {method!r} and class {class_name!r}; computed: "
+                             + ", ".join(f"{m}/{c}" for m, c in self.maps))
+        return self.maps[key]
+
+    def predictions(self) -> dict:
+        """Class names, logits and probabilities as a JSON-ready dict."""
+        return {
+            "model": self.model,
+            "class_names": list(self.class_names),
+            "logits": [float(v) for v in self.logits],
+            "probabilities": [float(v) for v in self.probabilities],
+            "multilabel": self.multilabel,
+            "activation": "sigmoid" if self.multilabel else "softmax",
+            "methods": list(self.methods),
+            "explained_classes": list(self.classes),
+            "target_layer": self.layer,
+            **self.info,
+        }
+
+    def save(self, out_dir) -> list:
+        """Write ``<method>_<class>.nrrd`` per map (the CT's grid) and ``predictions.json``."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"{out_dir}: exists and is not a folder; give --out a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for (method, name), volume in self.maps.items():
+            written.append(write_volume(volume, out_dir / f"{method}_{safe_name(name)}.nrrd"))
+        path = out_dir / "predictions.json"
+        path.write_text(json.dumps(self.predictions(), indent=2) + "\n")
+        written.append(path)
+        return written
+
+
+def safe_name(name: str) -> str:
+    """A class name usable in a file name (anything but letters, digits, '.', '-', '_' becomes '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "_"
+
+
+def _class_name(names, wanted) -> str:
+    if isinstance(wanted, (int, np.integer)) or (isinstance(wanted, str) and wanted.lstrip("-").isdigit()
+                                                 and wanted not in names):
+        index = int(wanted)
+        if not 0 <= index < len(names):
+            raise InputError(f"class index {index} out of range; the model has {len(names)} classes")
+        return names[index]
+    if wanted not in names:
+        raise InputError(f"class {wanted!r} is not one of the model's classes: {', '.join(names)}")
+    return wanted
+
+
+def _select_classes(names, classes) -> list:
+    if classes is None or (isinstance(classes, str) and classes == "all"):
+        return list(names)
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes]
+    return list(dict.fromkeys(_class_name(names, c) for c in classes))
+
+
+def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="all", layer=None,
+            progress=None) -> Explanation:
+    """Saliency maps for every (method, class) on the CT's own grid, from one forward pass.
+
+    ``classifier``: a :class:`models.Classifier`; ``ct``: a Volume in HU; ``methods``: names in
+    :data:`cam.METHODS`; ``classes``: "all", a class name or index, or a list; ``layer``: module
+    name (default: the card's target layer, else the last layer with a spatial output);
+    ``progress``: optional callable taking one-line messages.
+    """
+    import torch
+
+    from .cam import METHODS, compute_cams
+    from .preprocess import preprocess
+
+    say = progress or (lambda _msg: None)
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(METHODS)}")
+    card = classifier.card
+    say(f"preprocessing CT ({ct.describe_grid()}) for the model")
+    prepared = preprocess(ct, card.input, device=classifier.device)
+    x = prepared.tensor
+    layer = layer or card.target_layer
+    names = card.classes
+    indices = None
+    if names is not None:
+        indices = [names.index(c) for c in _select_classes(names, classes)]
+    say(f"forward pass and gradients at layer {layer or '(automatic)'} for "
+        f"{'all classes' if indices is None else len(indices)} ({', '.join(methods)})")
+    try:
+        result = compute_cams(classifier.module, x, methods=methods, class_indices=indices, layer=layer)
+    except RuntimeError as err:
+        raise InputError(_model_input_message(classifier, x, err)) from None
+    n_out = result.logits.shape[1]
+    if names is None:  # a card-less .pt2: class names are the output indices
+        names = [str(i) for i in range(n_out)]
+        card.classes = names
+        if classes not in (None, "all"):
+            keep = [names.index(c) for c in _select_classes(names, classes)]
+            result.maps = {m: v[:, keep] for m, v in result.maps.items()}
+            result.class_indices = keep
+    elif len(names) != n_out:
+        raise InputError(f"the model card lists {len(names)} classes but the model has {n_out} outputs; "
+                         "fix the card's 'classes'")
+    explained = [names[i] for i in result.class_indices]
+    say(f"mapping {len(methods) * len(explained)} maps from the feature grid "
+        f"{'×'.join(map(str, result.activation_shape[2:]))} onto the CT grid")
+    fgrid = prepared.feature_grid(result.activation_shape[2:])
+    maps, raw = {}, {}
+    with torch.no_grad():
+        for method in methods:
+            feature_maps = result.maps[method][0]  # (C, *spatial), batch of one
+            on_ct = prepared.to_ct(feature_maps)
+            zyx = feature_maps if prepared.axes == "zyx" else feature_maps.permute(0, 3, 2, 1)
+            zyx = zyx.cpu().numpy().astype(np.float32)
+            for n, name in enumerate(explained):
+                maps[(method, name)] = ct.with_array(on_ct[n])
+                raw[(method, name)] = Volume(zyx[n], fgrid.spacing, fgrid.origin, fgrid.direction)
+    logits = result.logits[0].cpu()
+    probabilities = classifier.probabilities(logits).numpy()
+    say("done")
+    return Explanation(maps=maps, raw=raw, logits=logits.numpy(), probabilities=probabilities,
+                       class_names=list(names), methods=methods, classes=explained, layer=result.layer,
+                       multilabel=card.multilabel, model=card.name,
+                       info={"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid()})
+
+
+def _model_input_message(classifier, x, err) -> str:
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return (f"model {classifier.card.name!r} rejected its input of shape {tuple(x.shape)} "
+            f"(batch, channels, {'D, H, W' if classifier.card.input.axes == 'zyx' else 'x, y, z'}): "
+            f"{text[:200]}. Check the model card's input.channels/size, and that the model is 3D")
