@@ -344,11 +344,16 @@ def _place_lesions(requested, grid: Volume, organ_masks: dict, hu: np.ndarray, r
         n = 2
         while name in masks:
             name, n = f"lesion_{organ}_{n}", n + 1
-        mask, weight = _sphere(grid, center, radius)
-        mask &= organ_masks[organ]
-        # Soft edge (partial volume) in the image; the mask is the sphere itself.
-        organ_value = float(np.median(hu[organ_masks[organ] & ~mask])) if (organ_masks[organ] & ~mask).any() else 0.0
-        hu += weight * (lesion_hu - organ_value) * organ_masks[organ]
+        box, inside, weight = _sphere(grid, center, radius)
+        organ_box = organ_masks[organ][box]
+        inside &= organ_box
+        # Shift the organ's voxels near the centre to the lesion value, keeping noise and texture;
+        # the soft edge imitates partial volume. The mask is the sphere itself.
+        rest = organ_box & ~inside
+        organ_value = float(np.median(hu[box][rest])) if rest.any() else float(np.median(hu[box][organ_box]))
+        hu[box] += weight * (lesion_hu - organ_value) * organ_box
+        mask = np.zeros(grid.shape, bool)
+        mask[box] = inside
         masks[name] = mask
         info.append({"organ": organ, "name": name, "center_lps": [float(c) for c in center],
                      "radius_mm": round(radius, 3), "hu": float(lesion_hu), "voxels": int(mask.sum())})
@@ -388,7 +393,8 @@ def _choose_center(grid: Volume, organ_mask, radius, placed, rng, organ):
 
 
 def _sphere(grid: Volume, center, radius):
-    """Mask of voxel centres within ``radius`` of ``center`` and a soft partial-volume weight."""
+    """(box, inside, weight): index box around the sphere, voxel centres within ``radius`` of
+    ``center`` in that box, and a soft partial-volume weight (1 inside, 0 outside, ramp at the edge)."""
     nz, ny, nx = grid.shape
     pad = radius + 2 * max(grid.spacing)
     # Bounding box in index space (any direction): the sphere's box corners mapped to indices.
@@ -400,10 +406,7 @@ def _sphere(grid: Volume, center, radius):
     k, j, i = np.meshgrid(np.arange(lo[2], hi[2]), np.arange(lo[1], hi[1]), np.arange(lo[0], hi[0]), indexing="ij")
     pts = grid.index_to_physical(np.stack([i, j, k], axis=-1))
     dist = np.linalg.norm(pts - np.asarray(center), axis=-1)
-    mask = np.zeros(grid.shape, bool)
-    weight = np.zeros(grid.shape, np.float32)
-    sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-    mask[sl] = dist <= radius
+    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
     edge = 0.5 * min(grid.spacing)
-    weight[sl] = np.clip((radius - dist) / (2 * edge) + 0.5, 0.0, 1.0)
-    return mask, weight
+    weight = np.clip((radius - dist) / (2 * edge) + 0.5, 0.0, 1.0).astype(np.float32)
+    return box, dist <= radius, weight

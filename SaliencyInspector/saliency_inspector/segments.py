@@ -157,7 +157,7 @@ def read_segments(path, reference: Volume | None = None, names=None, note=None) 
 
 
 def _is_slicer_segmentation(path: Path) -> bool:
-    """True for NRRD files with Slicer segment fields (``Segment0_...``) in their header."""
+    """True for ``.seg.nrrd`` files and NRRD files with Slicer segmentation fields in their header."""
     if path.is_dir() or not path.name.lower().endswith((".nrrd", ".nhdr")):
         return False
     import nrrd
@@ -166,7 +166,8 @@ def _is_slicer_segmentation(path: Path) -> bool:
         header = nrrd.read_header(str(path))
     except Exception as err:  # pynrrd raises its own NRRDError and also ValueError/UnicodeError
         raise InputError(f"{path}: cannot be read as NRRD ({str(err).splitlines()[0][:200]})") from None
-    return any(key.startswith("Segment0_") for key in header)
+    return path.name.lower().endswith(".seg.nrrd") or any(
+        key.startswith(("Segment0_", "Segmentation_")) for key in header)
 
 
 def _read_seg_nrrd(path: Path) -> Segments:
@@ -190,9 +191,7 @@ def _read_seg_nrrd(path: Path) -> Segments:
         mask = slicerio.segment_mask(seg, info["id"]).transpose(2, 1, 0)
         name = info.get("name", info["id"])
         segments.append(Segment(name, np.ascontiguousarray(mask), tuple(info.get("color", default_color(name, index)))))
-    if not segments:
-        raise InputError(f"{path}: the segmentation has no segments")
-    return Segments(segments, grid)
+    return Segments(segments, grid)  # may be empty: a segmentation with no segments is valid
 
 
 def _read_labelmap(path: Path, names) -> Segments:
