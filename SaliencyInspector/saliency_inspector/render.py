@@ -89,6 +89,7 @@ class Overlay:
     offsets: dict  # name -> (row0, col0) of the panel's top-left pixel in ``image``
     peak_lps: np.ndarray
     notes: list
+    legend_lines: int = 1
 
     def project(self, panel: str, lps) -> tuple:
         """(row, col) in ``image`` (and in the written PNG) of an LPS point on panel ``panel``."""
@@ -348,7 +349,21 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
 
 # ---- composition --------------------------------------------------------------------------------
 HEADER_PX = 44
-FOOTER_PX = 28
+FOOTER_PX = 22  # per legend line
+_LEGEND_CHAR_PX = 6.5  # approximate width of one character of the 8 pt legend at 100 dpi
+
+
+def _legend_layout(segments, width: int) -> list:
+    """(x, line, segment) for every segment name in the legend, wrapped to the picture's width."""
+    out, x, line = [], 6.0, 0
+    for group in _segment_groups(segments):
+        for segment in group:
+            label_px = _LEGEND_CHAR_PX * (len(segment.name) + 2) + 12
+            if x + label_px > width and x > 6.0:
+                x, line = 6.0, line + 1
+            out.append((x, line, segment))
+            x += label_px
+    return out
 
 
 def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, window=DEFAULT_WINDOW,
@@ -366,8 +381,10 @@ def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, win
     cell_h = max(p.rgb.shape[0] for p in panels.values())
     cell_w = max(p.rgb.shape[1] for p in panels.values())
     gap = 4
-    height = HEADER_PX + 2 * cell_h + gap + FOOTER_PX
     width = 2 * cell_w + gap
+    legend = _legend_layout(segments, width)
+    legend_lines = (legend[-1][1] + 1) if legend else 1
+    height = HEADER_PX + 2 * cell_h + gap + FOOTER_PX * legend_lines
     image = np.zeros((height, width, 3))
     image[:] = 0.0
     cells = {"axial": (0, 0), "coronal": (0, 1), "sagittal": (1, 0), "3d": (1, 1)}
@@ -394,7 +411,7 @@ def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, win
     image[8:20, width - bar_w - 40:width - 40] = bar[None]
     used = peak_point(saliency)
     return Overlay((np.clip(image, 0, 1) * 255).round().astype(np.uint8), panels, offsets,
-                   used if used is not None else np.asarray(panels["axial"].point), notes)
+                   used if used is not None else np.asarray(panels["axial"].point), notes, legend_lines)
 
 
 def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, *, point=None,
@@ -446,14 +463,10 @@ def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, 
     if with_3d:
         r0, c0 = overlay.offsets["3d"]
         ax.text(c0 + 4, r0 + 12, "3D (from the front)", va="center", **text)
-    # legend: segment names in their colours
-    x = 6.0
-    for group in _segment_groups(segments):
-        for segment in group:
-            label = ax.text(x, height - FOOTER_PX / 2, f"■ {segment.name}", color=segment.color[:3],
-                            fontsize=8, va="center")
-            x += 7.2 * (len(segment.name) + 3)
-            del label
+    # legend: segment names in their colours, wrapped onto as many lines as compose_overlay made room for
+    for x, line, segment in _legend_layout(segments, width):
+        ax.text(x, height - FOOTER_PX * (overlay.legend_lines - line) + FOOTER_PX / 2,
+                f"■ {segment.name}", color=segment.color[:3], fontsize=8, va="center")
     fig.savefig(out_png, dpi=dpi, facecolor="black")
     plt.close(fig)
     return out_png
