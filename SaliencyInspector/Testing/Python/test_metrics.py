@@ -1,0 +1,330 @@
+"""Metrics against hand-computed answers, scikit-learn, scikit-image and scipy (tiny arrays, fast)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+from skimage.filters import threshold_otsu
+
+from saliency_inspector.errors import InputError
+from saliency_inspector.metrics import (METRICS, ROW_KEYS, body_mask, evaluate, pr_curve, roc_curve,
+                                        score_masks)
+from saliency_inspector.ranking import Ranking, _dense_ranks_numpy, _dense_ranks_torch
+from saliency_inspector.segments import Segment, Segments
+from saliency_inspector.volume import Volume
+
+
+def line(values):
+    """A (1, 1, n) volume array from a list: the simplest grid for hand-computed answers."""
+    return np.asarray(values, dtype=float).reshape(1, 1, -1)
+
+
+# ---- hand-computed answers --------------------------------------------------------------------
+# map (after ReLU) 0.9 0.8 0.8 0.3 0 0 (raw -2 becomes 0), mask at positions 0, 2, 4
+HAND_MAP = line([0.9, 0.8, 0.8, 0.3, -2.0, 0.0])
+HAND_MASK = line([1, 0, 1, 0, 1, 0]).astype(bool)
+
+
+def test_hand_computed_row():
+    row = score_masks(HAND_MAP, {"m": HAND_MASK}).row("m")
+    # Mann-Whitney: 0.9 beats 3 negatives, 0.8 beats 2 and ties 1, 0 ties 1 -> (3 + 2.5 + 0.5) / 9
+    assert row["roc_auc"] == pytest.approx(6 / 9, abs=1e-15)
+    # AP: groups 0.9 (1 pos), 0.8 (1 pos, 1 neg), 0.3 (1 neg), 0 (1 pos, 1 neg): (1/1 + 2/3 + 3/6) / 3
+    assert row["auprc"] == pytest.approx(13 / 18, abs=1e-15)
+    assert row["auprc_chance"] == 0.5
+    # topk keeps the 3 highest (0.9, 0.8, 0.8): 2 in the mask
+    assert row["dice"] == pytest.approx(2 / 3) and row["ioa"] == pytest.approx(2 / 3)
+    assert row["rank_accuracy"] == pytest.approx(2 / 3)
+    assert row["threshold_value"] == pytest.approx(0.8)
+    assert row["mass_in_mask"] == pytest.approx(1.7 / 2.8, abs=1e-12)
+    assert row["mass_baseline"] == 0.5
+    assert row["pointing_game"] == 1.0
+    assert row["mask_voxels"] == 3 and row["note"] == ""
+
+
+def test_hand_computed_threshold_rules():
+    masks = {"m": HAND_MASK}
+    # fixed:0.5 of the max 0.9 -> keep > 0.45: the same three voxels as topk
+    row = score_masks(HAND_MAP, masks, threshold="fixed:0.5").row("m")
+    assert row["dice"] == pytest.approx(2 / 3) and row["ioa"] == pytest.approx(2 / 3)
+    # fixed:0.9 -> keep > 0.81: only 0.9 (in the mask): Dice 2*1/(1+3), IoA 1
+    row = score_masks(HAND_MAP, masks, threshold="fixed:0.9").row("m")
+    assert row["dice"] == pytest.approx(0.5) and row["ioa"] == 1.0 and row["threshold_value"] == pytest.approx(0.9)
+    # oracle: candidates 2*1/(1+3), 2*2/(3+3), 2*3/(6+3) -> 2/3
+    row = score_masks(HAND_MAP, masks, threshold="max").row("m")
+    assert row["dice"] == pytest.approx(2 / 3) and "oracle" in row["threshold"]
+
+
+def test_topk_shares_a_tie_group_fairly():
+    # top group of 4 tied voxels holds 1 mask voxel; k = 3 places -> 3 * 1/4 expected hits
+    s = line([1, 1, 1, 1, 0, 0])
+    m = line([1, 0, 0, 0, 1, 1]).astype(bool)
+    row = score_masks(s, {"m": m}).row("m")
+    assert row["rank_accuracy"] == pytest.approx(0.25)
+    assert row["dice"] == pytest.approx(0.25)
+    # pointing game: 4 voxels tie for the maximum, 1 is in the mask (tolerance 0.5 mm, spacing 1)
+    row = score_masks(s, {"m": m}, tolerance_mm=0.5).row("m")
+    assert row["pointing_game"] == pytest.approx(0.25)
+
+
+def test_pointing_game_tolerance_respects_anisotropic_spacing():
+    # grid (z=8, y=1, x=8); mask voxel at z=0, x=0; the map's maximum at z=2, x=0 or z=0, x=4
+    mask = np.zeros((8, 1, 8), bool)
+    mask[0, 0, 0] = True
+    along_z = np.zeros((8, 1, 8))
+    along_z[2, 0, 0] = 1.0
+    along_x = np.zeros((8, 1, 8))
+    along_x[0, 0, 4] = 1.0
+    spacing = (1.0, 1.0, 3.0)  # (x, y, z) mm: the z step is 3 mm
+    # z: 2 slices * 3 mm = 6 mm (miss at 5 mm); x: 4 * 1 mm = 4 mm (hit)
+    assert score_masks(along_z, {"m": mask}, spacing=spacing, tolerance_mm=5).row("m")["pointing_game"] == 0.0
+    assert score_masks(along_x, {"m": mask}, spacing=spacing, tolerance_mm=5).row("m")["pointing_game"] == 1.0
+    # swap the spacing: z step 1 mm -> 2 mm (hit); x step 3 mm -> 12 mm (miss)
+    swapped = (3.0, 1.0, 1.0)
+    assert score_masks(along_z, {"m": mask}, spacing=swapped, tolerance_mm=5).row("m")["pointing_game"] == 1.0
+    assert score_masks(along_x, {"m": mask}, spacing=swapped, tolerance_mm=5).row("m")["pointing_game"] == 0.0
+    # diagonal: (dz=2 * 3 mm, dx=4 mm) -> sqrt(36 + 16) = 7.21 mm
+    diag = np.zeros((8, 1, 8))
+    diag[2, 0, 4] = 1.0
+    for tol, hit in [(7.2, 0.0), (7.25, 1.0)]:
+        assert score_masks(diag, {"m": mask}, spacing=spacing, tolerance_mm=tol).row("m")["pointing_game"] == hit
+
+
+def test_map_identical_to_mask_is_perfect_under_every_rule():
+    rng = np.random.default_rng(1)
+    mask = rng.random((6, 7, 8)) < 0.2
+    for rule in ["topk", "otsu", "fixed:0.5", "percentile:50", "max"]:
+        row = score_masks(mask.astype(np.float32), {"m": mask}, threshold=rule).row("m")
+        for key in ["dice", "roc_auc", "auprc", "ioa", "rank_accuracy", "pointing_game", "mass_in_mask"]:
+            assert row[key] == 1.0, (rule, key, row)
+
+
+def test_uniform_map_mass_equals_baseline_and_rank_metrics_are_nan():
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3, 1:4, 2:5] = True
+    row = score_masks(np.full(mask.shape, 0.7), {"m": mask}).row("m")
+    assert row["mass_in_mask"] == pytest.approx(row["mass_baseline"], abs=1e-15)
+    assert row["mass_baseline"] == mask.sum() / mask.size
+    for key in ["dice", "roc_auc", "auprc", "ioa", "pointing_game", "rank_accuracy"]:
+        assert math.isnan(row[key]), key  # never a silent 0.5
+    assert "constant map" in row["note"]
+
+
+def test_undefined_cases_give_nan_and_a_reason():
+    rng = np.random.default_rng(2)
+    s = rng.random((4, 4, 4))
+    table = score_masks(s, {"empty": np.zeros(s.shape, bool), "everything": np.ones(s.shape, bool)})
+    empty, everything = table.row("empty"), table.row("everything")
+    assert all(math.isnan(empty[k]) for k in METRICS)
+    assert "empty mask" in empty["note"]
+    assert math.isnan(everything["roc_auc"]) and math.isnan(everything["auprc"])
+    assert "whole region" in everything["note"]
+    assert everything["mass_in_mask"] == pytest.approx(1.0)
+    # an all-negative raw map has no positive mass
+    row = score_masks(-s, {"m": s > 0.5}).row("m")
+    assert math.isnan(row["mass_in_mask"]) and "zero everywhere" in row["note"]
+
+
+# ---- scikit-learn / scikit-image cross-checks ------------------------------------------------
+def heavy_ties(rng, shape, levels=7):
+    """Raw signed maps with few distinct values: ReLU makes a third of them tie at 0."""
+    return rng.integers(-3, levels, shape).astype(np.float32) / 4
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auc_and_ap_equal_scikit_learn_with_heavy_ties(seed):
+    rng = np.random.default_rng(seed)
+    shape = (10, 12, 14)
+    s = heavy_ties(rng, shape) if seed % 2 == 0 else rng.normal(size=shape).round(1)
+    region = rng.random(shape) < 0.8
+    masks = {f"m{i}": rng.random(shape) < p for i, p in enumerate([0.02, 0.2, 0.6])}
+    masks["blob"] = np.zeros(shape, bool)
+    masks["blob"][2:6, 3:9, 4:10] = True
+    table = score_masks(s, masks, region=region)
+    relu = np.maximum(s, 0)[region]
+    for name, m in masks.items():
+        row, y = table.row(name), m[region]
+        assert abs(row["roc_auc"] - roc_auc_score(y, relu)) <= 1e-12
+        assert abs(row["auprc"] - average_precision_score(y, relu)) <= 1e-12
+        assert row["auprc_chance"] == y.mean()
+
+
+def test_curves_equal_scikit_learn():
+    rng = np.random.default_rng(5)
+    s = heavy_ties(rng, (8, 9, 10))
+    m = rng.random(s.shape) < 0.3
+    relu = np.maximum(s, 0).ravel()
+    fpr, tpr, thr = roc_curve(s, m)
+    sk_fpr, sk_tpr, sk_thr = sk_roc_curve(m.ravel(), relu, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, atol=1e-15)
+    np.testing.assert_allclose(tpr, sk_tpr, atol=1e-15)
+    np.testing.assert_array_equal(thr[1:], sk_thr[1:])
+    precision, recall, pthr = pr_curve(s, m)
+    sk_p, sk_r, sk_pthr = precision_recall_curve(m.ravel(), relu)
+    np.testing.assert_allclose(precision, sk_p, atol=1e-15)
+    np.testing.assert_allclose(recall, sk_r, atol=1e-15)
+    np.testing.assert_array_equal(pthr, sk_pthr)
+
+
+def dice_of(kept, mask):
+    return 2 * (kept & mask).sum() / (kept.sum() + mask.sum())
+
+
+def test_threshold_rules_equal_direct_computation():
+    rng = np.random.default_rng(6)
+    s = rng.normal(size=(10, 11, 12))
+    region = np.zeros(s.shape, bool)
+    region[1:9, 1:10, 2:11] = True
+    m = np.zeros(s.shape, bool)
+    m[3:7, 2:8, 4:9] = True
+    s = s + 1.5 * m  # an informative map
+    relu, v, mv = np.maximum(s, 0), region, m & region
+    cuts = {"otsu": threshold_otsu(relu[v]),
+            "fixed:0.4": 0.4 * relu[v].max(),
+            "percentile:80": np.percentile(relu[v], 80)}
+    for rule, cut in cuts.items():
+        row = score_masks(s, {"m": m}, region=region, threshold=rule).row("m")
+        kept = (relu > cut) & v
+        assert row["dice"] == pytest.approx(dice_of(kept, mv), abs=1e-12), rule
+        assert row["ioa"] == pytest.approx((kept & mv).sum() / kept.sum(), abs=1e-12), rule
+    # the oracle is the best Dice over every distinct threshold, and at least every rule's Dice
+    oracle = score_masks(s, {"m": m}, region=region, threshold="max").row("m")["dice"]
+    brute = max(dice_of((relu >= t) & v, mv) for t in np.unique(relu[v]))
+    assert oracle == pytest.approx(brute, abs=1e-12)
+    for rule in list(cuts) + ["topk"]:
+        assert oracle >= score_masks(s, {"m": m}, region=region, threshold=rule).row("m")["dice"] - 1e-12
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_topk_dice_equals_rank_accuracy_and_ioa(seed):
+    rng = np.random.default_rng(seed)
+    s = heavy_ties(rng, (9, 9, 9), levels=4)
+    masks = {f"m{i}": rng.random(s.shape) < p for i, p in enumerate([0.05, 0.3, 0.7])}
+    for row in score_masks(s, masks).rows:
+        assert row["dice"] == pytest.approx(row["rank_accuracy"], abs=1e-15)
+        assert row["ioa"] == pytest.approx(row["rank_accuracy"], abs=1e-15)
+    # without ties, rank accuracy is simply the share of the top-|M| voxels in the mask
+    s = rng.permutation(729).reshape(9, 9, 9).astype(float)
+    m = rng.random(s.shape) < 0.2
+    top = np.argsort(-s.ravel())[: m.sum()]
+    assert score_masks(s, {"m": m}).row("m")["rank_accuracy"] == pytest.approx(m.ravel()[top].mean())
+
+
+def test_mass_in_mask_direct():
+    rng = np.random.default_rng(7)
+    s = rng.normal(size=(6, 7, 8))
+    region = rng.random(s.shape) < 0.7
+    m = rng.random(s.shape) < 0.3
+    row = score_masks(s, {"m": m}, region=region).row("m")
+    relu = np.maximum(s, 0)
+    assert row["mass_in_mask"] == pytest.approx(relu[m & region].sum() / relu[region].sum(), abs=1e-12)
+    assert row["mass_baseline"] == pytest.approx((m & region).sum() / region.sum())
+    assert "outside the region" in row["note"]
+
+
+# ---- ranking back-ends -------------------------------------------------------------------------
+def test_counting_and_torch_ranks_equal_the_sort():
+    rng = np.random.default_rng(8)
+    ints = rng.integers(0, 50, 5000).astype(np.int16)
+    counted = Ranking(ints)  # histogram path, no sort
+    values, sizes, group_of = _dense_ranks_numpy(ints.astype(np.float64))
+    np.testing.assert_array_equal(counted.values, values)
+    np.testing.assert_array_equal(counted.sizes, sizes)
+    np.testing.assert_array_equal(counted.group_of, group_of)
+    floats = rng.normal(size=5000).round(1).astype(np.float32)
+    for a, b in zip(_dense_ranks_torch(floats, "cpu"), _dense_ranks_numpy(floats)):
+        np.testing.assert_array_equal(a, b)
+    # quantised (integer) maps give the same metrics as their float copy
+    m = rng.random((4, 25, 50)) < 0.3
+    q = score_masks(ints.reshape(4, 25, 50), {"m": m}).row("m")
+    f = score_masks(ints.reshape(4, 25, 50).astype(np.float32), {"m": m}).row("m")
+    for key in METRICS:
+        assert q[key] == pytest.approx(f[key], abs=1e-15)
+
+
+# ---- evaluate() with Volumes, Segments and regions -----------------------------------------------
+def test_evaluate_resamples_segments_on_another_grid_with_a_note():
+    rng = np.random.default_rng(9)
+    saliency = Volume(rng.random((8, 10, 12)).astype(np.float32), spacing=(2.0, 2.0, 3.0))
+    liver = np.zeros((16, 20, 24), bool)  # the same extent at half the spacing
+    liver[4:10, 6:14, 8:16] = True
+    fine = Volume(np.zeros(liver.shape), spacing=(1.0, 1.0, 1.5), origin=(-0.5, -0.5, -0.75))
+    segments = Segments([Segment("liver", liver)], fine)
+    notes = []
+    table = evaluate(saliency, segments, region="all", note=notes.append)
+    assert notes and "resampled" in notes[0]
+    expected = segments.resampled_to(saliency).mask("liver")
+    assert table.row("liver")["mask_voxels"] == expected.sum() > 0
+    far = Volume(np.zeros(liver.shape), spacing=(1.0, 1.0, 1.5), origin=(500.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="do not overlap"):
+        evaluate(saliency, Segments([Segment("liver", liver)], far))
+
+
+def test_region_rules():
+    rng = np.random.default_rng(10)
+    grid = Volume(rng.random((6, 8, 8)).astype(np.float32))
+    body = np.zeros(grid.shape, bool)
+    body[1:5, 1:7, 1:7] = True
+    liver = np.zeros(grid.shape, bool)
+    liver[2:4, 2:5, 2:5] = True
+    segs = Segments([Segment("body", body), Segment("liver", liver)], grid)
+    auto = evaluate(grid, segs)
+    assert "body" in auto.region and [r["segment"] for r in auto.rows] == ["liver"]
+    relu = grid.array[body]
+    assert auto.row("liver")["roc_auc"] == pytest.approx(roc_auc_score(liver[body], relu), abs=1e-12)
+    everything = evaluate(grid, segs, region="all")
+    assert everything.region == "all" and len(everything.rows) == 2
+    with pytest.raises(InputError, match="needs the CT"):
+        evaluate(grid, Segments([Segment("liver", liver)], grid), region="body")
+    with pytest.raises(InputError, match="not body, all or a segment"):
+        evaluate(grid, segs, region="pancreas")
+    with pytest.raises(InputError, match="not a known rule"):
+        evaluate(grid, segs, threshold="median")
+    with pytest.raises(InputError, match=r"\[0, 1\)"):
+        evaluate(grid, segs, threshold="fixed:1.5")
+    bad = grid.with_array(np.where(body, np.nan, 0.0))
+    with pytest.raises(InputError, match="NaN"):
+        evaluate(bad, segs)
+
+
+def test_body_region_from_the_phantom_ct():
+    from saliency_inspector.phantom import make_phantom
+
+    case = make_phantom(size=(40, 40, 16))
+    body = body_mask(case.ct)
+    np.testing.assert_array_equal(body, case.organs.mask("body"))  # lungs (air) included: holes filled
+    organs_only = Segments([s for s in case.organs if s.name != "body"], case.organs.grid)
+    saliency = case.ct.with_array(case.lesions.mask("lesion_liver").astype(np.float32))
+    table = evaluate(saliency, organs_only, ct=case.ct)  # auto -> body from the CT
+    assert table.region.startswith("body (CT")
+    liver, lesion = table.row("liver"), case.lesions.mask("lesion_liver")
+    inside, size = (lesion & body & case.organs.mask("liver")).sum(), (case.organs.mask("liver") & body).sum()
+    # lesion voxels (score 1) beat every other voxel (score 0); the rest of the liver ties with them
+    assert liver["roc_auc"] == pytest.approx(0.5 + 0.5 * inside / size, abs=1e-12)
+    assert liver["mass_in_mask"] == pytest.approx(inside / (lesion & body).sum())
+    assert liver["pointing_game"] == 1.0
+    assert table.row("lung_left")["pointing_game"] == 0.0
+
+
+def test_table_outputs(tmp_path):
+    table = score_masks(HAND_MAP, {"m": HAND_MASK, "empty": np.zeros(HAND_MASK.shape, bool)})
+    rows = json.loads(table.write_json(tmp_path / "t.json").read_text())
+    assert list(rows[0]) == ROW_KEYS
+    for key in ["segment", "dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "threshold", "region"]:
+        assert key in rows[0]
+    assert rows[1]["dice"] is None and rows[1]["note"]
+    csv_lines = table.write_csv(tmp_path / "t.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == ROW_KEYS and len(csv_lines) == 3
+    text = table.format()
+    assert "ROC AUC" in text and "empty mask" in text and "0.667" in text
+
+
+def test_registry_describes_every_metric():
+    for key, info in METRICS.items():
+        assert info.key == key and info.name and info.meaning and info.range == "0..1"
+        assert callable(info.function) and isinstance(info.higher_is_better, bool)
+        if info.baseline_key:
+            assert info.baseline_key in METRICS
