@@ -132,7 +132,9 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
         f"{'all classes' if indices is None else len(indices)} ({', '.join(methods)})")
     try:
         result = compute_cams(classifier.module, x, methods=methods, class_indices=indices, layer=layer)
-    except RuntimeError as err:
+    except InputError:
+        raise
+    except (RuntimeError, ValueError) as err:  # the network refused the input (channels, dims, size)
         raise InputError(_model_input_message(classifier, x, err)) from None
     n_out = result.logits.shape[1]
     if names is None:  # a card-less .pt2: class names are the output indices
