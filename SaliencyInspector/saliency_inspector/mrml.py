@@ -1,0 +1,515 @@
+"""MRML glue: Slicer scene nodes ⇄ the core's plain data (Volume, masks, tables, curves).
+
+Every function takes the scene (and the module logics it needs) as arguments and never reaches
+for ``slicer.mrmlScene``, ``slicer.modules`` or ``slicer.app``. That is what lets the same code run
+inside the Slicer application (the module's Logic passes ``slicer.mrmlScene`` and the real logics)
+and on real MRML in plain Python tests (``slicer-core``, no Qt).
+
+Geometry: MRML speaks RAS, the core speaks LPS. The conversion happens only through
+``Volume.ijk_to_ras()`` and ``volume_from_ijk_to_ras()``. A volume node's parent transform is not
+applied: a saliency node created for a CT is put under the CT's parent transform instead, so both
+stay in the same frame.
+
+Nothing here modifies an input node; functions only create new nodes or change the display of
+nodes they created (saliency, tables, charts) and the slice/3D view settings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+from .errors import InputError
+from .volume import Volume, volume_from_ijk_to_ras
+
+# Default look of a saliency overlay: a heat colormap from a real Slicer color node.
+HEAT_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
+FALLBACK_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
+
+# A layout with the two methods side by side (axial each), the 3D view, the metrics table and the
+# ROC chart. Registered on the layout node under this id.
+COMPARE_LAYOUT_ID = 19271
+COMPARE_LAYOUT_XML = """
+<layout type="vertical" split="true">
+ <item splitSize="600">
+  <layout type="horizontal">
+   <item><view class="vtkMRMLSliceNode" singletontag="Red">
+    <property name="orientation" action="default">Axial</property>
+    <property name="viewlabel" action="default">R</property>
+    <property name="viewcolor" action="default">#F34A33</property>
+   </view></item>
+   <item><view class="vtkMRMLSliceNode" singletontag="Yellow">
+    <property name="orientation" action="default">Axial</property>
+    <property name="viewlabel" action="default">Y</property>
+    <property name="viewcolor" action="default">#EDD54C</property>
+   </view></item>
+   <item><view class="vtkMRMLViewNode" singletontag="1">
+    <property name="viewlabel" action="default">1</property>
+   </view></item>
+  </layout>
+ </item>
+ <item splitSize="400">
+  <layout type="horizontal">
+   <item><view class="vtkMRMLTableViewNode" singletontag="TableView1">
+    <property name="viewlabel" action="default">T</property>
+   </view></item>
+   <item><view class="vtkMRMLPlotViewNode" singletontag="PlotView1">
+    <property name="viewlabel" action="default">P</property>
+   </view></item>
+  </layout>
+ </item>
+</layout>
+"""
+
+
+# ---- volumes ----------------------------------------------------------------------------------
+def volume_from_node(volume_node, what: str = "CT volume") -> Volume:
+    """The scalar volume node's voxels and geometry as a :class:`Volume` (array copied, LPS).
+
+    Raises InputError for no node, a non-scalar (vector/RGB/tensor) volume, a volume without
+    voxels, a 2D image, or a node under a non-linear transform.
+    """
+    if volume_node is None:
+        raise InputError(f"no {what} selected; choose a volume in the input selector")
+    name = volume_node.GetName()
+    image = volume_node.GetImageData() if volume_node.IsA("vtkMRMLVolumeNode") else None
+    # vector (RGB) and tensor volumes derive from the scalar volume class: check components too
+    if (not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.IsA("vtkMRMLVectorVolumeNode")
+            or volume_node.IsA("vtkMRMLDiffusionTensorVolumeNode")
+            or (image is not None and image.GetNumberOfScalarComponents() != 1)):
+        raise InputError(f"{what} '{name}' is a {volume_node.GetClassName()}, not a scalar volume; "
+                         "select a scalar (grayscale) CT volume")
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"{what} '{name}' has no voxel data; load the image again")
+    dims = image.GetDimensions()
+    if min(dims) < 2:
+        raise InputError(f"{what} '{name}' is a 2D image of size {dims}; a CT must be a 3D volume")
+    transform = volume_node.GetParentTransformNode()
+    if transform is not None and not transform.IsTransformToWorldLinear():
+        raise InputError(f"{what} '{name}' is under a non-linear transform; harden the transform "
+                         "(Data module, right-click, Harden transform) first")
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    array = scalars.reshape(dims[2], dims[1], dims[0]).copy()
+    return volume_from_ijk_to_ras(array, _ijk_to_ras(volume_node))
+
+
+def update_node_from_volume(volume_node, volume: Volume) -> None:
+    """Put ``volume``'s voxels and geometry (LPS → RAS) into an existing volume node."""
+    array = np.ascontiguousarray(volume.array)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*volume.size_xyz)  # geometry lives on the node, image origin/spacing stay default
+    vtk_array = numpy_support.numpy_to_vtk(array.ravel(), deep=True,
+                                           array_type=numpy_support.get_vtk_array_type(array.dtype))
+    image.GetPointData().SetScalars(vtk_array)
+    matrix = vtk.vtkMatrix4x4()
+    ijk_to_ras = volume.ijk_to_ras()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(ijk_to_ras[r, c]))
+    volume_node.SetIJKToRASMatrix(matrix)
+    volume_node.SetAndObserveImageData(image)
+
+
+def add_volume_node(scene, volume: Volume, name: str, reference_node=None,
+                    class_name: str = "vtkMRMLScalarVolumeNode"):
+    """A new volume node in ``scene`` holding ``volume``; under ``reference_node``'s transform if given."""
+    node = scene.AddNewNodeByClass(class_name, name)
+    update_node_from_volume(node, volume)
+    if reference_node is not None and reference_node.GetParentTransformNode() is not None:
+        node.SetAndObserveTransformNodeID(reference_node.GetParentTransformNode().GetID())
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_saliency_node(scene, saliency: Volume, ct_node, name: str, ct: Volume | None = None):
+    """A float saliency volume node on the CT node's grid.
+
+    ``saliency`` must already be on the CT's grid (explain() maps it there); checked against
+    ``ct`` (read from ``ct_node`` when not given).
+    """
+    ct = volume_from_node(ct_node) if ct is None else ct
+    if not saliency.same_grid(ct):
+        raise InputError(f"saliency map '{name}' is not on the CT's grid ({saliency.describe_grid()} vs "
+                         f"{ct.describe_grid()}); resample it onto the CT first")
+    node = add_volume_node(scene, saliency.with_array(saliency.array.astype(np.float32)), name,
+                           reference_node=ct_node)
+    node.SetAttribute("SaliencyInspector.Saliency", "1")
+    return node
+
+
+# ---- segmentations ----------------------------------------------------------------------------
+def segment_masks_from_node(segmentation_node, reference_node, segmentations_logic,
+                            segment_names=None) -> tuple[Volume, dict, dict]:
+    """Each segment of ``segmentation_node`` as a bool mask on ``reference_node``'s voxel grid.
+
+    Segments are exported one at a time, so overlapping segments (an organ and its lesion) keep
+    every voxel. Returns ``(grid, masks, colors)``: the reference grid as a Volume, name → mask
+    (z, y, x) and name → (r, g, b). ``segmentations_logic`` is a vtkSlicerSegmentationsModuleLogic
+    (its export is a static method; the argument keeps the dependency explicit).
+    """
+    if segmentation_node is None:
+        raise InputError("no segmentation selected; choose a segmentation with organ segments")
+    grid = volume_from_node(reference_node)
+    segmentation = segmentation_node.GetSegmentation()
+    ids = list(segmentation.GetSegmentIDs())
+    if not ids:
+        raise InputError(f"segmentation '{segmentation_node.GetName()}' has no segments; "
+                         "add organ segments (e.g. with TotalSegmentator) first")
+    by_name = {segmentation.GetSegment(i).GetName(): i for i in ids}
+    if segment_names is not None:
+        missing = [n for n in segment_names if n not in by_name]
+        if missing:
+            raise InputError(f"segmentation '{segmentation_node.GetName()}' has no segment named "
+                             f"{', '.join(missing)}; it has {', '.join(by_name)}")
+        by_name = {n: by_name[n] for n in segment_names}
+    scene = segmentation_node.GetScene()
+    existing = _node_ids(scene)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__saliency_inspector_export")
+    masks, colors = {}, {}
+    try:
+        for name, segment_id in by_name.items():
+            ids_array = vtk.vtkStringArray()
+            ids_array.InsertNextValue(segment_id)
+            ok = segmentations_logic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids_array, labelmap, reference_node,
+                _extent_reference_geometry())
+            if not ok:
+                raise InputError(f"segment '{name}' could not be exported onto '{reference_node.GetName()}'")
+            exported = volume_from_node(labelmap, what="exported segment")
+            if exported.shape != grid.shape:
+                raise InputError(f"segment '{name}' came back with shape {exported.shape}, "
+                                 f"expected the CT's {grid.shape}")
+            masks[name] = exported.array > 0
+            colors[name] = tuple(float(c) for c in segmentation.GetSegment(segment_id).GetColor())
+    finally:
+        # the temporary labelmap (and the colour table the export makes for it) never stay in the scene
+        _remove_nodes_added_since(scene, existing)
+    return grid, masks, colors
+
+
+def segments_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
+    """The segmentation as a core ``Segments`` object on the reference volume's grid."""
+    from .segments import Segment, Segments
+
+    grid, masks, colors = segment_masks_from_node(segmentation_node, reference_node,
+                                                  segmentations_logic, segment_names)
+    return _make_segments(Segments, Segment, grid, masks, colors)
+
+
+def add_segmentation_node(scene, masks: dict, reference_node, segmentations_logic,
+                          colors: dict | None = None, name: str = "Organs"):
+    """A new segmentation node with one segment per mask (masks on ``reference_node``'s grid).
+
+    Each mask goes through a temporary labelmap node and the segmentations logic's import, so the
+    segments have the reference geometry exactly.
+    """
+    grid = volume_from_node(reference_node, what="reference volume")
+    colors = colors or {}
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+    segmentation = node.GetSegmentation()
+    for segment_name, mask in masks.items():
+        mask = np.asarray(mask)
+        if mask.shape != grid.shape:
+            raise InputError(f"mask '{segment_name}' has shape {mask.shape}, the reference volume "
+                             f"{grid.shape}; resample the mask onto the volume first")
+        existing = _node_ids(scene)
+        labelmap = add_volume_node(scene, grid.with_array(mask.astype(np.uint8)), "__si_import",
+                                   class_name="vtkMRMLLabelMapVolumeNode")
+        try:
+            before = set(segmentation.GetSegmentIDs())
+            segmentations_logic.ImportLabelmapToSegmentationNode(labelmap, node, "")
+            added = [i for i in segmentation.GetSegmentIDs() if i not in before]
+        finally:
+            _remove_nodes_added_since(scene, existing)
+        if not added:  # an empty mask imports nothing; keep it as an empty segment
+            added = [segmentation.AddEmptySegment(segment_name)]
+        segment = segmentation.GetSegment(added[0])
+        segment.SetName(segment_name)
+        if segment_name in colors:
+            segment.SetColor(*[float(c) for c in colors[segment_name]])
+    return node
+
+
+def show_segmentation(segmentation_node, fill_opacity: float = 0.0, opacity_3d: float = 0.35) -> None:
+    """Outlines (fill off by default, so the heat overlay stays legible) in the slice views and
+    translucent closed surfaces in 3D."""
+    segmentation_node.CreateClosedSurfaceRepresentation()
+    display = segmentation_node.GetDisplayNode()
+    display.SetVisibility2DFill(fill_opacity > 0)
+    display.SetVisibility2DOutline(True)
+    display.SetOpacity2DFill(fill_opacity)
+    display.SetVisibility3D(True)
+    display.SetOpacity3D(opacity_3d)
+
+
+# ---- saliency display -------------------------------------------------------------------------
+def display_window(saliency: Volume | np.ndarray, percentile: float = 100.0) -> tuple[float, float]:
+    """Display window (0, high) for the positive part S⁺ = ReLU(map); high is the maximum of S⁺
+    (or a percentile of its positive values, to keep one hot voxel from washing out the rest)."""
+    values = np.asarray(saliency.array if isinstance(saliency, Volume) else saliency, dtype=np.float64)
+    positive = values[values > 0]
+    if positive.size == 0:
+        return 0.0, 1.0
+    high = float(np.percentile(positive, percentile))
+    return 0.0, high if high > 0 else float(positive.max())
+
+
+def set_saliency_display(saliency_node, window: tuple[float, float], threshold: float = 0.2,
+                         color_node_id: str = HEAT_COLOR_NODE_ID) -> None:
+    """Heat colormap over ``window``; voxels below ``threshold`` × window high are transparent.
+
+    ``threshold`` is a fraction of the window (0..1) so one slider works for every map.
+    """
+    scene = saliency_node.GetScene()
+    if scene.GetNodeByID(color_node_id) is None:
+        color_node_id = FALLBACK_COLOR_NODE_ID
+    saliency_node.CreateDefaultDisplayNodes()
+    display = saliency_node.GetDisplayNode()
+    lo, hi = float(window[0]), float(window[1])
+    display.SetAndObserveColorNodeID(color_node_id)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(lo, hi)
+    display.AutoThresholdOff()
+    display.ApplyThresholdOn()
+    display.SetLowerThreshold(lo + float(threshold) * (hi - lo))
+    display.SetUpperThreshold(float(np.finfo(np.float32).max))
+    display.SetInterpolate(True)
+
+
+def show_in_slice_views(scene, background_node, foreground_node=None, opacity: float = 0.5,
+                        view_names=None) -> int:
+    """Set background/foreground layers of the slice views (all, or those in ``view_names``).
+
+    Returns how many views were set. Works on the scene's slice composite nodes, so it needs no Qt.
+    """
+    count = 0
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(i)
+        if view_names is not None and composite.GetLayoutName() not in view_names:
+            continue
+        composite.SetBackgroundVolumeID(background_node.GetID() if background_node else None)
+        composite.SetForegroundVolumeID(foreground_node.GetID() if foreground_node else None)
+        composite.SetForegroundOpacity(float(opacity))
+        count += 1
+    return count
+
+
+def add_color_legend(saliency_node, color_logic):
+    """A colour legend for the saliency node in the slice and 3D views (vtkSlicerColorLogic)."""
+    legend = color_logic.AddDefaultColorLegendDisplayNode(saliency_node)  # None when it cannot be made
+    if legend is not None:
+        legend.SetTitleText(saliency_node.GetName())
+        legend.SetVisibility(True)
+    return legend
+
+
+def setup_volume_rendering(saliency_node, volume_rendering_logic, window: tuple[float, float],
+                           threshold: float = 0.2, max_opacity: float = 0.6,
+                           method: str | None = "vtkMRMLCPURayCastVolumeRenderingDisplayNode"):
+    """Volume-render the saliency in 3D with the slice views' colours, transparent below threshold.
+
+    ``method`` picks the ray caster (CPU works everywhere; None keeps the logic's default, e.g. GPU
+    in the Slicer app). Returns the volume rendering display node.
+    """
+    if method:
+        # must be set before the display node is created
+        volume_rendering_logic.SetDefaultRenderingMethod(method)
+    vr_display = volume_rendering_logic.GetFirstVolumeRenderingDisplayNode(saliency_node)
+    if vr_display is None:
+        vr_display = volume_rendering_logic.CreateDefaultVolumeRenderingNodes(saliency_node)
+    lo, hi = float(window[0]), float(window[1])
+    cut = lo + float(threshold) * (hi - lo)
+    lookup = _lookup_table(saliency_node)
+    prop = vr_display.GetVolumePropertyNode().GetVolumeProperty()
+    colors = prop.GetRGBTransferFunction()
+    colors.RemoveAllPoints()
+    for t in np.linspace(0.0, 1.0, 9):
+        rgb = lookup.GetTableValue(int(round(t * (lookup.GetNumberOfTableValues() - 1))))[:3]
+        colors.AddRGBPoint(lo + t * (hi - lo), *rgb)
+    opacity = prop.GetScalarOpacity()
+    opacity.RemoveAllPoints()
+    opacity.AddPoint(min(lo, cut - 1e-6 * (hi - lo + 1)), 0.0)
+    opacity.AddPoint(cut, 0.0)
+    opacity.AddPoint(hi, float(max_opacity))
+    prop.SetShade(False)
+    prop.SetInterpolationTypeToLinear()
+    vr_display.SetVisibility(True)
+    return vr_display
+
+
+# ---- tables and plots -------------------------------------------------------------------------
+def add_predictions_table(scene, class_names, probabilities, logits=None, name: str = "Predictions"):
+    """A table node: class, probability (and logit), one row per class."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    columns = {"class": [str(c) for c in class_names],
+               "probability": np.asarray(probabilities, dtype=float).ravel()}
+    if logits is not None:
+        columns["logit"] = np.asarray(logits, dtype=float).ravel()
+    _fill_table(table, columns)
+    table.SetColumnDescription("probability", "model output probability for the class")
+    return table
+
+
+def add_metrics_table(scene, rows: list[dict], name: str = "Saliency metrics", metrics_info=None):
+    """A table node with one row per segment and one column per key of ``rows`` (evaluate()'s rows).
+
+    ``metrics_info`` (metrics.METRICS: key → info with name / meaning) gives column titles and
+    descriptions, so the table's tooltips say what each number means.
+    """
+    if not rows:
+        raise InputError("no metric rows to show; the segmentation gave no segments to score")
+    keys = list(rows[0].keys())
+    columns = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        if all(isinstance(v, (int, float, np.floating, np.integer, bool)) or v is None for v in values) \
+                and not all(v is None for v in values):
+            columns[key] = np.array([np.nan if v is None else float(v) for v in values])
+        else:
+            columns[key] = ["" if v is None else str(v) for v in values]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    _fill_table(table, columns)
+    for key in keys:
+        info = (metrics_info or {}).get(key)
+        if info is None:
+            continue
+        title = _info_get(info, "name")
+        meaning = _info_get(info, "meaning") or _info_get(info, "description")
+        if title:
+            table.SetColumnLongName(key, str(title))
+        if meaning:
+            table.SetColumnDescription(key, str(meaning))
+    return table
+
+
+def table_columns(table_node) -> dict:
+    """A table node's columns as name → list (numbers as float, text as str)."""
+    table = table_node.GetTable()
+    out = {}
+    for c in range(table.GetNumberOfColumns()):
+        column = table.GetColumn(c)
+        values = [column.GetValue(r) for r in range(table.GetNumberOfRows())]
+        if column.IsA("vtkStringArray"):
+            out[column.GetName()] = [str(v) for v in values]
+        else:
+            out[column.GetName()] = [float(v) for v in values]
+    return out
+
+
+def add_roc_chart(scene, curves: dict, colors: dict | None = None, name: str = "ROC curves"):
+    """A plot chart of ROC curves, one Scatter series per segment (Line series space X evenly).
+
+    ``curves``: segment name → (false positive rates, true positive rates). The curve points are
+    stored in one table node (columns ``<segment> FPR`` / ``<segment> TPR``). Returns the chart node.
+    """
+    colors = colors or {}
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.SetTitle(name)
+    chart.SetXAxisTitle("false positive rate")
+    chart.SetYAxisTitle("true positive rate")
+    chart.SetXAxisRange(0.0, 1.0)
+    chart.SetYAxisRange(0.0, 1.0)
+    for segment, (fpr, tpr) in curves.items():
+        fpr = np.asarray(fpr, dtype=float).ravel()
+        tpr = np.asarray(tpr, dtype=float).ravel()
+        if fpr.shape != tpr.shape:
+            raise ValueError(f"ROC curve '{segment}': FPR and TPR lengths differ")
+        # one table per curve: curves have different numbers of points
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {segment}")
+        _fill_table(table, {"FPR": fpr, "TPR": tpr})
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", str(segment))
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("FPR")
+        series.SetYColumnName("TPR")
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleNone)
+        series.SetLineStyle(series.LineStyleSolid)
+        if segment in colors:
+            series.SetColor(*[float(c) for c in colors[segment]])
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
+# ---- layout -----------------------------------------------------------------------------------
+def set_compare_layout(layout_node) -> int:
+    """Register (once) and switch to the compare layout; returns its id."""
+    if not layout_node.IsLayoutDescription(COMPARE_LAYOUT_ID):
+        layout_node.AddLayoutDescription(COMPARE_LAYOUT_ID, COMPARE_LAYOUT_XML)
+    layout_node.SetViewArrangement(COMPARE_LAYOUT_ID)
+    return COMPARE_LAYOUT_ID
+
+
+def show_table_and_chart(app_logic, table_node=None, chart_node=None) -> None:
+    """Show the table and the chart in the layout's table/plot views (application logic)."""
+    selection = app_logic.GetSelectionNode()
+    if table_node is not None:
+        selection.SetActiveTableID(table_node.GetID())
+        app_logic.PropagateTableSelection()
+    if chart_node is not None:
+        selection.SetActivePlotChartID(chart_node.GetID())
+        app_logic.PropagatePlotChartSelection()
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _ijk_to_ras(volume_node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _node_ids(scene) -> set:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _remove_nodes_added_since(scene, existing: set) -> None:
+    for node_id in _node_ids(scene) - existing:
+        node = scene.GetNodeByID(node_id)
+        if node is not None:
+            scene.RemoveNode(node)
+
+
+def _extent_reference_geometry() -> int:
+    from slicer import vtkSegmentation  # noqa: PLC0415  (slicer-core or the Slicer app)
+
+    return vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+
+
+def _lookup_table(volume_node):
+    color_node = volume_node.GetDisplayNode().GetColorNode()
+    lookup = color_node.GetLookupTable() if color_node is not None else None
+    if lookup is None or lookup.GetNumberOfTableValues() < 2:
+        lookup = vtk.vtkLookupTable()
+        lookup.SetHueRange(0.0, 0.15)
+        lookup.Build()
+    return lookup
+
+
+def _fill_table(table_node, columns: dict) -> None:
+    """Replace the table's content with ``columns`` (name → numbers or strings), all equal length."""
+    table = vtk.vtkTable()
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+            array = vtk.vtkDoubleArray()
+            for v in values:
+                array.InsertNextValue(float(v))
+        else:
+            array = vtk.vtkStringArray()
+            for v in values:
+                array.InsertNextValue(str(v))
+        array.SetName(str(name))
+        table.AddColumn(array)
+    table_node.SetAndObserveTable(table)
+
+
+def _info_get(info, key):
+    return info.get(key) if isinstance(info, dict) else getattr(info, key, None)
+
+
+def _make_segments(segments_cls, segment_cls, grid, masks, colors):
+    """Build a core Segments object (kept in one place in case its constructor changes)."""
+    items = [segment_cls(name, masks[name], colors[name]) for name in masks]
+    return segments_cls(items, grid)
