@@ -207,19 +207,22 @@ def _rasterise(a, xyz, tex):
     paint(cavity, -90 + 10 * t)
     bowel = cavity & below & (t > 0.35)
     paint(bowel, ORGAN_HU["bowel"] + 8 * t)
-    paint(bowel & (tex.fine(X, Y, Z, 0) > 1.7), -950.0)
+    gas = np.zeros(X.shape, bool)
+    gas[bowel] = tex.fine(X[bowel], Y[bowel], Z[bowel], 0) > 1.5  # field 0 also makes lung vessels; no overlap
+    paint(gas, -950.0)
 
-    # Lungs: the chest cavity above the diaphragm, lateral to the mediastinum.
+    # Lungs: the chest cavity above the diaphragm, lateral to the mediastinum; parenchyma with
+    # vessels (where two smooth random fields both cross zero: thin branching tubes) that
+    # thicken toward the hila. Fine fields are sampled only where they are needed (speed).
     lung_zone = cavity & ~below & (np.abs(X - 0.15 * (Y + 60)) > a["mediastinum"]) & (Z < 175)
-    vessel_w = np.zeros(X.shape, np.float32)
+    lung_hu = np.full(X.shape, ORGAN_HU["lung"], np.float32)
     if lung_zone.any():
-        f1, f2 = tex.fine(X, Y, Z, 1), tex.fine(X, Y, Z, 2)
-        d_hilum = np.minimum(*(np.sqrt((X - h[0]) ** 2 + (Y - h[1]) ** 2 + (Z - h[2]) ** 2)
+        x, y, z = X[lung_zone], Y[lung_zone], Z[lung_zone]
+        d_hilum = np.minimum(*(np.sqrt((x - h[0]) ** 2 + (y - h[1]) ** 2 + (z - h[2]) ** 2)
                                for h in a["hilum"]))
-        width = 0.12 + 0.35 * np.exp(-d_hilum / 45.0)  # vessels thicken toward the hila
-        vessel_w = (np.abs(f1) < width) & (np.abs(f2) < width)
-    lung_hu = ORGAN_HU["lung"] + 25 * t
-    lung_hu = np.where(vessel_w, 20 + 15 * t, lung_hu)
+        width = 0.14 + 0.4 * np.exp(-d_hilum / 45.0)
+        vessel = (np.abs(tex.fine(x, y, z, 0)) < width) & (np.abs(tex.fine(x, y, z, 1)) < width)
+        lung_hu[lung_zone] = np.where(vessel, 30.0, ORGAN_HU["lung"] + 25 * t[lung_zone])
     paint(lung_zone & (X >= 0), lung_hu, "lung_left")
     paint(lung_zone & (X < 0), lung_hu, "lung_right")
 
@@ -254,6 +257,22 @@ def _rasterise(a, xyz, tex):
     ax_, ay_, ar = a["aorta"]
     aorta = (((X - ax_) ** 2 + (Y - ay_) ** 2) <= ar ** 2) & (Z < hc[2] + 10) & cavity
     paint(aorta, ORGAN_HU["aorta"] + 8 * t, "aorta")
+    top = hc[2] + 0.8 * hs[2]  # level of the aortic arch
+    asc = (((X - 5) ** 2 + (Y + 25) ** 2) <= (ar + 2) ** 2) & (Z > hc[2]) & (Z < top) & cavity
+    arch = (_segment_distance(X, Y, Z, (5, -25, top), (ax_, ay_, top)) <= ar) & cavity
+    desc = (((X - ax_) ** 2 + (Y - ay_) ** 2) <= ar ** 2) & (Z >= hc[2] + 10) & (Z < top) & cavity
+    paint(asc | arch | desc, ORGAN_HU["aorta"] + 8 * t, "aorta")
+    # Trachea splitting into the main bronchi toward the hila; esophagus behind it (not segmented).
+    carina = (0.0, 2.0, top - 10)
+    airway = (((X - carina[0]) ** 2 + (Y - carina[1]) ** 2) <= 9.0 ** 2) & (Z >= carina[2])
+    for h in a["hilum"]:
+        airway |= _segment_distance(X, Y, Z, carina, h) <= 6.0
+    airway &= cavity & (Z > h[2] - 5)
+    wall = ndimage.binary_dilation(airway, iterations=1) & ~airway & ~lung_zone & cavity if airway.any() else airway
+    paint(wall, 40 + 5 * t, "")
+    paint(airway, -990.0, "")
+    eso = (((X + 4) ** 2 + (Y - 24) ** 2) <= 7.0 ** 2) & (Z > -25) & (Z < top + 20) & cavity & ~heart
+    paint(eso, 40 + 5 * t, "")
     ix, iy, ir = a["ivc"]
     ivc = (((X - ix) ** 2 + (Y - iy) ** 2) <= ir ** 2) & (Z < hc[2] - 20) & cavity
     paint(ivc, ORGAN_HU["ivc"] + 5 * t, "")
@@ -287,6 +306,15 @@ def _rasterise(a, xyz, tex):
     return hu, labels, body
 
 
+def _segment_distance(X, Y, Z, p, q):
+    """Distance (mm) from each point to the line segment p-q."""
+    p, q = np.asarray(p, np.float32), np.asarray(q, np.float32)
+    d = q - p
+    t = ((X - p[0]) * d[0] + (Y - p[1]) * d[1] + (Z - p[2]) * d[2]) / float(d @ d)
+    t = np.clip(t, 0.0, 1.0)
+    return np.sqrt((X - p[0] - t * d[0]) ** 2 + (Y - p[1] - t * d[1]) ** 2 + (Z - p[2] - t * d[2]) ** 2)
+
+
 class _Textures:
     """Smooth random fields defined in physical space (so texture is grid independent)."""
 
@@ -300,7 +328,7 @@ class _Textures:
         self._fine_lo = np.array([-150.0, -110.0, -160.0])
         fine_hi = np.array([150.0, 110.0, 200.0])
         shape = np.ceil((fine_hi - self._fine_lo) / self._fine_step).astype(int) + 1
-        self._fine = [self._smooth(rng.standard_normal(shape[::-1], dtype=np.float32), 1.3) for _ in range(3)]
+        self._fine = [self._smooth(rng.standard_normal(shape[::-1], dtype=np.float32), 1.3) for _ in range(2)]
 
     def _field(self, rng, extent, step, sigma):
         shape = np.ceil(2 * extent / step).astype(int) + 1
@@ -308,7 +336,7 @@ class _Textures:
 
     @staticmethod
     def _smooth(noise, sigma):
-        f = ndimage.gaussian_filter(noise, sigma, mode="wrap")
+        f = ndimage.gaussian_filter(noise, sigma, mode="wrap", truncate=3.0)
         return (f - f.mean()) / (f.std() + 1e-6)
 
     @staticmethod
