@@ -25,6 +25,9 @@ import numpy as np
 
 # Integer scores spanning at most this many values are ranked by counting, not sorting.
 _MAX_HISTOGRAM_RANGE = 1 << 24
+# With device "auto", smaller score vectors are sorted by numpy: a GPU (and importing torch) does not
+# pay off for them.
+_MIN_GPU_SCORES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Ranking:
                 self.values, self.sizes, self.group_of = _dense_ranks_by_counting(scores)
                 self.ends = np.cumsum(self.sizes)
                 return
-        if _resolve_device(device) == "cuda":
+        if (device != "auto" or self.n >= _MIN_GPU_SCORES) and _resolve_device(device) == "cuda":
             self.values, self.sizes, self.group_of = _dense_ranks_torch(scores, "cuda")
         else:
             self.values, self.sizes, self.group_of = _dense_ranks_numpy(scores)
