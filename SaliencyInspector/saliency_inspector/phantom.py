@@ -72,7 +72,6 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False) 
         k1 = min(grid.shape[0], k0 + step)
         xyz = _physical_slab(grid, k0, k1)
         hu[k0:k1], labels[k0:k1], body[k0:k1] = _rasterise(anatomy, xyz, textures)
-        hu[k0:k1] += rng_noise.standard_normal(hu[k0:k1].shape, dtype=np.float32) * _NOISE_HU
 
     organ_masks = {"body": body}
     for index, name in enumerate(ORGANS[1:], start=1):
@@ -80,6 +79,9 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False) 
 
     requested = ["liver"] if lesions is None else list(lesions)
     lesion_masks, lesion_info = _place_lesions(requested, grid, organ_masks, hu, rng_lesion)
+    for k0 in range(0, grid.shape[0], step):  # quantum noise last, over lesions too
+        k1 = min(grid.shape[0], k0 + step)
+        hu[k0:k1] += rng_noise.standard_normal(hu[k0:k1].shape, dtype=np.float32) * _NOISE_HU
 
     ct = grid.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
     organs = Segments([Segment(n, organ_masks[n], default_color(n, i)) for i, n in enumerate(ORGANS)], grid)
@@ -228,7 +230,12 @@ def _rasterise(a, xyz, tex):
 
     # Abdominal organs below the diaphragm.
     liver = _ellipsoid(X, Y, Z, *a["liver"]) & below & cavity & (X < 35 - 0.2 * (Y + 40))
-    paint(liver, ORGAN_HU["liver"] + 6 * t, "liver")
+    liver_hu = ORGAN_HU["liver"] + 6 * t
+    if liver.any():  # enhancing portal/hepatic vessel branches, part of the liver as segmentations have it
+        x, y, z = X[liver], Y[liver], Z[liver]
+        vessel = (np.abs(tex.fine(x, y, z, 0)) < 0.13) & (np.abs(tex.fine(x, y, z, 1)) < 0.13)
+        liver_hu[liver] = np.where(vessel, 150.0, liver_hu[liver])
+    paint(liver, liver_hu, "liver")
     stomach = _ellipsoid(X, Y, Z, *a["stomach"]) & below & cavity
     paint(stomach, ORGAN_HU["muscle"] + 0 * t)
     sc, ss = a["stomach"]
@@ -237,6 +244,12 @@ def _rasterise(a, xyz, tex):
     paint(lumen & (Y < sc[1] - 0.35 * ss[1]), -980.0)  # air rises anteriorly in a supine patient
     spleen = _ellipsoid(X, Y, Z, *a["spleen"]) & below & cavity
     paint(spleen, ORGAN_HU["spleen"] + 6 * t, "spleen")
+    # Psoas muscles beside the lumbar spine, growing toward the pelvis.
+    grow = np.clip((-40.0 - Z) / 100.0, 0.0, 1.0)
+    psoas_y = a["vertebra"][1] - 2
+    for sign in (-1, 1):
+        psoas = (((X - sign * (26 + 12 * grow)) / (8 + 10 * grow)) ** 2 + ((Y - psoas_y) / (9 + 7 * grow)) ** 2 <= 1)
+        paint(psoas & (Z < -40) & cavity, ORGAN_HU["muscle"] + 5 * t, "")
     for side in ("kidney_left", "kidney_right"):
         center, semi = a[side]
         kidney = _ellipsoid(X, Y, Z, center, semi) & cavity
@@ -375,11 +388,13 @@ def _place_lesions(requested, grid: Volume, organ_masks: dict, hu: np.ndarray, r
         box, inside, weight = _sphere(grid, center, radius)
         organ_box = organ_masks[organ][box]
         inside &= organ_box
-        # Shift the organ's voxels near the centre to the lesion value, keeping noise and texture;
-        # the soft edge imitates partial volume. The mask is the sphere itself.
-        rest = organ_box & ~inside
-        organ_value = float(np.median(hu[box][rest])) if rest.any() else float(np.median(hu[box][organ_box]))
-        hu[box] += weight * (lesion_hu - organ_value) * organ_box
+        # The lesion replaces the organ's tissue (vessels included), keeping a little of its
+        # texture; the soft edge imitates partial volume. The mask is the sphere itself.
+        region = hu[box]
+        organ_value = float(np.median(region[organ_box]))
+        texture = np.clip(region - organ_value, -20.0, 20.0) * 0.3
+        w = weight * organ_box
+        hu[box] = (1 - w) * region + w * (lesion_hu + texture)
         mask = np.zeros(grid.shape, bool)
         mask[box] = inside
         masks[name] = mask
