@@ -1,0 +1,209 @@
+"""`saliency-inspector demo`: the main job end to end on embedded defaults (no network, no files).
+
+A phantom CT with organ masks and a liver lesion -> the shipped demo classifier -> HiResCAM and
+Grad-CAM for every class -> metrics against every organ and lesion -> pictures -> an HTML report.
+Output folder: ``ct.nrrd``, ``organs.seg.nrrd``, ``lesions.seg.nrrd``, ``case.json``,
+``maps/<method>_<class>.nrrd``, ``predictions.json``, ``metrics.csv``/``metrics.json``,
+``images/*.png`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+DEMO_SIZE = (256, 256, 100)  # voxels (x, y, z) of the demo phantom: 1.56 x 1.56 x 3 mm over 400x400x300 mm
+ROC_POINTS = 2000  # a ROC curve over millions of voxels is thinned to this many points for plotting
+
+
+@dataclass
+class DemoResult:
+    """What the demo made: the output folder, the report, the tables and the objects behind them."""
+
+    out_dir: Path
+    report: Path
+    tables: dict  # (method, class) -> EvaluationTable
+    images: dict  # (method, class) -> PNG path
+    predictions: list  # dicts: class, probability, logit, truth
+    focus_classes: list
+    seconds: float
+    timings: dict = field(default_factory=dict)
+
+
+def _class_organs(class_name: str) -> tuple:
+    from .demo_model import CLASS_ORGANS
+
+    return tuple(CLASS_ORGANS.get(class_name, (class_name,)))
+
+
+def _thin(fpr, tpr, n=ROC_POINTS):
+    """At most ``n`` points of a ROC curve, ends kept (for plotting only; AUCs come from the tables)."""
+    if len(fpr) <= n:
+        return fpr, tpr
+    idx = np.unique(np.linspace(0, len(fpr) - 1, n).round().astype(int))
+    return np.asarray(fpr)[idx], np.asarray(tpr)[idx]
+
+
+def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, seed=0, lesions=None,
+             classifier=None, methods=("hirescam", "gradcam"), panel_px=384) -> DemoResult:
+    """Run the main job on a phantom and write everything into ``out_dir``; returns a :class:`DemoResult`.
+
+    ``size``: phantom voxels (x, y, z), default :data:`DEMO_SIZE`; ``lesions``: organs holding a
+    lesion (default one in the liver); ``classifier``: a :class:`~saliency_inspector.models.Classifier`
+    to use instead of the shipped demo model (tests use a small untrained one). Prints the metrics
+    of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
+    """
+    from .explain import explain, safe_name
+    from .metrics import evaluate, roc_curve
+    from .phantom import make_phantom, write_phantom_case
+    from .render import render_overlay
+    from .report import plot_roc, write_report
+    from .segments import Segments
+    from .volume import write_volume
+
+    say = progress or (lambda message: None)
+    start = time.perf_counter()
+    timings = {}
+
+    def lap(name, t0):
+        timings[name] = time.perf_counter() - t0
+        return time.perf_counter()
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    size = tuple(size) if size else DEMO_SIZE
+
+    # 1. the case
+    t = time.perf_counter()
+    say(f"making a phantom CT {size[0]}×{size[1]}×{size[2]} (seed {seed})")
+    case = make_phantom(seed=seed, size=size, lesions=lesions)
+    write_phantom_case(case, out)
+    t = lap("phantom", t)
+
+    # 2. the model and its maps
+    if classifier is None:
+        from .models import demo_classifier
+
+        say("loading the shipped demo classifier")
+        classifier = demo_classifier(device=device)
+    say(f"explaining: {', '.join(methods)} for every class ({', '.join(classifier.class_names or [])})")
+    explanation = explain(classifier, case.ct, methods=list(methods), classes="all", progress=say)
+    maps_dir = out / "maps"
+    for (method, name), volume in explanation.maps.items():
+        write_volume(volume, maps_dir / f"{method}_{safe_name(name)}.nrrd")
+    lesion_organs = {les["organ"] for les in case.info.get("lesions", [])}
+    predictions = []
+    for index, name in enumerate(explanation.class_names):
+        truth = bool(lesion_organs & set(_class_organs(name)))
+        predictions.append({"class": name, "probability": float(explanation.probabilities[index]),
+                            "logit": float(explanation.logits[index]), "truth": truth})
+    record = dict(explanation.predictions())
+    record["truth"] = {p["class"]: p["truth"] for p in predictions}
+    record["lesions"] = case.info.get("lesions", [])
+    (out / "predictions.json").write_text(json.dumps(record, indent=2) + "\n")
+    t = lap("explain", t)
+
+    # classes worth a close look: truly present or predicted (p >= 0.5); at least the most probable one
+    focus = [p["class"] for p in predictions if p["truth"] or p["probability"] >= 0.5]
+    if not focus:
+        focus = [max(predictions, key=lambda p: p["probability"])["class"]]
+    focus = [c for c in explanation.classes if c in focus]
+
+    # 3. metrics against every organ and lesion (region: the body)
+    segments = Segments(list(case.organs) + list(case.lesions), case.ct)
+    tables = {}
+    records = []
+    for (method, name), volume in explanation.maps.items():
+        say(f"scoring {method} / {name} against {len(segments)} segments")
+        table = evaluate(volume, segments, region="auto", ct=case.ct)
+        tables[(method, name)] = table
+        records += [{"method": method, "class": name, **row} for row in table.to_records()]
+    _write_metrics(records, out)
+    t = lap("metrics", t)
+
+    # 4. pictures
+    images = {}
+    for (method, name), volume in explanation.maps.items():
+        say(f"rendering {method} / {name}")
+        path = out / "images" / f"{method}_{safe_name(name)}.png"
+        p = next(p for p in predictions if p["class"] == name)
+        title = f"{method} · class {name} · p = {p['probability']:.2f}" + (" (lesion present)" if p["truth"] else "")
+        images[(method, name)] = render_overlay(case.ct, volume, [case.organs, case.lesions], path, title=title,
+                                                panel_px=panel_px)
+    t = lap("render", t)
+
+    # 5. ROC curves of each focus class's maps against its organ(s) and lesion(s), over the body
+    body = case.organs.mask("body") if "body" in case.organs.names else None
+    roc_images = []
+    for name in focus:
+        targets = [(organ, case.organs.mask(organ)) for organ in _class_organs(name) if organ in case.organs.names]
+        targets += [(les.name, les.mask) for les in case.lesions
+                    if any(info["name"] == les.name and info["organ"] in _class_organs(name)
+                           for info in case.info.get("lesions", []))]
+        curves = []
+        for target, mask in targets:
+            for method in methods:
+                fpr, tpr, _ = roc_curve(explanation.map(method, name), mask, region=body)
+                auc = tables[(method, name)].row(target)["roc_auc"]
+                curves.append((f"{method} vs {target}", *_thin(fpr, tpr), auc))
+        if curves:
+            path = plot_roc(curves, out / "images" / f"roc_{safe_name(name)}.png",
+                            title=f"class {name}: map vs its organ / lesion (region: body)")
+            roc_images.append((f"class {name}", path))
+    t = lap("roc", t)
+
+    # 6. the report
+    class_segments = {}
+    for name in explanation.classes:
+        organs = [o for o in _class_organs(name)]
+        lesion_names = [info["name"] for info in case.info.get("lesions", []) if info["organ"] in organs]
+        class_segments[name] = organs + lesion_names
+    info = {"phantom": f"seed {seed}, {case.info.get('phase', '')}",
+            "lesions": "; ".join(f"{les['name']} (organ {les['organ']}, radius {les['radius_mm']:.1f} mm, "
+                                 f"centre LPS {[round(v, 1) for v in les['center_lps']]} mm)"
+                                 for les in case.info.get("lesions", [])) or "none",
+            "model": f"{explanation.model} · target layer {explanation.layer}"}
+    report = write_report(
+        out / "report.html", title=f"SaliencyInspector demo: phantom case (seed {seed})", ct=case.ct,
+        case_info=info, predictions=predictions, images=images, tables=tables, class_segments=class_segments,
+        focus_classes=focus, roc_images=roc_images, methods=list(methods),
+        notes=["The phantom and its lesion are synthetic; the demo classifier was trained on such phantoms only.",
+               "Maps were computed on the model's input grid and mapped back onto the CT grid in physical space."])
+    lap("report", t)
+    seconds = time.perf_counter() - start
+
+    # 7. what the user reads
+    for name in focus:
+        for method in methods:
+            p = next(p for p in predictions if p["class"] == name)
+            print(f"\n== {method} · class {name} (p = {p['probability']:.3f}, "
+                  f"{'lesion present' if p['truth'] else 'no lesion'}) ==")
+            print(tables[(method, name)].format())
+    print(f"\nreport: {report.resolve()}")
+    say(f"done in {seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
+    return DemoResult(out, report, tables, images, predictions, focus, seconds, timings)
+
+
+def _write_metrics(records, out: Path) -> None:
+    """metrics.json (list of row objects, NaN as null) and metrics.csv (one row per method/class/segment)."""
+    import csv
+
+    (out / "metrics.json").write_text(json.dumps(records, indent=2) + "\n")
+    if not records:
+        return
+    columns = list(records[0])
+    with (out / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for r in records:
+            writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                             for k, v in r.items()})
