@@ -189,9 +189,18 @@ def _read_seg_nrrd(path: Path) -> Segments:
     segments = []
     for index, info in enumerate(seg["segments"]):
         mask = slicerio.segment_mask(seg, info["id"]).transpose(2, 1, 0)
-        name = info.get("name", info["id"])
+        name = _unique(info.get("name", info["id"]), [s.name for s in segments])  # Slicer allows duplicates
         segments.append(Segment(name, np.ascontiguousarray(mask), tuple(info.get("color", default_color(name, index)))))
     return Segments(segments, grid)  # may be empty: a segmentation with no segments is valid
+
+
+def _unique(name: str, taken) -> str:
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}_{n}" in taken:
+        n += 1
+    return f"{name}_{n}"
 
 
 def _read_labelmap(path: Path, names) -> Segments:
@@ -208,7 +217,7 @@ def _read_labelmap(path: Path, names) -> Segments:
     table = _read_name_table(names) if names is not None else {}
     segments = []
     for index, label in enumerate(labels):
-        name = table.get(label, f"label_{label}")
+        name = _unique(table.get(label, f"label_{label}"), [s.name for s in segments])
         segments.append(Segment(name, array == label, default_color(name, index)))
     return Segments(segments, volume)
 

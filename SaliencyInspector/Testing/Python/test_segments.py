@@ -220,3 +220,17 @@ def test_bad_name_table(grid, tmp_path):
 def test_write_refuses_other_suffixes(overlapping, tmp_path):
     with pytest.raises(InputError, match=".seg.nrrd"):
         write_segments(overlapping, tmp_path / "masks.nii.gz")
+
+
+def test_duplicate_segment_names_in_a_slicer_file_are_kept_apart(grid, tmp_path):
+    labels_ijk = np.zeros(grid.size_xyz, np.uint8)
+    labels_ijk[1:3, 1:3, 1:3] = 1
+    labels_ijk[5:7, 5:7, 5:7] = 2
+    seg = {"voxels": labels_ijk, "ijkToLPS": grid.ijk_to_lps(),
+           "segments": [{"id": "a", "name": "nodule", "labelValue": 1, "layer": 0},
+                        {"id": "b", "name": "nodule", "labelValue": 2, "layer": 0}]}
+    path = tmp_path / "dup.seg.nrrd"
+    slicerio.write_segmentation(str(path), seg)
+    segments = read_segments(path)
+    assert segments.names == ["nodule", "nodule_2"]
+    assert segments.mask("nodule_2").sum() == 8
