@@ -1,0 +1,235 @@
+"""Static checks of the Slicer extension: what would silently break the installed module.
+
+SaliencyInspector.py needs Slicer's Qt application to import, so it is checked with ``ast``;
+the CMake lists, the .ui file, the catalog entry and the requirements are read as text/XML/JSON.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import xml.etree.ElementTree as ET
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[3]
+MODULE = ROOT / "SaliencyInspector"
+MODULE_PY = MODULE / "SaliencyInspector.py"
+UI_FILE = MODULE / "Resources" / "UI" / "SaliencyInspector.ui"
+CATALOG = ROOT / "SaliencyInspector.json"
+
+# Facts from Slicer/Slicer Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+CATALOG_PROPERTIES = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
+                      "build_dependencies": list, "build_subdirectory": str, "enabled": bool, "tier": int}
+CATALOG_SCHEMA_ID = "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#"
+# Categories the ExtensionsIndex accepts (a subset that fits this extension)
+CATEGORIES = {"Quantification", "Segmentation", "Utilities", "Analysis", "Informatics", "Examples"}
+
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    """Entries of ``set(VARIABLE a b c)`` in a CMake file (comments removed)."""
+    text = re.sub(r"#[^\n]*", "", text)
+    match = re.search(r"set\(\s*" + re.escape(variable) + r"\s+(.*?)\)", text, re.S)
+    assert match, f"set({variable} ...) not found"
+    return match.group(1).split()
+
+
+def module_cmake() -> str:
+    return (MODULE / "CMakeLists.txt").read_text()
+
+
+def expand(entry: str) -> str:
+    return entry.replace("${MODULE_NAME}", "SaliencyInspector")
+
+
+# ---- CMake ------------------------------------------------------------------------------------
+def test_every_python_file_is_listed_in_the_module_cmakelists():
+    listed = [expand(e) for e in cmake_list(module_cmake(), "MODULE_PYTHON_SCRIPTS")]
+    on_disk = sorted(str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py")
+                     if "Testing" not in p.parts and ".egg-info" not in str(p) and "__pycache__" not in p.parts)
+    missing = sorted(set(on_disk) - set(listed))
+    assert not missing, f"add these to MODULE_PYTHON_SCRIPTS in SaliencyInspector/CMakeLists.txt: {missing}"
+    gone = [e for e in listed if not (MODULE / e).is_file()]
+    assert not gone, f"listed in MODULE_PYTHON_SCRIPTS but not on disk: {gone}"
+    assert len(listed) == len(set(listed))
+
+
+def test_every_resource_is_listed_and_exists():
+    listed = [expand(e) for e in cmake_list(module_cmake(), "MODULE_PYTHON_RESOURCES")]
+    resources = MODULE / "Resources"
+    on_disk = sorted(str(p.relative_to(MODULE)) for p in resources.rglob("*") if p.is_file()
+                     and p.name != ".gitkeep" and not p.name.startswith("."))
+    missing = sorted(set(on_disk) - set(listed))
+    assert not missing, f"add these to MODULE_PYTHON_RESOURCES: {missing}"
+    absent = [e for e in listed if not (MODULE / e).is_file()]
+    models = [e for e in absent if e.startswith("Resources/Models/")]
+    assert not [e for e in absent if e not in models], f"listed resources missing: {absent}"
+    if models:
+        pytest.skip(f"demo model files not generated yet ({', '.join(models)}; `saliency-inspector train-demo`)")
+
+
+def test_module_cmakelists_builds_a_scripted_module_with_tests():
+    text = module_cmake()
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py\s*\)", text)
+    assert "add_subdirectory(Testing)" in text
+    assert (MODULE / "Testing" / "CMakeLists.txt").read_text().strip() == "add_subdirectory(Python)"
+    assert (MODULE / "Testing" / "Python" / "CMakeLists.txt").is_file()
+
+
+def test_top_level_cmakelists_has_the_extension_metadata():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"^project\(SaliencyInspector\)", text, re.M)
+    values = dict(re.findall(r'set\((EXTENSION_[A-Z]+)\s+"([^"]*)"\)', text))
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert values.get(key, "").strip(), f"{key} is missing or empty"
+    assert values["EXTENSION_DEPENDS"] == "PyTorch"
+    assert values["EXTENSION_CATEGORY"] in CATEGORIES
+    for url_key in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert values[url_key].startswith("https://")
+    # the icon and screenshot the URLs point at are files of this repository
+    for url_key, marker in (("EXTENSION_ICONURL", "/main/"), ("EXTENSION_SCREENSHOTURLS", "/main/")):
+        relative = values[url_key].split(marker, 1)[1]
+        assert (ROOT / relative).is_file() or url_key == "EXTENSION_SCREENSHOTURLS", relative
+    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(SaliencyInspector)",
+                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+        assert line in text, line
+
+
+# ---- catalog entry ----------------------------------------------------------------------------
+def test_catalog_entry_follows_the_extensions_index_schema():
+    entry = json.loads(CATALOG.read_text())
+    assert CATALOG_REQUIRED <= set(entry), f"missing {CATALOG_REQUIRED - set(entry)}"
+    assert set(entry) <= set(CATALOG_PROPERTIES), f"not in the schema: {set(entry) - set(CATALOG_PROPERTIES)}"
+    for key, value in entry.items():
+        assert isinstance(value, CATALOG_PROPERTIES[key]), key
+    assert entry["$schema"] == CATALOG_SCHEMA_ID
+    assert entry.get("tier", 5) in (1, 3, 5)
+    assert entry.get("scm_type", "git") in ("git", "local")
+    assert all(isinstance(d, str) for d in entry.get("build_dependencies", []))
+    # ExtensionsIndex rules: json name == project(); the extension name does not start with
+    # "Slicer", the repository name does; the category matches the CMake metadata
+    assert CATALOG.stem == "SaliencyInspector" and not CATALOG.stem.startswith("Slicer")
+    repository = entry["scm_url"].rstrip("/").split("/")[-1].removesuffix(".git")
+    assert repository.startswith("Slicer"), repository
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in cmake
+    assert entry["build_dependencies"] == ["PyTorch"]
+
+
+# ---- requirements -----------------------------------------------------------------------------
+def test_requirements_list_only_what_slicer_lacks():
+    lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
+    requirements = [Requirement(line) for line in lines if line and not line.startswith(("#", "-"))]
+    names = {r.name.lower() for r in requirements}
+    assert names == {"monai", "captum", "slicerio"}
+    assert not names & {"simpleitk", "vtk", "numpy", "torch", "torchvision"}
+    for requirement in requirements:  # the versions this suite runs with satisfy them
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            pytest.skip(f"{requirement.name} not installed here")
+        assert installed in requirement.specifier, f"{requirement.name} {installed} not in {requirement.specifier}"
+
+
+# ---- the module file --------------------------------------------------------------------------
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+
+
+def classes() -> dict:
+    return {node.name: node for node in module_tree().body if isinstance(node, ast.ClassDef)}
+
+
+def ui_widgets() -> dict:
+    """Widget name -> (class, {property name: text}) for every widget in the .ui file."""
+    widgets = {}
+    for widget in ET.parse(UI_FILE).getroot().iter("widget"):
+        properties = {}
+        for prop in widget.findall("property"):
+            text = "".join(prop.itertext()).strip()
+            properties[prop.get("name")] = text
+        assert widget.get("name") not in widgets, f"duplicate widget name {widget.get('name')}"
+        widgets[widget.get("name")] = (widget.get("class"), properties)
+    return widgets
+
+
+def test_module_has_the_template_classes():
+    found = classes()
+    for name, base in (("SaliencyInspector", "ScriptedLoadableModule"),
+                       ("SaliencyInspectorWidget", "ScriptedLoadableModuleWidget"),
+                       ("SaliencyInspectorLogic", "ScriptedLoadableModuleLogic"),
+                       ("SaliencyInspectorTest", "ScriptedLoadableModuleTest")):
+        assert name in found, name
+        assert base in [b.id for b in found[name].bases if isinstance(b, ast.Name)], name
+    parameter_node = found["SaliencyInspectorParameterNode"]
+    assert [d.id for d in parameter_node.decorator_list if isinstance(d, ast.Name)] == ["parameterNodeWrapper"]
+    tests = [f.name for f in found["SaliencyInspectorTest"].body if isinstance(f, ast.FunctionDef)]
+    assert "runTest" in tests and any(t.startswith("test_") for t in tests)
+
+
+def test_every_ui_widget_used_by_the_widget_exists_in_the_ui_file():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text()))
+    widgets = ui_widgets()
+    missing = sorted(used - set(widgets))
+    assert not missing, f"self.ui.<name> used but not in {UI_FILE.name}: {missing}"
+    assert len(used) > 10
+
+
+def test_ui_parameter_bindings_match_the_parameter_node_fields():
+    fields = {node.target.id: node for node in classes()["SaliencyInspectorParameterNode"].body
+              if isinstance(node, ast.AnnAssign)}
+    bound = {name: props["SlicerParameterName"] for name, (_cls, props) in ui_widgets().items()
+             if "SlicerParameterName" in props}
+    unknown = {w: p for w, p in bound.items() if p not in fields}
+    assert not unknown, f"SlicerParameterName not a parameter node field: {unknown}"
+    for field in ("inputVolume", "segmentation", "hirescam", "gradcam", "device", "threshold", "opacity"):
+        assert field in bound.values(), f"{field} is not bound to a widget"
+
+
+def test_ui_custom_widgets_are_declared():
+    root = ET.parse(UI_FILE).getroot()
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    qt_classes = {c for c in used if c.startswith("Q")}
+    assert used - qt_classes <= declared, f"undeclared custom widgets: {used - qt_classes - declared}"
+
+
+def test_logic_is_a_thin_layer_and_the_glue_never_uses_slicer_singletons():
+    """Nodes are made by saliency_inspector.mrml (tested on real MRML), not by the module's Logic;
+    the glue takes the scene and logics as arguments."""
+    found = classes()
+    logic_source = ast.get_source_segment(MODULE_PY.read_text(), found["SaliencyInspectorLogic"])
+    assert "AddNewNodeByClass" not in logic_source
+    assert "mrml." in logic_source
+    glue = (MODULE / "saliency_inspector" / "mrml.py").read_text()
+    tree = ast.parse(glue)
+    attributes = {f"{n.value.id}.{n.attr}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+    assert not {"slicer.mrmlScene", "slicer.app", "slicer.modules", "slicer.util"} & attributes
+    imports = {alias.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+               for alias in n.names}
+    assert not {"qt", "ctk", "slicer.util"} & imports
+
+
+def test_core_package_does_not_import_slicer_or_qt():
+    for path in (MODULE / "saliency_inspector").glob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in ("qt", "ctk", "__main__"), f"{path.name} imports {name}"
+                if top == "slicer":
+                    assert path.name == "mrml.py", f"{path.name} imports {name}; only mrml.py may touch MRML"
