@@ -234,3 +234,33 @@ def test_duplicate_segment_names_in_a_slicer_file_are_kept_apart(grid, tmp_path)
     segments = read_segments(path)
     assert segments.names == ["nodule", "nodule_2"]
     assert segments.mask("nodule_2").sum() == 8
+
+
+def test_slicer_mrml_opens_written_seg_nrrd_with_names_colors_and_voxels(overlapping, tmp_path):
+    """Real MRML (slicer-core) reads the file the way the Slicer application does."""
+    slicer = pytest.importorskip("slicer")
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    path = write_segments(overlapping, tmp_path / "masks.seg.nrrd")
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    segmentation = node.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    assert [segmentation.GetSegment(i).GetName() for i in ids] == overlapping.names
+    for segment_id, s in zip(ids, overlapping):
+        assert np.allclose(segmentation.GetSegment(segment_id).GetColor(), s.color, atol=1e-5)
+        image = slicer.vtkOrientedImageData()
+        node.GetBinaryLabelmapRepresentation(segment_id, image)
+        matrix = vtk.vtkMatrix4x4()
+        image.GetImageToWorldMatrix(matrix)
+        ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+        assert np.allclose(ijk_to_ras, overlapping.grid.ijk_to_ras(), atol=1e-6)  # Slicer world is RAS
+        i0, i1, j0, j1, k0, k1 = image.GetExtent()
+        voxels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1)
+        mask = np.zeros(overlapping.grid.shape, bool)
+        mask[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] = voxels > 0
+        assert np.array_equal(mask, s.mask), s.name
