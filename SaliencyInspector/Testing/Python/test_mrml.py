@@ -192,6 +192,52 @@ def test_segments_from_node_gives_core_segments(scene, app):
     assert segments.colors["kidney_left"] == pytest.approx((0.2, 0.3, 0.9))
 
 
+def test_phantom_seg_nrrd_read_by_slicer_matches_the_phantom_masks(scene, app, tmp_path):
+    """Cross-check of two independent paths: write_segments (slicerio) read by Slicer's own
+    segmentation storage node, exported by the glue onto an oblique CT node, equals the phantom."""
+    phantom = pytest.importorskip("saliency_inspector.phantom")
+    case = phantom.make_phantom(seed=0, size=(48, 48, 24), oblique=True)
+    paths = phantom.write_phantom_case(case, tmp_path)
+    seg_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(paths["organs"]))
+    assert storage.ReadData(seg_node) == 1
+    scene.RemoveNode(storage)
+    ct_node = mrml.add_volume_node(scene, case.ct, "CT")
+    grid, masks, colors = mrml.segment_masks_from_node(seg_node, ct_node, app.segmentations_logic)
+    assert grid.same_grid(case.ct)
+    assert list(masks) == case.organs.names
+    for name in case.organs.names:
+        assert np.array_equal(masks[name], case.organs.mask(name)), name
+        assert colors[name] == pytest.approx(case.organs.colors[name], abs=1e-5)
+
+
+def test_explain_on_a_volume_node_gives_saliency_nodes_on_its_grid(scene):
+    """The Logic's path: CT node -> Volume -> explain (real torch model) -> saliency nodes."""
+    torch = pytest.importorskip("torch")
+    from saliency_inspector.explain import explain
+    from saliency_inspector.models import load_classifier
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    card = {"name": "tiny", "classes": ["liver", "spleen"], "multilabel": True,
+            "input": {"size": [12, 16, 16], "spacing": None, "window": [-1000, 400], "channels": 1},
+            "target_layer": "1"}
+    classifier = load_classifier(net, card=card, device="cpu")
+    ct = oblique_ct(shape=(20, 26, 30), seed=3)
+    ct_node = mrml.add_volume_node(scene, ct, "CT")
+    result = explain(classifier, mrml.volume_from_node(ct_node), methods=("hirescam", "gradcam"))
+    assert set(result.maps) == {(m, c) for m in ("hirescam", "gradcam") for c in ("liver", "spleen")}
+    for (method, name), saliency in result.maps.items():
+        node = mrml.add_saliency_node(scene, saliency, ct_node, f"{method} {name}")
+        np.testing.assert_allclose(ijk_to_ras_of(node), ijk_to_ras_of(ct_node), atol=1e-12)
+        np.testing.assert_array_equal(mrml.volume_from_node(node).array, saliency.array)
+    table = mrml.add_predictions_table(scene, result.class_names, result.probabilities, result.logits)
+    columns = mrml.table_columns(table)
+    np.testing.assert_allclose(columns["probability"], 1 / (1 + np.exp(-np.asarray(columns["logit"]))), rtol=1e-6)
+
+
 # ---- bad input --------------------------------------------------------------------------------
 def test_bad_input_is_a_clear_input_error_and_changes_nothing(scene, app):
     ct_node = mrml.add_volume_node(scene, oblique_ct(shape=(8, 8, 8)), "CT")
