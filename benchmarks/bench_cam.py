@@ -1,0 +1,164 @@
+"""Cost of all-class CAMs against one plain forward pass and against peers (MONAI, Captum).
+
+Models: MONAI DenseNet121 (3D) and MONAI resnet18 (3D, conv1_t_stride=2: the usual stride-2 stem;
+MONAI's default is stride 1, which makes the stem ~8× costlier and is not what 3D ResNets use in
+practice), 1×1×96³ input, 4 classes, random weights (cost does not depend on the weights).
+
+Timings are medians over interleaved repeats (the CPU is shared, so each round runs every
+variant once) and printed as ratios to a no-grad forward pass. Peak memory: on CUDA
+``max_memory_allocated``; on CPU the peak resident set of a fresh child process per variant above
+its resident set after building the model and input. pytorch-grad-cam is not benchmarked: it
+needs torchvision, which cannot be installed beside this torch.
+
+Usage: python benchmarks/bench_cam.py [--repeats N] [--size S] [--device cpu|cuda] [--no-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+N_CLASSES = 4
+LAYERS = {"densenet121": "class_layers.relu", "resnet18": "layer4"}
+
+
+def build(name):
+    from monai.networks.nets import DenseNet121, resnet18
+
+    if name == "densenet121":
+        return DenseNet121(spatial_dims=3, in_channels=1, out_channels=N_CLASSES)
+    return resnet18(spatial_dims=3, n_input_channels=1, num_classes=N_CLASSES, conv1_t_stride=2)
+
+
+def variants(model, x, layer):
+    """name -> zero-argument callable computing that variant once."""
+    import torch
+    from captum.attr import LayerGradCam
+    from monai.visualize import GradCAM
+
+    from saliency_inspector.cam import compute_cams, get_layer
+
+    identity_up = lambda _size: (lambda t: t)  # noqa: E731 - no upsampling: compare the raw maps
+    monai_cam = GradCAM(model, target_layers=layer, upsampler=identity_up, postprocessing=lambda t: t)
+    captum_cam = LayerGradCam(model, get_layer(model, layer))
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        model(x)[:, 0].sum().backward()
+
+    return {
+        "forward (no_grad)": forward,
+        "forward+backward": forward_backward,
+        f"ours: hirescam+gradcam, {N_CLASSES} classes": lambda: compute_cams(
+            model, x, methods=("hirescam", "gradcam"), layer=layer),
+        "ours: gradcam, 1 class": lambda: compute_cams(model, x, methods=("gradcam",), class_indices=[0],
+                                                       layer=layer),
+        "MONAI GradCAM, 1 class": lambda: monai_cam(x, class_idx=0),
+        f"MONAI GradCAM, {N_CLASSES} classes": lambda: [monai_cam(x, class_idx=c) for c in range(N_CLASSES)],
+        "Captum LayerGradCam, 1 class": lambda: captum_cam.attribute(x, target=0),
+        f"Captum LayerGradCam, {N_CLASSES} classes": lambda: [captum_cam.attribute(x, target=c)
+                                                              for c in range(N_CLASSES)],
+    }
+
+
+def setup(name, size, device):
+    import torch
+
+    torch.manual_seed(0)
+    model = build(name).eval().to(device)
+    x = torch.randn(1, 1, size, size, size, device=device)
+    return model, x
+
+
+def sync(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_all(name, size, device, repeats):
+    model, x = setup(name, size, device)
+    runs = variants(model, x, LAYERS[name])
+    for fn in runs.values():  # warm-up (allocator, MONAI's lazy hooks, oneDNN kernels)
+        fn()
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_memory_child(name, size, device, key):
+    """Run in a child process: peak memory (MiB) of one variant above the model+input baseline."""
+    import resource
+
+    import torch
+
+    model, x = setup(name, size, device)
+    runs = variants(model, x, LAYERS[name])
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        runs[key]()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    with open("/proc/self/statm") as f:
+        base = int(f.read().split()[1]) * resource.getpagesize()
+    runs[key]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return max(0.0, (peak - base) / 2**20)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="+", default=list(LAYERS))
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(peak_memory_child(args.child[0], args.size, args.device, args.child[1])))
+        return 0
+
+    import torch
+
+    print(f"bench_cam: 1×1×{args.size}³ input, {N_CLASSES} classes, device {args.device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats")
+    results = {}
+    for name in args.models:
+        times = time_all(name, args.size, args.device, args.repeats)
+        memory = {}
+        if not args.no_memory:
+            for key in times:
+                out = subprocess.run([sys.executable, __file__, "--child", name, key, "--size", str(args.size),
+                                      "--device", args.device], capture_output=True, text=True, check=True)
+                memory[key] = json.loads(out.stdout.strip().splitlines()[-1])
+        base = times["forward (no_grad)"]
+        print(f"\n{name} (target layer {LAYERS[name]}); forward = {base * 1000:.0f} ms")
+        print(f"  {'variant':42s} {'ms':>8s} {'× forward':>10s} {'peak MiB':>9s}")
+        for key, t in times.items():
+            mem = f"{memory[key]:9.0f}" if key in memory else f"{'-':>9s}"
+            print(f"  {key:42s} {t * 1000:8.0f} {t / base:10.2f} {mem}")
+        results[name] = {"seconds": times, "peak_mib": memory}
+    return results
+
+
+if __name__ == "__main__":
+    out = main()
+    sys.exit(out if isinstance(out, int) else 0)
