@@ -132,7 +132,9 @@ def _sample(volume: Volume, points: np.ndarray, order: int, cval: float, array=N
     array = volume.array if array is None else array
     ijk = volume.physical_to_index(points.reshape(-1, 3))
     coords = ijk[:, ::-1].T  # (k, j, i) rows, the array's axis order
-    values = map_coordinates(array, coords, order=order, mode="constant", cval=cval, prefilter=False)
+    # float32 output: integer CTs are interpolated without a float copy of the whole volume
+    values = map_coordinates(array, coords, output=np.float32, order=order, mode="constant", cval=cval,
+                             prefilter=False)
     return values.reshape(points.shape[:-1])
 
 
@@ -195,7 +197,7 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
         pts = panel.points()
 
         # CT greys in the window; outside the CT's field of view a dark blue-grey, not a CT grey.
-        hu = _sample(ct, pts, order=1, cval=np.nan, array=ct.array.astype(np.float32))
+        hu = _sample(ct, pts, order=1, cval=np.nan)
         inside = np.isfinite(hu)
         grey = np.clip((np.nan_to_num(hu) - lo_hu) / (hi_hu - lo_hu), 0, 1)
         rgb = np.where(inside[..., None], grey[..., None].repeat(3, axis=-1), BACKGROUND)
@@ -455,10 +457,11 @@ def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, 
     ax.set_ylim(height - 0.5, -0.5)
     ax.axis("off")
     text = dict(color="white", fontsize=9, family="DejaVu Sans")
-    peak = overlay.peak_lps
+    at = overlay.panels["axial"].point
+    where = "the map's peak" if np.allclose(at, overlay.peak_lps) else "the given point"
     head = title or "saliency overlay"
     ax.text(6, 16, head, fontsize=11, weight="bold", color="white", va="center")
-    sub = (f"peak at LPS ({peak[0]:.1f}, {peak[1]:.1f}, {peak[2]:.1f}) mm · heat = ReLU(map)/max, "
+    sub = (f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · heat = ReLU(map)/max, "
            f"shown ≥ {threshold:g} · CT window [{window[0]:g}, {window[1]:g}] HU")
     if overlay.notes:
         sub = overlay.notes[0]
