@@ -364,7 +364,7 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         ms = MaskScores(ranking, counts, cut, kind,
                         mass_in=float(np.sum(positive.ravel()[voxels], dtype=np.float64)),
                         mass_total=mass_total,
-                        pointing_hits=_pointing_hits(argmax_ijk, mask & region_mask, saliency.spacing,
+                        pointing_hits=_pointing_hits(argmax_ijk, mask, region_mask, saliency.spacing,
                                                      tolerance_mm)
                         if counts.positives and ranking.n_groups > 1 else None,
                         reasons=reasons)
@@ -506,8 +506,9 @@ def _argmax_voxels(group_of_voxel: np.ndarray, shape) -> np.ndarray:
     return np.stack(np.unravel_index(np.flatnonzero(group_of_voxel == 0), shape), axis=1)
 
 
-def _pointing_hits(points: np.ndarray, mask: np.ndarray, spacing, tolerance_mm: float) -> float:
-    """Fraction of ``points`` (z, y, x) within ``tolerance_mm`` of ``mask``, distances in mm.
+def _pointing_hits(points: np.ndarray, mask: np.ndarray, region: np.ndarray, spacing,
+                   tolerance_mm: float) -> float:
+    """Fraction of ``points`` (z, y, x) within ``tolerance_mm`` of ``mask ∩ region``, distances in mm.
 
     scipy's Euclidean distance transform with ``sampling`` = spacing in (z, y, x) order, computed on
     the box around the points that any voxel within the tolerance must lie in (exact, and cheap on a
@@ -519,7 +520,8 @@ def _pointing_hits(points: np.ndarray, mask: np.ndarray, spacing, tolerance_mm: 
     margin = np.ceil(tolerance_mm / sampling).astype(int) + 1
     lo = np.maximum(points.min(axis=0) - margin, 0)
     hi = np.minimum(points.max(axis=0) + margin + 1, mask.shape)
-    box = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    crop = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+    box = mask[crop] & region[crop]
     if not box.any():
         return 0.0
     distance = ndimage.distance_transform_edt(~box, sampling=sampling)

@@ -234,6 +234,10 @@ def test_counting_and_torch_ranks_equal_the_sort():
     np.testing.assert_array_equal(counted.values, values)
     np.testing.assert_array_equal(counted.sizes, sizes)
     np.testing.assert_array_equal(counted.group_of, group_of)
+    relu = np.maximum(rng.normal(size=5000), 0)  # half at 0: only the rest is sorted
+    split = Ranking(relu)
+    for a, b in zip((split.values, split.sizes, split.group_of), _dense_ranks_numpy(relu)):
+        np.testing.assert_array_equal(a, b)
     floats = rng.normal(size=5000).round(1).astype(np.float32)
     for a, b in zip(_dense_ranks_torch(floats, "cpu"), _dense_ranks_numpy(floats)):
         np.testing.assert_array_equal(a, b)
