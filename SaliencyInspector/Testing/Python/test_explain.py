@@ -182,6 +182,8 @@ def test_cli_explain_and_bad_inputs(case, tmp_path, capsys):
     torch.save(net, pickled)
     scripted = tmp_path / "scripted.pt"
     torch.jit.script(net).save(str(scripted))
+    two_channels = tmp_path / "two_channels.json"
+    two_channels.write_text(json.dumps({"classes": ["a", "b"], "input": {"size": [16, 32, 32], "channels": 2}}))
     corrupt = tmp_path / "corrupt.pt2"
     corrupt.write_bytes(b"not a model")
     cases = [
@@ -190,6 +192,7 @@ def test_cli_explain_and_bad_inputs(case, tmp_path, capsys):
         ([str(ct_path), "--model", str(pickled), "--arch", "DenseNet121"], "refused"),
         ([str(ct_path), "--model", str(scripted)], "TorchScript"),
         ([str(ct_path), "--model", str(corrupt)], "cannot be read"),
+        ([str(ct_path), "--model", str(tmp_path / "blob.pt2"), "--card", str(two_channels)], "rejected its input"),
     ]
     for args, needle in cases:
         assert cli.main(["explain", *args, "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
