@@ -77,7 +77,7 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False) 
     for index, name in enumerate(ORGANS[1:], start=1):
         organ_masks[name] = labels == index
 
-    requested = ["liver"] if lesions is None else list(lesions)
+    requested = ["liver"] if lesions is None else [lesions] if isinstance(lesions, str) else list(lesions)
     lesion_masks, lesion_info = _place_lesions(requested, grid, organ_masks, hu, rng_lesion)
     for k0 in range(0, grid.shape[0], step):  # quantum noise last, over lesions too
         k1 = min(grid.shape[0], k0 + step)

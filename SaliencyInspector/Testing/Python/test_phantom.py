@@ -137,6 +137,7 @@ def test_lesion_requests():
     assert not (case.lesions.mask(names[0]) & case.lesions.mask(names[1])).any()
     assert [d["organ"] for d in case.info["lesions"]][:2] == ["liver", "liver"]
     assert make_phantom(size=(24, 24, 16)).lesions.names == ["lesion_liver"]  # default
+    assert make_phantom(size=(24, 24, 16), lesions="spleen").lesions.names == ["lesion_spleen"]
     with pytest.raises(InputError, match="pancreas"):
         make_phantom(size=(24, 24, 16), lesions=["pancreas"])
     with pytest.raises(InputError, match="size"):

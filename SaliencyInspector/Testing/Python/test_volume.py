@@ -198,3 +198,13 @@ def test_4d_image_is_refused(tmp_path):
 def test_rotation_helper_is_proper():
     r = rotation(12.0, -7.0, 20.0)
     assert np.allclose(r @ r.T, np.eye(3)) and np.isclose(np.linalg.det(r), 1.0)
+
+
+def test_folder_without_dicom(tmp_path):
+    folder = tmp_path / "not_dicom"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    with pytest.raises(InputError) as err:
+        read_volume(folder)
+    assert_one_line_naming(err.value, folder)
+    assert "no DICOM series" in str(err.value)
