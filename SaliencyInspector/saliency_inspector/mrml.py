@@ -380,7 +380,7 @@ def add_metrics_table(scene, rows: list[dict], name: str = "Saliency metrics", m
         title = _info_get(info, "name")
         meaning = _info_get(info, "meaning") or _info_get(info, "description")
         if title:
-            table.SetColumnLongName(key, str(title))
+            table.SetColumnTitle(key, str(title))
         if meaning:
             table.SetColumnDescription(key, str(meaning))
     return table

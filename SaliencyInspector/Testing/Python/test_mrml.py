@@ -285,7 +285,7 @@ def test_metrics_table_holds_the_rows_given(scene):
     assert columns["roc_auc"][0] == 0.9 and np.isnan(columns["roc_auc"][1])
     assert columns["pointing_game"] == [1.0, 0.0]
     assert columns["note"] == ["", "empty"]
-    assert table.GetColumnLongName("dice") == "Dice"
+    assert table.GetColumnTitle("dice") == "Dice"
     assert table.GetColumnDescription("dice") == "overlap of thresholded map and mask"
 
 
