@@ -310,6 +310,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.cancelRequested = False
+        self.lastDevice = None  # the device the last explain() ran on (after any CPU fallback)
 
     def getParameterNode(self):
         return SaliencyInspectorParameterNode(super().getParameterNode())
@@ -401,6 +402,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             _emptyCudaCache()
             classifier = self.loadClassifier(model, "cpu", say)
             explanation = explain(classifier, ct, methods=methods, classes=classes, layer=layer, progress=say)
+        self.lastDevice = str(classifier.device)
         say(_("Creating saliency volumes…"))
         scene = slicer.mrmlScene
         nodes = {}
@@ -521,7 +523,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 self.showComparison(volumeNode, shown, threshold, opacity, result["metrics"], result["roc"])
         result["message"] = _("{n} maps; most probable class: {c} ({p:.2f}); device: {d}").format(
             n=len(nodes), c=topClass, p=probabilities.get(topClass, float("nan")),
-            d=self.loadClassifier(model, device).device)
+            d=self.lastDevice)
         return result
 
     def loadPhantomSample(self, seed=0, size=(192, 192, 64)):
