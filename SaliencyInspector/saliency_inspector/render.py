@@ -248,6 +248,41 @@ def _vtk_matrix(m: np.ndarray):
     return out
 
 
+# Surfaces already extracted, by id(mask): the demo renders many maps over the same organs.
+# Each entry keeps a weak reference to its mask, so a new array that reuses a freed id is not confused.
+_SURFACES: dict = {}
+
+
+def _surface(mask: np.ndarray, factor: int):
+    """Smooth closed surface (vtkPolyData with normals, in index units) of a mask block-reduced by ``factor``."""
+    import weakref
+
+    from scipy.ndimage import gaussian_filter
+    from skimage.measure import block_reduce
+    from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D, vtkPolyDataNormals
+
+    key = (id(mask), factor)
+    cached = _SURFACES.get(key)
+    if cached is not None and cached[0]() is mask:
+        return cached[1]
+    small = block_reduce(mask.astype(np.float32), (factor,) * 3, np.mean)
+    # pad: closed surfaces at the volume's edge; blur: no voxel staircase on the surface
+    small = gaussian_filter(np.pad(small, 1), sigma=0.8)
+    image = _vtk_image(small, factor)
+    image.SetOrigin(*([(factor - 1) / 2.0 - factor] * 3))  # the pad shifts the first block by one
+    surface = vtkFlyingEdges3D()
+    surface.SetInputData(image)
+    surface.SetValue(0, 0.5)
+    normals = vtkPolyDataNormals()
+    normals.SetInputConnection(surface.GetOutputPort())
+    normals.Update()
+    polydata = normals.GetOutput()
+    for stale in [k for k, (ref, _) in _SURFACES.items() if ref() is None]:
+        del _SURFACES[stale]
+    _SURFACES[key] = (weakref.ref(mask), polydata)
+    return polydata
+
+
 def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 96,
               threshold: float = DEFAULT_THRESHOLD, skip=("body",)) -> np.ndarray:
     """3D view (H, W, 3 uint8): the display map ray-cast as a heat cloud with translucent organ surfaces.
@@ -258,10 +293,8 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
     named in ``skip`` (the body outline would hide everything else) are left out.
     """
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    from scipy.ndimage import gaussian_filter
     from skimage.measure import block_reduce
     from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D, vtkPolyDataNormals
     from vtkmodules.vtkRenderingCore import (vtkActor, vtkColorTransferFunction, vtkPolyDataMapper,
                                              vtkRenderer, vtkRenderWindow, vtkVolume, vtkVolumeProperty,
                                              vtkWindowToImageFilter)
@@ -286,18 +319,8 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
         for segment in group:
             if segment.name in skip or not segment.mask.any():
                 continue
-            small = block_reduce(segment.mask.astype(np.float32), (factor,) * 3, np.mean)
-            # pad: closed surfaces at the volume's edge; blur: no voxel staircase on the surface
-            small = gaussian_filter(np.pad(small, 1), sigma=0.8)
-            image = _vtk_image(small, factor)
-            image.SetOrigin(*([(factor - 1) / 2.0 - factor] * 3))  # the pad shifts the first block by one
-            surface = vtkFlyingEdges3D()
-            surface.SetInputData(image)
-            surface.SetValue(0, 0.5)
-            normals = vtkPolyDataNormals()
-            normals.SetInputConnection(surface.GetOutputPort())
             mapper = vtkPolyDataMapper()
-            mapper.SetInputConnection(normals.GetOutputPort())
+            mapper.SetInputData(_surface(segment.mask, factor))
             mapper.ScalarVisibilityOff()
             actor = vtkActor()
             actor.SetMapper(mapper)
