@@ -192,7 +192,10 @@ def _rasterise(a, xyz, tex):
 
     bx, by, ba, bb = a["body"]
     r_body = _ellipse_r(X, Y, bx, by, ba, bb)
-    body = r_body <= 1.0
+    body = (r_body <= 1.0) & (Y < by + 0.92 * bb)  # the back flattened on the table
+    # Patient table under the back (outside the body), a board curved up at its sides.
+    table = (np.abs(X - bx) < 0.8 * ba) & (Y > by + 0.92 * bb + 8 - 0.0008 * (X - bx) ** 2)
+    hu[table & (Y < by + 0.92 * bb + 16 - 0.0008 * (X - bx) ** 2)] = 150.0
     paint(body, ORGAN_HU["fat"] + 8 * t)
     muscle_a, muscle_b = ba - a["fat"], bb - a["fat"]
     paint(_ellipse_r(X, Y, bx, by, muscle_a, muscle_b) <= 1.0, ORGAN_HU["muscle"] + 5 * t)
@@ -263,8 +266,10 @@ def _rasterise(a, xyz, tex):
     hc, hs = a["heart"]
     heart = _ellipsoid(X, Y, Z, hc, hs) & cavity
     paint(heart, ORGAN_HU["heart_wall"] + 5 * t, "heart")
-    paint(heart & _ellipsoid(X, Y, Z, (hc[0] + 5, hc[1], hc[2]), tuple(0.72 * s for s in hs)),
-          ORGAN_HU["blood"] + 8 * t)
+    chambers = heart & _ellipsoid(X, Y, Z, (hc[0] + 5, hc[1], hc[2]), tuple(0.72 * s for s in hs))
+    # Interventricular septum: from anterior-left to posterior-right, right ventricle in front.
+    septum = np.abs((X - hc[0] - 5) * 0.8 + (Y - hc[1]) * 0.6) < 4.0
+    paint(chambers & ~septum, ORGAN_HU["blood"] + 8 * t)
 
     # Great vessels: descending aorta anterior-left of the spine; IVC to the right (not segmented).
     ax_, ay_, ar = a["aorta"]
