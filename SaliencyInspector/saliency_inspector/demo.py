@@ -64,7 +64,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     from .metrics import evaluate, roc_curve
     from .phantom import make_phantom, write_phantom_case
     from .render import render_overlay
-    from .report import plot_roc, write_report
+    from .report import method_label, plot_roc, write_report
     from .segments import Segments
     from .volume import write_volume
 
@@ -136,7 +136,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         say(f"rendering {method} / {name}")
         path = out / "images" / f"{method}_{safe_name(name)}.png"
         p = next(p for p in predictions if p["class"] == name)
-        title = f"{method} · class {name} · p = {p['probability']:.2f}" + (" (lesion present)" if p["truth"] else "")
+        title = f"{method_label(method)} · class {name} · p = {p['probability']:.2f}"
+        title += " (lesion present)" if p["truth"] else ""
         images[(method, name)] = render_overlay(case.ct, volume, [case.organs, case.lesions], path, title=title,
                                                 panel_px=panel_px)
     t = lap("render", t)
@@ -154,7 +155,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
             for method in methods:
                 fpr, tpr, _ = roc_curve(explanation.map(method, name), mask, region=body)
                 auc = tables[(method, name)].row(target)["roc_auc"]
-                curves.append((f"{method} vs {target}", *_thin(fpr, tpr), auc))
+                curves.append((f"{method_label(method)} vs {target}", *_thin(fpr, tpr), auc))
         if curves:
             path = plot_roc(curves, out / "images" / f"roc_{safe_name(name)}.png",
                             title=f"class {name}: map vs its organ / lesion (region: body)")
@@ -185,7 +186,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     for name in focus:
         for method in methods:
             p = next(p for p in predictions if p["class"] == name)
-            print(f"\n== {method} · class {name} (p = {p['probability']:.3f}, "
+            print(f"\n== {method_label(method)} · class {name} (p = {p['probability']:.3f}, "
                   f"{'lesion present' if p['truth'] else 'no lesion'}) ==")
             print(tables[(method, name)].format())
     print(f"\nreport: {report.resolve()}")

@@ -21,6 +21,15 @@ import numpy as np
 # Columns of the metrics tables, in order; a metric with a chance level shows it in brackets.
 TABLE_METRICS = ("dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "rank_accuracy")
 
+# How the field writes the method names (keys are cam.METHODS's).
+METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
+
+
+def method_label(key: str) -> str:
+    """Display name of a method key ('hirescam' -> 'HiResCAM'); unknown keys are shown as they are."""
+    return METHOD_NAMES.get(key, key)
+
+
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px; color: #1d1d1f;
        background: #fafafa; max-width: 1700px; }
@@ -193,8 +202,8 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
                          f"style='grid-template-columns: repeat({len(shown)}, 1fr)'>")
             for m, path in shown:
                 parts.append(f"<figure><a href='{escape(_rel(path, base))}'><img src='{escape(_rel(path, base))}' "
-                             f"alt='{escape(m)} map for class {escape(c)}'></a>"
-                             f"<figcaption><b>{escape(m)}</b> · class {escape(c)}</figcaption></figure>")
+                             f"alt='{escape(method_label(m))} map for class {escape(c)}'></a>"
+                             f"<figcaption><b>{escape(method_label(m))}</b> · class {escape(c)}</figcaption></figure>")
             parts.append("</div>")
 
     # metrics
@@ -206,7 +215,7 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
                 if (m, c) not in tables:
                     continue
                 block = _metrics_table_html(tables[(m, c)], focus=class_segments.get(c, ()))
-                label = f"{escape(m)} · class {escape(c)}"
+                label = f"{escape(method_label(m))} · class {escape(c)}"
                 opened = " open" if c in focus_classes else ""
                 parts.append(f"<details{opened}><summary>{label}</summary>{block}</details>")
 

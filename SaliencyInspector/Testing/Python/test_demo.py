@@ -106,7 +106,7 @@ def test_report_opens_with_its_pictures_and_the_metrics_table(demo):
                if r["method"] == "hirescam" and r["class"] == "liver" and r["segment"] == "lesion_liver")
     assert "lesion_liver" in html and f"{row['roc_auc']:.3f}" in html
     # stdout: the table of the true class and where the report is
-    assert "hirescam · class liver" in stdout and "lesion_liver" in stdout
+    assert "HiResCAM · class liver" in stdout and "Grad-CAM · class liver" in stdout and "lesion_liver" in stdout
     assert f"report: {report.resolve()}" in stdout
 
 
