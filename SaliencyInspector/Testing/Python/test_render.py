@@ -5,7 +5,7 @@ import pytest
 from matplotlib.image import imread
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.render import (DEFAULT_WINDOW, compose_overlay, display_map, peak_point,
+from saliency_inspector.render import (BACKGROUND, DEFAULT_WINDOW, compose_overlay, display_map, peak_point,
                                        render_3d, render_overlay, slice_panels)
 from saliency_inspector.segments import Segment, Segments
 from saliency_inspector.volume import Volume
@@ -157,3 +157,19 @@ def test_render_command_writes_the_png(tmp_path, capsys):
     png = imread(out)[..., :3]
     assert (np.abs(png[..., 0] - png[..., 2]) > 0.35).sum() > 50  # heat pixels
     assert main(["render", str(tmp_path / "missing.nrrd"), str(tmp_path / "map.nrrd"), "--out", str(out)]) == 2
+
+
+def test_map_without_positive_values_shows_the_ct_centre_without_heat():
+    ct, saliency, organs = make_case()
+    negative = saliency.with_array(-np.abs(saliency.array) - 1)
+    overlay = compose_overlay(ct, negative, organs, with_3d=False)
+    assert overlay.notes and "no positive values" in overlay.notes[0]
+    centre = ct.index_to_physical((np.asarray(ct.size_xyz) - 1) / 2)
+    np.testing.assert_allclose(overlay.panels["axial"].point, centre)
+    # every pixel is a CT grey, the outside-the-field background or an outline colour: no heat anywhere
+    allowed = np.array([BACKGROUND, LIVER_RGB, LUNG_RGB])
+    for panel in overlay.panels.values():
+        rgb = panel.rgb.reshape(-1, 3)
+        grey = np.ptp(rgb, axis=1) == 0
+        known = np.any(np.all(np.isclose(rgb[:, None, :], allowed[None]), axis=-1), axis=1)
+        assert np.all(grey | known)
