@@ -240,7 +240,7 @@ def _rasterise(a, xyz, tex):
         liver_hu[liver] = np.where(vessel, 150.0, liver_hu[liver])
     paint(liver, liver_hu, "liver")
     stomach = _ellipsoid(X, Y, Z, *a["stomach"]) & below & cavity
-    paint(stomach, ORGAN_HU["muscle"] + 0 * t)
+    paint(stomach, ORGAN_HU["muscle"] + 4 * t)  # the wall
     sc, ss = a["stomach"]
     lumen = _ellipsoid(X, Y, Z, sc, tuple(s - 5 for s in ss)) & stomach
     paint(lumen, ORGAN_HU["stomach_fluid"] + 4 * t)
@@ -271,24 +271,26 @@ def _rasterise(a, xyz, tex):
     septum = np.abs((X - hc[0] - 5) * 0.8 + (Y - hc[1]) * 0.6) < 4.0
     paint(chambers & ~septum, ORGAN_HU["blood"] + 8 * t)
 
-    # Great vessels: descending aorta anterior-left of the spine; IVC to the right (not segmented).
+    # Aorta: ascending in front, arch, descending anterior-left of the spine to the abdomen.
     ax_, ay_, ar = a["aorta"]
-    aorta = (((X - ax_) ** 2 + (Y - ay_) ** 2) <= ar ** 2) & (Z < hc[2] + 10) & cavity
-    paint(aorta, ORGAN_HU["aorta"] + 8 * t, "aorta")
     top = hc[2] + 0.8 * hs[2]  # level of the aortic arch
-    asc = (((X - 5) ** 2 + (Y + 25) ** 2) <= (ar + 2) ** 2) & (Z > hc[2]) & (Z < top) & cavity
-    arch = (_segment_distance(X, Y, Z, (5, -25, top), (ax_, ay_, top)) <= ar) & cavity
-    desc = (((X - ax_) ** 2 + (Y - ay_) ** 2) <= ar ** 2) & (Z >= hc[2] + 10) & (Z < top) & cavity
-    paint(asc | arch | desc, ORGAN_HU["aorta"] + 8 * t, "aorta")
-    # Trachea splitting into the main bronchi toward the hila; esophagus behind it (not segmented).
+    desc = (((X - ax_) ** 2 + (Y - ay_) ** 2) <= ar ** 2) & (Z < top)
+    asc = (((X - 5) ** 2 + (Y + 25) ** 2) <= (ar + 2) ** 2) & (Z > hc[2]) & (Z < top)
+    arch = _segment_distance(X, Y, Z, (5, -25, top), (ax_, ay_, top)) <= ar
+    paint((desc | asc | arch) & cavity, ORGAN_HU["aorta"] + 8 * t, "aorta")
+    # Trachea splitting into the main bronchi toward the hila, with a soft-tissue wall; esophagus
+    # behind it; IVC to the right of the aorta (none of them segmented).
     carina = (0.0, 2.0, top - 10)
-    airway = (((X - carina[0]) ** 2 + (Y - carina[1]) ** 2) <= 9.0 ** 2) & (Z >= carina[2])
-    for h in a["hilum"]:
-        airway |= _segment_distance(X, Y, Z, carina, h) <= 6.0
-    airway &= cavity & (Z > h[2] - 5)
-    wall = ndimage.binary_dilation(airway, iterations=1) & ~airway & ~lung_zone & cavity if airway.any() else airway
-    paint(wall, 40 + 5 * t, "")
-    paint(airway, -990.0, "")
+    hilum_z = a["hilum"][0][2]
+
+    def airway(radius_trachea, radius_bronchus):
+        tube = (((X - carina[0]) ** 2 + (Y - carina[1]) ** 2) <= radius_trachea ** 2) & (Z >= carina[2])
+        for h in a["hilum"]:
+            tube |= _segment_distance(X, Y, Z, carina, h) <= radius_bronchus
+        return tube & cavity & (Z > hilum_z - 5)
+
+    paint(airway(11.0, 8.0), 40 + 5 * t, "")
+    paint(airway(9.0, 6.0), -990.0, "")
     eso = (((X + 4) ** 2 + (Y - 24) ** 2) <= 7.0 ** 2) & (Z > -25) & (Z < top + 20) & cavity & ~heart
     paint(eso, 40 + 5 * t, "")
     ix, iy, ir = a["ivc"]
