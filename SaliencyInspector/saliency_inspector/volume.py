@@ -253,5 +253,5 @@ def _first_line(err: Exception) -> str:
 
 def is_volume_path(path) -> bool:
     """True when ``path`` looks like a volume file we can read, or is a folder (DICOM)."""
-    p = os.fspath(path).lower()
-    return p.endswith(_VOLUME_SUFFIXES) or os.path.isdir(p)
+    p = os.fspath(path)
+    return p.lower().endswith(_VOLUME_SUFFIXES) or os.path.isdir(p)  # isdir on the real (cased) name

@@ -208,3 +208,13 @@ def test_folder_without_dicom(tmp_path):
         read_volume(folder)
     assert_one_line_naming(err.value, folder)
     assert "no DICOM series" in str(err.value)
+
+
+def test_is_volume_path_keeps_the_folder_name_case(tmp_path):
+    from saliency_inspector.volume import is_volume_path
+
+    folder = tmp_path / "CT_Series"
+    folder.mkdir()
+    assert is_volume_path(folder)
+    assert is_volume_path(tmp_path / "Scan.NII.GZ")
+    assert not is_volume_path(tmp_path / "notes.txt")
