@@ -48,7 +48,7 @@ class Volume:
         spacing = tuple(float(s) for s in self.spacing)
         if len(spacing) != 3 or min(spacing) <= 0 or not np.all(np.isfinite(spacing)):
             raise InputError(f"spacing must be three positive numbers (x, y, z mm), got {self.spacing}")
-        if abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):  # a det test lets shears through
             raise InputError(f"direction must be an orthonormal 3x3 matrix, got {direction.tolist()}")
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "spacing", spacing)

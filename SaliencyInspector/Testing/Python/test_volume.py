@@ -218,3 +218,11 @@ def test_is_volume_path_keeps_the_folder_name_case(tmp_path):
     assert is_volume_path(folder)
     assert is_volume_path(tmp_path / "Scan.NII.GZ")
     assert not is_volume_path(tmp_path / "notes.txt")
+
+
+def test_direction_must_be_orthonormal():
+    shear = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # det 1, not a rotation
+    with pytest.raises(InputError, match="orthonormal"):
+        Volume(np.zeros((2, 2, 2)), direction=shear)
+    flip = np.diag([-1.0, -1.0, 1.0])  # reflections/axis flips are fine
+    assert np.array_equal(Volume(np.zeros((2, 2, 2)), direction=flip).direction, flip)
