@@ -97,6 +97,8 @@ def volume_from_node(volume_node, what: str = "CT volume") -> Volume:
 def update_node_from_volume(volume_node, volume: Volume) -> None:
     """Put ``volume``'s voxels and geometry (LPS → RAS) into an existing volume node."""
     array = np.ascontiguousarray(volume.array)
+    if array.dtype == bool:  # VTK has no bool voxels: masks become 0/1 uint8
+        array = array.astype(np.uint8)
     image = vtk.vtkImageData()
     image.SetDimensions(*volume.size_xyz)  # geometry lives on the node, image origin/spacing stay default
     vtk_array = numpy_support.numpy_to_vtk(array.ravel(), deep=True,
