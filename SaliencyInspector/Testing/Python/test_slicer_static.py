@@ -233,3 +233,87 @@ def test_core_package_does_not_import_slicer_or_qt():
                 assert top not in ("qt", "ctk", "__main__"), f"{path.name} imports {name}"
                 if top == "slicer":
                     assert path.name == "mrml.py", f"{path.name} imports {name}; only mrml.py may touch MRML"
+
+
+def test_module_calls_into_the_core_match_the_core_signatures():
+    """Every call from SaliencyInspector.py into saliency_inspector (mrml.x(...), explain(...), …)
+    names a function that exists and binds to its signature: API drift fails here, not in Slicer."""
+    import importlib
+    import inspect
+
+    tree = module_tree()
+    modules, functions = {}, {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("saliency_inspector"):
+            for alias in node.names:
+                if node.module == "saliency_inspector":  # from saliency_inspector import mrml
+                    modules[alias.asname or alias.name] = importlib.import_module(f"saliency_inspector.{alias.name}")
+                else:  # from saliency_inspector.explain import explain
+                    target = importlib.import_module(node.module)
+                    functions[alias.asname or alias.name] = getattr(target, alias.name)
+    checked = 0
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        func = call.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in modules:
+            module = modules[func.value.id]
+            assert hasattr(module, func.attr), f"{module.__name__}.{func.attr} does not exist (line {call.lineno})"
+            target = getattr(module, func.attr)
+        elif isinstance(func, ast.Name) and func.id in functions:
+            target = functions[func.id]
+        else:
+            continue
+        if not inspect.isfunction(target):  # classes (InputError, ...) are not checked here
+            continue
+        if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+            continue
+        signature = inspect.signature(target)
+        try:
+            signature.bind(*[None] * len(call.args), **{k.arg: None for k in call.keywords})
+        except TypeError as err:
+            raise AssertionError(f"line {call.lineno}: {getattr(target, '__name__', target)}{signature}: {err}") from None
+        checked += 1
+    assert checked >= 15, checked
+
+
+def _module_function(name: str):
+    """One module-level helper of SaliencyInspector.py, compiled on its own (the file needs Qt)."""
+    node = next(n for n in module_tree().body if isinstance(n, ast.FunctionDef) and n.name == name)
+    namespace = {}
+    exec(compile(ast.Module(body=[node], type_ignores=[]), str(MODULE_PY), "exec"), namespace)
+    return namespace[name]
+
+
+def test_roc_curves_are_thinned_for_plotting_keeping_the_end_points():
+    import numpy as np
+
+    thin = _module_function("_thin_curve")
+    fpr = np.linspace(0, 1, 5000) ** 2
+    tpr = np.sqrt(np.linspace(0, 1, 5000))
+    x, y = thin(fpr, tpr, points=400)
+    assert 300 < x.size <= 400 and x.size == y.size
+    assert (x[0], y[0], x[-1], y[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(x) >= 0)
+    assert np.all(np.isin(x, fpr)) and np.all(np.isin(y, tpr))  # points of the curve, not interpolated
+    small_x, _ = thin(fpr[:10], tpr[:10])
+    assert small_x.size == 10
+
+
+def test_missing_requirements_are_found_from_the_requirements_file(tmp_path):
+    missing = _module_function("_missingRequirements")
+    assert missing(MODULE / "Resources" / "requirements.txt") == []  # all installed in this environment
+    needs = tmp_path / "requirements.txt"
+    needs.write_text("# comment\nnumpy>=1.0\nnumpy<1.0\nno-such-package-saliency-inspector>=1\n-c constraints.txt\n")
+    assert missing(needs) == ["numpy<1.0", "no-such-package-saliency-inspector>=1"]
+
+
+def test_cuda_out_of_memory_is_recognised_for_the_cpu_fallback():
+    torch = pytest.importorskip("torch")
+    is_oom = _module_function("_isCudaOutOfMemory")
+    assert is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    # explain() turns model errors into an InputError that keeps torch's first line
+    from saliency_inspector.errors import InputError
+
+    assert is_oom(InputError("model 'x' rejected its input of shape (1, 1, 64, 96, 96): CUDA out of memory. "
+                             "Tried to allocate 2.00 GiB"))
+    assert not is_oom(InputError("model 'x' rejected its input: expected 5D input"))
+    assert not is_oom(ValueError("something else"))
