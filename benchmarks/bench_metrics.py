@@ -15,6 +15,13 @@ Peak memory is Python-traced allocations (tracemalloc: numpy's buffers are trace
 already allocated (map, labelmap, region), measured separately for each side, plus the process's
 maximum resident set size at the end. Run it on an idle machine for stable numbers; on a shared CPU
 the ratio is steadier than the absolute times.
+
+One run (default size, 2-core CPU shared with other jobs at load ~5, no GPU, 2026-11-23):
+ranking of the 59.1 M region voxels 11.4 s, then 0.13 s per organ (1.27 s per organ with 10 organs);
+scikit-learn 81 s per organ; largest difference 2.2e-16; 64x faster per organ with 10 organs, 7.0x
+for a single organ; peak traced memory 1.4 GiB (ours) vs 2.8 GiB (scikit-learn) above the inputs;
+uint16 copy ranked by counting in 1.1 s (239x per organ); the whole evaluate() with every metric
+16 s for 10 organs; process max RSS 5.7 GiB (inputs, 10 full-size masks and both sides included).
 """
 
 from __future__ import annotations
