@@ -409,8 +409,16 @@ def build_network(spec: dict, card: ModelCard | None = None):
     params = inspect.signature(factory).parameters
     has_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
 
+    # Factories taking **kwargs for an inner class (MONAI's resnet10..200 -> ResNet, SEResNet50 ->
+    # SENet) accept that class's names, which their own signature does not show.
+    forwarded = {"spatial_dims"} if has_kwargs else set()
+    if has_kwargs and name.lower().startswith("resnet"):
+        forwarded |= {"n_input_channels", "num_classes"}
+    elif has_kwargs and name.lower().startswith("se"):
+        forwarded |= {"in_channels", "num_classes"}
+
     def default(key, value):
-        if (key in params or has_kwargs and key == "spatial_dims") and key not in kwargs and value is not None:
+        if (key in params or key in forwarded) and key not in kwargs and value is not None:
             kwargs[key] = value
 
     default("spatial_dims", 3)

@@ -171,3 +171,14 @@ def test_model_card_validation():
     card = ModelCard.from_dict({"classes": ["a"], "input": {"size": [4, 5, 6], "window": [-1, 1]},
                                 "training": {"seed": 0}})
     assert ModelCard.from_dict(card.to_dict()).to_dict() == card.to_dict()
+
+
+def test_monai_architectures_get_channels_and_classes_from_the_card():
+    from saliency_inspector.models import build_network
+
+    card = ModelCard.from_dict({"classes": ["a", "b", "c"], "input": {"channels": 2}})
+    resnet = build_network({"name": "resnet10", "kwargs": {"conv1_t_stride": 2}}, card)  # ResNet's own names
+    assert resnet.conv1.weight.shape[:2] == (64, 2) and resnet.conv1.weight.ndim == 5
+    assert resnet.fc.out_features == 3
+    dense = build_network({"name": "DenseNet", "kwargs": SMALL_DENSENET["kwargs"]}, card)
+    assert dense.features.conv0.weight.shape[1] == 2 and dense.class_layers.out.out_features == 3
