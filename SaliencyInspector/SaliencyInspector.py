@@ -191,6 +191,8 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
+            # a loaded scene brings back the last inspection's predictions
+            self.ui.predictionsTableView.setMRMLTableNode(self._parameterNode.predictionsTable)
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
@@ -252,6 +254,8 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     self._fillClassComboBox(result["classNames"])
                     self.ui.predictionsTableView.setMRMLTableNode(result["predictions"])
                     self.ui.statusLabel.text = result["message"]
+                else:
+                    self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
         finally:
             self._running = False
             self.ui.cancelButton.enabled = False
@@ -460,8 +464,10 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             vrLogic = slicer.modules.volumerendering.logic()
             for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
                 vrDisplay = vrLogic.GetFirstVolumeRenderingDisplayNode(node)
-                if vrDisplay is not None and node is not saliencyNode:
-                    vrDisplay.SetVisibility(False)  # one saliency map in 3D at a time
+                # one saliency map in 3D at a time; the user's own volumes are left alone
+                if (vrDisplay is not None and node is not saliencyNode
+                        and node.GetAttribute("SaliencyInspector.Saliency") == "1"):
+                    vrDisplay.SetVisibility(False)
             mrml.setup_volume_rendering(saliencyNode, vrLogic, window, threshold=threshold, method=None)
 
     def show(self, volumeNode, saliencyNode, segmentationNode=None, threshold=0.2, opacity=0.5):
