@@ -410,6 +410,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         say(_("Creating saliency volumes…"))
         scene = slicer.mrmlScene
         nodes = {}
+        run = scene.GenerateUniqueName("SaliencyInspectorRun")  # ties the maps of one run together
         for (method, className), saliency in explanation.maps.items():
             name = slicer.mrmlScene.GenerateUniqueName(
                 f"{volumeNode.GetName()} {METHOD_LABELS.get(method, method)} {className}")
@@ -417,6 +418,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             mrml.set_saliency_display(node, mrml.display_window(saliency), threshold=0.2)
             node.SetAttribute("SaliencyInspector.Method", method)
             node.SetAttribute("SaliencyInspector.Class", className)
+            node.SetAttribute("SaliencyInspector.Run", run)
             nodes[(method, className)] = node
         predictions = mrml.add_predictions_table(
             scene, explanation.class_names, explanation.probabilities, explanation.logits,
@@ -487,10 +489,12 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         if volumeNode is None or saliencyNode is None:
             raise InputError("nothing to compare yet; compute the saliency maps first")
         className = saliencyNode.GetAttribute("SaliencyInspector.Class")
-        pair = {}
+        run = saliencyNode.GetAttribute("SaliencyInspector.Run")
+        pair = {}  # method -> the map of the same class from the same run
         for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-            if node.GetAttribute("SaliencyInspector.Class") == className:
-                pair.setdefault(node.GetAttribute("SaliencyInspector.Method"), node)  # first = oldest
+            if (node.GetAttribute("SaliencyInspector.Class") == className
+                    and node.GetAttribute("SaliencyInspector.Run") == run):
+                pair[node.GetAttribute("SaliencyInspector.Method")] = node
         layoutManager = slicer.app.layoutManager()
         mrml.set_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
         slicer.app.processEvents()  # let the layout create the views (and their composite nodes)
