@@ -325,7 +325,7 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
             actor = vtkActor()
             actor.SetMapper(mapper)
             actor.GetProperty().SetColor(*segment.color[:3])
-            actor.GetProperty().SetOpacity(0.3)
+            actor.GetProperty().SetOpacity(0.25)
             actor.SetUserMatrix(_vtk_matrix(group.grid.ijk_to_lps()))
             renderer.AddActor(actor)
 
@@ -342,8 +342,8 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
         lo = 255 * threshold
         opacity.AddPoint(0, 0.0)
         opacity.AddPoint(max(lo - 1, 0), 0.0)
-        opacity.AddPoint(lo, 0.05)
-        opacity.AddPoint(255, 0.6)
+        opacity.AddPoint(lo, 0.02)
+        opacity.AddPoint(255, 0.8)
         for t in np.linspace(0, 1, 5):
             r, g, b, _ = heat(HEAT_RANGE[0] + t * (HEAT_RANGE[1] - HEAT_RANGE[0]))
             colours.AddRGBPoint(lo + t * (255 - lo), r, g, b)
@@ -352,6 +352,9 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
         prop.SetScalarOpacity(opacity)
         prop.SetInterpolationTypeToLinear()
         prop.ShadeOff()
+        # Opacity per 1/16 of the volume's extent, not per voxel: a broad map stays see-through
+        # (organs visible behind it) while a compact peak still reads as a solid blob.
+        prop.SetScalarOpacityUnitDistance(max(shown.shape) / 16.0)
         mapper = vtkFixedPointVolumeRayCastMapper()
         mapper.SetInputData(volume_image)
         volume = vtkVolume()
