@@ -5,9 +5,9 @@ MONAI's default is stride 1, which makes the stem ~8× costlier and is not what 
 practice), 1×1×96³ input, 4 classes, random weights (cost does not depend on the weights).
 
 Timings are medians over interleaved repeats (the CPU is shared, so each round runs every
-variant once) and printed as ratios to a no-grad forward pass. Peak memory: on CUDA
-``max_memory_allocated``; on CPU the peak resident set of a fresh child process per variant above
-its resident set after building the model and input. pytorch-grad-cam is not benchmarked: it
+variant once, each right after a plain forward); "× forward" is the median of the paired ratios
+to a no-grad forward pass. Peak memory above the model + input: on CUDA ``max_memory_allocated``;
+on CPU the sampled peak resident set of a fresh child process per variant. pytorch-grad-cam is not benchmarked: it
 needs torchvision, which cannot be installed beside this torch.
 
 Usage: python benchmarks/bench_cam.py [--repeats N] [--size S] [--device cpu|cuda] [--no-memory]
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -86,29 +87,50 @@ def sync(device):
 
 
 def time_all(name, size, device, repeats):
+    """Median seconds per variant and median of its time / the time of a forward run just before it.
+
+    Pairing each run with an adjacent plain forward cancels most of the load drift of a shared CPU;
+    the forward variant's own ratio (forward / forward) shows the remaining noise.
+    """
     model, x = setup(name, size, device)
     runs = variants(model, x, LAYERS[name])
+    forward = runs["forward (no_grad)"]
     for fn in runs.values():  # warm-up (allocator, MONAI's lazy hooks, oneDNN kernels)
         fn()
     times = {k: [] for k in runs}
+    ratios = {k: [] for k in runs}
+
+    def timed(fn):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
     for _ in range(repeats):
         for key, fn in runs.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[key].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            base = timed(forward)
+            t = timed(fn)
+            times[key].append(t)
+            ratios[key].append(t / base)
+    return ({k: statistics.median(v) for k, v in times.items()},
+            {k: statistics.median(v) for k, v in ratios.items()})
 
 
 def peak_memory_child(name, size, device, key):
-    """Run in a child process: peak memory (MiB) of one variant above the model+input baseline."""
-    import resource
+    """Run in a child process: peak memory (MiB) of one variant above the model+input baseline.
+
+    CPU: the resident set is sampled every millisecond from /proc while the variant runs, after
+    one warm-up forward; the parent starts the child with MALLOC_MMAP_THRESHOLD_ fixed so that
+    freed tensors go back to the OS and the resident set follows the live memory.
+    """
+    import threading
 
     import torch
 
     model, x = setup(name, size, device)
     runs = variants(model, x, LAYERS[name])
+    runs["forward (no_grad)"]()
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -116,11 +138,28 @@ def peak_memory_child(name, size, device, key):
         runs[key]()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with open("/proc/self/statm") as f:
-        base = int(f.read().split()[1]) * resource.getpagesize()
-    runs[key]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return max(0.0, (peak - base) / 2**20)
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    base, peak, done = rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        runs[key]()
+    finally:
+        done.set()
+        sampler.join()
+    return max(0.0, (peak[0] - base) / 2**20)
 
 
 def main(argv=None):
@@ -141,21 +180,22 @@ def main(argv=None):
     print(f"bench_cam: 1×1×{args.size}³ input, {N_CLASSES} classes, device {args.device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats")
     results = {}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     for name in args.models:
-        times = time_all(name, args.size, args.device, args.repeats)
+        times, ratios = time_all(name, args.size, args.device, args.repeats)
         memory = {}
         if not args.no_memory:
             for key in times:
                 out = subprocess.run([sys.executable, __file__, "--child", name, key, "--size", str(args.size),
-                                      "--device", args.device], capture_output=True, text=True, check=True)
+                                      "--device", args.device], capture_output=True, text=True, check=True,
+                                     env=env)
                 memory[key] = json.loads(out.stdout.strip().splitlines()[-1])
-        base = times["forward (no_grad)"]
-        print(f"\n{name} (target layer {LAYERS[name]}); forward = {base * 1000:.0f} ms")
+        print(f"\n{name} (target layer {LAYERS[name]}); forward = {times['forward (no_grad)'] * 1000:.0f} ms")
         print(f"  {'variant':42s} {'ms':>8s} {'× forward':>10s} {'peak MiB':>9s}")
         for key, t in times.items():
             mem = f"{memory[key]:9.0f}" if key in memory else f"{'-':>9s}"
-            print(f"  {key:42s} {t * 1000:8.0f} {t / base:10.2f} {mem}")
-        results[name] = {"seconds": times, "peak_mib": memory}
+            print(f"  {key:42s} {t * 1000:8.0f} {ratios[key]:10.2f} {mem}", flush=True)
+        results[name] = {"seconds": times, "ratio_to_forward": ratios, "peak_mib": memory}
     return results
 
 
