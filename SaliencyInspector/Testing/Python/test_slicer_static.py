@@ -317,3 +317,21 @@ def test_cuda_out_of_memory_is_recognised_for_the_cpu_fallback():
                              "Tried to allocate 2.00 GiB"))
     assert not is_oom(InputError("model 'x' rejected its input: expected 5D input"))
     assert not is_oom(ValueError("something else"))
+
+
+def test_node_selectors_offer_the_node_type_of_their_parameter():
+    """A qMRMLNodeComboBox bound to a parameter must list exactly that field's MRML class, or
+    parameterNodeWrapper refuses the binding when the module opens."""
+    fields = {node.target.id: ast.unparse(node.annotation) for node in classes()["SaliencyInspectorParameterNode"].body
+              if isinstance(node, ast.AnnAssign)}
+    root = ET.parse(UI_FILE).getroot()
+    checked = 0
+    for widget in root.iter("widget"):
+        if widget.get("class") != "qMRMLNodeComboBox":
+            continue
+        props = {p.get("name"): p for p in widget.findall("property")}
+        parameter = "".join(props["SlicerParameterName"].itertext()).strip()
+        node_types = [s.text for s in props["nodeTypes"].iter("string")]
+        assert node_types == [fields[parameter]], (widget.get("name"), node_types, fields[parameter])
+        checked += 1
+    assert checked == 3
