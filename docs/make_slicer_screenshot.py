@@ -56,12 +56,13 @@ def main(argv=None) -> Path:
         ct_display.SetWindowLevel(400, 40)
         ct = mrml.volume_from_node(ct_node)
         result = explain(classifier, ct, methods=("hirescam", "gradcam"), classes=[class_name])
+        inferno = add_inferno_color_node(scene)
         nodes = {}
         for method in ("hirescam", "gradcam"):
             saliency = result.map(method, class_name)
             node = mrml.add_saliency_node(scene, saliency, ct_node, f"{LABELS[method]} {class_name}", ct=ct)
             window = mrml.display_window(saliency)
-            mrml.set_saliency_display(node, window, threshold=0.25)
+            mrml.set_saliency_display(node, window, threshold=0.25, color_node_id=inferno)
             nodes[method] = (node, window, saliency)
         # slice layers before any segmentation exists (see offscreen_views / the probe)
         mrml.show_in_slice_views(scene, ct_node, nodes["hirescam"][0], opacity=0.55, view_names=["Red"])
@@ -108,12 +109,27 @@ def main(argv=None) -> Path:
     probabilities = dict(zip(result.class_names, result.probabilities))
     compose(frames, mrml.table_columns(table_node), args.out,
             titles=[f"HiResCAM · {class_name}", f"Grad-CAM · {class_name}", "3D: HiResCAM + organ surfaces"],
-            subtitle=f"phantom CT with a liver lesion; demo classifier p({class_name}) = "
+            subtitle=f"phantom CT with a liver lesion; model {classifier.card.name!r}: p({class_name}) = "
                      f"{probabilities[class_name]:.2f}; region: {table.region}")
     for view in (red, yellow, threed):
         view.finalize()
     print(f"wrote {args.out}")
     return args.out
+
+
+def add_inferno_color_node(scene) -> str:
+    """Slicer's default saliency colours (the Inferno file table of the Slicer app, which bare
+    slicer-core lacks), rebuilt from matplotlib's identical inferno map."""
+    from matplotlib import colormaps
+
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "Inferno")
+    node.SetTypeToUser()
+    node.SetNumberOfColors(256)
+    node.GetLookupTable().SetTableRange(0, 255)
+    for i in range(256):
+        r, g, b, _a = colormaps["inferno"](i / 255)
+        node.SetColor(i, f"inferno{i}", r, g, b, 1.0)
+    return node.GetID()
 
 
 def compose(frames, columns, out: Path, titles, subtitle) -> None:
