@@ -1,0 +1,189 @@
+"""The shipped demo classifier: architecture, exact HiResCAM head, shipped weights, and what it
+does on phantoms it never saw (predicts the lesions; HiResCAM mass sits in the lesion's organ)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saliency_inspector import demo_model as dm
+from saliency_inspector.volume import Volume
+
+
+def _random_model(seed=0):
+    torch.manual_seed(seed)
+    model = dm.build_demo_network(**dm.DEFAULT_ARCH_KWARGS).eval()
+    with torch.no_grad():  # a non-trivial head (default init has tiny logits)
+        model.classifier.weight.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    card = json.loads(dm.DEMO_CARD_PATH.read_text())
+    model = dm.build_demo_network(**card["architecture"]["kwargs"])
+    model.load_state_dict(torch.load(dm.DEMO_WEIGHTS_PATH, map_location="cpu", weights_only=True))
+    return model.eval(), card
+
+
+# ---- architecture and the exact head ---------------------------------------------------------------
+def test_head_is_conv_flatten_linear_and_input_size_is_checked():
+    model = _random_model()
+    assert isinstance(model.reduce, torch.nn.Conv3d) and model.reduce.kernel_size == (1, 1, 1)
+    assert isinstance(model.classifier, torch.nn.Linear)
+    assert model.feature_size == (8, 8, 8)
+    assert model.classifier.in_features == model.reduce.out_channels * 8 * 8 * 8
+    x = torch.rand(2, 1, *dm.INPUT_SIZE)
+    assert model(x).shape == (2, len(dm.DEMO_CLASSES))
+    with pytest.raises(ValueError, match="input.size"):
+        model(torch.rand(1, 1, 32, 64, 60))
+    # the lesion head is training-only: the class scores do not depend on it
+    before = model(x)
+    with torch.no_grad():
+        model.lesion_head.weight.add_(1.0)
+    torch.testing.assert_close(model(x), before)
+
+
+def test_hirescam_matches_autograd_and_captum_and_sums_to_the_logit():
+    from captum.attr import LayerGradCam, LayerGradientXActivation
+
+    model = _random_model(1)
+    x = torch.rand(2, 1, *dm.INPUT_SIZE)
+    with torch.no_grad():
+        logits, maps = model.hirescam(x)
+    # faithfulness identity for conv -> flatten -> linear with no bias or ReLU after the target layer
+    torch.testing.assert_close(maps.sum(dim=(2, 3, 4)), logits - model.classifier.bias, atol=1e-4, rtol=1e-4)
+    grad_x_act = LayerGradientXActivation(model, model.features)
+    for c in range(len(dm.DEMO_CLASSES)):
+        # Captum's per-channel G ⊙ A at the target layer, summed over channels = HiResCAM
+        peer = grad_x_act.attribute(x, target=c).sum(dim=1)
+        torch.testing.assert_close(maps[:, c], peer, atol=1e-5, rtol=1e-4)
+    # HiResCAM and Grad-CAM genuinely differ with this head (the gradient varies over space)
+    gradcam = LayerGradCam(model, model.features).attribute(x, target=0, relu_attributions=False)[:, 0]
+    r = np.corrcoef(gradcam[0].detach().numpy().ravel(), maps[0, 0].numpy().ravel())[0, 1]
+    assert r < 0.99
+
+
+# ---- preprocessing -----------------------------------------------------------------------------------
+def test_model_grid_keeps_the_field_of_view_and_ct_to_input_windows():
+    direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # axes rotated
+    ct = Volume(np.full((40, 100, 80), -1000, np.int16), (0.7, 0.9, 2.5), (-30.0, 12.0, 5.0), direction)
+    grid = dm.model_grid(ct)
+    assert grid.shape == dm.INPUT_SIZE
+    # the outer corners of the voxel boxes coincide: same field of view
+    np.testing.assert_allclose(ct.index_to_physical([-0.5] * 3), grid.index_to_physical([-0.5] * 3), atol=1e-6)
+    np.testing.assert_allclose(ct.index_to_physical(np.asarray(ct.size_xyz) - 0.5),
+                               grid.index_to_physical(np.asarray(grid.size_xyz) - 0.5), atol=1e-6)
+    # a bright 10-voxel-wide block at a known physical place lands on the model voxel there
+    arr = ct.array.copy()
+    arr[20:30, 40:60, 30:50] = 1000
+    x = dm.ct_to_input(ct.with_array(arr))
+    assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == pytest.approx(1.0)
+    k, j, i = np.unravel_index(np.argmax(x), x.shape)
+    point = grid.index_to_physical([i, j, k])
+    ijk = ct.physical_to_index(point)
+    assert 30 <= ijk[0] < 50 and 40 <= ijk[1] < 60 and 20 <= ijk[2] < 30
+    lo, hi = dm.WINDOW
+    x_mid = dm.ct_to_input(ct.with_array(np.full(ct.shape, (lo + hi) / 2, np.int16)))
+    np.testing.assert_allclose(x_mid, 0.5, atol=1e-6)  # the window's middle maps to 0.5
+
+
+# ---- shipped weights and card ------------------------------------------------------------------------
+def test_shipped_card_and_weights(shipped):
+    model, card = shipped
+    assert dm.DEMO_WEIGHTS_PATH.stat().st_size < 3 * 2**20
+    assert card["classes"] == list(dm.DEMO_CLASSES) and card["multilabel"] is True
+    assert card["input"] == {"size": list(dm.INPUT_SIZE), "spacing": None, "window": list(dm.WINDOW),
+                             "channels": 1}
+    assert isinstance(dict(model.named_modules())[card["target_layer"]], torch.nn.Sequential)
+    val = card["training"]["validation"]
+    assert val["n_cases"] >= 20
+    assert val["mean_roc_auc"] >= 0.9 and val["accuracy"] >= 0.85
+    assert val["hirescam_mass_in_organ"] > 2 * val["uniform_mass_in_organ"]
+
+
+UNSEEN = [  # (phantom seed, lesion organs): seeds < 1_000_000 are never used in training
+    (7, ["liver"]), (8, ["lung_left"]), (9, ["lung_right", "kidney_left"]), (10, ["kidney_right"]),
+    (11, []), (12, ["liver", "lung_right"]), (13, ["spleen"]), (14, ["lung_left", "kidney_right"]),
+]
+
+
+def test_unseen_phantoms_are_predicted_and_hirescam_points_at_the_lesion_organ(shipped):
+    """On phantoms it never saw, at a CT size other than the model's: lesions are predicted, and the
+    HiResCAM map of a present class (on the CT's own grid) has far more mass in that organ than a
+    uniform map would."""
+    from saliency_inspector.phantom import make_phantom
+    from saliency_inspector.volume import resample_to
+
+    model, card = shipped
+    probs, truth, masses, uniforms = [], [], [], []
+    for seed, lesions in UNSEEN:
+        case = make_phantom(seed=seed, size=(96, 96, 40), lesions=lesions)
+        x = torch.from_numpy(dm.ct_to_input(case.ct))[None, None]
+        with torch.no_grad():
+            logits, maps = model.hirescam(x)
+        probs.append(torch.sigmoid(logits)[0].numpy())
+        truth.append(dm.labels_for(lesions))
+        # raw feature map -> CT grid through physical space (same field of view)
+        grid = dm.model_grid(case.ct, model.feature_size)
+        body = case.organs.mask("body")
+        for k in np.nonzero(truth[-1])[0]:
+            on_ct = resample_to(grid.with_array(F.relu(maps[0, k]).numpy()), case.ct, "linear").array
+            organ = np.zeros(body.shape, bool)
+            for name in dm.CLASS_ORGANS[dm.DEMO_CLASSES[k]]:
+                organ |= case.organs.mask(name)
+            organ &= body
+            masses.append(on_ct[organ].sum() / on_ct[body].sum())
+            uniforms.append(organ.sum() / body.sum())
+    probs, truth = np.array(probs), np.array(truth) > 0.5
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(truth.ravel(), probs.ravel()) >= 0.9  # pooled over cases and classes
+    assert ((probs > 0.5) == truth).mean() >= 0.85
+    masses, uniforms = np.array(masses), np.array(uniforms)
+    assert np.all(masses > uniforms)
+    assert masses.mean() > 2.5 * uniforms.mean()
+
+
+def test_demo_classifier_through_explain_if_available():
+    """The same claim through the public pipeline (models.demo_classifier + explain), when present."""
+    models = pytest.importorskip("saliency_inspector.models")
+    explain_mod = pytest.importorskip("saliency_inspector.explain")
+    from saliency_inspector.phantom import make_phantom
+
+    clf = models.demo_classifier(device="cpu")
+    assert list(clf.class_names) == list(dm.DEMO_CLASSES)
+    case = make_phantom(seed=21, size=(96, 96, 40), lesions=["liver"])
+    result = explain_mod.explain(clf, case.ct, methods=("hirescam",), classes="all")
+    assert result.probabilities[dm.DEMO_CLASSES.index("liver")] > 0.5
+    s = np.maximum(result.map("hirescam", "liver").array, 0)
+    body, liver = case.organs.mask("body"), case.organs.mask("liver") & case.organs.mask("body")
+    assert s[liver].sum() / s[body].sum() > 2 * liver.sum() / body.sum()
+
+
+# ---- training ---------------------------------------------------------------------------------------
+def test_train_demo_is_reproducible_from_a_seed(tmp_path):
+    small = dict(n_train=12, n_validation=4, epochs=1)
+    a = dm.train_demo_model(tmp_path / "a", seed=3, **small)
+    b = dm.train_demo_model(tmp_path / "b", seed=3, **small)
+    sa = torch.load(a["weights"], weights_only=True)
+    sb = torch.load(b["weights"], weights_only=True)
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    card = json.loads(a["card"].read_text())
+    assert card["training"]["seed"] == 3 and card["architecture"]["name"] == "demo"
+    model = dm.build_demo_network(**card["architecture"]["kwargs"])
+    model.load_state_dict(sa)  # a plain state dict that loads with weights_only=True
+
+
+def test_train_demo_cli_rejects_a_file_as_output_folder(tmp_path, capsys):
+    from saliency_inspector.cli import main
+
+    target = tmp_path / "not-a-folder"
+    target.write_text("keep me")
+    assert main(["train-demo", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "not-a-folder" in err and "not a folder" in err and len(err.strip().splitlines()) == 1
+    assert target.read_text() == "keep me"
