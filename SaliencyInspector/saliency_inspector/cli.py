@@ -92,7 +92,9 @@ def cmd_demo(args) -> int:
 def cmd_train_demo(args) -> int:
     from .demo_model import train_demo_model
 
-    train_demo_model(out_dir=args.out, seed=args.seed, progress=progress)
+    result = train_demo_model(out_dir=args.out, seed=args.seed, progress=progress)
+    print(result["weights"])
+    print(result["card"])
     return 0
 
 
