@@ -538,10 +538,11 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
 
     def loadPhantomSample(self, seed=0, size=(192, 192, 64)):
         """Make the synthetic phantom (no download), load CT and organs; returns (volume, segmentation)."""
+        from saliency_inspector.demo_model import LESION_SCALE
         from saliency_inspector.phantom import make_phantom, write_phantom_case
 
         folder = os.path.join(slicer.app.temporaryPath, "SaliencyInspector", f"phantom-{seed}")
-        case = make_phantom(seed=seed, size=size)
+        case = make_phantom(seed=seed, size=size, lesion_scale=LESION_SCALE)  # the demo model's lesion size
         paths = write_phantom_case(case, folder)
         ct = slicer.util.loadVolume(str(paths["ct"]), {"name": "SaliencyPhantom CT"})
         organs = slicer.util.loadSegmentation(str(paths["organs"]), {"name": "SaliencyPhantom organs"})

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "SaliencyInspector" / "Testing" / "Python"))
 import offscreen_views as ov  # noqa: E402  (sets the EGL window before VTK renders)
 
 from saliency_inspector import metrics, mrml  # noqa: E402
+from saliency_inspector.demo_model import LESION_SCALE  # noqa: E402
 from saliency_inspector.explain import explain  # noqa: E402
 from saliency_inspector.models import demo_classifier, load_classifier  # noqa: E402
 from saliency_inspector.phantom import make_phantom, write_phantom_case  # noqa: E402
@@ -38,7 +39,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--view", type=int, default=420, help="pixels per view")
     args = parser.parse_args(argv)
 
-    case = make_phantom(seed=0, size=tuple(args.size), lesions=["liver"])
+    case = make_phantom(seed=0, size=tuple(args.size), lesions=["liver"], lesion_scale=LESION_SCALE)
     lesion = case.info["lesions"][0]
     class_name = lesion["organ"]
     classifier = demo_classifier("cpu") if args.model == "demo" else load_classifier(args.model, device="cpu")

@@ -62,6 +62,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     """
     from .explain import explain, safe_name
     from .metrics import evaluate, roc_curve
+    from .demo_model import LESION_SCALE
     from .phantom import make_phantom, write_phantom_case
     from .render import render_overlay
     from .report import method_label, plot_roc, write_report
@@ -85,7 +86,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     # 1. the case
     t = time.perf_counter()
     say(f"making a phantom CT {size[0]}×{size[1]}×{size[2]} (seed {seed})")
-    case = make_phantom(seed=seed, size=size, lesions=lesions)
+    # lesions as large as the demo model was trained on (see demo_model.LESION_SCALE)
+    case = make_phantom(seed=seed, size=size, lesions=lesions, lesion_scale=LESION_SCALE)
     write_phantom_case(case, out)
     t = lap("phantom", t)
 

@@ -49,14 +49,18 @@ class PhantomCase:
     info: dict = field(default_factory=dict)
 
 
-def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False) -> PhantomCase:
+def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
+                 lesion_scale: float = 1.0) -> PhantomCase:
     """Make a synthetic CT with organ masks and lesions.
 
     ``size`` is voxels (x, y, z) over a fixed 400×400×300 mm field of view (default 512×512×120,
     i.e. ~0.78×0.78×2.5 mm). ``lesions`` lists organ names to put one spherical lesion in each
     (``None``: one in the liver; ``[]``: none; ``"lung"``/``"kidney"`` pick a side by seed).
     ``oblique`` tilts the voxel axes by a few degrees; the anatomy stays in patient coordinates.
+    ``lesion_scale`` multiplies the nominal lesion radii (a lesion is shrunk to fit its organ if needed).
     """
+    if not lesion_scale > 0:
+        raise InputError(f"lesion_scale must be a positive number, got {lesion_scale!r}")
     grid = _make_grid(size, oblique)
     seeds = np.random.SeedSequence(int(seed)).spawn(4)
     rng_anatomy, rng_texture, rng_noise, rng_lesion = (np.random.default_rng(s) for s in seeds)
@@ -78,7 +82,7 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False) 
         organ_masks[name] = labels == index
 
     requested = ["liver"] if lesions is None else [lesions] if isinstance(lesions, str) else list(lesions)
-    lesion_masks, lesion_info = _place_lesions(requested, grid, organ_masks, hu, rng_lesion)
+    lesion_masks, lesion_info = _place_lesions(requested, grid, organ_masks, hu, rng_lesion, lesion_scale)
     for k0 in range(0, grid.shape[0], step):  # quantum noise last, over lesions too
         k1 = min(grid.shape[0], k0 + step)
         hu[k0:k1] += rng_noise.standard_normal(hu[k0:k1].shape, dtype=np.float32) * _NOISE_HU
@@ -372,7 +376,7 @@ class _Textures:
 
 
 # ---- lesions ------------------------------------------------------------------------------------
-def _place_lesions(requested, grid: Volume, organ_masks: dict, hu: np.ndarray, rng):
+def _place_lesions(requested, grid: Volume, organ_masks: dict, hu: np.ndarray, rng, scale=1.0):
     """Spherical lesions fully inside their organs; paints ``hu`` in place; returns masks and info."""
     masks, info = {}, []
     placed = []  # (center_lps, radius) to keep lesions apart
@@ -385,7 +389,7 @@ def _place_lesions(requested, grid: Volume, organ_masks: dict, hu: np.ndarray, r
                              f"{', '.join(ORGANS)} (or lung, kidney)")
         family = organ.split("_")[0]
         lesion_hu, radius = LESIONS.get(family, LESIONS["body"])
-        radius = float(radius * rng.uniform(0.8, 1.25))
+        radius = float(scale * radius * rng.uniform(0.8, 1.25))
         center, radius = _choose_center(grid, organ_masks[organ], radius, placed, rng, organ)
         placed.append((center, radius))
         name = f"lesion_{organ}"

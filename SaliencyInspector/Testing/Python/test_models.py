@@ -102,7 +102,7 @@ def test_demo_classifier_loads_with_the_contract(tmp_path, monkeypatch):
 
     torch.manual_seed(3)
     card = demo_model.demo_card()
-    card["architecture"]["kwargs"] = {"channels": [4, 4, 8, 8], "reduced_channels": 4, "input_size": [8, 16, 16]}
+    card["architecture"]["kwargs"] = {"channels": [4, 4, 8], "input_size": [8, 16, 16]}
     card["input"]["size"] = [8, 16, 16]
     net = demo_model.build_demo_network(**card["architecture"]["kwargs"]).eval()
     weights, card_path = tmp_path / "demo.pt", tmp_path / "demo.json"
@@ -114,7 +114,7 @@ def test_demo_classifier_loads_with_the_contract(tmp_path, monkeypatch):
     assert clf.class_names == list(demo_model.DEMO_CLASSES) and clf.card.multilabel
     x = _x((1, 1, 8, 16, 16), seed=4)
     torch.testing.assert_close(clf.predict(x), net(x))
-    # HiResCAM at `features` equals the demo network's own closed form (1×1×1 conv then linear head)
+    # HiResCAM at the card's layer (`lesion_map`) equals the network's own closed form (W^c ⊙ lesion map)
     ours = compute_cams(clf.module, x, methods=["hirescam"], layer=card["target_layer"]).maps["hirescam"]
     _, theirs = net.hirescam(x)
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-5)
