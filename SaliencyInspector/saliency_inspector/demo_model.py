@@ -162,14 +162,12 @@ def init_head_from_atlas(model, organ_masks):
 def model_grid(ct, size=INPUT_SIZE):
     """The Volume grid of the model input: the CT's field of view and direction, ``size`` (D, H, W) voxels.
 
-    Voxel boxes cover the same physical extent as the CT's (edges aligned, not centres).
+    Voxel boxes cover the same physical extent as the CT's (edges aligned, not centres), exactly as
+    :func:`saliency_inspector.preprocess.covering_grid` makes it for any model.
     """
-    from .volume import Volume
+    from .preprocess import covering_grid
 
-    size_xyz = np.asarray(size[::-1], dtype=float)
-    spacing = np.asarray(ct.spacing) * np.asarray(ct.size_xyz) / size_xyz
-    origin = np.asarray(ct.origin) + ct.direction @ ((spacing - np.asarray(ct.spacing)) / 2)
-    return Volume(np.zeros(tuple(int(n) for n in size), np.uint8), tuple(spacing), tuple(origin), ct.direction)
+    return covering_grid(ct, tuple(int(n) for n in size))
 
 
 def ct_to_input(ct, size=INPUT_SIZE, window=WINDOW) -> np.ndarray:
