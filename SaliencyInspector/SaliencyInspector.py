@@ -13,11 +13,10 @@ as an argument and is tested on real MRML outside the application.
 
 import logging
 import os
-import tempfile
+import importlib.util
 from enum import Enum
 from typing import Annotated
 
-import qt
 import vtk
 
 import slicer
@@ -340,11 +339,12 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 return False
         try:
             if hasattr(slicer, "pydeps") or _importable("slicer.pydeps"):
-                import slicer.pydeps
-
-                requirements = slicer.pydeps.load_requirements(REQUIREMENTS_PATH)
-                slicer.pydeps.pip_ensure(requirements, skip_packages=SLICER_OWNED_PACKAGES,
-                                         prompt_install=askConfirmation, requester="SaliencyInspector")
+                # import_module, not `import slicer.pydeps`: that statement would make `slicer` a
+                # local name of this whole function (UnboundLocalError on the lines above)
+                pydeps = importlib.import_module("slicer.pydeps")
+                requirements = pydeps.load_requirements(REQUIREMENTS_PATH)
+                pydeps.pip_ensure(requirements, skip_packages=SLICER_OWNED_PACKAGES,
+                                  prompt_install=askConfirmation, requester="SaliencyInspector")
             else:  # Slicer < 5.11: ask ourselves, then pip_install without letting pip touch torch
                 missing = _missingRequirements(REQUIREMENTS_PATH)
                 if missing:
@@ -563,8 +563,6 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
 
 
 def _importable(name) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:

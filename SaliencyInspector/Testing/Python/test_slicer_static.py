@@ -335,3 +335,24 @@ def test_node_selectors_offer_the_node_type_of_their_parameter():
         assert node_types == [fields[parameter]], (widget.get("name"), node_types, fields[parameter])
         checked += 1
     assert checked == 3
+
+
+def test_no_function_makes_a_module_global_local():
+    """`import slicer.pydeps` inside a function makes `slicer` local to the whole function, so an
+    earlier `slicer.util...` call raises UnboundLocalError in Slicer. No function of the module may
+    bind a name that the module imports at top level."""
+    import symtable
+
+    source = MODULE_PY.read_text()
+    top = symtable.symtable(source, "SaliencyInspector.py", "exec")
+    imported = {s.get_name() for s in top.get_symbols() if s.is_imported()}
+
+    def functions(table):
+        for child in table.get_children():
+            if child.get_type() == "function":
+                yield child
+            yield from functions(child)
+
+    clashes = [(f.get_name(), s.get_name()) for f in functions(top) for s in f.get_symbols()
+               if s.get_name() in imported and s.is_local() and not s.is_global()]
+    assert clashes == []
