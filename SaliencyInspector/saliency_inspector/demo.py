@@ -185,12 +185,12 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     seconds = time.perf_counter() - start
 
     # 7. what the user reads
-    for name in focus:
-        for method in methods:
-            p = next(p for p in predictions if p["class"] == name)
-            print(f"\n== {method_label(method)} · class {name} (p = {p['probability']:.3f}, "
-                  f"{'lesion present' if p['truth'] else 'no lesion'}) ==")
-            print(tables[(method, name)].format())
+    shown = [(name, method) for name in focus for method in methods]
+    for i, (name, method) in enumerate(shown):
+        p = next(p for p in predictions if p["class"] == name)
+        print(f"\n== {method_label(method)} · class {name} (p = {p['probability']:.3f}, "
+              f"{'lesion present' if p['truth'] else 'no lesion'}) ==")
+        print(tables[(method, name)].format(legend=i == len(shown) - 1))  # the legend once, at the end
     print(f"\nreport: {report.resolve()}")
     say(f"done in {seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
     return DemoResult(out, report, tables, images, predictions, focus, seconds, timings)

@@ -281,8 +281,9 @@ class EvaluationTable:
                 writer.writerow({k: "" if v is None else v for k, v in record.items()})
         return path
 
-    def format(self) -> str:
-        """A readable fixed-width table for the terminal, with a legend from :data:`METRICS`."""
+    def format(self, legend: bool = True) -> str:
+        """A readable fixed-width table for the terminal, with a legend from :data:`METRICS`
+        (``legend=False`` leaves it out, for a caller printing several tables)."""
         shown = ["dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "rank_accuracy"]
         heads = {"dice": "Dice", "roc_auc": "ROC AUC", "auprc": "AUPRC (chance)", "ioa": "IoA",
                  "mass_in_mask": "Mass (uniform)", "pointing_game": "Pointing", "rank_accuracy": "RankAcc"}
@@ -306,8 +307,9 @@ class EvaluationTable:
             if r["note"]:
                 line += f"  [{r['note']}]"
             lines.append(line)
-        lines += [f"  {METRICS[k].name}: {METRICS[k].meaning}" for k in shown]
         lines += [f"note: {n}" for n in self.notes]
+        if legend:
+            lines += [f"  {METRICS[k].name}: {METRICS[k].meaning}" for k in shown]
         return "\n".join(lines)
 
 
