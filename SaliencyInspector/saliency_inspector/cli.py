@@ -26,7 +26,8 @@ def cmd_phantom(args) -> int:
 
     size = tuple(args.size) if args.size else None
     progress(f"making phantom (seed {args.seed})")
-    case = make_phantom(seed=args.seed, size=size, lesions=args.lesion, oblique=args.oblique)
+    case = make_phantom(seed=args.seed, size=size, lesions=args.lesion, oblique=args.oblique,
+                        lesion_scale=args.lesion_scale)
     paths = write_phantom_case(case, args.out)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion", action="append", metavar="ORGAN",
                    help="put a lesion in this organ (repeatable; default: one in the liver)")
     p.add_argument("--oblique", action="store_true", help="tilt the volume's axes (oblique direction)")
+    p.add_argument("--lesion-scale", type=float, default=1.0,
+                   help="multiply the nominal lesion radii (the demo uses 1.8, the size its model was trained on)")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("explain", help="saliency maps for a CT, one NRRD per (method, class)")

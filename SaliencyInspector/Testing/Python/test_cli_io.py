@@ -61,6 +61,8 @@ def test_phantom_command_bad_values(tmp_path, capsys):
     assert_clean_error(code, err, "pancreas")
     code, _, err = run_cli(capsys, "phantom", "--out", tmp_path / "y", "--size", 2, 2, 2)
     assert_clean_error(code, err, "size")
+    code, _, err = run_cli(capsys, "phantom", "--out", tmp_path / "z", "--size", 24, 24, 16, "--lesion-scale", 0)
+    assert_clean_error(code, err, "lesion_scale")
 
 
 @pytest.fixture

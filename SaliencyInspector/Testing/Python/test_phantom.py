@@ -157,3 +157,12 @@ def test_write_phantom_case(small_phantom, tmp_path):
     assert slicerio.segment_names(seg) == small_phantom.lesions.names
     info = json.loads(paths["case"].read_text())
     assert info["lesions"][0]["organ"] == "liver" and info["seed"] == 3
+
+
+def test_lesion_scale_grows_the_lesion_radius():
+    small = make_phantom(seed=4, size=(96, 96, 40), lesions=["liver"])
+    large = make_phantom(seed=4, size=(96, 96, 40), lesions=["liver"], lesion_scale=1.8)
+    r_small, r_large = small.info["lesions"][0]["radius_mm"], large.info["lesions"][0]["radius_mm"]
+    assert r_large == pytest.approx(1.8 * r_small, rel=1e-3)  # same seed: same random factor
+    assert large.lesions.mask("lesion_liver").sum() > 3 * small.lesions.mask("lesion_liver").sum()
+    assert np.all(large.organs.mask("liver")[large.lesions.mask("lesion_liver")])
