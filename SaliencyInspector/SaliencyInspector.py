@@ -35,6 +35,7 @@ MINIMUM_TORCH = ">=2.2"
 SLICER_OWNED_PACKAGES = ["SimpleITK", "vtk", "numpy", "torch", "torchvision", "torchaudio"]
 METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
+ROC_PLOT_POINTS = 400  # points per ROC series in the plot chart (the table holds the exact AUC)
 
 
 #
@@ -449,7 +450,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 if name.lower() == "body" or not segments.mask(name).any():
                     continue
                 fpr, tpr, _thresholds = metrics.roc_curve(saliency, segments.mask(name), region)
-                curves[name] = _thin_curve(fpr, tpr)
+                curves[name] = metrics.thin_curve(fpr, tpr, points=ROC_PLOT_POINTS)
             chartNode = mrml.add_roc_chart(scene, curves, colors=segments.colors,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
@@ -620,17 +621,6 @@ def _evaluationRegion(table, segments, ct, saliency):
     if region.startswith("body") and ct is not None:
         return metrics.body_mask(ct, saliency)
     return None
-
-
-def _thin_curve(fpr, tpr, points=400):
-    """At most ``points`` points of a ROC curve (a CT has millions of distinct scores)."""
-    import numpy as np
-
-    fpr, tpr = np.asarray(fpr), np.asarray(tpr)
-    if fpr.size <= points:
-        return fpr, tpr
-    keep = np.unique(np.linspace(0, fpr.size - 1, points).round().astype(int))
-    return fpr[keep], tpr[keep]
 
 
 #

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from .errors import InputError
 
@@ -43,14 +42,6 @@ def _class_organs(class_name: str) -> tuple:
     return tuple(CLASS_ORGANS.get(class_name, (class_name,)))
 
 
-def _thin(fpr, tpr, n=ROC_POINTS):
-    """At most ``n`` points of a ROC curve, ends kept (for plotting only; AUCs come from the tables)."""
-    if len(fpr) <= n:
-        return fpr, tpr
-    idx = np.unique(np.linspace(0, len(fpr) - 1, n).round().astype(int))
-    return np.asarray(fpr)[idx], np.asarray(tpr)[idx]
-
-
 def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, seed=0, lesions=None,
              classifier=None, methods=("hirescam", "gradcam"), panel_px=384) -> DemoResult:
     """Run the main job on a phantom and write everything into ``out_dir``; returns a :class:`DemoResult`.
@@ -61,7 +52,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
     from .explain import explain, safe_name
-    from .metrics import evaluate, roc_curve
+    from .metrics import evaluate, roc_curve, thin_curve
     from .demo_model import LESION_SCALE
     from .phantom import make_phantom, write_phantom_case
     from .render import render_overlay
@@ -157,7 +148,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
             for method in methods:
                 fpr, tpr, _ = roc_curve(explanation.map(method, name), mask, region=body)
                 auc = tables[(method, name)].row(target)["roc_auc"]
-                curves.append((f"{method_label(method)} vs {target}", *_thin(fpr, tpr), auc))
+                curves.append((f"{method_label(method)} vs {target}", *thin_curve(fpr, tpr, ROC_POINTS), auc))
         if curves:
             path = plot_roc(curves, out / "images" / f"roc_{safe_name(name)}.png",
                             title=f"class {name}: map vs its organ / lesion (region: body)")

@@ -416,6 +416,19 @@ def roc_curve(saliency, mask, region=None):
     return ranking.roc_curve(counts)
 
 
+def thin_curve(x, y, points: int = 2000):
+    """At most ``points`` points of a curve, both ends kept, picked from the curve (not interpolated).
+
+    For plotting only: a CT has millions of distinct scores, so :func:`roc_curve` has millions of
+    points; AUCs come from the exact tables, never from a thinned curve.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.size <= points:
+        return x, y
+    keep = np.unique(np.linspace(0, x.size - 1, points).round().astype(int))
+    return x[keep], y[keep]
+
+
 def pr_curve(saliency, mask, region=None):
     """(precision, recall, thresholds) of S⁺ against ``mask`` over ``region`` (scikit-learn's
     ``precision_recall_curve`` convention)."""

@@ -335,3 +335,19 @@ def test_registry_describes_every_metric():
         assert callable(info.function) and isinstance(info.higher_is_better, bool)
         if info.baseline_key:
             assert info.baseline_key in METRICS
+
+
+def test_roc_curves_are_thinned_for_plotting_keeping_the_end_points():
+    import numpy as np
+
+    from saliency_inspector.metrics import thin_curve as thin
+
+    fpr = np.linspace(0, 1, 5000) ** 2
+    tpr = np.sqrt(np.linspace(0, 1, 5000))
+    x, y = thin(fpr, tpr, points=400)
+    assert 300 < x.size <= 400 and x.size == y.size
+    assert (x[0], y[0], x[-1], y[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(x) >= 0)
+    assert np.all(np.isin(x, fpr)) and np.all(np.isin(y, tpr))  # points of the curve, not interpolated
+    small_x, _ = thin(fpr[:10], tpr[:10])
+    assert small_x.size == 10

@@ -283,21 +283,6 @@ def _module_function(name: str):
     return namespace[name]
 
 
-def test_roc_curves_are_thinned_for_plotting_keeping_the_end_points():
-    import numpy as np
-
-    thin = _module_function("_thin_curve")
-    fpr = np.linspace(0, 1, 5000) ** 2
-    tpr = np.sqrt(np.linspace(0, 1, 5000))
-    x, y = thin(fpr, tpr, points=400)
-    assert 300 < x.size <= 400 and x.size == y.size
-    assert (x[0], y[0], x[-1], y[-1]) == (0.0, 0.0, 1.0, 1.0)
-    assert np.all(np.diff(x) >= 0)
-    assert np.all(np.isin(x, fpr)) and np.all(np.isin(y, tpr))  # points of the curve, not interpolated
-    small_x, _ = thin(fpr[:10], tpr[:10])
-    assert small_x.size == 10
-
-
 def test_missing_requirements_are_found_from_the_requirements_file(tmp_path):
     missing = _module_function("_missingRequirements")
     assert missing(MODULE / "Resources" / "requirements.txt") == []  # all installed in this environment
