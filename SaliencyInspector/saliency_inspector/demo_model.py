@@ -172,12 +172,12 @@ def model_grid(ct, size=INPUT_SIZE):
 
 def ct_to_input(ct, size=INPUT_SIZE, window=WINDOW) -> np.ndarray:
     """CT Volume (HU) → float32 array (D, H, W) in [0, 1]: resized in physical space, then windowed."""
+    from .preprocess import window as preprocess_window
     from .volume import resample_to
 
     grid = model_grid(ct, size)
     resized = resample_to(ct.with_array(ct.array.astype(np.float32)), grid, "linear", default_value=window[0])
-    lo, hi = window
-    return np.clip((resized.array - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return preprocess_window(resized.array, *window).astype(np.float32)
 
 
 # ---- data -----------------------------------------------------------------------------------------
