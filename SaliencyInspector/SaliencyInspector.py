@@ -367,7 +367,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         the GPU when there is one.
         """
         from saliency_inspector.errors import InputError
-        from saliency_inspector.models import demo_classifier, load_classifier
+        from saliency_inspector.models.demo_model import demo_classifier
+        from saliency_inspector.models.loading import load_classifier
 
         key = (str(model), str(device))
         if key not in self._classifierCache:
@@ -391,7 +392,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         back to the CPU and says so through ``progress`` and the log.
         """
         from saliency_inspector import mrml
-        from saliency_inspector.explain import explain
+        from saliency_inspector.explain.explanation import explain
 
         say = self._progress(progress)
         ct = mrml.volume_from_node(volumeNode)  # InputError for no / non-scalar / 2D volumes
@@ -431,7 +432,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
 
         Returns ``(tableNode, chartNode or None, EvaluationTable)``.
         """
-        from saliency_inspector import metrics, mrml
+        from saliency_inspector.evaluate import metrics
+        from saliency_inspector import mrml
 
         referenceNode = volumeNode or saliencyNode
         segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
@@ -539,8 +541,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
 
     def loadPhantomSample(self, seed=0, size=(192, 192, 64)):
         """Make the synthetic phantom (no download), load CT and organs; returns (volume, segmentation)."""
-        from saliency_inspector.demo_model import LESION_SCALE
-        from saliency_inspector.phantom import make_phantom, write_phantom_case
+        from saliency_inspector.models.demo_model import LESION_SCALE
+        from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
 
         folder = os.path.join(slicer.app.temporaryPath, "SaliencyInspector", f"phantom-{seed}")
         case = make_phantom(seed=seed, size=size, lesion_scale=LESION_SCALE)  # the demo model's lesion size
@@ -612,7 +614,7 @@ def _emptyCudaCache() -> None:
 
 def _evaluationRegion(table, segments, ct, saliency):
     """The region mask the metrics used (body segment, CT body, or None = all) for the ROC curves."""
-    from saliency_inspector import metrics
+    from saliency_inspector.evaluate import metrics
 
     region = str(table.region)
     if region.startswith("body (segment"):

@@ -35,9 +35,9 @@ import tracemalloc
 import numpy as np
 from scipy import ndimage
 
-from saliency_inspector.metrics import evaluate
-from saliency_inspector.ranking import Ranking, _resolve_device
-from saliency_inspector.volume import Volume
+from saliency_inspector.evaluate.metrics import evaluate
+from saliency_inspector.evaluate.ranking import Ranking, _resolve_device
+from saliency_inspector.io.volume import Volume
 
 
 def make_map(shape, rng) -> np.ndarray:

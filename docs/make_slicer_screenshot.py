@@ -22,11 +22,14 @@ sys.path.insert(0, str(ROOT / "SaliencyInspector" / "Testing" / "Python"))
 
 import offscreen_views as ov  # noqa: E402  (sets the EGL window before VTK renders)
 
-from saliency_inspector import metrics, mrml  # noqa: E402
-from saliency_inspector.demo_model import LESION_SCALE  # noqa: E402
-from saliency_inspector.explain import explain  # noqa: E402
-from saliency_inspector.models import demo_classifier, load_classifier  # noqa: E402
-from saliency_inspector.phantom import make_phantom, write_phantom_case  # noqa: E402
+from saliency_inspector.evaluate import metrics  # noqa: E402
+
+from saliency_inspector import mrml  # noqa: E402
+from saliency_inspector.models.demo_model import LESION_SCALE  # noqa: E402
+from saliency_inspector.explain.explanation import explain  # noqa: E402
+from saliency_inspector.models.demo_model import demo_classifier  # noqa: E402
+from saliency_inspector.models.loading import load_classifier  # noqa: E402
+from saliency_inspector.synth.phantom import make_phantom, write_phantom_case  # noqa: E402
 
 LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
 

@@ -22,7 +22,7 @@ def progress(message: str) -> None:
 
 # ---- sub-commands ---------------------------------------------------------------------------------
 def cmd_phantom(args) -> int:
-    from .phantom import make_phantom, write_phantom_case
+    from .synth.phantom import make_phantom, write_phantom_case
 
     size = tuple(args.size) if args.size else None
     progress(f"making phantom (seed {args.seed})")
@@ -35,9 +35,10 @@ def cmd_phantom(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain
-    from .models import load_classifier
-    from .volume import read_volume
+    from .explain.explanation import explain
+    from .io.volume import read_volume
+    from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
+    from .models.loading import load_classifier
 
     ct = read_volume(args.ct)
     progress(f"loading model {args.model}")
@@ -52,9 +53,9 @@ def cmd_explain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import evaluate
-    from .segments import read_segments
-    from .volume import read_volume
+    from .evaluate.metrics import evaluate
+    from .io.segments import read_segments
+    from .io.volume import read_volume
 
     saliency = read_volume(args.map)
     ct = read_volume(args.ct) if args.ct else None
@@ -71,9 +72,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .render import render_overlay
-    from .segments import read_segments
-    from .volume import read_volume
+    from .view.render import render_overlay
+    from .io.segments import read_segments
+    from .io.volume import read_volume
 
     ct = read_volume(args.ct)
     saliency = read_volume(args.map)
@@ -91,7 +92,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train_demo(args) -> int:
-    from .demo_model import train_demo_model
+    from .models.demo_model import train_demo_model
 
     result = train_demo_model(out_dir=args.out, seed=args.seed, progress=progress)
     print(result["weights"])

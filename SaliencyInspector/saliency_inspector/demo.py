@@ -37,7 +37,7 @@ class DemoResult:
 
 
 def _class_organs(class_name: str) -> tuple:
-    from .demo_model import CLASS_ORGANS
+    from .models.demo_model import CLASS_ORGANS
 
     return tuple(CLASS_ORGANS.get(class_name, (class_name,)))
 
@@ -51,14 +51,14 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     to use instead of the shipped demo model (tests use a small untrained one). Prints the metrics
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
-    from .explain import explain, safe_name
-    from .metrics import evaluate, roc_curve, thin_curve
-    from .demo_model import LESION_SCALE
-    from .phantom import make_phantom, write_phantom_case
-    from .render import render_overlay
-    from .report import method_label, plot_roc, write_report
-    from .segments import Segments
-    from .volume import write_volume
+    from .explain.explanation import explain, safe_name
+    from .evaluate.metrics import evaluate, roc_curve, thin_curve
+    from .models.demo_model import LESION_SCALE
+    from .synth.phantom import make_phantom, write_phantom_case
+    from .view.render import render_overlay
+    from .view.report import method_label, plot_roc, write_report
+    from .io.segments import Segments
+    from .io.volume import write_volume
 
     say = progress or (lambda message: None)
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
 
     # 2. the model and its maps
     if classifier is None:
-        from .models import demo_classifier
+        from .models.demo_model import demo_classifier
 
         say("loading the shipped demo classifier")
         classifier = demo_classifier(device=device)

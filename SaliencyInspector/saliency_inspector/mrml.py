@@ -21,7 +21,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .errors import InputError
-from .volume import Volume, volume_from_ijk_to_ras
+from .io.volume import Volume, volume_from_ijk_to_ras
 
 # Default look of a saliency overlay: a heat colormap from a real Slicer color node.
 HEAT_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
@@ -192,7 +192,7 @@ def segment_masks_from_node(segmentation_node, reference_node, segmentations_log
 
 def segments_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
     """The segmentation as a core ``Segments`` object on the reference volume's grid."""
-    from .segments import Segment, Segments
+    from .io.segments import Segment, Segments
 
     grid, masks, colors = segment_masks_from_node(segmentation_node, reference_node,
                                                   segmentations_logic, segment_names)

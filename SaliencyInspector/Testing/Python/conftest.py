@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saliency_inspector.volume import Volume
+from saliency_inspector.io.volume import Volume
 
 
 def rotation(ax_deg: float, ay_deg: float, az_deg: float = 0.0) -> np.ndarray:
@@ -37,6 +37,6 @@ def oblique_volume() -> Volume:
 @pytest.fixture(scope="session")
 def small_phantom():
     """A small phantom case (48×48×32 voxels) with lesions in the liver and the left lung."""
-    from saliency_inspector.phantom import make_phantom
+    from saliency_inspector.synth.phantom import make_phantom
 
     return make_phantom(seed=3, size=(48, 48, 32), lesions=["liver", "lung_left"])

@@ -15,8 +15,8 @@ import pytest
 import SimpleITK as sitk
 
 from saliency_inspector.cli import main
-from saliency_inspector.segments import Segment, Segments, read_segments, write_segments
-from saliency_inspector.volume import Volume, read_volume, write_volume
+from saliency_inspector.io.segments import Segment, Segments, read_segments, write_segments
+from saliency_inspector.io.volume import Volume, read_volume, write_volume
 
 
 def snapshot(paths):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from saliency_inspector.demo import run_demo
-from saliency_inspector.demo_model import DEFAULT_ARCH_KWARGS, DEMO_CLASSES, build_demo_network, demo_card
-from saliency_inspector.models import Classifier, ModelCard
-from saliency_inspector.segments import read_segments
-from saliency_inspector.volume import read_volume
+from saliency_inspector.models.demo_model import DEFAULT_ARCH_KWARGS, DEMO_CLASSES, build_demo_network, demo_card
+from saliency_inspector.models.loading import Classifier, ModelCard
+from saliency_inspector.io.segments import read_segments
+from saliency_inspector.io.volume import read_volume
 
 METHODS = ("hirescam", "gradcam")
 

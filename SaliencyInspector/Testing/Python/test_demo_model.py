@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saliency_inspector import demo_model as dm
-from saliency_inspector.volume import Volume
+from saliency_inspector.models import demo_model as dm
+from saliency_inspector.io.volume import Volume
 
 
 def _random_model(seed=0):
@@ -122,8 +122,8 @@ def test_unseen_phantoms_hirescam_points_at_the_lesion_organ_and_lungs_are_predi
     """On phantoms it never saw, at a CT size other than the model's: the HiResCAM map of a present
     class (mapped onto the CT's own grid) has far more mass in that organ than a uniform map would,
     and lung lesions are told from lesion-free lungs (pooled ROC AUC ≥ 0.8)."""
-    from saliency_inspector.phantom import make_phantom
-    from saliency_inspector.volume import resample_to
+    from saliency_inspector.synth.phantom import make_phantom
+    from saliency_inspector.io.volume import resample_to
 
     model, card = shipped
     probs, truth, masses, uniforms = [], [], [], []
@@ -158,9 +158,9 @@ def test_unseen_phantoms_hirescam_points_at_the_lesion_organ_and_lungs_are_predi
 def test_demo_classifier_through_the_public_pipeline_matches_the_direct_path(shipped):
     """models.demo_classifier + explain give the same logits and (raw, feature-grid) HiResCAM as the
     network's own exact head, and maps on the CT's grid."""
-    from saliency_inspector.explain import explain
-    from saliency_inspector.models import demo_classifier
-    from saliency_inspector.phantom import make_phantom
+    from saliency_inspector.explain.explanation import explain
+    from saliency_inspector.models.demo_model import demo_classifier
+    from saliency_inspector.synth.phantom import make_phantom
 
     model, _ = shipped
     clf = demo_classifier(device="cpu")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from saliency_inspector import cli
-from saliency_inspector.phantom import make_phantom, write_phantom_case
-from saliency_inspector.segments import Segment, Segments, write_segments
-from saliency_inspector.volume import Volume, resample_to, write_volume
+from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
+from saliency_inspector.io.segments import Segment, Segments, write_segments
+from saliency_inspector.io.volume import Volume, resample_to, write_volume
 
 JSON_KEYS = {"segment", "dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "threshold", "region"}
 

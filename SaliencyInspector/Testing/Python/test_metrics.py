@@ -10,11 +10,11 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from skimage.filters import threshold_otsu
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.metrics import (METRICS, ROW_KEYS, body_mask, evaluate, pr_curve, roc_curve,
+from saliency_inspector.evaluate.metrics import (METRICS, ROW_KEYS, body_mask, evaluate, pr_curve, roc_curve,
                                         score_masks)
-from saliency_inspector.ranking import Ranking, _dense_ranks_numpy, _dense_ranks_torch
-from saliency_inspector.segments import Segment, Segments
-from saliency_inspector.volume import Volume
+from saliency_inspector.evaluate.ranking import Ranking, _dense_ranks_numpy, _dense_ranks_torch
+from saliency_inspector.io.segments import Segment, Segments
+from saliency_inspector.io.volume import Volume
 
 
 def line(values):
@@ -295,7 +295,7 @@ def test_region_rules():
 
 
 def test_body_region_from_the_phantom_ct():
-    from saliency_inspector.phantom import make_phantom
+    from saliency_inspector.synth.phantom import make_phantom
 
     case = make_phantom(size=(40, 40, 16))
     body = body_mask(case.ct)
@@ -340,7 +340,7 @@ def test_registry_describes_every_metric():
 def test_roc_curves_are_thinned_for_plotting_keeping_the_end_points():
     import numpy as np
 
-    from saliency_inspector.metrics import thin_curve as thin
+    from saliency_inspector.evaluate.metrics import thin_curve as thin
 
     fpr = np.linspace(0, 1, 5000) ** 2
     tpr = np.sqrt(np.linspace(0, 1, 5000))

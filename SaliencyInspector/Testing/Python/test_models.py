@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_inspector.cam import compute_cams
+from saliency_inspector.explain.cam import compute_cams
 from saliency_inspector.errors import InputError
-from saliency_inspector.models import ModelCard, load_classifier
+from saliency_inspector.models.loading import ModelCard, load_classifier
 
 torch.set_num_threads(1)
 
@@ -98,7 +98,7 @@ def test_monai_bundle_folder(tmp_path):
 
 def test_demo_classifier_loads_with_the_contract(tmp_path, monkeypatch):
     """Arch "demo" → demo_model.build_demo_network(**kwargs), weights/card at the DEMO_* paths."""
-    from saliency_inspector import demo_model
+    from saliency_inspector.models import demo_model
 
     torch.manual_seed(3)
     card = demo_model.demo_card()
@@ -121,7 +121,7 @@ def test_demo_classifier_loads_with_the_contract(tmp_path, monkeypatch):
 
 
 def test_missing_demo_weights_say_how_to_make_them(tmp_path, monkeypatch):
-    from saliency_inspector import demo_model
+    from saliency_inspector.models import demo_model
 
     monkeypatch.setattr(demo_model, "DEMO_WEIGHTS_PATH", tmp_path / "none.pt")
     with pytest.raises(InputError, match="train-demo"):
@@ -174,7 +174,7 @@ def test_model_card_validation():
 
 
 def test_monai_architectures_get_channels_and_classes_from_the_card():
-    from saliency_inspector.models import build_network
+    from saliency_inspector.models.loading import build_network
 
     card = ModelCard.from_dict({"classes": ["a", "b", "c"], "input": {"channels": 2}})
     resnet = build_network({"name": "resnet10", "kwargs": {"conv1_t_stride": 2}}, card)  # ResNet's own names

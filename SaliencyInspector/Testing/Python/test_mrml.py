@@ -23,7 +23,7 @@ import SimpleITK as sitk  # noqa: E402
 
 from saliency_inspector import mrml  # noqa: E402
 from saliency_inspector.errors import InputError  # noqa: E402
-from saliency_inspector.volume import Volume  # noqa: E402
+from saliency_inspector.io.volume import Volume  # noqa: E402
 
 
 def _rotation(ax, ay, az):
@@ -178,7 +178,7 @@ def test_segments_onto_another_grid_are_resampled_in_physical_space(scene, app):
 
 
 def test_segments_from_node_gives_core_segments(scene, app):
-    segments_module = pytest.importorskip("saliency_inspector.segments")
+    segments_module = pytest.importorskip("saliency_inspector.io.segments")
     ct = oblique_ct(shape=(16, 20, 24))
     ct_node = mrml.add_volume_node(scene, ct, "CT")
     mask = ball(ct.shape, (12, 10, 8), 5)
@@ -195,7 +195,7 @@ def test_segments_from_node_gives_core_segments(scene, app):
 def test_phantom_seg_nrrd_read_by_slicer_matches_the_phantom_masks(scene, app, tmp_path):
     """Cross-check of two independent paths: write_segments (slicerio) read by Slicer's own
     segmentation storage node, exported by the glue onto an oblique CT node, equals the phantom."""
-    phantom = pytest.importorskip("saliency_inspector.phantom")
+    phantom = pytest.importorskip("saliency_inspector.synth.phantom")
     case = phantom.make_phantom(seed=0, size=(48, 48, 24), oblique=True)
     paths = phantom.write_phantom_case(case, tmp_path)
     seg_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs")
@@ -215,8 +215,8 @@ def test_phantom_seg_nrrd_read_by_slicer_matches_the_phantom_masks(scene, app, t
 def test_explain_on_a_volume_node_gives_saliency_nodes_on_its_grid(scene):
     """The Logic's path: CT node -> Volume -> explain (real torch model) -> saliency nodes."""
     torch = pytest.importorskip("torch")
-    from saliency_inspector.explain import explain
-    from saliency_inspector.models import load_classifier
+    from saliency_inspector.explain.explanation import explain
+    from saliency_inspector.models.loading import load_classifier
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(),
@@ -290,8 +290,8 @@ def test_metrics_table_holds_the_rows_given(scene):
 
 
 def test_metrics_table_matches_evaluate(scene, app):
-    metrics = pytest.importorskip("saliency_inspector.metrics")
-    segments_module = pytest.importorskip("saliency_inspector.segments")
+    metrics = pytest.importorskip("saliency_inspector.evaluate.metrics")
+    segments_module = pytest.importorskip("saliency_inspector.io.segments")
     ct = oblique_ct(shape=(24, 28, 32))
     ct_node = mrml.add_volume_node(scene, ct, "CT")
     organ = ball(ct.shape, (14, 14, 12), 8)

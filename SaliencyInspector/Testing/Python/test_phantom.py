@@ -9,10 +9,10 @@ import pytest
 import slicerio
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.phantom import (DEFAULT_SIZE, FIELD_OF_VIEW_MM, ORGANS, make_phantom,
+from saliency_inspector.synth.phantom import (DEFAULT_SIZE, FIELD_OF_VIEW_MM, ORGANS, make_phantom,
                                        write_phantom_case)
-from saliency_inspector.segments import read_segments
-from saliency_inspector.volume import read_volume
+from saliency_inspector.io.segments import read_segments
+from saliency_inspector.io.volume import read_volume
 
 
 def centroid_lps(volume, mask) -> np.ndarray:

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.models import InputSpec
-from saliency_inspector.preprocess import (covering_grid, feature_grid, input_grid, preprocess,
+from saliency_inspector.models.loading import InputSpec
+from saliency_inspector.models.preprocess import (covering_grid, feature_grid, input_grid, preprocess,
                                            resample_tensor)
-from saliency_inspector.volume import Volume, resample_to
+from saliency_inspector.io.volume import Volume, resample_to
 
 
 def rotation(ax, ay, az):
@@ -119,7 +119,7 @@ def test_ct_with_nans_is_refused():
 
 
 def test_same_as_demo_model_recipe():
-    from saliency_inspector import demo_model
+    from saliency_inspector.models import demo_model
 
     ct = oblique_ct(shape=(20, 36, 40), dtype=np.int16)
     size = (8, 12, 16)

@@ -5,10 +5,10 @@ import pytest
 from matplotlib.image import imread
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.render import (BACKGROUND, DEFAULT_WINDOW, compose_overlay, display_map, peak_point,
+from saliency_inspector.view.render import (BACKGROUND, DEFAULT_WINDOW, compose_overlay, display_map, peak_point,
                                        render_3d, render_overlay, slice_panels)
-from saliency_inspector.segments import Segment, Segments
-from saliency_inspector.volume import Volume
+from saliency_inspector.io.segments import Segment, Segments
+from saliency_inspector.io.volume import Volume
 
 LIVER_RGB = (0.87, 0.51, 0.31)
 LUNG_RGB = (0.2, 0.5, 1.0)
@@ -143,8 +143,8 @@ def test_map_outside_the_ct_is_an_input_error(tmp_path):
 
 def test_render_command_writes_the_png(tmp_path, capsys):
     from saliency_inspector.cli import main
-    from saliency_inspector.segments import write_segments
-    from saliency_inspector.volume import write_volume
+    from saliency_inspector.io.segments import write_segments
+    from saliency_inspector.io.volume import write_volume
 
     ct, saliency, organs = make_case()
     write_volume(ct, tmp_path / "ct.nrrd")

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 
 from conftest import rotation
 from saliency_inspector.errors import InputError
-from saliency_inspector.segments import Segment, Segments, read_segments, write_segments
-from saliency_inspector.volume import Volume, write_volume
+from saliency_inspector.io.segments import Segment, Segments, read_segments, write_segments
+from saliency_inspector.io.volume import Volume, write_volume
 
 
 @pytest.fixture

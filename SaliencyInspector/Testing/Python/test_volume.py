@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from conftest import POINT_IJK, rotation
 from saliency_inspector.errors import InputError
-from saliency_inspector.volume import (LPS_TO_RAS, Volume, from_sitk, overlap_fraction, read_volume,
+from saliency_inspector.io.volume import (LPS_TO_RAS, Volume, from_sitk, overlap_fraction, read_volume,
                                        resample_to, to_sitk, volume_from_ijk_to_ras, write_volume)
 
 
@@ -207,7 +207,7 @@ def test_folder_without_dicom(tmp_path):
 
 
 def test_is_volume_path_keeps_the_folder_name_case(tmp_path):
-    from saliency_inspector.volume import is_volume_path
+    from saliency_inspector.io.volume import is_volume_path
 
     folder = tmp_path / "CT_Series"
     folder.mkdir()

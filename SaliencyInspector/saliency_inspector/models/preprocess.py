@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-from .volume import Volume
+from ..errors import InputError
+from ..io.volume import Volume
 
 _Z_CHUNK_VOXELS = 1 << 24  # destination voxels per grid_sample call (bounds the sampling grid's memory)
 

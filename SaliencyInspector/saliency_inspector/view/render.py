@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .volume import Volume, overlap_fraction
+from ..errors import InputError
+from ..io.volume import Volume, overlap_fraction
 
 # Axes of LPS space: 0 = x (towards patient Left), 1 = y (Posterior), 2 = z (Superior).
 # Each panel: (name, column axis, row axis, axis normal to the plane, letters at left/right/top/bottom).

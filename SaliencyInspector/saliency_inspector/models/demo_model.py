@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from .loading import (Classifier, ModelCard, build_network, load_weights, register_architecture,
+                      register_source, resolve_device)
 
 DEMO_NAME = "demo-phantom-lesions"
-MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 DEMO_WEIGHTS_PATH = MODELS_DIR / f"{DEMO_NAME}.pt"
 DEMO_CARD_PATH = MODELS_DIR / f"{DEMO_NAME}.json"
 
@@ -173,7 +175,7 @@ def model_grid(ct, size=INPUT_SIZE):
 def ct_to_input(ct, size=INPUT_SIZE, window=WINDOW) -> np.ndarray:
     """CT Volume (HU) → float32 array (D, H, W) in [0, 1]: resized in physical space, then windowed."""
     from .preprocess import window as preprocess_window
-    from .volume import resample_to
+    from ..io.volume import resample_to
 
     grid = model_grid(ct, size)
     resized = resample_to(ct.with_array(ct.array.astype(np.float32)), grid, "linear", default_value=window[0])
@@ -204,8 +206,8 @@ def make_example(seed: int, lesions, size=INPUT_SIZE):
     The phantom is generated straight at the model's size (same field of view), then goes through
     :func:`ct_to_input` like any CT, so training sees exactly what inference sees.
     """
-    from .phantom import make_phantom
-    from .volume import resample_to
+    from ..synth.phantom import make_phantom
+    from ..io.volume import resample_to
 
     case = make_phantom(seed=seed, size=tuple(int(n) for n in size[::-1]), lesions=list(lesions),
                         lesion_scale=LESION_SCALE)
@@ -407,3 +409,23 @@ def validate(model, x, y, organ_masks, body) -> dict:
         "hirescam_mass_in_organ": finite(np.mean(masses)) if masses else None,
         "uniform_mass_in_organ": finite(np.mean(uniforms)) if uniforms else None,
     }
+
+
+def demo_classifier(device="auto") -> Classifier:
+    """The shipped demo classifier (multi-label lesion classes), weights and card from Resources/Models."""
+    dev = resolve_device(device)
+    weights, card_path = Path(DEMO_WEIGHTS_PATH), Path(DEMO_CARD_PATH)
+    if not weights.is_file() or not card_path.is_file():
+        raise InputError(f"{weights}: the demo model is not there; create it with "
+                         "`saliency-inspector train-demo`")
+    card = ModelCard.from_json(card_path)
+    spec = card.architecture or {"name": "demo", "kwargs": {}}
+    module = build_network({"name": "demo", "kwargs": spec.get("kwargs") or {}}, card)
+    load_weights(module, weights)
+    return Classifier(module.to(dev), card, dev, source="demo", kind="demo")
+
+
+# The generic loader knows the demo only through these entries: `--arch demo`, a card whose
+# architecture is "demo", and `load_classifier("demo")` work once this module is imported.
+register_architecture("demo", build_demo_network)
+register_source("demo", demo_classifier)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 # LPS <-> RAS: flip the first two physical axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .volume import Volume, overlap_fraction, read_volume, resample_to
 
 # Colours for segments without one (Slicer's GenericAnatomyColors where a name matches).

@@ -8,8 +8,8 @@ Formats (:func:`load_classifier`):
   bundle's ``network_def`` and the state dict loaded with ``weights_only=True``.
 - a state dict (``.pt``/``.pth``/``.ckpt``) plus an architecture: a MONAI network by name and
   keyword arguments (``DenseNet121``, ``resnet18`` … ``resnet50``, ``SEResNet50``,
-  ``EfficientNetBN``…) or ``demo``.
-- ``"demo"``: the shipped demo classifier (:func:`demo_classifier`).
+  ``EfficientNetBN``…) or a registered architecture (``demo``).
+- a registered source name such as ``"demo"`` (the shipped demo classifier).
 - an ``nn.Module`` already in memory (with a card), for Python users and tests.
 
 TorchScript files can predict but cannot be hooked (``register_forward_hook is not supported on
@@ -26,9 +26,24 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+# Named networks and ready-made classifiers that live elsewhere in the project (the demo model
+# registers itself in models/demo_model.py), so this generic loader knows none of them by import.
+ARCHITECTURES: dict = {}  # name -> build(**kwargs) -> nn.Module
+SOURCES: dict = {}  # name -> load(device) -> Classifier
+
+
+def register_architecture(name: str, build) -> None:
+    """Make ``build(**kwargs)`` available as architecture ``name`` (``--arch name``, card ``architecture``)."""
+    ARCHITECTURES[name] = build
+
+
+def register_source(name: str, load) -> None:
+    """Make ``load(device)`` answer ``load_classifier(name)`` (e.g. ``"demo"``)."""
+    SOURCES[name] = load
 
 
 # ---- model card ---------------------------------------------------------------------------------
@@ -251,9 +266,10 @@ def load_classifier(source, card=None, arch=None, device="auto") -> Classifier:
     """Load a classifier and its model card.
 
     ``source``: a ``.pt2`` export, a MONAI bundle folder, a state dict file (with ``arch`` or an
-    ``architecture`` in the card), ``"demo"``, or an ``nn.Module``. ``card``: a path, dict or
+    ``architecture`` in the card), a registered source name (``"demo"`` once
+    ``saliency_inspector.models.demo_model`` is imported), or an ``nn.Module``. ``card``: a path, dict or
     :class:`ModelCard`; by default ``<model>.json`` beside the model. ``arch``: a MONAI network
-    name, a JSON spec ``{"name", "kwargs"}`` or ``"demo"``. ``device``: "auto", "cpu" or "cuda".
+    name, a JSON spec ``{"name", "kwargs"}`` or a registered architecture name. ``device``: "auto", "cpu" or "cuda".
     """
     from torch import nn
 
@@ -264,8 +280,8 @@ def load_classifier(source, card=None, arch=None, device="auto") -> Classifier:
         if arch is not None:
             raise InputError("arch is only used with a state dict file, not with a module")
         return Classifier(module.to(dev), card, dev, source=type(module).__name__, kind="module")
-    if str(source) == "demo":
-        return demo_classifier(dev)
+    if isinstance(source, str) and source in SOURCES:
+        return SOURCES[source](dev)
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: model not found (give a .pt2 export, a MONAI bundle folder, "
@@ -374,6 +390,12 @@ def _load_state_dict_file(path: Path, card: ModelCard | None, arch, dev) -> Clas
     return Classifier(module.to(dev), card, dev, source=str(path), kind="state_dict")
 
 
+def load_weights(module, path) -> None:
+    """Load a state dict file (``weights_only=True``, never a pickle of code) into ``module``, strictly."""
+    path = Path(path)
+    _load_state(module, _load_weights(path), path)
+
+
 def _load_state(module, state: dict, path) -> None:
     try:
         module.load_state_dict(state, strict=True)
@@ -387,16 +409,14 @@ def _load_state(module, state: dict, path) -> None:
 
 
 def build_network(spec: dict, card: ModelCard | None = None):
-    """Build a network from ``{"name", "kwargs"}``: ``demo`` or a MONAI network class/function.
+    """Build a network from ``{"name", "kwargs"}``: a registered architecture or a MONAI network class/function.
 
     For MONAI networks, ``spatial_dims`` defaults to 3 and the input channels / number of classes
     come from the card when the kwargs do not give them.
     """
     name, kwargs = spec["name"], dict(spec.get("kwargs") or {})
-    if name == "demo":
-        from .demo_model import build_demo_network
-
-        return build_demo_network(**kwargs)
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name](**kwargs)
     import monai.networks.nets as nets
 
     factory = getattr(nets, name, None)
@@ -404,7 +424,8 @@ def build_network(spec: dict, card: ModelCard | None = None):
         lower = {n.lower(): n for n in dir(nets) if not n.startswith("_")}
         factory = getattr(nets, lower.get(name.lower(), ""), None)
     if factory is None or not callable(factory):
-        known = "DenseNet121, resnet18, resnet34, resnet50, SEResNet50, EfficientNetBN, demo"
+        known = ", ".join(["DenseNet121", "resnet18", "resnet34", "resnet50", "SEResNet50", "EfficientNetBN",
+                           *sorted(ARCHITECTURES)])
         raise InputError(f"architecture {name!r}: not a MONAI network; use one of e.g. {known}")
     params = inspect.signature(factory).parameters
     has_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
@@ -485,22 +506,6 @@ def _card_from_bundle_metadata(folder: Path, parser) -> ModelCard:
     if isinstance(defs, dict) and defs:
         card.classes = [str(defs[k]) for k in sorted(defs, key=lambda k: int(k))]
     return card
-
-
-def demo_classifier(device="auto") -> Classifier:
-    """The shipped demo classifier (multi-label lesion classes), weights and card from Resources/Models."""
-    from . import demo_model
-
-    dev = resolve_device(device)
-    weights, card_path = Path(demo_model.DEMO_WEIGHTS_PATH), Path(demo_model.DEMO_CARD_PATH)
-    if not weights.is_file() or not card_path.is_file():
-        raise InputError(f"{weights}: the demo model is not there; create it with "
-                         "`saliency-inspector train-demo`")
-    card = ModelCard.from_json(card_path)
-    spec = card.architecture or {"name": "demo", "kwargs": {}}
-    module = build_network({"name": "demo", "kwargs": spec.get("kwargs") or {}}, card)
-    _load_state(module, _load_weights(weights), weights)
-    return Classifier(module.to(dev), card, dev, source="demo", kind="demo")
 
 
 def _first_line(err: Exception) -> str:

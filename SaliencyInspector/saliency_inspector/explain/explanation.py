@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .volume import Volume, write_volume
+from ..errors import InputError
+from ..io.volume import Volume, write_volume
 
 
 @dataclass
@@ -111,7 +111,7 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     import torch
 
     from .cam import METHODS, compute_cams
-    from .preprocess import preprocess
+    from ..models.preprocess import preprocess
 
     say = progress or (lambda _msg: None)
     methods = [methods] if isinstance(methods, str) else list(methods)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import InputError
+from ..errors import InputError
 
 
 # ---- methods: pure functions of A (B, K, *spatial) and G (B, K, *spatial) -> (B, *spatial) ---------

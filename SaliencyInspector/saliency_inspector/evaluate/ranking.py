@@ -224,7 +224,7 @@ def _resolve_device(device: str) -> str:
         if torch.cuda.is_available():
             return "cuda"
         if device == "cuda":
-            from .errors import InputError
+            from ..errors import InputError
             raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
         return "cpu"
     raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")

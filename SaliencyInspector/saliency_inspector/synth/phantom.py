@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .segments import Segment, Segments, default_color, write_segments
-from .volume import Volume, write_volume
+from ..errors import InputError
+from ..io.segments import Segment, Segments, default_color, write_segments
+from ..io.volume import Volume, write_volume
 
 ORGANS = ["body", "lung_left", "lung_right", "liver", "spleen", "kidney_left", "kidney_right",
           "spine", "aorta", "heart"]

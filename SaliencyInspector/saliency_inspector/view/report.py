@@ -93,7 +93,7 @@ def _rows_of(table):
 
 def _metrics_table_html(table, focus=()) -> str:
     """An HTML table of one EvaluationTable (or list of row dicts); rows of ``focus`` segments in bold."""
-    from .metrics import METRICS
+    from ..evaluate.metrics import METRICS
 
     rows = _rows_of(table)
     head = "<tr><th class='name'>segment</th>"
@@ -141,7 +141,7 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     PNG path); ``notes``: sentences shown at the end. Every picture must exist (ValueError if not),
     so the report never points at a missing file.
     """
-    from .metrics import METRICS
+    from ..evaluate.metrics import METRICS
 
     out_html = Path(out_html)
     base = out_html.parent

@@ -28,9 +28,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .ranking import MaskCounts, Ranking
-from .volume import Volume, overlap_fraction, resample_to
+from ..io.volume import Volume, overlap_fraction, resample_to
 
 POINTING_TOLERANCE_MM = 5.0
 BODY_HU = -500.0

@@ -1,0 +1,1 @@
+"""Classifiers: loading with model cards, the exact model-input mapping, the shipped demo model."""

@@ -1,0 +1,1 @@
+"""Synthetic data: the CT phantom with organs and lesions."""
