@@ -26,6 +26,8 @@ _EXPORTS = {
     "ModelCard": "models.loading", "Classifier": "models.loading", "load_classifier": "models.loading",
     "demo_classifier": "models.demo_model",
     "explain": "explain.explanation", "Explanation": "explain.explanation",
+    "register_estimator": "explain.attribution", "EstimatorSettings": "explain.attribution",
+    "ESTIMATORS": "explain.attribution", "attribute": "explain.attribution",
     "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
     "render_overlay": "view.render",
     "write_report": "view.report",

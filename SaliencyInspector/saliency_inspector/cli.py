@@ -45,7 +45,7 @@ def cmd_explain(args) -> int:
     classifier = load_classifier(args.model, card=args.card, arch=args.arch, device=args.device)
     methods = args.method or ["hirescam", "gradcam"]
     result = explain(classifier, ct, methods=methods, classes=args.target_class, layer=args.layer,
-                     progress=progress)
+                     progress=progress, settings=estimator_settings(args))
     written = result.save(args.out)
     for path in written:
         print(path)
@@ -100,6 +100,25 @@ def cmd_train_demo(args) -> int:
     return 0
 
 
+def add_estimator_options(p) -> None:
+    """The gradient/perturbation estimators' settings (explain, compare)."""
+    g = p.add_argument_group("estimator settings (gradient, smoothgrad, ig, occlusion, xrai3d, …)")
+    g.add_argument("--noise", type=float, default=0.15, help="SmoothGrad sigma as a fraction of the input range")
+    g.add_argument("--samples", type=int, default=25, help="SmoothGrad/VarGrad noisy samples")
+    g.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps")
+    g.add_argument("--baseline", default="air", help="IG/occlusion baseline: air (-1000 HU), min, blur")
+    g.add_argument("--occlusion-mm", type=float, nargs=2, default=(50.0, 50.0), metavar=("WINDOW", "STRIDE"),
+                   help="occlusion window and stride in mm")
+    g.add_argument("--memory-gb", type=float, default=2.0, help="memory budget for one batch of steps/samples")
+    g.add_argument("--seed", type=int, default=0, help="noise seed")
+
+
+def estimator_settings(args) -> dict:
+    return {"noise": args.noise, "samples": args.samples, "steps": args.steps, "baseline": args.baseline,
+            "occlusion_window_mm": args.occlusion_mm[0], "occlusion_stride_mm": args.occlusion_mm[1],
+            "memory_gb": args.memory_gb, "seed": args.seed}
+
+
 # ---- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -129,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
     p.add_argument("--card", help="model card JSON when it is not beside the model")
     p.add_argument("--arch", help="architecture for a state dict, e.g. 'DenseNet121' or a JSON spec")
-    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp, … (repeatable; default hirescam and gradcam)")
+    p.add_argument("--method", action="append",
+                   help="CAMs: hirescam, gradcam, gradcampp; gradient-based: gradient, inputxgradient, smoothgrad, "
+                        "smoothgrad_sq, vargrad, ig, guided_gradcam; perturbation: occlusion, xrai3d "
+                        "(repeatable; default hirescam and gradcam)")
     p.add_argument("--class", dest="target_class", default="all", help="class name or index, or 'all'")
     p.add_argument("--layer", help="target layer (module name); default: the card's, else the last spatial layer")
     p.add_argument("--out", type=Path, default=Path("saliency-output"), help="output folder")
     p.add_argument("--device", **device)
+    add_estimator_options(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="agreement of a saliency map with organ masks, one row per segment")
