@@ -29,6 +29,7 @@ _EXPORTS = {
     "register_estimator": "explain.attribution", "EstimatorSettings": "explain.attribution",
     "ESTIMATORS": "explain.attribution", "attribute": "explain.attribution",
     "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
+    "fidelity": "evaluate.fidelity",
     "render_overlay": "view.render",
     "write_report": "view.report",
     "run_demo": "demo",
