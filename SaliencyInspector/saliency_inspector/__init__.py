@@ -33,6 +33,7 @@ _EXPORTS = {
     "render_overlay": "view.render",
     "write_report": "view.report",
     "run_demo": "demo",
+    "compare_estimators": "compare",
 }
 # Models shipped with the project register themselves with the generic loader when imported;
 # `si.load_classifier("demo")` should work without the caller knowing that.

@@ -71,6 +71,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare_estimators
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+    from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
+    from .models.loading import load_classifier
+    from .view.compare_page import write_compare_report
+
+    ct = read_volume(args.ct)
+    segments = read_segments(args.masks, reference=ct, note=progress)
+    progress(f"loading model {args.model}")
+    classifier = load_classifier(args.model, card=args.card, arch=args.arch, device=args.device)
+    methods = args.method or ["hirescam", "gradcam", "gradient", "smoothgrad", "ig"]
+    result = compare_estimators(classifier, ct, segments, args.target_class, methods=methods, segment=args.segment,
+                                settings=estimator_settings(args), steps=args.fidelity_steps,
+                                replacement=args.replacement, blur_mm=args.blur_mm, seed=args.seed,
+                                progress=progress)
+    if args.json:
+        result.write_json(args.json)
+        progress(f"wrote {args.json}")
+    if args.csv:
+        result.write_csv(args.csv)
+        progress(f"wrote {args.csv}")
+    if args.out:
+        page = write_compare_report(result, ct, segments.masks[result.segment], args.out)
+        progress(f"wrote {page}")
+    print(result.format())
+    return 0
+
+
 def cmd_render(args) -> int:
     from .view.render import render_overlay
     from .io.segments import read_segments
@@ -169,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write rows as JSON")
     p.add_argument("--csv", type=Path, help="write rows as CSV")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="estimators side by side on one case: agreement with a mask, region Dice, "
+                                       "fidelity, time")
+    p.add_argument("ct", help="CT volume")
+    p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
+    p.add_argument("--card", help="model card JSON when it is not beside the model")
+    p.add_argument("--arch", help="architecture for a state dict")
+    p.add_argument("--masks", required=True, help=".seg.nrrd or labelmap holding the lesion/organ mask")
+    p.add_argument("--segment", help="the segment to score against (default: the only one, or the one named like the class)")
+    p.add_argument("--class", dest="target_class", required=True, help="class name or index")
+    p.add_argument("--method", action="append", help="estimator (repeatable; default hirescam gradcam gradient smoothgrad ig)")
+    p.add_argument("--fidelity-steps", type=int, default=20, help="deletion/LIF steps (p = 0 … 100 %%)")
+    p.add_argument("--replacement", default="blur", help="fidelity replacement: air, mean, blur, impute")
+    p.add_argument("--blur-mm", type=float, default=10.0, help="sigma of the blur replacement (mm)")
+    p.add_argument("--json", type=Path, help="write the table, rankings and curves as JSON")
+    p.add_argument("--csv", type=Path, help="write the table with ranks as CSV")
+    p.add_argument("--out", type=Path, help="folder for compare.html and its pictures")
+    p.add_argument("--device", **device)
+    add_estimator_options(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("render", help="PNG of axial/coronal/sagittal slices and a 3D view of the overlay")
     p.add_argument("ct")
