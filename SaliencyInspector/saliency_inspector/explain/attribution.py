@@ -387,9 +387,9 @@ def ig(model, x, target, settings):
     attr, delta = IntegratedGradients(_forward(model)).attribute(
         x, baselines=base, target=target, n_steps=int(settings.steps), internal_batch_size=per_batch,
         return_convergence_delta=True)
-    with torch.no_grad():
-        base_t = base if torch.is_tensor(base) else torch.full_like(x, base)
-        diff = float(model(x)[0, target] - model(base_t)[0, target])
+    # Captum's delta = Σ attribution − (y(x) − y(baseline)) (attr/_utils/attribution.py,
+    # compute_convergence_delta), so the output difference needs no extra forward passes.
+    diff = float(attr.detach().double().sum() - delta[0].double())
     error = abs(float(delta[0]))
     return Attribution(attr, info={"baseline": text, "steps": int(settings.steps), "batch": per_batch,
                                    "completeness_error": error, "output_difference": diff,
