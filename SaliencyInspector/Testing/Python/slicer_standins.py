@@ -221,7 +221,9 @@ def install(monkeypatch, app, temporary_path, layout_manager=None):
     colors.SetMRMLApplicationLogic(app.app_logic)  # before the scene (it registers the legend node class)
     colors.SetMRMLScene(app.scene)
 
-    for name, module in (("qt", types.ModuleType("qt")), ("ctk", types.ModuleType("ctk")),
+    qt = types.ModuleType("qt")
+    qt.Qt = types.SimpleNamespace(WaitCursor=3, BusyCursor=16)  # tryWithErrorDisplay(waitCursor=True)
+    for name, module in (("qt", qt), ("ctk", types.ModuleType("ctk")),
                          ("SampleData", _sample_data(slicer)), ("PyTorchUtils", _pytorch_utils(recorder)),
                          ("slicer.ScriptedLoadableModule", _scripted_loadable_module(slicer)),
                          ("slicer.parameterNodeWrapper", _parameter_node_wrapper()), ("slicer.i18n", _i18n())):

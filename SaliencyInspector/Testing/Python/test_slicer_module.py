@@ -185,3 +185,290 @@ def _overlay_agreement(scene, view, rgb, ct, node, k):
                                                         if v >= 0.6 * hi else not changed[r, c])
     assert len(hot) > 5 and len(cold) > 50, (len(hot), len(cold))
     return float(np.mean(hot)), float(np.mean(cold))
+
+
+# ---- headless use, display behaviour --------------------------------------------------------------
+@pytest.fixture
+def explained(module_env):
+    """The phantom, explained by the demo model, with no main window (layoutManager() is None)."""
+    module, recorder, app = module_env
+    logic = module.SaliencyInspectorLogic()
+    ct, organs = logic.loadPhantomSample(size=PHANTOM_SIZE)
+    nodes, explanation, predictions = logic.explain(ct, model="demo", methods=("hirescam", "gradcam"), device="cpu")
+    return module, recorder, app, logic, ct, organs, nodes
+
+
+def test_headless_process_show_and_compare_never_touch_a_layout(explained):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    assert slicer.app.layoutManager() is None
+    result = logic.process(ct, methods=("hirescam", "gradcam"), device="cpu", segmentationNode=organs)
+    assert result["message"].startswith(f"{len(result['nodes'])} maps")
+    logic.show(ct, result["shown"], organs)
+    logic.showComparison(ct, result["shown"], tableNode=result["metrics"], chartNode=result["roc"])
+    assert app.scene.GetNodesByClass("vtkMRMLLayoutNode").GetNumberOfItems() == 0
+    assert recorder.messages == []
+
+
+def test_show_leaves_the_users_segmentation_display_alone_and_clamps_the_threshold(explained):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    mask = np.zeros(mrml.volume_from_node(ct).shape, bool)
+    mask[10:20, 30:60, 30:60] = True
+    users = mrml.add_segmentation_node(app.scene, {"liver": mask}, ct, app.segmentations_logic, name="mine")
+    display = users.GetDisplayNode()
+    display.SetVisibility2DFill(True)
+    display.SetOpacity3D(1.0)
+
+    def state():
+        return (display.GetVisibility2DFill(), display.GetVisibility2DOutline(), display.GetOpacity2DFill(),
+                display.GetOpacity3D(), display.GetVisibility3D(),
+                users.GetSegmentation().ContainsRepresentation("Closed surface"))
+
+    before = state()
+    node = nodes[("hirescam", "liver")]
+    logic.show(ct, node, users, threshold=1.5)
+    assert state() == before
+    window_max = node.GetDisplayNode().GetWindowLevelMax()
+    assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(window_max)  # 1.5 -> 1.0, not above
+
+
+def test_show_comparison_prefers_the_map_passed_and_run_ids_stay_unique_after_save_and_load(explained, tmp_path):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    old = nodes[("hirescam", "liver")]
+    # a scene saved and loaded again: a new run must not take an old run's id
+    scene_file = tmp_path / "scene.mrml"
+    app.scene.SetURL(str(scene_file))
+    assert app.scene.Commit()
+    new_nodes, _, _ = logic.explain(ct, model="demo", methods=("hirescam", "gradcam"), device="cpu")
+    assert new_nodes[("hirescam", "liver")].GetAttribute("SaliencyInspector.Run") != old.GetAttribute(
+        "SaliencyInspector.Run")
+    # even when two runs share an id (scenes made before this fix), the map passed in is shown
+    for node in new_nodes.values():
+        node.SetAttribute("SaliencyInspector.Run", old.GetAttribute("SaliencyInspector.Run"))
+    ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow"))
+    logic.showComparison(ct, old)
+    shown = _composites(app.scene)
+    assert shown["Red"][1] == old.GetID()
+    assert shown["Yellow"][1] in (nodes[("gradcam", "liver")].GetID(), new_nodes[("gradcam", "liver")].GetID())
+
+
+def test_slider_changes_act_on_the_maps_shown_and_keep_the_comparison(explained):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow", "Green"))
+    hires, grad = nodes[("hirescam", "liver")], nodes[("gradcam", "liver")]
+    logic.showComparison(ct, hires, threshold=0.2, opacity=0.5)
+    before = _composites(app.scene)
+    assert logic.updateShownMaps(threshold=0.6) == 2
+    assert logic.updateShownMaps(opacity=0.8) == 2
+    assert _composites(app.scene) == before  # which map each view shows is unchanged
+    for node in (hires, grad):
+        display = node.GetDisplayNode()
+        assert display.GetLowerThreshold() == pytest.approx(0.6 * display.GetWindowLevelMax())  # the value just set
+    opacities = {c.GetLayoutName(): c.GetForegroundOpacity() for c in
+                 (app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(i)
+                  for i in range(app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetNumberOfItems()))}
+    assert opacities["Red"] == opacities["Yellow"] == pytest.approx(0.8)
+
+
+# ---- bad input: one message, the scene unchanged -------------------------------------------------
+def test_bad_input_gives_one_clear_line_and_adds_no_node(module_env):
+    module, recorder, app = module_env
+    logic = module.SaliencyInspectorLogic()
+    ct, organs = logic.loadPhantomSample(size=PHANTOM_SIZE)
+    scene = app.scene
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "photo")
+    import vtk
+
+    image = vtk.vtkImageData()
+    image.SetDimensions(8, 8, 8)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    vector.SetAndObserveImageData(image)
+    broken = Path(slicer.app.temporaryPath) / "broken.pt2"
+    broken.write_bytes(b"not a model")
+    before = node_count(scene), ct.GetMTime(), organs.GetMTime()
+    cases = [(lambda: logic.process(None), "no CT volume selected"),
+             (lambda: logic.process(vector), "not a scalar volume"),
+             (lambda: logic.process(ct, segmentationNode=empty), "has no segments"),
+             (lambda: logic.process(ct, model=str(broken), device="cpu"), "broken.pt2"),
+             (lambda: logic.showComparison(ct, None), "nothing to compare")]
+    for call, message in cases:
+        with pytest.raises(InputError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+    assert (node_count(scene), ct.GetMTime(), organs.GetMTime()) == before
+    assert recorder.messages == []  # the Logic raises; the widget shows each in one box
+
+
+def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_env, monkeypatch):
+    module, recorder, app = module_env
+    # the phantom needs only what Slicer ships: with monai and slicerio unimportable it still loads
+    for name in ("monai", "slicerio", "captum"):
+        monkeypatch.setitem(sys.modules, name, None)
+    module.SaliencyInspector(types_namespace())  # the module registers its sample on startupCompleted()
+    signal, slot = slicer.app.connections[-1]
+    assert signal == "startupCompleted()"
+    slot()
+    (source,) = slicer.modules.sampleDataSources["SaliencyInspector"]
+    assert source.sampleName == module.PHANTOM_SAMPLE_NAME
+    assert len(source.uris) == len(source.fileNames) == len(source.nodeNames) == len(source.loadFileTypes)
+    n = node_count(app.scene)
+    ct, organs = source.customDownloader(source)  # what Sample Data's button calls
+    assert ct.IsA("vtkMRMLScalarVolumeNode") and organs.GetSegmentation().GetNumberOfSegments() > 5
+    assert organs.GetSegmentation().GetNthSegment(0).GetName() == "body"
+    assert node_count(app.scene) > n and recorder.messages == []
+
+
+def types_namespace():
+    import types
+
+    return types.SimpleNamespace()
+
+
+# ---- dependencies -------------------------------------------------------------------------------
+def _wheel(folder: Path, name: str, version: str, requires=()):
+    """A minimal wheel with only metadata: what pip reads to resolve (nothing is installed)."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{dist}.dist-info/METADATA", metadata)
+        z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+def _fake_installed(site: Path, name: str, version: str):
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+@pytest.fixture
+def fresh_install(module_env, monkeypatch, tmp_path):
+    """A Slicer with no torch and the module's requirement missing; pip (real, offline) resolves
+    against local wheels like PyPI's monai (torch>=2.8 on new Pythons, >=2.4.1 on old ones)."""
+    module, recorder, app = module_env
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "si-test-monai", "1.6.1", ["torch>=2.8.0; python_version >= '3.10'",
+                                              "torch>=2.4.1; python_version < '3.10'", "numpy>=1.24",
+                                              "si-test-helper", "torch>=99; extra == 'never'"])
+    _wheel(wheels, "si-test-helper", "1.0", ["torch>=2.9.1,!=2.10.0"])
+    for name, version in (("torch", "2.13.0"), ("numpy", "2.4.6")):
+        _wheel(wheels, name, version)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# test\nsi-test-monai>=1.3\n")
+    monkeypatch.setattr(module, "REQUIREMENTS_PATH", str(requirements))
+    sys.modules["PyTorchUtils"].PyTorchUtilsLogic.installed = False
+
+    def execute_python_module(name, args):  # PythonSlicer -m pip ..., here offline on the local wheels
+        recorder.pip_calls.append(("pip", list(args)))
+        subprocess.run([sys.executable, "-m", name, *args, "--no-index", "--find-links", str(wheels)],
+                       check=True, capture_output=True)
+
+    monkeypatch.setattr(slicer.util, "executePythonModule", execute_python_module, raising=False)
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    return module, recorder, site
+
+
+def test_torch_is_installed_first_at_the_strictest_requirement_then_pip_with_pins(fresh_install, monkeypatch):
+    module, recorder, site = fresh_install
+    from packaging.specifiers import SpecifierSet
+
+    def pip_install(arguments):  # Slicer 5.8-5.10: pip_install(list of pip arguments)
+        recorder.pip_calls.append(("pip_install", arguments))
+        _fake_installed(site, "si-test-monai", "1.6.1")
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    assert module.SaliencyInspectorLogic().ensureDependencies(askConfirmation=True)
+
+    (required,) = recorder.torch_installs  # PyTorchUtils.installTorch(torchVersionRequirement=...)
+    spec = SpecifierSet(required)
+    assert "2.9.1" in spec and "2.9.0" not in spec and "2.8.5" not in spec and "2.10.0" not in spec
+    assert "2.2" in str(spec)  # the module's own floor is kept
+    dry_run = recorder.pip_calls[0]
+    assert dry_run[0] == "pip" and "--dry-run" in dry_run[1] and "si-test-monai>=1.3" in dry_run[1]
+    kind, arguments = recorder.pip_calls[-1]
+    assert kind == "pip_install" and arguments[0] == "--constraint" and arguments[2:] == ["si-test-monai>=1.3"]
+    pins = Path(arguments[1]).read_text().split()
+    from importlib.metadata import version
+
+    for name in ("torch", "numpy", "SimpleITK", "vtk"):
+        assert f"{name}=={version(name)}" in pins
+    assert [m for m in recorder.messages if m[0] != "confirm"] == []
+    assert len(recorder.boxes("confirm")) == 1  # asked once, before pip
+
+
+def test_slicer_5_12_uses_pip_ensure_with_the_pins(fresh_install, monkeypatch):
+    module, recorder, site = fresh_install
+    sys.modules["PyTorchUtils"].PyTorchUtilsLogic.installed = True
+    packaging = slicer_standins.packaging_module(recorder)
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
+    logic = module.SaliencyInspectorLogic()
+    assert not logic.ensureDependencies()  # pip_ensure "installed" nothing: still missing, said once
+    ((kind, requirements, constraints, requester),) = recorder.pip_calls
+    assert (kind, requirements, requester) == ("pip_ensure", ["si-test-monai>=1.3"], "SaliencyInspector")
+    assert any(line.startswith("torch==") for line in Path(constraints).read_text().split())
+    assert len(recorder.messages) == 1 and "still missing" in recorder.messages[0][1]
+
+
+@pytest.mark.parametrize("case", ["declined", "pip fails", "pip fails 5.12", "no PyTorch extension",
+                                  "torch declined", "torch too old"])
+def test_install_refused_or_failed_gives_one_message_and_returns_false(fresh_install, monkeypatch, case, caplog):
+    module, recorder, site = fresh_install
+    torch_utils = sys.modules["PyTorchUtils"].PyTorchUtilsLogic
+    torch_utils.installed = case != "torch declined"
+    if case == "declined":
+        recorder.confirm_answer = False
+    elif case == "pip fails":
+        def pip_install(arguments):
+            raise subprocess.CalledProcessError(1, ["pip", "install", *arguments])
+        monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    elif case == "pip fails 5.12":
+        packaging = slicer_standins.packaging_module(recorder, fail=subprocess.CalledProcessError(1, "pip install"))
+        monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    elif case == "no PyTorch extension":
+        monkeypatch.setitem(sys.modules, "PyTorchUtils", None)
+    elif case == "torch declined":
+        torch_utils.install_result = None
+    elif case == "torch too old":
+        monkeypatch.setattr(module, "MINIMUM_TORCH", ">=99")
+    n = node_count(slicer.mrmlScene)
+    with caplog.at_level("INFO"):
+        assert not module.SaliencyInspectorLogic().ensureDependencies()
+    shown = [m for m in recorder.messages if m[0] != "confirm"]
+    assert len(shown) == 1, shown
+    assert "\n" not in shown[0][1]
+    assert any("SaliencyInspector:" in r.getMessage() and r.levelname in ("WARNING", "ERROR") for r in caplog.records)
+    assert node_count(slicer.mrmlScene) == n
+    # the console Logic stops with one line instead of running without its packages
+    ct = mrml.add_volume_node(slicer.mrmlScene, mrml.volume_from_node(
+        mrml.add_volume_node(slicer.mrmlScene, _tiny_volume(), "tiny")), "tiny ct")
+    with pytest.raises(InputError, match="not installed"):
+        module.SaliencyInspectorLogic().explain(ct)
+
+
+def _tiny_volume():
+    from saliency_inspector.io.volume import Volume
+
+    return Volume(np.zeros((4, 4, 4), np.int16))
+
+
+def test_missing_torch_is_blamed_on_the_package_not_the_model(module_env, monkeypatch):
+    module, recorder, app = module_env
+    module.SaliencyInspectorLogic._classifierCache.clear()
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(InputError, match="Python package 'torch' is not installed") as info:
+        module.SaliencyInspectorLogic().loadClassifier("demo", "cpu")
+    assert "model card" not in str(info.value)
+
+
+def test_the_self_test_passes_on_real_mrml(module_env):
+    module, recorder, app = module_env
+    result = __import__("unittest").TextTestRunner(verbosity=0).run(
+        __import__("unittest").defaultTestLoader.loadTestsFromTestCase(module.SaliencyInspectorTest))
+    assert result.wasSuccessful() and result.testsRun == 2 and not result.skipped
