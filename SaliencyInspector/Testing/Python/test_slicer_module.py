@@ -245,9 +245,10 @@ def test_show_comparison_prefers_the_map_passed_and_run_ids_stay_unique_after_sa
     for node in new_nodes.values():
         node.SetAttribute("SaliencyInspector.Run", old.GetAttribute("SaliencyInspector.Run"))
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow"))
-    logic.showComparison(ct, old)
+    newer = new_nodes[("hirescam", "liver")]
+    logic.showComparison(ct, newer)
     shown = _composites(app.scene)
-    assert shown["Red"][1] == old.GetID()
+    assert shown["Red"][1] == newer.GetID()  # not the older run's map that the scene lists first
     assert shown["Yellow"][1] in (nodes[("gradcam", "liver")].GetID(), new_nodes[("gradcam", "liver")].GetID())
 
 
