@@ -39,6 +39,8 @@ HOMEPAGE = "https://github.com/saliency-inspector/SlicerSaliencyInspector"
 MINIMUM_TORCH = ">=2.2"
 METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
+# the phantom's Sample Data URIs (never fetched from a network) and the files they stand for
+PHANTOM_FILES = {"phantom://ct": "SaliencyPhantom-ct.nrrd", "phantom://organs": "SaliencyPhantom-organs.seg.nrrd"}
 ROC_PLOT_POINTS = 400  # points per ROC series in the plot chart (the table holds the exact AUC)
 
 
@@ -73,11 +75,13 @@ class SaliencyInspector(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """Register the synthetic phantom with Sample Data: made locally on click, nothing downloaded.
+    """Register the synthetic phantom with Sample Data: made locally, nothing downloaded.
 
-    Sample Data calls ``customDownloader`` only from its own panel; ``SampleData.downloadSample()``
-    never does (SampleData.py: downloadSamples -> downloadFromSource, Slicer 5.8 to 5.13), so from
-    the Python console use ``slicer.util.getModuleLogic("SaliencyInspector").loadPhantomSample()``.
+    Sample Data's panel calls ``customDownloader``; ``SampleData.downloadSample()`` (the console)
+    never does (SampleData.py: downloadSamples -> downloadFromSource, Slicer 5.8 to 5.13) but, from
+    Slicer 5.10 on, passes every URI through the registered URL rewrite rules before fetching it:
+    :func:`phantomUrlRewriteRule` writes the phantom's files and points there. On Slicer 5.8 use
+    ``slicer.util.getModuleLogic("SaliencyInspector").loadPhantomSample()`` from the console.
     """
     import SampleData
 
@@ -85,14 +89,29 @@ def registerSampleData():
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="SaliencyInspector",
         sampleName=PHANTOM_SAMPLE_NAME,
-        # never fetched: the custom downloader makes the phantom (see loadPhantomSample)
-        uris=["phantom://ct", "phantom://organs"],
-        fileNames=["SaliencyPhantom-ct.nrrd", "SaliencyPhantom-organs.seg.nrrd"],
+        uris=list(PHANTOM_FILES),
+        fileNames=list(PHANTOM_FILES.values()),
         nodeNames=["SaliencyPhantom CT", "SaliencyPhantom organs"],
         thumbnailFileName=os.path.join(iconsPath, "SaliencyInspector.png"),
         loadFileTypes=["VolumeFile", "SegmentationFile"],
         customDownloader=loadPhantomFromSampleData,
     )
+    if hasattr(SampleData.SampleDataLogic, "registerUrlRewriteRule"):  # Slicer >= 5.10
+        SampleData.SampleDataLogic.registerUrlRewriteRule(PHANTOM_SAMPLE_NAME, phantomUrlRewriteRule)
+
+
+def phantomUrlRewriteRule(url):
+    """Sample Data URL rewrite rule: ``phantom://ct`` and ``phantom://organs`` become ``file://``
+    URLs of the phantom's files (written once into the temporary folder); other URLs are unchanged."""
+    if url not in PHANTOM_FILES:
+        return url
+    from pathlib import Path
+
+    folder = Path(slicer.app.temporaryPath) / "SaliencyInspector" / "phantom-0"
+    path = folder / PHANTOM_FILES[url]
+    if not path.is_file():
+        SaliencyInspectorLogic().writePhantomFiles(folder)
+    return path.as_uri()
 
 
 def loadPhantomFromSampleData(source=None):
@@ -735,6 +754,29 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         if layoutManager is not None:
             layoutManager.resetSliceViews()
         return ct, organs
+
+    def writePhantomFiles(self, folder, seed=0, size=(192, 192, 64)) -> dict:
+        """Write the phantom as Sample Data's files (CT .nrrd, organs .seg.nrrd) into ``folder``;
+        returns {uri: path}. Written through a private scene with Slicer's own segmentation writer
+        (no slicerio); the user's scene is not touched."""
+        from pathlib import Path
+
+        from saliency_inspector import mrml
+        from saliency_inspector.io.volume import write_volume
+        from saliency_inspector.models.demo_model import LESION_SCALE
+        from saliency_inspector.synth.phantom import make_phantom
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        case = make_phantom(seed=seed, size=size, lesion_scale=LESION_SCALE)
+        paths = {uri: folder / name for uri, name in PHANTOM_FILES.items()}
+        write_volume(case.ct, paths["phantom://ct"])
+        scene = slicer.vtkMRMLScene()
+        ct = mrml.add_volume_node(scene, case.ct, "ct")
+        organs = mrml.add_segmentation_node(scene, {name: case.organs.mask(name) for name in case.organs.names}, ct,
+                                            slicer.modules.segmentations.logic(), case.organs.colors)
+        mrml.write_segmentation_node(organs, paths["phantom://organs"])
+        return paths
 
     def _progress(self, progress):
         def say(message):

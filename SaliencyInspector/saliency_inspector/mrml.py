@@ -247,6 +247,19 @@ def add_segmentation_node(scene, masks: dict, reference_node, segmentations_logi
     return node
 
 
+def write_segmentation_node(segmentation_node, path) -> None:
+    """Write the segmentation with Slicer's own writer (vtkMRMLSegmentationStorageNode, .seg.nrrd);
+    the storage node is removed again, the segmentation node is not changed."""
+    scene = segmentation_node.GetScene()
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        if not storage.WriteData(segmentation_node):
+            raise InputError(f"could not write segmentation '{segmentation_node.GetName()}' to {path}")
+    finally:
+        scene.RemoveNode(storage)
+
+
 def show_segmentation(segmentation_node, fill_opacity: float = 0.0, opacity_3d: float = 0.35) -> None:
     """Outlines (fill off by default, so the heat overlay stays legible) in the slice views and
     translucent closed surfaces in 3D.

@@ -164,6 +164,10 @@ def _sample_data(slicer):
             sources = slicer.modules.sampleDataSources.setdefault(category, [])
             sources.append(types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "sources"}))
 
+    def registerUrlRewriteRule(name, rewriteFunction):  # Slicer >= 5.10
+        slicer.modules.sampleDataUrlRewriteRules[name] = rewriteFunction
+
+    SampleDataLogic.registerUrlRewriteRule = staticmethod(registerUrlRewriteRule)
     m.SampleDataLogic = SampleDataLogic
     return m
 
@@ -235,7 +239,7 @@ def install(monkeypatch, app, temporary_path, layout_manager=None):
     monkeypatch.setattr(slicer, "mrmlScene", app.scene, raising=False)
     logics = {"segmentations": app.segmentations_logic, "volumerendering": app.volume_rendering._logic,
               "colors": colors}
-    modules = types.SimpleNamespace(sampleDataSources={}, **{
+    modules = types.SimpleNamespace(sampleDataSources={}, sampleDataUrlRewriteRules={}, **{
         name: types.SimpleNamespace(logic=lambda logic=logic: logic) for name, logic in logics.items()})
     monkeypatch.setattr(slicer, "modules", modules, raising=False)
 

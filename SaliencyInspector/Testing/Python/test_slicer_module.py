@@ -319,6 +319,44 @@ def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_
     assert node_count(app.scene) > n and recorder.messages == []
 
 
+def test_sample_data_download_sample_gets_the_phantom_through_the_url_rewrite_rule(module_env, monkeypatch):
+    """SampleData.downloadSample() (Slicer >= 5.10): each URI goes through the rewrite rules, is
+    fetched with urllib into the cache, then loaded (SampleData.py downloadFile/downloadFromSource)."""
+    import urllib.request
+
+    import SimpleITK as sitk
+
+    module, recorder, app = module_env
+    for name in ("monai", "slicerio", "captum"):
+        monkeypatch.setitem(sys.modules, name, None)
+    module.registerSampleData()
+    (source,) = slicer.modules.sampleDataSources["SaliencyInspector"]
+    rules = slicer.modules.sampleDataUrlRewriteRules.values()
+    assert [rule("https://example.org/ct.nrrd") for rule in rules] == ["https://example.org/ct.nrrd"]
+    cache = Path(slicer.app.temporaryPath) / "cache"
+    cache.mkdir()
+    n = node_count(app.scene)
+    files = []
+    for uri, file_name in zip(source.uris, source.fileNames):
+        for rule in rules:
+            uri = rule(uri)
+        files.append(urllib.request.urlretrieve(uri, cache / file_name)[0])
+    assert node_count(app.scene) == n  # writing the files does not touch the user's scene
+    from saliency_inspector.models.demo_model import LESION_SCALE
+    from saliency_inspector.synth.phantom import make_phantom
+
+    case = make_phantom(seed=0, size=(192, 192, 64), lesion_scale=LESION_SCALE)  # what the button makes
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(files[0]))), case.ct.array)
+    organs = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = app.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(files[1]))
+    assert storage.ReadData(organs) == 1 and source.loadFileTypes == ["VolumeFile", "SegmentationFile"]
+    ct = mrml.add_volume_node(app.scene, case.ct, "ct")
+    _, masks, _ = mrml.segment_masks_from_node(organs, ct, app.segmentations_logic)
+    assert list(masks) == case.organs.names
+    assert all(np.array_equal(masks[name], case.organs.mask(name)) for name in case.organs.names)
+
+
 def types_namespace():
     import types
 
