@@ -410,6 +410,15 @@ SLICER_API = {
 LAYOUT_MANAGER_API = {n: (ALL, "Libs/MRML/Widgets/qMRMLLayoutManager.h", p) for n, p in (
     ("layoutLogic", r"vtkMRMLLayoutLogic\* layoutLogic\(\)\s*const"), ("sliceWidget", r"sliceWidget\(const QString& name\)"),
     ("resetSliceViews", r"void resetSliceViews\(\)"))}
+# the Sample Data module's API (Modules/Scripted/SampleData/SampleData.py), used at startup
+SAMPLE_DATA_API = {
+    "registerCustomSampleDataSource": (ALL, "Modules/Scripted/SampleData/SampleData.py",
+                                       r"def registerCustomSampleDataSource\(category=\"Custom\",\s*sampleName=None, uris=None, "
+                                       r"fileNames=None, nodeNames=None,\s*customDownloader=None, thumbnailFileName=None,\s*"
+                                       r"loadFileTypes=None"),
+    "registerUrlRewriteRule": (("5.10", "5.12", "main"), "Modules/Scripted/SampleData/SampleData.py",
+                               r"def registerUrlRewriteRule\(name, rewriteFunction\)"),
+}
 # names used only behind a check for the running Slicer's version (with a fallback for older ones)
 SCENE_METHODS_USED: set = set()
 GUARDED = {"slicer.packaging", "slicer.packaging.pip_ensure", "slicer.util.executePythonModule"}
@@ -463,6 +472,9 @@ def test_every_slicer_name_the_module_uses_is_in_the_version_table():
     source = MODULE_PY.read_text()
     called = set(re.findall(r"layoutManager\.(\w+)\(", source))
     assert called and called <= set(LAYOUT_MANAGER_API), called - set(LAYOUT_MANAGER_API)
+    sample_data = set(re.findall(r"SampleData\.SampleDataLogic\.(\w+)", source))
+    assert sample_data == set(SAMPLE_DATA_API)
+    assert 'hasattr(SampleData.SampleDataLogic, "registerUrlRewriteRule")' in source  # 5.8 lacks it
 
 
 def test_guarded_names_are_only_used_behind_a_fallback():
@@ -484,7 +496,7 @@ def test_version_table_matches_the_slicer_source():
         run = subprocess.run(["git", "-C", str(SLICER_SOURCE), "show", f"{tag}:{path}"], capture_output=True, text=True)
         return run.stdout if run.returncode == 0 else None
 
-    for name, (versions, path, pattern) in {**SLICER_API, **LAYOUT_MANAGER_API}.items():
+    for name, (versions, path, pattern) in {**SLICER_API, **LAYOUT_MANAGER_API, **SAMPLE_DATA_API}.items():
         for version, tag in TAGS.items():
             text = show(tag, path)
             found = text is not None and re.search(pattern, text, re.M) is not None
