@@ -685,10 +685,17 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             yellow = layoutManager.sliceWidget("Yellow")
             if yellow is not None:
                 yellow.mrmlSliceNode().SetOrientationToAxial()
+        scene = slicer.mrmlScene
+        threeD = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLViewNode")]
         for viewName, method in (("Red", "hirescam"), ("Yellow", "gradcam")):
             node = pair.get(method, saliencyNode)
             mrml.set_saliency_display(node, _window(node), threshold=threshold)
-            mrml.show_in_slice_views(slicer.mrmlScene, volumeNode, node, opacity=opacity, view_names=[viewName])
+            if mrml.show_in_slice_views(scene, volumeNode, node, opacity=opacity, view_names=[viewName]):
+                # each map's colour legend in its own view (and the 3D view's map's in 3D)
+                sliceNode = scene.GetSingletonNode(viewName, "vtkMRMLSliceNode")
+                rendered3D = slicer.modules.volumerendering.logic().GetFirstVolumeRenderingDisplayNode(node)
+                inThreeD = threeD if rendered3D is not None and rendered3D.GetVisibility() else []
+                mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID(), *inThreeD])
         mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
         if layoutManager is not None:
             layoutManager.resetSliceViews()

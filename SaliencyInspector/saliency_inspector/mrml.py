@@ -331,11 +331,16 @@ def show_in_slice_views(scene, background_node, foreground_node=None, opacity: f
     return count
 
 
-def add_color_legend(saliency_node, color_logic):
-    """A colour legend for the saliency node in the slice and 3D views (vtkSlicerColorLogic)."""
+def add_color_legend(saliency_node, color_logic, view_node_ids=None):
+    """A colour legend for the saliency node (vtkSlicerColorLogic), in every view or only in the
+    views whose node IDs are given (the compare layout: each map's legend in its own view)."""
     legend = color_logic.AddDefaultColorLegendDisplayNode(saliency_node)  # None when it cannot be made
     if legend is not None:
         legend.SetTitleText(saliency_node.GetName())
+        legend.SetLabelFormat("%.2g")  # the default %.1f prints 0.0 for every label of a small-valued map
+        legend.RemoveAllViewNodeIDs()  # no view IDs: shown in every view
+        for view_id in view_node_ids or ():
+            legend.AddViewNodeID(view_id)
         legend.SetVisibility(True)
     return legend
 

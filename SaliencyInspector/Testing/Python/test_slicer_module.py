@@ -110,6 +110,12 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     shown = _composites(scene)
     assert shown["Red"] == (ct.GetID(), hires.GetID()) and shown["Yellow"] == (ct.GetID(), grad.GetID())
     assert app.app_logic.GetSelectionNode().GetActiveTableID() == table.GetID()
+    # each map's colour legend in its own view; the 3D view shows the HiResCAM map and its legend
+    red_id, yellow_id = (scene.GetSingletonNode(v, "vtkMRMLSliceNode").GetID() for v in ("Red", "Yellow"))
+    threed_id = threed.get_view_node().GetID()
+    legends = {n: slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(n) for n in (hires, grad)}
+    assert [legends[hires].IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] == [True, False, True]
+    assert [legends[grad].IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] == [False, True, False]
 
     # the rendered views: heat where each view's map is high, none where it is low
     out = Path(os.environ.get("SI_PNG_DIR", tmp_path))
