@@ -517,3 +517,70 @@ def test_the_self_test_passes_on_real_mrml(module_env):
     result = __import__("unittest").TextTestRunner(verbosity=0).run(
         __import__("unittest").defaultTestLoader.loadTestsFromTestCase(module.SaliencyInspectorTest))
     assert result.wasSuccessful() and result.testsRun == 2 and not result.skipped
+
+
+class _ComboBox:
+    """The few QComboBox calls the widget makes (blockSignals, clear, addItem, findData, currentIndex)."""
+
+    def __init__(self):
+        self.items, self.currentIndex = [], 0
+
+    def blockSignals(self, block):
+        return False
+
+    def clear(self):
+        self.items = []
+
+    def addItem(self, text, data=None):
+        self.items.append((text, data))
+
+    def findData(self, data):
+        return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
+
+
+def test_apply_ends_in_the_compare_layout_and_the_widget_keeps_it(monkeypatch, tmp_path):
+    """process() with a main window ends in the compare layout; storing its outputs in the parameter
+    node (which makes the 'shown map' selector emit currentNodeChanged, as the real GUI connector
+    does) must not put one map back into every view; the sliders then use the value just set."""
+    import types
+
+    app = ov.make_app()
+    ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow", "Green"))
+    layout = slicer_standins.LayoutManager(app.scene)
+    slicer_standins.install(monkeypatch, app, tmp_path / "slicer-tmp", layout_manager=layout)
+    module = importlib.import_module("SaliencyInspector")
+    try:
+        widget = module.SaliencyInspectorWidget()
+        widget.logic = module.SaliencyInspectorLogic()
+        ct, organs = widget.logic.loadPhantomSample(size=PHANTOM_SIZE)
+
+        class ParameterNode(types.SimpleNamespace):
+            def __setattr__(self, name, value):
+                old = getattr(self, name, None)
+                super().__setattr__(name, value)
+                if name == "shownSaliency" and value is not old:
+                    widget.onShownSaliencyChanged(value)  # the selector's currentNodeChanged signal
+
+        widget._parameterNode = ParameterNode(inputVolume=ct, segmentation=organs, threshold=0.2, opacity=0.5,
+                                              className="all", shownSaliency=None)
+        widget.ui = types.SimpleNamespace(classComboBox=_ComboBox(), statusLabel=types.SimpleNamespace(text=""),
+                                          predictionsTableView=types.SimpleNamespace(setMRMLTableNode=lambda n: None))
+        result = widget.logic.process(ct, device="cpu", segmentationNode=organs)
+        widget._showResults(result)
+    finally:
+        for name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
+            sys.modules.pop(name, None)
+    shown = result["shown"]
+    pair = mrml.same_run_maps(app.scene, shown)
+    assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml.COMPARE_LAYOUT_ID
+    views = _composites(app.scene)
+    assert views["Red"][1] == pair["hirescam"].GetID() and views["Yellow"][1] == pair["gradcam"].GetID()
+    assert widget._parameterNode.shownSaliency is shown and widget.ui.statusLabel.text == result["message"]
+    # a slider moves: its handler runs before the parameter node holds the new value
+    widget.onThresholdChanged(0.7)
+    display = pair["gradcam"].GetDisplayNode()
+    assert display.GetLowerThreshold() == pytest.approx(0.7 * display.GetWindowLevelMax())
+    assert _composites(app.scene) == views
+    # the user picks a map: then it is shown in every view
+    widget.onShownSaliencyChanged(pair["gradcam"])
+    assert {fg for _, fg in _composites(app.scene).values()} == {pair["gradcam"].GetID()}
