@@ -584,3 +584,16 @@ def test_apply_ends_in_the_compare_layout_and_the_widget_keeps_it(monkeypatch, t
     # the user picks a map: then it is shown in every view
     widget.onShownSaliencyChanged(pair["gradcam"])
     assert {fg for _, fg in _composites(app.scene).values()} == {pair["gradcam"].GetID()}
+
+
+def test_the_self_test_is_skipped_without_installing_when_packages_are_missing(module_env, monkeypatch):
+    module, recorder, app = module_env
+    from SaliencyInspectorLib import dependencies
+
+    real = dependencies.installed_version
+    monkeypatch.setattr(dependencies, "installed_version", lambda name: None if name == "monai" else real(name))
+    unittest = __import__("unittest")
+    result = unittest.TextTestRunner(verbosity=0).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(module.SaliencyInspectorTest))
+    assert result.wasSuccessful() and len(result.skipped) == 1
+    assert recorder.pip_calls == [] and recorder.torch_installs == [] and recorder.messages == []

@@ -501,3 +501,15 @@ def test_version_table_matches_the_slicer_source():
             text = show(tag, path)
             found = text is not None and re.search(pattern, text, re.M) is not None
             assert found == (version in versions), f"{name}: {path} at {tag} {'has' if found else 'lacks'} it"
+
+
+def test_help_link_and_category_follow_the_template():
+    """The help links to this extension's documentation (EXTENSION_HOMEPAGE), not to a Slicer core
+    page; the category uses the template's translation context (Utilities/Templates/Modules/Scripted)."""
+    source = MODULE_PY.read_text()
+    assert "getDefaultModuleDocumentationLink()\n" not in source and "+= self.getDefaultModuleDocumentationLink" not in source
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"]+)"\)', (ROOT / "CMakeLists.txt").read_text()).group(1)
+    assert f'HOMEPAGE = "{homepage}"' in source and '{HOMEPAGE}#in-3d-slicer' in source
+    assert "## In 3D Slicer" in (ROOT / "README.md").read_text()  # the anchor the link points at
+    category = re.search(r"CATEGORY \"(\w+)\"", (ROOT / "CMakeLists.txt").read_text().replace("EXTENSION_CATEGORY", "CATEGORY"))
+    assert f'self.parent.categories = [translate("qSlicerAbstractCoreModule", "{category.group(1)}")]' in source
