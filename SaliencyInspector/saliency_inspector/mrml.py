@@ -140,7 +140,6 @@ def add_saliency_node(scene, saliency: Volume, ct_node, name: str, ct: Volume | 
     return node
 
 
-# ---- segmentations ----------------------------------------------------------------------------
 def check_segmentation(segmentation_node) -> None:
     """InputError unless ``segmentation_node`` is a segmentation node with at least one segment."""
     if segmentation_node is None:
@@ -153,6 +152,7 @@ def check_segmentation(segmentation_node) -> None:
                          "add organ segments (e.g. with TotalSegmentator) first")
 
 
+# ---- segmentations ----------------------------------------------------------------------------
 def segment_masks_from_node(segmentation_node, reference_node, segmentations_logic,
                             segment_names=None) -> tuple[Volume, dict, dict]:
     """Each segment of ``segmentation_node`` as a bool mask on ``reference_node``'s voxel grid.
