@@ -237,19 +237,29 @@ def test_show_leaves_the_users_segmentation_display_alone_and_clamps_the_thresho
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(window_max)  # 1.5 -> 1.0, not above
 
 
-def test_show_comparison_prefers_the_map_passed_and_run_ids_stay_unique_after_save_and_load(explained, tmp_path):
+def test_run_ids_stay_unique_after_the_scene_is_saved_and_loaded(explained, tmp_path):
     module, recorder, app, logic, ct, organs, nodes = explained
-    old = nodes[("hirescam", "liver")]
-    # a scene saved and loaded again: a new run must not take an old run's id
-    scene_file = tmp_path / "scene.mrml"
-    app.scene.SetURL(str(scene_file))
-    assert app.scene.Commit()
+    old_run = nodes[("hirescam", "liver")].GetAttribute("SaliencyInspector.Run")
+    scene = app.scene
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    scene.Clear(0)
+    assert scene.Import()  # the saved scene, loaded again (GenerateUniqueName's counters start over)
+    loaded = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+              if n.GetAttribute("SaliencyInspector.Run") == old_run]
+    assert len(loaded) == len(nodes)
+    ct_again, _ = logic.loadPhantomSample(size=PHANTOM_SIZE)
+    again, _, _ = logic.explain(ct_again, model="demo", methods=("hirescam", "gradcam"), device="cpu")
+    assert {n.GetAttribute("SaliencyInspector.Run") for n in again.values()}.isdisjoint({old_run})
+
+
+def test_show_comparison_prefers_the_map_passed(explained):
+    module, recorder, app, logic, ct, organs, nodes = explained
     new_nodes, _, _ = logic.explain(ct, model="demo", methods=("hirescam", "gradcam"), device="cpu")
-    assert new_nodes[("hirescam", "liver")].GetAttribute("SaliencyInspector.Run") != old.GetAttribute(
-        "SaliencyInspector.Run")
-    # even when two runs share an id (scenes made before this fix), the map passed in is shown
+    # two runs sharing an id (scenes made before run ids were UUIDs): the map passed in is shown
+    old_run = nodes[("hirescam", "liver")].GetAttribute("SaliencyInspector.Run")
     for node in new_nodes.values():
-        node.SetAttribute("SaliencyInspector.Run", old.GetAttribute("SaliencyInspector.Run"))
+        node.SetAttribute("SaliencyInspector.Run", old_run)
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow"))
     newer = new_nodes[("hirescam", "liver")]
     logic.showComparison(ct, newer)
