@@ -407,7 +407,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                         "Check the internet connection and the Python console's log, then try again."
                         ).format(error=err)
             logging.error(f"SaliencyInspector: {message}")
-            if not self._slicerShowedInstallError():
+            if not getattr(err, "shownBySlicer", False):
                 slicer.util.errorDisplay(message, windowTitle=_("Saliency Inspector"))
             return False
         SaliencyInspectorLogic._dependenciesReady = True
@@ -453,6 +453,11 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                                      requester="SaliencyInspector")
             except RuntimeError as err:  # pip_ensure raises RuntimeError when the user declines
                 raise DependencyError(_("The required Python packages were not installed; nothing was computed.")) from err
+            except CalledProcessError as err:
+                # slicer.packaging.pip_install has shown "Package installation failed" with pip's log
+                # (its progress dialog is skipped in testing mode)
+                err.shownBySlicer = not slicer.app.testingEnabled()
+                raise
         else:  # Slicer 5.8 - 5.11: ask here, then slicer.util.pip_install(list of pip arguments)
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                     _("SaliencyInspector needs these Python packages: {packages}. Install them now?")
@@ -482,12 +487,6 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         # executePythonModule since Slicer 5.11; the older name still works there but warns
         run = getattr(slicer.util, "executePythonModule", None) or slicer.util._executePythonModule
         run("pip", arguments)
-
-    @staticmethod
-    def _slicerShowedInstallError() -> bool:
-        # slicer.packaging.pip_install shows its own "Package installation failed" box with the log
-        # (with the progress dialog, i.e. outside testing mode)
-        return _slicerPackaging() is not None and not slicer.app.testingEnabled()
 
     def _requireDependencies(self) -> None:
         """For the console entry points: install on first use (asking), or one clear error."""

@@ -472,11 +472,11 @@ def test_slicer_5_12_uses_pip_ensure_with_the_pins(fresh_install, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["declined", "pip fails", "pip fails 5.12", "no PyTorch extension",
-                                  "torch declined", "torch too old"])
+                                  "torch declined", "torch install fails 5.12", "torch too old"])
 def test_install_refused_or_failed_gives_one_message_and_returns_false(fresh_install, monkeypatch, case, caplog):
     module, recorder, site = fresh_install
     torch_utils = sys.modules["PyTorchUtils"].PyTorchUtilsLogic
-    torch_utils.installed = case != "torch declined"
+    torch_utils.installed = case not in ("torch declined", "torch install fails 5.12")
     if case == "declined":
         recorder.confirm_answer = False
     elif case == "pip fails":
@@ -490,6 +490,12 @@ def test_install_refused_or_failed_gives_one_message_and_returns_false(fresh_ins
         monkeypatch.setitem(sys.modules, "PyTorchUtils", None)
     elif case == "torch declined":
         torch_utils.install_result = None
+    elif case == "torch install fails 5.12":  # light-the-torch fails: Slicer showed nothing, we do
+        monkeypatch.setitem(sys.modules, "slicer.packaging", slicer_standins.packaging_module(recorder))
+
+        def install_fails(self, **kwargs):
+            raise subprocess.CalledProcessError(1, "light_the_torch install torch")
+        monkeypatch.setattr(torch_utils, "installTorch", install_fails)
     elif case == "torch too old":
         monkeypatch.setattr(module, "MINIMUM_TORCH", ">=99")
     n = node_count(slicer.mrmlScene)
