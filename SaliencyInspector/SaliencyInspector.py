@@ -402,7 +402,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             logging.warning(f"SaliencyInspector: {err}")
             slicer.util.warningDisplay(str(err), windowTitle=_("Saliency Inspector"))
             return False
-        except CalledProcessError as err:
+        except Exception as err:  # noqa: BLE001  pip or light-the-torch failed (CalledProcessError), no PythonSlicer, ...
             message = _("Installing the Python packages SaliencyInspector needs failed ({error}). "
                         "Check the internet connection and the Python console's log, then try again."
                         ).format(error=err)
