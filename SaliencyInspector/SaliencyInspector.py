@@ -37,7 +37,11 @@ REQUIREMENTS_PATH = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
 HOMEPAGE = "https://github.com/saliency-inspector/SlicerSaliencyInspector"
 # The core's own floor (pyproject.toml); what pip will install may need a newer torch (computed).
 MINIMUM_TORCH = ">=2.2"
-METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
+METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+                 # estimators beyond CAMs (saliency_inspector.explain.attribution): logic.explain(methods=...)
+                 "gradient": "Gradient", "inputxgradient": "Input x Gradient", "smoothgrad": "SmoothGrad",
+                 "smoothgrad_sq": "SmoothGrad squared", "vargrad": "VarGrad", "ig": "Integrated Gradients",
+                 "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion", "xrai3d": "XRAI-3D"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
 # the phantom's Sample Data URIs (never fetched from a network) and the files they stand for
 PHANTOM_FILES = {"phantom://ct": "SaliencyPhantom-ct.nrrd", "phantom://organs": "SaliencyPhantom-organs.seg.nrrd"}
