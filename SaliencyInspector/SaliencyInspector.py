@@ -610,6 +610,39 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
 
+    def fidelity(self, volumeNode, saliencyNode, model="demo", className=None, device="auto", steps=20,
+                 replacement="blur"):
+        """Does the model need what the map shows? Deletion (MIF) and LIF curves of ``saliencyNode``
+        for its class (``className`` overrides) on the model-input grid, with a random map's as the
+        chance line: a table node (F = AUC_LIF - AUC_MIF, AUCs) and a plot chart node.
+
+        Returns ``(tableNode, chartNode, FidelityResult)``.
+        """
+        from saliency_inspector import mrml
+        from saliency_inspector.errors import InputError
+        from saliency_inspector.evaluate.fidelity import fidelity, map_on_input_grid
+        from saliency_inspector.explain.attribution import batch_size, for_input, EstimatorSettings
+        from saliency_inspector.models.preprocess import preprocess
+
+        classifier = self.loadClassifier(model, device)
+        className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
+        if className not in (classifier.class_names or []):
+            raise InputError(f"class {className!r} is not one of the model's classes: "
+                             f"{', '.join(classifier.class_names or [])}")
+        ct = mrml.volume_from_node(volumeNode)
+        prepared = preprocess(ct, classifier.card.input, device=classifier.device)
+        settings = for_input(EstimatorSettings(), prepared, classifier.card)
+        onInput = map_on_input_grid(mrml.volume_from_node(saliencyNode, what="saliency map"), prepared.grid,
+                                    prepared.axes)
+        perForward = min(2 * steps, batch_size(classifier.module, prepared.tensor, settings, backward=False))
+        result = fidelity(classifier, prepared.tensor, onInput, classifier.class_names.index(className),
+                          steps=steps, replacement=replacement, air_value=settings.air_value,
+                          spacing_zyx=settings.spacing_zyx, batch_size=perForward)
+        scene = slicer.mrmlScene
+        tableNode, chartNode = mrml.add_fidelity_nodes(
+            scene, result.to_dict(), name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} fidelity"))
+        return tableNode, chartNode, result
+
     def showSaliency(self, volumeNode, saliencyNode, threshold=0.2, opacity=0.5, volumeRendering=True):
         """Heat overlay in every slice view (threshold, opacity, colour legend) and in 3D.
 

@@ -596,3 +596,36 @@ def _make_segments(segments_cls, segment_cls, grid, masks, colors):
     """Build a core Segments object (kept in one place in case its constructor changes)."""
     items = [segment_cls(name, masks[name], colors[name]) for name in masks]
     return segments_cls(items, grid)
+
+
+# ---- fidelity --------------------------------------------------------------------------------------
+def add_fidelity_nodes(scene, result: dict, name: str = "Fidelity"):
+    """A table of the fidelity summary (F, its random-map chance line, the AUCs, how it was made)
+    and a plot chart of the deletion (MIF) and LIF curves with the random map's, from
+    ``FidelityResult.to_dict()``. Returns ``(table node, chart node)``."""
+    keys = ["F", "random_F", "auc_mif", "auc_lif", "random_auc_mif", "random_auc_lif", "F_logit"]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    _fill_table(table, {"measure": np.array(keys + ["replacement", "steps"], dtype=object),
+                        "value": np.array([f"{result[k]:.4f}" for k in keys]
+                                          + [result["replacement"], str(result["steps"])], dtype=object)})
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} curves")
+    chart.SetTitle(f"{name}: class probability as voxels are replaced")
+    chart.SetXAxisTitle("fraction of voxels replaced")
+    chart.SetYAxisTitle("class probability")
+    fractions = np.asarray(result["fractions"], dtype=float)
+    curves = {"deletion (MIF)": result["mif_probability"], "LIF": result["lif_probability"],
+              "random MIF": result.get("random_mif_probability"), "random LIF": result.get("random_lif_probability")}
+    for label, values in curves.items():
+        if values is None:
+            continue
+        points = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {label}")
+        _fill_table(points, {"fraction": fractions, "probability": np.asarray(values, dtype=float)})
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", label)
+        series.SetAndObserveTableNodeID(points.GetID())
+        series.SetXColumnName("fraction")
+        series.SetYColumnName("probability")
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleNone)
+        series.SetLineStyle(series.LineStyleDash if label.startswith("random") else series.LineStyleSolid)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return table, chart

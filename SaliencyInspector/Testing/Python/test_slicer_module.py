@@ -215,6 +215,20 @@ def test_headless_process_show_and_compare_never_touch_a_layout(explained):
     assert recorder.messages == []
 
 
+def test_fidelity_adds_a_table_and_a_chart_of_the_curves(explained):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    saliency = nodes[("hirescam", "liver")]
+    before = node_count(app.scene)
+    table, chart, result = logic.fidelity(ct, saliency, model="demo", device="cpu", steps=4)
+    assert result.forwards == 2 * 2 * 4 and result.curves.F == pytest.approx(result.curves.auc_lif - result.curves.auc_mif)
+    columns = mrml.table_columns(table)
+    assert list(columns["measure"][:2]) == ["F", "random_F"]
+    assert float(columns["value"][0]) == pytest.approx(result.curves.F, abs=1e-4)
+    assert chart.GetNumberOfPlotSeriesNodes() == 4 and node_count(app.scene) > before
+    with pytest.raises(InputError, match="not one of the model's classes"):
+        logic.fidelity(ct, saliency, className="spleen", device="cpu")
+
+
 def test_show_leaves_the_users_segmentation_display_alone_and_clamps_the_threshold(explained):
     module, recorder, app, logic, ct, organs, nodes = explained
     mask = np.zeros(mrml.volume_from_node(ct).shape, bool)
