@@ -12,6 +12,7 @@ set of a fresh child process per variant.
 Usage: python benchmarks/bench_estimators.py            quick (64³, 4 IG steps, 4 samples, memory of the
                                                          batched estimators only; ≤ 2 min on an idle 2-core CPU)
        python benchmarks/bench_estimators.py --full     96³, IG 32 steps, SmoothGrad 25 samples, 3 repeats
+       python benchmarks/bench_estimators.py --demo     each estimator on the demo model at its own size
        [--device cpu|cuda] [--size S] [--repeats N] [--no-memory]
 """
 
@@ -209,6 +210,45 @@ def peak_memory_child(size, device, key, mode):
     return max(0.0, (peak[0] - base) / 2**20)
 
 
+def demo_costs():
+    """What each estimator costs on the shipped demo model at its own input size (32×64×64), with
+    default settings, as a multiple of one forward+backward (median of 3 after a warm-up)."""
+    import torch
+
+    from saliency_inspector.explain import attribution as A
+    from saliency_inspector.models.demo_model import demo_classifier
+    from saliency_inspector.models.preprocess import preprocess
+    from saliency_inspector.synth.phantom import make_phantom
+
+    clf = demo_classifier(device="cpu")
+    prepared = preprocess(make_phantom(seed=3, size=(128, 128, 60), lesions=["lung_left"], lesion_scale=1.8).ct,
+                          clf.card.input)
+    x, model = prepared.tensor, clf.module
+    s = A.for_input(A.EstimatorSettings(), prepared, clf.card)
+
+    def fb():
+        xr = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xr)[0, 0], xr)
+
+    def median_time(fn, n=3):
+        fn()
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return statistics.median(out)
+
+    base = median_time(fb)
+    print(f"demo model, input {tuple(x.shape)}: forward+backward {base * 1000:.0f} ms")
+    costs = {}
+    for name in ("hirescam", "gradient", "inputxgradient", "smoothgrad", "vargrad", "ig", "occlusion", "xrai3d"):
+        t = median_time(lambda: A.attribute(name, model, x, 0, s), n=1 if name in ("occlusion", "xrai3d") else 3)
+        costs[name] = t / base
+        print(f"  {name:16s} {t * 1000:8.0f} ms  {t / base:7.1f} × forward+backward  ({A.ESTIMATORS[name].cost})")
+    return costs
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="96³, IG 32 steps, SmoothGrad 25 samples, 3 repeats")
@@ -216,8 +256,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--demo", action="store_true", help="only: each estimator's cost on the demo model")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.demo:
+        warnings.filterwarnings("ignore")
+        demo_costs()
+        return 0
     mode = "full" if args.full else "quick"
     size = args.size or (96 if args.full else 64)
     repeats = args.repeats or (3 if args.full else 1)

@@ -616,7 +616,7 @@ def _register_builtins():
         ("smoothgrad", "gradient", False, "samples × (forward + backward)", _noise_tunnel("smoothgrad")),
         ("smoothgrad_sq", "gradient", False, "samples × (forward + backward)", _noise_tunnel("smoothgrad_sq")),
         ("vargrad", "gradient", False, "samples × (forward + backward)", _noise_tunnel("vargrad")),
-        ("ig", "gradient", False, "steps × (forward + backward) + 2 forwards", ig),
+        ("ig", "gradient", False, "steps × (forward + backward)", ig),
         ("guided_gradcam", "gradient", True, "2 × (forward + backward)", guided_gradcam),
         ("occlusion", "perturbation", False, "1 forward per window position", occlusion),
         ("xrai3d", "perturbation", False, "IG + SLIC at each scale + greedy ranking", xrai3d),
