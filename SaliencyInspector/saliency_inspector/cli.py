@@ -100,6 +100,41 @@ def cmd_train_demo(args) -> int:
     return 0
 
 
+def cmd_trust(args) -> int:
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+    from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
+    from .models.loading import load_classifier
+    from .trust_card import run_trust
+
+    ct = read_volume(args.ct)
+    cards = args.card or []
+    models = []
+    for n, source in enumerate(args.model):
+        progress(f"loading model {source}")
+        models.append(load_classifier(source, card=cards[n] if n < len(cards) else None, arch=args.arch,
+                                      device=args.device))
+    masks = read_segments(args.masks, reference=ct, note=progress) if args.masks else None
+    cohort_masks = args.cohort_masks or []
+    if cohort_masks and len(cohort_masks) != len(args.cohort or []):
+        raise InputError(f"--cohort-masks: give one per --cohort CT ({len(args.cohort or [])}), got {len(cohort_masks)}")
+    cohort = None
+    if args.cohort:
+        cohort = []
+        for n, path in enumerate(args.cohort):
+            case_ct = read_volume(path)
+            seg = read_segments(cohort_masks[n], reference=case_ct, note=progress) if cohort_masks else None
+            cohort.append((case_ct, seg))
+    result = run_trust(ct, models, methods=args.method or ["hirescam", "gradcam"], class_name=args.target_class,
+                       masks=masks, segment=args.segment, fixations=args.fixations,
+                       fixations_space=args.fixations_space, sigma_mm=args.sigma_mm, out_dir=args.out,
+                       mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer, progress=progress)
+    print(result.card.format())
+    print(result.json_path)
+    print(result.report)
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -153,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="organ masks to outline")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("trust", help="the trust card: localization, randomization, repeatability, gaze per method")
+    p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
+    p.add_argument("--model", action="append", required=True,
+                   help="a model as for explain; twice for repeatability (same architecture) or reproducibility")
+    p.add_argument("--card", action="append", help="model card per --model, in the same order")
+    p.add_argument("--arch", help="architecture for state dicts, e.g. 'DenseNet121'")
+    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp or a registered estimator (repeatable)")
+    p.add_argument("--class", dest="target_class", required=True, help="class name or index")
+    p.add_argument("--masks", help="segmentation of the finding (.seg.nrrd or labelmap): localization")
+    p.add_argument("--segment", help="the segment to localize (default: the ones named after the class)")
+    p.add_argument("--fixations", help="readers' fixations: CSV (x,y,z mm[,duration][,reader]), .mrk.json or a heatmap volume")
+    p.add_argument("--fixations-space", choices=["LPS", "RAS"], type=str.upper,
+                   help="coordinate system of a CSV (default LPS, or the file's '# space: RAS' line)")
+    p.add_argument("--sigma-mm", type=float, default=10.0, help="Gaussian per fixation, mm (default 10)")
+    p.add_argument("--cohort", action="append", help="another case's CT (repeatable): the baseline from maps of different cases")
+    p.add_argument("--cohort-masks", action="append", help="its finding's masks, one per --cohort: the location prior")
+    p.add_argument("--mode", choices=["cascading", "independent"], default="cascading", help="randomization mode")
+    p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations and samplers")
+    p.add_argument("--layer", help="target layer for the CAMs (default: the card's)")
+    p.add_argument("--out", type=Path, default=Path("trust-output"), help="output folder (trust.json, trust.html)")
+    p.add_argument("--device", **device)
+    p.set_defaults(func=cmd_trust)
 
     p = sub.add_parser("train-demo", help="re-train the shipped demo classifier from a seed")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped Resources/Models)")

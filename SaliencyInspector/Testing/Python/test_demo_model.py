@@ -187,6 +187,8 @@ def test_train_demo_is_reproducible_from_a_seed(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     card = json.loads(a["card"].read_text())
     assert card["training"]["seed"] == 3 and card["architecture"]["name"] == "demo"
+    # a seed other than 0 never overwrites the shipped model: its files and card carry the seed
+    assert a["weights"].name == "demo-phantom-lesions-seed3.pt" and card["name"] == "demo-phantom-lesions-seed3"
     model = dm.build_demo_network(**card["architecture"]["kwargs"])
     model.load_state_dict(sa)  # a plain state dict that loads with weights_only=True
 

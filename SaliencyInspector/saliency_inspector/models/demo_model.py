@@ -304,19 +304,21 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
         "final_loss": history[-1], "seconds": round(time.time() - started, 1),
         "validation": metrics,
     }
-    card = demo_card(training)
+    # seed 0 is the shipped model; other seeds get their own name so they never overwrite it
+    name = DEMO_NAME if int(seed) == 0 else f"{DEMO_NAME}-seed{int(seed)}"
+    card = demo_card(training, name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path, card_path = out_dir / DEMO_WEIGHTS_PATH.name, out_dir / DEMO_CARD_PATH.name
+    weights_path, card_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"
     torch.save(model.state_dict(), weights_path)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     say(f"wrote {weights_path} and {card_path} in {training['seconds']:.0f} s")
     return {"weights": weights_path, "card": card_path, "training": training}
 
 
-def demo_card(training=None) -> dict:
+def demo_card(training=None, name=DEMO_NAME) -> dict:
     """The demo model's card (DESIGN.md's model-card format), with an optional ``training`` section."""
     card = {
-        "name": DEMO_NAME,
+        "name": name,
         "classes": list(DEMO_CLASSES),
         "multilabel": True,
         "input": {"size": list(INPUT_SIZE), "spacing": None, "window": list(WINDOW), "channels": 1},
