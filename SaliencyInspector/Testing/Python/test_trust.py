@@ -63,6 +63,8 @@ def test_ct_intensity_fails_randomization_and_hirescam_passes(card_run, ct_echo)
     # cascading goes from the output down through every block with parameters
     assert card.curves["hirescam"].blocks[1:3] == ["classifier", "lesion_map.0"]
     assert card.curves["hirescam"].blocks[-1] == "features.0"
+    # re-initialising the linear head alone already moves HiResCAM (G = W^c at the lesion map)
+    assert card.curves["hirescam"].ssim[1] < 0.9
     # Grad-CAM's result is whatever it is: it is on the card with its value, baseline and rule
     grad = card.rows["gradcam"]["randomization"]
     assert grad.verdict in ("pass", "fail") and grad.value is not None and grad.rule
