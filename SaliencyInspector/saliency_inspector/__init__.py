@@ -30,6 +30,10 @@ _EXPORTS = {
     "render_overlay": "view.render",
     "write_report": "view.report",
     "run_demo": "demo",
+    "compare_maps": "evaluate.similarity",
+    "read_fixations": "evaluate.gaze", "compare_with_gaze": "evaluate.gaze",
+    "register_estimator": "explain.estimators",
+    "run_trust": "trust_card",
 }
 # Models shipped with the project register themselves with the generic loader when imported;
 # `si.load_classifier("demo")` should work without the caller knowing that.
