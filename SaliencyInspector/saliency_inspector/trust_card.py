@@ -181,6 +181,10 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
             rng = np.random.default_rng(seed)
             pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_BASELINE_PAIRS, replace=False))]
         ev["baseline"] = trust.baseline_similarity(pairs, norm, baseline_source)
+        if cohort and len(pairs) < 20:
+            note = f"the baseline rests on {len(pairs)} pairs of cases (fewer than 20): give at least 7 cohort cases"
+            if note not in notes:
+                notes.append(note)
 
         # repeatability / reproducibility
         if len(models) == 2:

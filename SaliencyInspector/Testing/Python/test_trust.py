@@ -201,3 +201,29 @@ def test_cli_trust_with_fixations_outside_the_ct_and_bad_input(case, tmp_path, c
         assert main(args) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines come first
         assert message in last and last.startswith("saliency-inspector: error:"), last
+
+
+def test_a_cohort_gives_the_baseline_pairs_and_the_location_prior(case, demo):
+    others = [make_phantom(seed=s, size=(64, 64, 32), lesions=["lung_left"], lesion_scale=1.8) for s in (11, 12, 13)]
+    result = run_trust(case.ct, [demo], methods=["hirescam"], class_name="lung_left", masks=case.lesions,
+                       cohort=[(o.ct, o.lesions) for o in others])
+    row = result.card.rows["hirescam"]
+    assert row["randomization"].details["baseline_source"].startswith("all pairs of 3 cohort cases")
+    assert any("3 pairs of cases (fewer than 20)" in n for n in result.card.notes)
+    prior = row["localization"].details["location_prior"]
+    # where the other cases' lesions miss this one, the prior scores like the uniform map; never below
+    assert prior["average_precision"] >= row["localization"].details["uniform"]["average_precision"]
+
+
+def test_location_prior_moves_masks_by_the_body_box():
+    source_body = np.zeros((40, 40, 40), bool)
+    source_body[10:30, 10:30, 10:30] = True
+    mask = np.zeros_like(source_body)
+    mask[18:22, 18:22, 18:22] = True  # centred in the source body box
+    target_body = np.zeros((60, 60, 60), bool)
+    target_body[5:45, 5:45, 5:45] = True  # twice the size, shifted
+    prior = trust.location_prior(target_body, [(mask, source_body), (mask, source_body)])
+    centroid = np.array([(prior.sum(axis=tuple(a for a in range(3) if a != ax)) * np.arange(60)).sum()
+                         for ax in range(3)]) / prior.sum()
+    assert np.allclose(centroid, 24.5, atol=0.05)  # the target box's centre (voxels 5..44)
+    assert prior.sum() == pytest.approx(mask.sum() * 8, rel=0.05) and prior.max() == pytest.approx(1.0)
