@@ -105,6 +105,7 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     from .evaluate import gaze as gz
     from .evaluate import trust
     from .evaluate.metrics import body_mask
+    from .evaluate.similarity import compare_maps
     from .explain.estimators import resolve
     from .explain.randomization import class_index, input_map, prepare, randomized_maps
     from .io.volume import Volume, resample_to
@@ -192,8 +193,6 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
             kind = "repeatability" if architecture_of(other) == architecture_of(clf) else "reproducibility"
             p2 = prepare(other, ct)
             second = input_map(other.module, p2, method, class_index(other, class_label), layer).volume
-            from .evaluate.similarity import compare_maps
-
             ev[kind] = compare_maps(original, second, norm, body_in)
             ev["models"] = [clf.card.name, other.card.name]
             missing = "reproducibility" if kind == "repeatability" else "repeatability"
@@ -211,8 +210,7 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
             except InputError as err:
                 ev["localization_why"] = str(err)
         if attention is not None:
-            centre = None
-            ev["gaze"] = gz.compare_with_gaze(on_ct, attention, body_ct, sigma_mm, norm, centre, seed)
+            ev["gaze"] = gz.compare_with_gaze(on_ct, attention, body_ct, sigma_mm, norm, seed=seed)
         evidence[name] = ev
 
     card = trust.TrustCard(rows=trust.judge_all(evidence), curves=curves, notes=notes)

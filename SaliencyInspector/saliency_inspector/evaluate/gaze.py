@@ -457,7 +457,7 @@ def _concat(parts) -> Fixations:
                      np.concatenate([p.reader for p in parts]), parts[0].source)
 
 
-def read_attention(path, space=None, reference: Volume | None = None):
+def read_attention(path, space=None):
     """Fixations (CSV / .mrk.json) or a reader heatmap volume, by the file's kind."""
     if is_volume_path(path) and not str(path).lower().endswith(".json"):
         return read_volume(path)
