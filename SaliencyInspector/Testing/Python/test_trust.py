@@ -186,7 +186,13 @@ def test_cli_trust_with_fixations_outside_the_ct_and_bad_input(case, tmp_path, c
     assert "Readers' gaze" in out.out
     empty = tmp_path / "empty.csv"
     empty.write_text("")
+    import shutil  # a second model whose card lists other classes
+    shutil.copy(MODELS_DIR / "demo-phantom-lesions.pt", tmp_path / "other.pt")
+    card = json.loads((MODELS_DIR / "demo-phantom-lesions.json").read_text())
+    card.update(name="other", classes=["lung_left", "lung_right", "liver", "spleen"])
+    (tmp_path / "other.json").write_text(json.dumps(card))
     for argv, message in (
+            (["--model", str(tmp_path / "other.pt")], "only in 'demo-phantom-lesions': kidney; only in 'other': spleen"),
             (["--fixations", str(empty)], "empty"),
             (["--class", "spleen"], "not one of the model's classes"),
             (["--model", str(tmp_path / "missing.pt")], "model not found")):
