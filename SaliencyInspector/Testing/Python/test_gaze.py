@@ -166,3 +166,17 @@ def test_bad_fixation_files_are_named(tmp_path):
     no_points.write_text(json.dumps({"@schema": "x", "markups": [{"type": "Fiducial", "controlPoints": []}]}))
     with pytest.raises(InputError, match="no control points"):
         gaze.read_fixations(no_points)
+
+
+def test_a_reader_heatmap_volume_is_accepted(reader_case, tmp_path):
+    from saliency_inspector.io.volume import write_volume
+
+    lesion, unrelated, _ = reader_case
+    path = write_volume(lesion, tmp_path / "heatmap.nrrd")
+    heat = gaze.read_attention(path)
+    own = gaze.compare_with_gaze(lesion, heat, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    other = gaze.compare_with_gaze(unrelated, heat, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    assert own.metrics["cc"] == pytest.approx(1.0, abs=1e-9) and own.metrics["sim"] == pytest.approx(1.0, abs=1e-9)
+    assert own.metrics["kl"] == pytest.approx(0.0, abs=1e-9) and own.metrics["nss"] > 2
+    assert abs(other.metrics["cc"]) < 0.2 and own.readers == ["heatmap"] and own.inter_observer is None
+    assert any("heatmap" in n for n in own.notes)
