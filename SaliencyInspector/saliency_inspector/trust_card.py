@@ -159,7 +159,7 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
         mask_name, mask_ct = _class_mask(on_ct, class_label, segment, notes.append)
 
     evidence, curves, timings = {}, {}, {}
-    for (name, function), method in zip(resolved, methods):
+    for (name, _function), method in zip(resolved, methods):
         norm = normalisation or default_normalisation(method)
         ev = {}
         say(f"{name}: cascading randomization" if mode == "cascading" else f"{name}: independent randomization")
