@@ -91,7 +91,8 @@ def _class_mask(segments, class_name, segment=None, note=None):
 
 def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, masks=None, segment=None,
               fixations=None, fixations_space=None, sigma_mm=10.0, out_dir=None, mode="cascading", seed=0,
-              cohort=None, n_baseline=4, layer=None, normalisation=None, progress=None) -> TrustResult:
+              cohort=None, n_baseline=4, layer=None, normalisation=None, randomize=True,
+              progress=None) -> TrustResult:
     """Fill the trust card for ``ct`` (Volume) and ``class_name`` with each of ``methods``.
 
     ``models``: one or two :class:`Classifier` (two: repeatability when their architectures match,
@@ -100,7 +101,8 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     ``segment``: which one (default: named after the class). ``fixations``: a path (CSV, .mrk.json, a
     heatmap volume), :class:`evaluate.gaze.Fixations` or a Volume. ``cohort``: other cases, a list of
     (CT Volume, Segments or None), for the baseline and the location prior. ``mode``: cascading or
-    independent randomization. ``out_dir``: where trust.json and trust.html go (None: nothing written).
+    independent randomization; ``randomize=False`` skips it (the card says "not measured").
+    ``out_dir``: where trust.json and trust.html go (None: nothing written).
     """
     from .evaluate import gaze as gz
     from .evaluate import trust
@@ -162,15 +164,18 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     for (name, _function), method in zip(resolved, methods):
         norm = normalisation or default_normalisation(method)
         ev = {}
-        say(f"{name}: cascading randomization" if mode == "cascading" else f"{name}: independent randomization")
-        t0 = time.time()
-        curve = trust.randomization_curve(
-            randomized_maps(clf, ct, method, class_label, mode=mode, seed=seed, layer=layer, prepared=prepared),
-            name, mode, norm, body_in, progress=say)
-        timings[name] = {"randomization_s": round(time.time() - t0, 2)}
-        curves[name] = curve
-        ev["curve"] = curve
-        original = curve.maps[0]
+        if randomize:
+            say(f"{name}: {mode} randomization")
+            t0 = time.time()
+            curve = trust.randomization_curve(
+                randomized_maps(clf, ct, method, class_label, mode=mode, seed=seed, layer=layer, prepared=prepared),
+                name, mode, norm, body_in, progress=say)
+            timings[name] = {"randomization_s": round(time.time() - t0, 2)}
+            curves[name] = curve
+            ev["curve"] = curve
+            original = curve.maps[0]
+        else:
+            original = input_map(clf.module, prepared, method, target, layer).volume
 
         # baseline: maps of different cases
         case_maps = []

@@ -233,3 +233,28 @@ def test_location_prior_moves_masks_by_the_body_box():
                          for ax in range(3)]) / prior.sum()
     assert np.allclose(centroid, 24.5, atol=0.05)  # the target box's centre (voxels 5..44)
     assert prior.sum() == pytest.approx(mask.sum() * 8, rel=0.05) and prior.max() == pytest.approx(1.0)
+
+
+def test_another_training_seed_is_repeatability_below_one_and_another_architecture_reproducibility(
+        case, demo, tmp_path):
+    """Two trainings of the same architecture (a short seed-1 training here) are compared as
+    repeatability; a network with other widths as reproducibility."""
+    from saliency_inspector.models import demo_model as dm
+    from saliency_inspector.models.loading import Classifier, ModelCard
+
+    trained = dm.train_demo_model(tmp_path, seed=1, n_train=4, n_validation=2, epochs=1)
+    twin = si.load_classifier(str(trained["weights"]), device="cpu")
+    row = run_trust(case.ct, [demo, twin], methods=["hirescam"], class_name="lung_left", n_baseline=1,
+                    randomize=False).card.rows["hirescam"]
+    assert row["repeatability"].verdict in ("pass", "fail") and 0 < row["repeatability"].value < 0.999
+    assert row["repeatability"].details["models"] == ["demo-phantom-lesions", "demo-phantom-lesions-seed1"]
+    assert row["reproducibility"].verdict == "not measured"
+
+    torch.manual_seed(0)
+    kwargs = {**dm.DEFAULT_ARCH_KWARGS, "channels": [4, 8, 16]}
+    card = ModelCard.from_dict({**demo.card.to_dict(), "name": "narrow", "architecture": {"name": "demo", "kwargs": kwargs}})
+    narrow = Classifier(dm.build_demo_network(**kwargs), card, demo.device)
+    row = run_trust(case.ct, [demo, narrow], methods=["hirescam"], class_name="lung_left", n_baseline=1,
+                    randomize=False).card.rows["hirescam"]
+    assert row["reproducibility"].value < 0.999 and row["repeatability"].verdict == "not measured"
+    assert row["randomization"].verdict == "not measured"
