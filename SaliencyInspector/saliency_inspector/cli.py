@@ -138,7 +138,8 @@ def cmd_trust(args) -> int:
     result = run_trust(ct, models, methods=args.method or ["hirescam", "gradcam"], class_name=args.target_class,
                        masks=masks, segment=args.segment, fixations=args.fixations,
                        fixations_space=args.fixations_space, sigma_mm=args.sigma_mm, out_dir=args.out,
-                       mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer, progress=progress)
+                       mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer,
+                       randomize=not args.skip_randomization, progress=progress)
     print(result.card.format())
     print(result.json_path)
     print(result.report)
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", action="append", help="another case's CT (repeatable): the baseline from maps of different cases")
     p.add_argument("--cohort-masks", action="append", help="its finding's masks, one per --cohort: the location prior")
     p.add_argument("--mode", choices=["cascading", "independent"], default="cascading", help="randomization mode")
+    p.add_argument("--skip-randomization", action="store_true", help="only the other criteria (randomization: not measured)")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations and samplers")
     p.add_argument("--layer", help="target layer for the CAMs (default: the card's)")
     p.add_argument("--out", type=Path, default=Path("trust-output"), help="output folder (trust.json, trust.html)")
