@@ -625,6 +625,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             raise InputError(f"{saliencyNode.GetName()}: not a map made by SaliencyInspector (no method/class); "
                              "compute the maps with Apply first")
         ct = mrml.volume_from_node(volumeNode)
+        self._requireDependencies()
         models = [self.loadClassifier(model, device, say)]
         if secondModel:
             models.append(self.loadClassifier(secondModel, device, say))
