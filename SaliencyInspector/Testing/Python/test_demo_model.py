@@ -32,11 +32,12 @@ def shipped():
 def test_head_is_conv_flatten_linear_and_input_size_is_checked():
     model = _random_model()
     conv, sigmoid = model.lesion_map
-    assert isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == (1, 1, 1) and conv.out_channels == 1
+    # several channels at the target layer (>= 8), so Grad-CAM's channel weights can differ by class
+    assert isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == (1, 1, 1) and conv.out_channels == 8
     assert isinstance(sigmoid, torch.nn.Sigmoid)
     assert isinstance(model.classifier, torch.nn.Linear)
     assert model.feature_size == tuple(n // dm.POOLING for n in dm.INPUT_SIZE) == (8, 16, 16)
-    assert model.classifier.in_features == 8 * 16 * 16
+    assert model.classifier.in_features == 8 * 8 * 16 * 16
     x = torch.rand(2, 1, *dm.INPUT_SIZE)
     assert model(x).shape == (2, len(dm.DEMO_CLASSES))
     with pytest.raises(ValueError, match="input.size"):

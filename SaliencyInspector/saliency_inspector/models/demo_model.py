@@ -61,8 +61,8 @@ LESION_POS_WEIGHT = 10.0  # lesion cells are ~0.2% of all cells: weight them up 
 HEAD_INIT_SCALE = 4.0  # initial class weight of a cell fully inside the class's organ
 N_TRAIN = 480
 N_VALIDATION = 64
-EPOCHS = 12
-BATCH_SIZE = 8
+EPOCHS = 16
+BATCH_SIZE = 4
 LEARNING_RATE = 2e-3
 TORCH_THREADS = 1  # on a shared 2-core CPU one thread was ~10x faster than two (no oversubscription)
 # Phantom seeds: training cases use 1_000_000*(seed+1)+i, validation cases 1_000_000*(seed+1)+500_000+i,
