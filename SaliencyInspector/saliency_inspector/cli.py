@@ -121,7 +121,11 @@ def cmd_train(args) -> int:
         card = {"name": args.name or "model", "classes": args.classes, "multilabel": True,
                 "input": {"size": args.size, "spacing": None, "window": args.window, "channels": 1},
                 "target_layer": args.layer, "architecture": _parse_arch(args.arch)}
-    class_organs = json.loads(args.class_organs) if args.class_organs else None
+    try:
+        class_organs = json.loads(args.class_organs) if args.class_organs else None
+    except json.JSONDecodeError as err:
+        raise InputError(f"--class-organs is not valid JSON ({err.msg}); give e.g. "
+                         '\'{"kidney": ["kidney_left", "kidney_right"]}\'') from None
     result = train(args.manifest, args.out, card, mask_loss_lambda=args.mask_loss, target_layer=args.layer,
                    dilation_mm=args.dilate_mm, epochs=args.epochs, batch_size=args.batch_size,
                    learning_rate=args.lr, patience=args.patience, seed=args.seed, max_degrees=args.rotate,

@@ -208,3 +208,18 @@ def test_bad_training_input_gives_clear_errors(cohort, tmp_path):
     with pytest.raises(InputError, match=r"manifest row 1 \(case0000\).*do not overlap"):
         loop.train(moved / "manifest.csv", tmp_path / "o", _tiny_card(), mask_loss_lambda=0.3,
                    class_organs={c: ["label_1"] for c in _tiny_card()["classes"]})
+
+
+def test_train_cli_reports_bad_input_in_one_line(cohort, tmp_path, capsys):
+    from saliency_inspector.cli import main
+
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps(_tiny_card()))
+    assert main(["train", str(cohort), "--card", str(card), "--mask-loss", "-1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "λ must be ≥ 0" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", str(cohort), "--out", str(tmp_path / "o")]) == 2
+    assert "--card" in capsys.readouterr().err
+    assert main(["train", str(cohort), "--card", str(card), "--class-organs", "{bad", "--out", str(tmp_path / "o")]) == 2
+    assert "--class-organs is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
