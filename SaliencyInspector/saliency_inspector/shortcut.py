@@ -216,9 +216,10 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
         say(f"measuring {clf.card.name} on the test split")
         numbers[key] = shortcut_metrics(clf, manifest, progress=say)
 
-    # the same test case under both models: liver lesion and marker if there is one
+    # the same test case under both models: a liver lesion (and the marker when such a case exists)
     test = read_manifest(manifest, classes=CLASSES).split("test")
-    pick = next((c for c in test if c.labels[CONFOUNDED] == 1 and c.paths.get("marker")), test[0])
+    positives = [c for c in test if c.labels[CONFOUNDED] == 1]
+    pick = next((c for c in positives if c.paths.get("marker")), (positives or test)[0])
     ct = read_volume(pick.ct)
     segments = [read_segments(pick.paths["organs"], reference=ct)]
     if pick.paths.get("marker"):
@@ -231,8 +232,8 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
 
         result = explain(clf, ct, methods=("hirescam",), classes=[CONFOUNDED])
         images[key] = render_overlay(ct, result.map("hirescam", CONFOUNDED), keep, out / f"shortcut_{key}.png",
-                                     title=f"{clf.card.name}: HiResCAM for {CONFOUNDED} "
-                                           f"(p = {result.probabilities[result.class_names.index(CONFOUNDED)]:.2f})",
+                                     title=f"{key}: {CONFOUNDED} p "
+                                           f"{result.probabilities[result.class_names.index(CONFOUNDED)]:.2f}",
                                      with_3d=False, panel_px=256)
     plain, mask = numbers["plain"], numbers["maskloss"]
     gain = None
