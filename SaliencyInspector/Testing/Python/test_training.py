@@ -166,6 +166,11 @@ def test_training_is_reproducible_and_writes_weights_card_and_export(cohort, tmp
     by_state = load_classifier(str(a["weights"]), card=str(a["card"]), device="cpu")
     by_export = load_classifier(str(a["export"]), card=str(a["card"]), device="cpu")
     torch.testing.assert_close(by_state.predict(x), by_export.predict(x))
+    # the export holds one sample input (1×1×8×16×16 floats), not the whole training tensor
+    import zipfile
+
+    samples = [i.file_size for i in zipfile.ZipFile(a["export"]).infolist() if "sample_inputs" in i.filename]
+    assert samples and max(samples) < 2 * 8 * 16 * 16 * 4 + 4096
 
 
 def test_bad_training_input_gives_clear_errors(cohort, tmp_path):

@@ -286,7 +286,8 @@ def train(manifest, out_dir, card, *, mask_loss_lambda=0.0, target_layer=None, d
     if export:
         export_path = out_dir / f"{name}.pt2"
         cpu_model = model.to("cpu")
-        program = torch.export.export(cpu_model, (train_set.x[:1].cpu(),))
+        # a clone: a view would make the program store the whole training tensor as its sample input
+        program = torch.export.export(cpu_model, (train_set.x[:1].cpu().clone(),))
         torch.export.save(program, str(export_path))
     say(f"wrote {weights_path}, {card_path}" + (f" and {export_path}" if export_path else "")
         + f" in {seconds:.0f} s")
