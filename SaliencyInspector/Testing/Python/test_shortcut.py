@@ -38,3 +38,9 @@ def test_shipped_shortcut_cards_record_how_they_were_trained():
         assert card["training"]["n_train"] >= 100 and card["target_layer"] == "lesion_map"
         assert (S.MODELS_DIR / f"{name}.pt").stat().st_size < 1 * 2**20
         assert np.isfinite(card["training"]["validation"]["bce"])
+        # the recipe `train-shortcut` uses today is the one the shipped weights were trained with
+        t = card["training"]
+        assert (t["seed"], t["max_epochs"], t["batch_size"], t["patience"]) == tuple(
+            S.TRAINING[k] for k in ("seed", "epochs", "batch_size", "patience"))
+        assert (t["learning_rate"], t["dilation_mm"]) == (S.TRAINING["learning_rate"], S.TRAINING["dilation_mm"])
+        assert t["n_train"] == int(0.6 * S.TRAINING["n_cases"]) and t["torch_threads"] == 1
