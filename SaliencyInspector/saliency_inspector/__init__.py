@@ -32,6 +32,8 @@ _EXPORTS = {
     "render_overlay": "view.render",
     "write_report": "view.report",
     "run_demo": "demo",
+    "batch": "cohort.batch", "BatchResult": "cohort.batch",
+    "cohort_statistics": "cohort.stats", "bootstrap_mean_ci": "cohort.stats",
 }
 # Models shipped with the project register themselves with the generic loader when imported;
 # `si.load_classifier("demo")` should work without the caller knowing that.
