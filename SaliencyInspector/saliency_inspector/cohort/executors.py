@@ -128,6 +128,7 @@ class RayExecutor:
         self.workers = workers
         self.init_options = dict(init_options or {})
         self.actors = []
+        self.pids = []
         self._started_ray = False
 
     def _connect(self):
@@ -158,6 +159,7 @@ class RayExecutor:
         job = CaseJob(job.settings, job.fingerprint, job.out_dir, threads_per_worker(workers), job.extra)
         actor_class = ray.remote(CaseWorker).options(max_restarts=RETRIES + 1, max_task_retries=RETRIES, **per_actor)
         self.actors = [actor_class.remote(job) for _ in range(workers)]
+        self.pids = ray.get([actor.pid.remote() for actor in self.actors])  # cheap: the model loads later
         todo = deque(cases)
         pending = {}
 
@@ -184,10 +186,8 @@ class RayExecutor:
             self.actors = []
 
     def worker_pids(self) -> list:
-        """Process ids of the live actors (tests kill one to show the run survives it)."""
-        import ray
-
-        return ray.get([actor.pid.remote() for actor in self.actors])
+        """Process ids of the actors as started (tests kill them to show that a run survives it)."""
+        return list(self.pids)
 
     def close(self):
         if self._started_ray:
