@@ -12,6 +12,7 @@ import signal
 import numpy as np
 import pytest
 
+import saliency_inspector as si
 from saliency_inspector.cli import main
 from saliency_inspector.cohort import case as case_module
 from saliency_inspector.cohort.batch import batch
@@ -182,7 +183,7 @@ def test_resume_recomputes_only_what_changed(cohort, tmp_path, monkeypatch):
     monkeypatch.setattr(case_module, "load_model", counting_load)
     monkeypatch.setattr(case_module, "explain_case", counting_explain)
     out = tmp_path / "run"
-    first = batch(cohort, out_dir=out, **FAST)  # one worker: this process
+    first = si.batch(cohort, out_dir=out, **FAST)  # one worker: this process
     assert counts == {"loads": 1, "explains": 6} and len(first.computed) == 6
     tables = (out / "per_case.csv").read_bytes()
 
@@ -213,7 +214,8 @@ def test_a_corrupt_ct_and_masks_elsewhere_are_error_rows_and_the_rest_goes_on(co
     write_segments(Segments(list(organs), far), organs_path)
 
     out = tmp_path / "run"
-    code = main(["batch", str(manifest), "--model", "demo", "--out", str(out), "--resamples", "200"])
+    code = main(["batch", str(manifest), "--model", "demo", "--out", str(out), "--resamples", "200",
+                 "--keep-maps", "feature"])
     err = capsys.readouterr().err
     assert code == 0
     assert "2 failed" in err and "warning: 2 case(s) failed" in err
@@ -223,6 +225,12 @@ def test_a_corrupt_ct_and_masks_elsewhere_are_error_rows_and_the_rest_goes_on(co
     assert "do not overlap" in errors["case0004"]
     done = {r["case_id"] for r in read_rows(out / "per_case.csv")}
     assert done == {"case0000", "case0002", "case0003", "case0005"}
+    # --keep-maps feature: the raw maps on the model's feature grid, the same numbers explain() gives
+    feature = read_volume(out / "cases" / "case0002" / "maps" / "gradcam_liver.feature.nrrd")
+    ct = read_volume(manifest.parent / "case0002" / "ct.nrrd")
+    expected = si.explain(si.load_classifier("demo"), ct, methods=["gradcam"], classes="liver")
+    assert np.array_equal(feature.array, expected.raw[("gradcam", "liver")].array)
+    assert feature.shape != ct.shape and not (out / "cases" / "case0002" / "maps" / "gradcam_liver.nrrd").exists()
     summary = json.loads((out / "batch.json").read_text())
     assert sorted(summary["failed"]) == ["case0001", "case0004"] and len(summary["computed"]) == 4
 
