@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .case import (KEEP_MAPS, BatchSettings, CaseJob, case_folder, case_key, finished_result)
+from .case import KEEP_MAPS, BatchSettings, CaseJob, case_folder, finished_result
 from .stats import AUC_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics, model_auc
 
 # metrics summarised over the cohort (the registry's keys), and the ones the cohort page plots
@@ -245,5 +245,3 @@ def _progress_bar(total: int, enabled: bool):
         return None
     return tqdm(total=total, unit="case", desc="cases", file=sys.stderr, dynamic_ncols=True)
 
-
-__all__ = ["batch", "BatchResult", "BatchSettings", "case_key", "write_cohort_tables"]

@@ -99,10 +99,12 @@ class CaseWorker:
         self.classifier = None
         self.model_loads = 0
         self.cases_run = 0
-        if job.threads:
+        if job.threads:  # this worker's share of the machine's cores (see executors.threads_per_worker)
+            import SimpleITK as sitk
             import torch
 
             torch.set_num_threads(int(job.threads))
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(job.threads))
 
     def run(self, case) -> dict:
         if self.classifier is None:
@@ -138,7 +140,6 @@ def run_case(case, job: CaseJob, classifier) -> dict:
     """Explain and score one case and write its files; never raises for a bad case (status failed)."""
     from ..evaluate.metrics import METRICS, evaluate
     from ..explain.explanation import safe_name
-    from ..io.segments import Segments
     from ..io.volume import read_volume, write_volume
 
     settings = job.settings

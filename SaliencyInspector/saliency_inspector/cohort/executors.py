@@ -16,16 +16,37 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from contextlib import contextmanager
 
 from ..errors import InputError
 from .case import CaseJob, CaseWorker, failed_result
 
 RETRIES = 1  # a case whose worker died is given to another worker this many more times
+# Thread pools that numpy's BLAS, OpenMP and ITK size once, at start-up, from these variables. Ray
+# sets OMP_NUM_THREADS to an actor's CPUs (ray/_private/utils.py, set_omp_num_threads_if_unset);
+# local worker processes get the same limits, else two workers oversubscribe two cores.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
 def threads_per_worker(workers: int) -> int:
     """Torch threads of each of ``workers`` workers sharing this machine's cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@contextmanager
+def thread_limits(threads: int):
+    """Processes started inside this block inherit ``threads`` as every thread-pool variable."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class InProcessExecutor:
@@ -86,7 +107,8 @@ class ProcessPoolCaseExecutor:
                                        initializer=_start_process_worker, initargs=(job,))
             broken = False
             try:
-                futures = {pool.submit(_run_in_process_worker, case): case for case in todo}
+                with thread_limits(job.threads):  # spawn-started processes start at submit()
+                    futures = {pool.submit(_run_in_process_worker, case): case for case in todo}
                 todo.clear()
                 pending = set(futures)
                 while pending:
