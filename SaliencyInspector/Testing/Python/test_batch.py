@@ -287,3 +287,23 @@ def test_bad_manifest_is_reported_at_once_before_any_work(cohort, tmp_path, caps
 def test_manifest_fixture_is_what_the_tests_assume(cohort):
     m = read_manifest(cohort)
     assert len(m) == 6 and m.classes == ["lung_left", "lung_right", "liver", "kidney"]
+
+
+def test_an_interrupted_run_loses_only_the_case_in_flight(cohort, tmp_path, monkeypatch):
+    explain, calls = case_module.explain_case, []
+
+    def interrupted_on_the_third_case(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the third case is being explained
+        return explain(*args)
+
+    monkeypatch.setattr(case_module, "explain_case", interrupted_on_the_third_case)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        batch(cohort, out_dir=out, **FAST)
+    assert not (out / "cases" / "case0002" / "result.json").exists()
+    monkeypatch.setattr(case_module, "explain_case", explain)
+    resumed = batch(cohort, out_dir=out, **FAST)
+    assert resumed.skipped == ["case0000", "case0001"]
+    assert resumed.computed == ["case0002", "case0003", "case0004", "case0005"] and not resumed.failed
