@@ -281,6 +281,8 @@ def test_bad_manifest_is_reported_at_once_before_any_work(cohort, tmp_path, caps
         batch(no_ct, out_dir=out, **FAST)
     with pytest.raises(InputError, match="unknown method"):
         batch(cohort, out_dir=out, methods=["nope"], **FAST)
+    with pytest.raises(InputError, match="'livr' is not one of the model's classes"):
+        batch(cohort, out_dir=out, classes=["liver", "livr"], **FAST)
     assert not out.exists()
 
 

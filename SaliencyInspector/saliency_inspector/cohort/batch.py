@@ -95,13 +95,14 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     classes = "all" if classes in (None, "all") or classes == ["all"] else \
         ((classes,) if isinstance(classes, str) else tuple(classes))
     cohort = read_manifest(manifest)  # every problem of the manifest at once, before any work
+    settings = BatchSettings(model=str(model), methods=methods, classes=classes, card=card and str(card),
+                             arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device)
+    if classes != "all":
+        _check_classes(settings)  # a typo in --class must not fail 10,000 cases one by one
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
     out.mkdir(parents=True, exist_ok=True)
-
-    settings = BatchSettings(model=str(model), methods=methods, classes=classes, card=card and str(card),
-                             arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device)
     fingerprint = settings.fingerprint()
     job = CaseJob(settings, fingerprint, out.resolve())
     say = progress if callable(progress) else (_stderr if progress else (lambda message: None))
@@ -155,6 +156,16 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     if failed and result.exit_code == 0:
         say(f"warning: {len(failed)} case(s) failed; their reasons are in {out / 'errors.csv'}")
     return result
+
+
+def _check_classes(settings: BatchSettings) -> None:
+    """The requested classes exist in the model (loaded once here, on the driver, for its card)."""
+    from ..explain.explanation import _select_classes
+    from .case import load_model
+
+    names = load_model(settings).card.classes
+    if names is not None:  # a card-less .pt2 names its outputs 0..K-1 only once it has run
+        _select_classes(names, list(settings.classes))
 
 
 def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: BatchSettings,
