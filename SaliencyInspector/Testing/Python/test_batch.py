@@ -283,6 +283,10 @@ def test_bad_manifest_is_reported_at_once_before_any_work(cohort, tmp_path, caps
         batch(cohort, out_dir=out, methods=["nope"], **FAST)
     with pytest.raises(InputError, match="'livr' is not one of the model's classes"):
         batch(cohort, out_dir=out, classes=["liver", "livr"], **FAST)
+    before = (cohort.parent / "cohort.json").read_bytes()
+    with pytest.raises(InputError, match="holds the manifest"):  # it would overwrite the generator's cohort.json
+        batch(cohort, out_dir=cohort.parent, **FAST)
+    assert (cohort.parent / "cohort.json").read_bytes() == before
     assert not out.exists()
 
 

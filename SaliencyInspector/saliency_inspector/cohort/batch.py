@@ -102,6 +102,9 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    if out.resolve() in Path(manifest).resolve().parents:  # the user's files are never overwritten
+        raise InputError(f"--out {out} holds the manifest; give a separate output folder (batch writes "
+                         "cohort.json, report.html and cases/ there)")
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = settings.fingerprint()
     job = CaseJob(settings, fingerprint, out.resolve())
