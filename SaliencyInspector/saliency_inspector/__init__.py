@@ -37,6 +37,8 @@ _EXPORTS = {
     "write_report": "view.report",
     "run_demo": "demo",
     "compare_estimators": "compare",
+    "batch": "cohort.batch", "BatchResult": "cohort.batch",
+    "cohort_statistics": "cohort.stats", "bootstrap_mean_ci": "cohort.stats",
     "compare_maps": "evaluate.similarity",
     "read_fixations": "evaluate.gaze", "compare_with_gaze": "evaluate.gaze",
     "run_trust": "trust_card",

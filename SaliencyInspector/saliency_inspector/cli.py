@@ -206,6 +206,22 @@ def estimator_settings(args) -> dict:
             "memory_gb": args.memory_gb, "seed": args.seed}
 
 
+def cmd_batch(args) -> int:
+    from .cohort.batch import batch
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    result = batch(args.manifest, args.model, args.out, methods=args.method or ["hirescam", "gradcam"],
+                   classes=args.target_class or "all", keep_maps=args.keep_maps, card=args.card, arch=args.arch,
+                   device=args.device, threshold=args.threshold, workers=args.workers, ray=args.ray,
+                   resamples=args.resamples, seed=args.seed, progress=True)
+    for key in ("cohort_csv", "cohort_json", "report"):
+        print(result.files[key])
+    if result.exit_code:
+        print(f"{PROG}: every case failed; see {result.files['errors']}", file=sys.stderr)
+    return result.exit_code
+
+
 def cmd_trust(args) -> int:
     from .io.segments import read_segments
     from .io.volume import read_volume
@@ -338,6 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="organ masks to outline")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("batch", help="a whole cohort from a manifest: per-case maps and metrics, cohort "
+                       "statistics with bootstrap intervals, a cohort page; resumable; local processes or Ray")
+    p.add_argument("manifest", help="CSV or JSON-lines manifest: case_id, ct, optional organs, lesions, "
+                   "one 0/1 column per class")
+    p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
+    p.add_argument("--card", help="model card JSON when it is not beside the model")
+    p.add_argument("--arch", help="architecture for a state dict")
+    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp (repeatable; default hirescam and gradcam)")
+    p.add_argument("--class", dest="target_class", action="append", help="class to explain (repeatable; default all)")
+    p.add_argument("--keep-maps", choices=["none", "feature", "ct"], default="none",
+                   help="write each case's maps: none, feature (small, the feature grid) or ct (the CT grid)")
+    p.add_argument("--threshold", default="topk", help="threshold rule of Dice/IoA (as for evaluate)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (re-running it resumes)")
+    p.add_argument("--device", **device)
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default 1: this process); with --ray: the number of actors")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run on Ray: auto (a running cluster), host:port, ray://host:port, or local")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("trust", help="the trust card: localization, randomization, repeatability, gaze per method")
     p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
