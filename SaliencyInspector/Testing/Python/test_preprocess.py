@@ -1,4 +1,7 @@
-"""Preprocessing and its exact physical inverse, cross-checked against SimpleITK."""
+"""Preprocessing and its exact physical inverse, cross-checked against SimpleITK.
+
+The tests here use cards with orientation "stored" (the grid keeps the oblique CT's direction);
+card orientations are tested in test_orientation.py."""
 
 import numpy as np
 import pytest
@@ -33,18 +36,18 @@ def _corners(grid):
 
 def test_input_grid_covers_the_ct_field_of_view_edge_aligned():
     ct = oblique_ct()
-    grid = input_grid(ct, size=(8, 12, 10))
+    grid = input_grid(ct, size=(8, 12, 10), orientation="stored")
     assert grid.shape == (8, 12, 10)
     np.testing.assert_allclose(grid.direction, ct.direction)
     np.testing.assert_allclose(_corners(grid), _corners(ct), atol=1e-9)
     feat = feature_grid(grid, (4, 3, 5))
     np.testing.assert_allclose(_corners(feat), _corners(ct), atol=1e-9)
     # spacing request: voxel count rounded, the grid still covers the field of view exactly
-    by_spacing = input_grid(ct, spacing=(2.0, 2.0, 5.0))
+    by_spacing = input_grid(ct, spacing=(2.0, 2.0, 5.0), orientation="stored")
     assert by_spacing.size_xyz == (12, 20, 9)
     np.testing.assert_allclose(_corners(by_spacing), _corners(ct), atol=1e-9)
-    assert input_grid(ct).same_grid(ct)
-    xyz = input_grid(ct, size=(10, 12, 8), axes="xyz")
+    assert input_grid(ct, orientation="stored").same_grid(ct)
+    xyz = input_grid(ct, size=(10, 12, 8), axes="xyz", orientation="stored")
     assert xyz.shape == (8, 12, 10)
 
 
@@ -77,7 +80,7 @@ def test_resample_between_different_directions_matches_simpleitk():
 def test_map_back_equals_trilinear_upsampling_of_the_edge_aligned_grid():
     """For the covering grid, physical-space mapping reduces to align_corners=False interpolation."""
     ct = oblique_ct()
-    spec = InputSpec(size=(12, 20, 16), window=(-500.0, 500.0))
+    spec = InputSpec(size=(12, 20, 16), window=(-500.0, 500.0), orientation="stored")
     prepared = preprocess(ct, spec)
     maps = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(3))
     on_ct = prepared.to_ct(maps)
@@ -87,7 +90,7 @@ def test_map_back_equals_trilinear_upsampling_of_the_edge_aligned_grid():
 
 def test_preprocess_windows_resamples_and_matches_simpleitk():
     ct = oblique_ct(dtype=np.int16)
-    spec = InputSpec(size=(9, 15, 13), window=(-400.0, 600.0), channels=2)
+    spec = InputSpec(size=(9, 15, 13), window=(-400.0, 600.0), channels=2, orientation="stored")
     prepared = preprocess(ct, spec)
     x = prepared.tensor
     assert x.shape == (1, 2, 9, 15, 13) and x.dtype == torch.float32
@@ -103,9 +106,9 @@ def test_preprocess_windows_resamples_and_matches_simpleitk():
 
 def test_normalisation_and_xyz_axes():
     ct = oblique_ct()
-    zyx = preprocess(ct, InputSpec(size=(6, 8, 10), window=(-300.0, 300.0))).tensor
+    zyx = preprocess(ct, InputSpec(size=(6, 8, 10), window=(-300.0, 300.0), orientation="stored")).tensor
     xyz = preprocess(ct, InputSpec(size=(10, 8, 6), window=(-300.0, 300.0), axes="xyz",
-                                   mean=0.5, std=0.25)).tensor
+                                   mean=0.5, std=0.25, orientation="stored")).tensor
     assert xyz.shape == (1, 1, 10, 8, 6)
     torch.testing.assert_close(xyz[0, 0], (zyx[0, 0].permute(2, 1, 0) - 0.5) / 0.25)
 
@@ -115,7 +118,7 @@ def test_ct_with_nans_is_refused():
     arr = ct.array.copy()
     arr[3, 4, 5] = np.nan
     with pytest.raises(InputError, match="NaN"):
-        preprocess(ct.with_array(arr), InputSpec())
+        preprocess(ct.with_array(arr), InputSpec(orientation="stored"))
 
 
 def test_same_as_demo_model_recipe():
@@ -123,6 +126,6 @@ def test_same_as_demo_model_recipe():
 
     ct = oblique_ct(shape=(20, 36, 40), dtype=np.int16)
     size = (8, 12, 16)
-    ours = preprocess(ct, InputSpec(size=size, window=(-1000.0, 400.0))).tensor[0, 0].numpy()
+    ours = preprocess(ct, InputSpec(size=size, window=(-1000.0, 400.0), orientation="stored")).tensor[0, 0].numpy()
     theirs = demo_model.ct_to_input(ct, size=size, window=(-1000.0, 400.0))
     np.testing.assert_allclose(ours, theirs, atol=1e-5)

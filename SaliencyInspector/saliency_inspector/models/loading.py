@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .preprocess import check_orientation
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -53,9 +54,13 @@ class InputSpec:
 
     ``size`` is the tensor's spatial shape or None; ``axes`` the order of the tensor's spatial
     axes: "zyx" (numpy/SimpleITK arrays, the default) or "xyz" (MONAI/NiBabel arrays); ``spacing`` (x, y, z mm) resamples instead of
-    resizing; both None keeps the CT's own grid. ``window`` (lo, hi) maps HU linearly onto [0, 1]
+    resizing; both None keep the CT's spacing (in the card's orientation). ``window`` (lo, hi) maps HU linearly onto [0, 1]
     with clipping; ``mean``/``std`` optionally normalise after windowing. ``channels`` copies the
-    windowed CT into that many channels.
+    windowed CT into that many channels. ``orientation`` is an orientation code naming where the
+    input grid's i, j, k (x, y, z) axes point (``"LPS"``: ITK/DICOM identity direction, the default;
+    ``"RAS"``: what MONAI's ``Orientation(axcodes="RAS")`` feeds a network; any of the 48 codes) or
+    ``"stored"`` (the array as the file stores it: results then depend on how the CT was saved).
+    ``pad_value`` (HU) fills the input outside the CT (an oblique CT's axis-aligned box).
     """
 
     size: tuple | None = None
@@ -65,6 +70,8 @@ class InputSpec:
     mean: float | None = None
     std: float | None = None
     axes: str = "zyx"
+    orientation: str = "LPS"  # where the grid's i, j, k axes point (see preprocess.ORIENTATION_FORM), or "stored"
+    pad_value: float = -1000.0  # HU outside the CT (the axis-aligned box around an oblique CT)
 
 
 @dataclass
@@ -101,11 +108,14 @@ class ModelCard:
                 mean=None if norm.get("mean") is None else float(norm["mean"]),
                 std=None if norm.get("std") is None else float(norm["std"]),
                 axes=str(spec.get("axes", "zyx")),
+                orientation=str(spec.get("orientation", "LPS")),
+                pad_value=float(spec.get("pad_value", -1000.0)),
             )
         except (TypeError, ValueError) as err:
             raise InputError(f"{source}: bad 'input' section ({err}); expected "
                              '{"size": [D, H, W] or null, "spacing": [x, y, z] or null, '
                              '"window": [lo, hi], "channels": 1}') from None
+        inp.orientation = check_orientation(inp.orientation, f"{source}: input.orientation")
         if inp.size is not None and (len(inp.size) != 3 or min(inp.size) < 1):
             raise InputError(f"{source}: input.size must be three positive integers (D, H, W), got {size}")
         if inp.spacing is not None and (len(inp.spacing) != 3 or min(inp.spacing) <= 0):
@@ -157,6 +167,8 @@ class ModelCard:
                "window": list(self.input.window), "channels": self.input.channels}
         if self.input.axes != "zyx":
             inp["axes"] = self.input.axes
+        inp["orientation"] = self.input.orientation
+        inp["pad_value"] = self.input.pad_value
         if self.input.mean is not None or self.input.std is not None:
             inp["normalization"] = {"mean": self.input.mean, "std": self.input.std}
         out = {"name": self.name, "classes": self.classes, "multilabel": self.multilabel,
@@ -281,7 +293,10 @@ def load_classifier(source, card=None, arch=None, device="auto") -> Classifier:
             raise InputError("arch is only used with a state dict file, not with a module")
         return Classifier(module.to(dev), card, dev, source=type(module).__name__, kind="module")
     if isinstance(source, str) and source in SOURCES:
-        return SOURCES[source](dev)
+        classifier = SOURCES[source](dev)
+        if card is not None:  # e.g. the demo model with another orientation or window
+            classifier.card = _as_card(card, source)
+        return classifier
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: model not found (give a .pt2 export, a MONAI bundle folder, "
