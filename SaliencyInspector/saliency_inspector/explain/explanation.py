@@ -174,6 +174,8 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
                          f"choose from {', '.join(METHODS)}")
     card = classifier.card
     say(f"preprocessing CT ({ct.describe_grid()}) for the model, in orientation {card.input.orientation}")
+    if card.extra.get("input_notes"):
+        say(f"model input {card.extra['input_notes']}")
     prepared = preprocess(ct, card.input, device=classifier.device)
     x = prepared.tensor
     layer = layer or card.target_layer

@@ -152,9 +152,11 @@ def feature_grid(grid: Volume, feature_shape_zyx) -> Volume:
     return covering_grid(grid, feature_shape_zyx)
 
 
-def window(hu, lo: float, hi: float):
+def window(hu, lo: float, hi: float, clip: bool = True):
     """HU mapped linearly onto [0, 1] and clipped (torch or numpy)."""
     scaled = (hu - lo) / (hi - lo)
+    if not clip:
+        return scaled
     return scaled.clamp(0.0, 1.0) if hasattr(scaled, "clamp") else np.clip(scaled, 0.0, 1.0)
 
 
@@ -241,7 +243,7 @@ def preprocess(ct: Volume, spec, device="cpu") -> Prepared:
         source = torch.as_tensor(np.ascontiguousarray(ct.array), device=device).to(torch.float32)
         hu = resample_tensor(source[None], ct, grid, as_numpy=False, fill=pad)[0]
         del source
-    x = window(hu, *spec.window)
+    x = window(hu, *spec.window, clip=getattr(spec, "clip", True))
     if spec.mean is not None or spec.std is not None:
         x = (x - (spec.mean or 0.0)) / (spec.std or 1.0)
     if spec.axes == "xyz":
