@@ -110,8 +110,9 @@ class Ranking:
         if groups.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return MaskCounts(empty, empty)
-        if groups.size * 8 >= self.n_groups:
-            # many positives: counting into every group is cheaper than sorting the positives
+        if groups.size * 8 >= self.n_groups and self.n_groups <= _MAX_HISTOGRAM_RANGE:
+            # many positives: counting into every group is cheaper than sorting the positives (a
+            # histogram of at most 16M int64 bins, so 117 labels never each allocate a CT-sized one)
             hist = np.bincount(groups, minlength=self.n_groups)
             present = np.flatnonzero(hist)
             return MaskCounts(present.astype(np.int64), hist[present].astype(np.int64))
