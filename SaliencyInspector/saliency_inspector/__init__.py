@@ -25,6 +25,8 @@ _EXPORTS = {
     "make_phantom": "synth.phantom", "write_phantom_case": "synth.phantom", "PhantomCase": "synth.phantom",
     "ModelCard": "models.loading", "Classifier": "models.loading", "load_classifier": "models.loading",
     "demo_classifier": "models.demo_model",
+    "preprocess": "models.preprocess", "resample_map": "models.preprocess",
+    "ORIENTATION_CODES": "models.preprocess", "orientation_direction": "models.preprocess",
     "explain": "explain.explanation", "Explanation": "explain.explanation",
     "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
     "render_overlay": "view.render",
