@@ -159,13 +159,21 @@ def main(argv=None):
     parser.add_argument("--size", type=int, nargs=3, default=(512, 512, 400), metavar=("X", "Y", "Z"))
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--skip-peers", action="store_true", help="skip the 96^3 explain-vs-forward part")
+    parser.add_argument("--make-case", nargs=4, metavar=("X", "Y", "Z", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.make_case:
+        paths = make_case(Path(args.make_case[3]), tuple(int(v) for v in args.make_case[:3]))
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in paths.items()}))
+        return
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_fullsize_"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     try:
+        # the case is made in a child process: a child's peak RSS starts from its parent's RSS at fork
+        # (Linux keeps the high-water mark across exec), so this process must stay small until the end
         t = time.perf_counter()
-        paths = make_case(work / "case", tuple(args.size))
+        _s, _rss, out = run_measured([PYTHON, __file__, "--make-case", *map(str, args.size), work / "case"], env)
+        paths = {k: (Path(v) if isinstance(v, str) else v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
         print(f"case {args.size[0]}x{args.size[1]}x{args.size[2]} written in {time.perf_counter() - t:.0f} s "
               f"({paths['n_labels']} labels in the labelmap)", flush=True)
         rows = []

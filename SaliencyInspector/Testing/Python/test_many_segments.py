@@ -109,3 +109,16 @@ def test_segments_from_bool_masks_pack_into_layers():
     assert len(segments.layers) == 2
     for name, mask in (("a", a), ("b", b), ("c", c)):
         assert np.array_equal(segments.mask(name), mask)
+
+
+def test_split_by_label_in_chunks_equals_one_comparison_per_label():
+    from saliency_inspector.evaluate.metrics import _split_by_label
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 9, 1000).astype(np.uint8)
+    group_of = rng.integers(0, 50, 1000).astype(np.int32)
+    for chunk in (7, 64, 4096):
+        split = _split_by_label(labels, group_of, [1, 3, 8, 9], chunk=chunk)
+        for label in (1, 3, 8, 9):
+            want = np.sort(group_of[labels == label])
+            np.testing.assert_array_equal(np.sort(split[label]), want)

@@ -434,9 +434,10 @@ class _MaskSource:
     """The segments to score, on the map's grid: bool masks by name, or labelmap layers.
 
     :meth:`tie_groups` yields, per segment, the tie groups of its voxels inside the region. For
-    labelmap layers (:class:`Segments`, e.g. 117 TotalSegmentator labels in one uint8 volume) that
-    is, per label, one comparison over the region's labels and a gather of the shared ranking's
-    tie-group ids — never one full-size boolean volume per segment; the map is sorted only once.
+    labelmap layers (:class:`Segments`, e.g. 117 TotalSegmentator labels in one uint8 volume) the
+    region's voxels are split by label in one pass (:func:`_split_by_label`) and each label's voxels
+    gather their tie-group ids from the shared ranking — never one full-size boolean volume per
+    segment; the map is sorted only once.
     """
 
     def __init__(self, masks: dict | None = None, segments=None):
@@ -467,14 +468,46 @@ class _MaskSource:
             layer = layers[index]
             flat = layer.ravel()
             labels = flat[in_region] if in_region is not None else flat
-            totals = np.bincount(flat, minlength=max(e.label for e in entries) + 1) \
-                if flat.dtype.itemsize <= 2 and np.issubdtype(flat.dtype, np.unsignedinteger) else None
+            small = flat.dtype.itemsize <= 2 and np.issubdtype(flat.dtype, np.unsignedinteger)
+            totals = np.bincount(flat, minlength=max(e.label for e in entries) + 1) if small else None
+            wanted = [e.label for e in entries if e.name != skip]
+            split = _split_by_label(labels, ranking.group_of, wanted) if small else None
+            del labels
             for e in entries:
                 if e.name == skip:
                     continue
                 total = int(totals[e.label]) if totals is not None else int(np.count_nonzero(flat == e.label))
-                yield (e.name, gather(labels == e.label), total,
-                       lambda crop, lay=layer, label=e.label: lay[crop] == label)
+                if split is not None:
+                    groups = split[e.label]
+                else:
+                    region_labels = flat[in_region] if in_region is not None else flat
+                    groups = gather(region_labels == e.label)
+                yield e.name, groups, total, (lambda crop, lay=layer, label=e.label: lay[crop] == label)
+
+
+def _split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 23) -> dict:
+    """label -> int32 tie-group ids of the region voxels carrying it, for every ``wanted`` label.
+
+    One pass over the region in chunks: a stable counting sort of the chunk's small-integer labels
+    (numpy's radix sort for 8/16-bit keys: linear time), one gather of the chunk's tie groups in
+    that order, cut at the label boundaries. So 117 labels cost about one pass, not 117 (measured
+    in benchmarks/bench_fullsize.py); memory: the chunk's index array plus the labels' own voxels.
+    """
+    wanted = np.asarray(sorted(set(int(v) for v in wanted)), dtype=np.int64)
+    parts = {int(v): [] for v in wanted}
+    for start in range(0, labels.size, chunk):
+        chunk_labels = labels[start:start + chunk]
+        order = np.argsort(chunk_labels, kind="stable")
+        sorted_labels = chunk_labels[order]
+        groups = group_of[start:start + chunk][order]
+        del order
+        lo = np.searchsorted(sorted_labels, wanted, side="left")
+        hi = np.searchsorted(sorted_labels, wanted, side="right")
+        for label, a, b in zip(wanted.tolist(), lo, hi):
+            if b > a:
+                parts[label].append(groups[a:b].copy())
+    empty = np.zeros(0, dtype=group_of.dtype)
+    return {label: (np.concatenate(p) if p else empty) for label, p in parts.items()}
 
 
 def _mask_source(segments, saliency: Volume, note) -> _MaskSource:

@@ -121,7 +121,7 @@ class Explanation:
         buffer = np.empty(self.grid.shape, dtype=np.float32)
         for method, name in self.raw:
             volume = self.map(method, name, out=buffer)
-            written.append(write_volume(volume, out_dir / f"{method}_{safe_name(name)}.nrrd"))
+            written.append(write_volume(volume, out_dir / f"{method}_{safe_name(name)}.nrrd", compression_level=1))
         del buffer
         path = out_dir / "predictions.json"
         path.write_text(json.dumps(self.predictions(), indent=2) + "\n")

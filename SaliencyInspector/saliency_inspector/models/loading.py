@@ -116,7 +116,7 @@ class ModelCard:
         except (TypeError, ValueError) as err:
             raise InputError(f"{source}: bad 'input' section ({err}); expected "
                              '{"size": [D, H, W] or null, "spacing": [x, y, z] or null, '
-                             '"window": [lo, hi], "channels": 1}') from None
+                             '"orientation": "LPS", "window": [lo, hi], "channels": 1}') from None
         inp.orientation = check_orientation(inp.orientation, f"{source}: input.orientation")
         if inp.size is not None and (len(inp.size) != 3 or min(inp.size) < 1):
             raise InputError(f"{source}: input.size must be three positive integers (D, H, W), got {size}")
