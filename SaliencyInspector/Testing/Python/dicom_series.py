@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,15 @@ def write_dicom_series(volume: Volume, folder, series_uid: str = "1.2.826.0.1.36
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets the C locale (ASCII text I/O after it)
+    try:
+        _write(volume, folder, series_uid, modality, intercept, slope, slice_positions, prefix)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+    return folder
+
+
+def _write(volume, folder, series_uid, modality, intercept, slope, slice_positions, prefix) -> None:
     image = to_sitk(volume)
     d = volume.direction
     orientation = "\\".join(f"{v:.10f}" for v in (*d[:, 0], *d[:, 1]))
@@ -43,4 +53,3 @@ def write_dicom_series(volume: Volume, folder, series_uid: str = "1.2.826.0.1.36
             s.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
         writer.Execute(s)
-    return folder
