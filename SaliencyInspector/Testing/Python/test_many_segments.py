@@ -122,3 +122,15 @@ def test_split_by_label_in_chunks_equals_one_comparison_per_label():
         for label in (1, 3, 8, 9):
             want = np.sort(group_of[labels == label])
             np.testing.assert_array_equal(np.sort(split[label]), want)
+
+
+def test_dense_ranks_scattered_in_chunks_equal_one_piece():
+    from saliency_inspector.evaluate.ranking import _dense_ranks_numpy
+
+    scores = np.round(np.random.default_rng(5).normal(size=1001), 1).astype(np.float32)  # many ties
+    values, sizes, group_of = _dense_ranks_numpy(scores, chunk=1 << 20)
+    assert np.all(np.diff(values) < 0) and sizes.sum() == scores.size
+    np.testing.assert_array_equal(values[group_of], scores)  # every score in its own value's group
+    for chunk in (1, 7, 100):
+        again = _dense_ranks_numpy(scores, chunk=chunk)
+        np.testing.assert_array_equal(again[2], group_of)

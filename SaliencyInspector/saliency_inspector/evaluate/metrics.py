@@ -469,7 +469,7 @@ class _MaskSource:
             flat = layer.ravel()
             labels = flat[in_region] if in_region is not None else flat
             small = flat.dtype.itemsize <= 2 and np.issubdtype(flat.dtype, np.unsignedinteger)
-            totals = np.bincount(flat, minlength=max(e.label for e in entries) + 1) if small else None
+            totals = _label_counts(flat, max(e.label for e in entries) + 1) if small else None
             wanted = [e.label for e in entries if e.name != skip]
             split = _split_by_label(labels, ranking.group_of, wanted) if small else None
             del labels
@@ -483,6 +483,16 @@ class _MaskSource:
                     region_labels = flat[in_region] if in_region is not None else flat
                     groups = gather(region_labels == e.label)
                 yield e.name, groups, total, (lambda crop, lay=layer, label=e.label: lay[crop] == label)
+
+
+def _label_counts(flat: np.ndarray, minlength: int, chunk: int = 1 << 23) -> np.ndarray:
+    """np.bincount of small-integer labels in chunks (bincount casts its input to int64: on a whole
+    512x512x400 layer that is a 0.8 GB temporary)."""
+    counts = np.zeros(max(minlength, int(flat.max()) + 1 if flat.size else 0), dtype=np.int64)
+    for start in range(0, flat.size, chunk):
+        part = np.bincount(flat[start:start + chunk])
+        counts[:part.size] += part
+    return counts
 
 
 def _split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 23) -> dict:

@@ -290,7 +290,12 @@ def _read_labelmap(path: Path, names) -> Segments:
     if array.dtype == bool:
         array = array.astype(np.uint8)
     low, high = int(array.min()), int(array.max())
-    present = np.bincount((array.ravel() - low) if low < 0 else array.ravel())  # one pass, no sort
+    flat = array.ravel()
+    present = np.zeros(high - min(low, 0) + 1, dtype=np.int64)
+    for start in range(0, flat.size, 1 << 23):  # chunks: bincount casts to int64 (0.8 GB at full size)
+        part = flat[start:start + (1 << 23)]
+        part = np.bincount(part.astype(np.int64) - low if low < 0 else part)
+        present[:part.size] += part
     labels = [int(v) + min(low, 0) for v in np.flatnonzero(present) if int(v) + min(low, 0) != 0]
     if not labels:
         raise InputError(f"{path}: the labelmap has no labels (every voxel is 0); give masks with organs in them")
