@@ -606,6 +606,40 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
 
+    def trust(self, volumeNode, saliencyNode, model="demo", secondModel=None, segmentationNode=None,
+              fixationsPath=None, device="auto", progress=None):
+        """The trust card of the shown map's method and class (randomization, repeatability with
+        ``secondModel``, localization with ``segmentationNode``, gaze with ``fixationsPath``).
+
+        Returns ``(tableNode, chartNode, TrustCard)``: the card in a table node, the randomization
+        curves in a plot chart node.
+        """
+        from saliency_inspector import mrml
+        from saliency_inspector.errors import InputError
+        from saliency_inspector.trust_card import run_trust
+
+        say = self._progress(progress)
+        method = saliencyNode.GetAttribute("SaliencyInspector.Method")
+        className = saliencyNode.GetAttribute("SaliencyInspector.Class")
+        if not method or not className:
+            raise InputError(f"{saliencyNode.GetName()}: not a map made by SaliencyInspector (no method/class); "
+                             "compute the maps with Apply first")
+        ct = mrml.volume_from_node(volumeNode)
+        self._requireDependencies()
+        models = [self.loadClassifier(model, device, say)]
+        if secondModel:
+            models.append(self.loadClassifier(secondModel, device, say))
+        segments = None
+        if segmentationNode is not None:
+            segments = mrml.segments_from_node(segmentationNode, volumeNode, slicer.modules.segmentations.logic())
+        card = run_trust(ct, models, methods=[method], class_name=className, masks=segments,
+                         fixations=fixationsPath, progress=say).card
+        scene = slicer.mrmlScene
+        tableNode = mrml.add_trust_table(scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} trust"))
+        chartNode = mrml.add_randomization_chart(
+            scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} randomization"))
+        return tableNode, chartNode, card
+
     def showSaliency(self, volumeNode, saliencyNode, threshold=0.2, opacity=0.5, volumeRendering=True):
         """Heat overlay in every slice view (threshold, opacity, colour legend) and in 3D.
 

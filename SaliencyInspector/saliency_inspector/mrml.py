@@ -539,6 +539,63 @@ def add_roc_chart(scene, curves: dict, colors: dict | None = None, name: str = "
     return chart
 
 
+def add_trust_table(scene, card, name: str = "Trust card"):
+    """A table node of the trust card (:class:`evaluate.trust.TrustCard`): one row per method, three
+    columns per criterion (``<key>_value``, ``<key>_baseline``, ``<key>_verdict``) titled and
+    described from :data:`evaluate.trust.CRITERIA` (its rule in the verdict column's tooltip)."""
+    from .evaluate.trust import CRITERIA
+
+    rows = card.table()
+    if not rows:
+        raise InputError("the trust card has no methods to show")
+    columns = {"method": [str(r["method"]) for r in rows]}
+    for key in CRITERIA:
+        for part in ("value", "baseline"):
+            columns[f"{key}_{part}"] = np.array([np.nan if r[f"{key}_{part}"] is None else float(r[f"{key}_{part}"])
+                                                 for r in rows])
+        columns[f"{key}_verdict"] = [str(r[f"{key}_verdict"]) for r in rows]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    _fill_table(table, columns)
+    for key, c in CRITERIA.items():
+        table.SetColumnTitle(f"{key}_value", c.name)
+        table.SetColumnDescription(f"{key}_value", c.measures)
+        table.SetColumnTitle(f"{key}_baseline", f"{c.name} baseline")
+        table.SetColumnDescription(f"{key}_baseline", c.baseline)
+        table.SetColumnTitle(f"{key}_verdict", f"{c.name} verdict")
+        table.SetColumnDescription(f"{key}_verdict", c.rule)
+    return table
+
+
+def add_randomization_chart(scene, card, name: str = "Randomization"):
+    """A plot chart of SSIM to the original map per randomization step, one Scatter series per
+    method plus its baseline (dashed). Each method's points are in a table node with columns
+    ``step``, ``block``, ``ssim``, ``spearman``, ``baseline``. Returns the chart node."""
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.SetTitle(f"{name}: SSIM to the original map, output block first")
+    chart.SetXAxisTitle("randomization step (0 = trained model)")
+    chart.SetYAxisTitle("SSIM")
+    for method, curve in card.curves.items():
+        verdict = card.rows.get(method, {}).get("randomization")
+        baseline = verdict.baseline if verdict is not None and verdict.baseline is not None else np.nan
+        steps = np.arange(len(curve.blocks), dtype=float)
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {method}")
+        _fill_table(table, {"step": steps, "block": list(curve.blocks), "ssim": np.asarray(curve.ssim, float),
+                            "spearman": np.asarray(curve.spearman, float),
+                            "baseline": np.full(len(steps), float(baseline))})
+        for column, style in (("ssim", "LineStyleSolid"), ("baseline", "LineStyleDash")):
+            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
+                                             method if column == "ssim" else f"{method} baseline")
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName("step")
+            series.SetYColumnName(column)
+            series.SetPlotType(series.PlotTypeScatter)
+            series.SetLineStyle(getattr(series, style))
+            if column == "baseline":
+                series.SetMarkerStyle(series.MarkerStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
 # ---- layout -----------------------------------------------------------------------------------
 def set_compare_layout(layout_node) -> int:
     """Register (once) and switch to the compare layout; returns its id."""
