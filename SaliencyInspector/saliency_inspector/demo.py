@@ -165,7 +165,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
             "lesions": "; ".join(f"{les['name']} (organ {les['organ']}, radius {les['radius_mm']:.1f} mm, "
                                  f"centre LPS {[round(v, 1) for v in les['center_lps']]} mm)"
                                  for les in case.info.get("lesions", [])) or "none",
-            "model": f"{explanation.model} · target layer {explanation.layer}"}
+            "model": f"{explanation.model} · target layer {explanation.layer}",
+            "model input": explanation.info.get("orientation_note", "")}
     report = write_report(
         out / "report.html", title=f"SaliencyInspector demo: phantom case (seed {seed})", ct=case.ct,
         case_info=info, predictions=predictions, images=images, tables=tables, class_segments=class_segments,
