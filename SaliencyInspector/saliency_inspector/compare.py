@@ -145,10 +145,10 @@ def region_dice(order: np.ndarray, mask: np.ndarray) -> tuple:
     return float(dice[best]), best + 1
 
 
-def _choose_segment(masks: dict, class_name: str, segment) -> str:
-    names = list(masks)
+def _choose_segment(names: list, class_name: str, segment) -> str:
+    names = list(names)
     if segment is not None:
-        if segment not in masks:
+        if segment not in names:
             raise InputError(f"segment {segment!r} is not in the masks; they are: {', '.join(names)}")
         return segment
     if len(names) == 1:
@@ -172,7 +172,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     import torch
 
     from .evaluate.fidelity import fidelity, map_on_input_grid
-    from .evaluate.metrics import _masks_on_grid, body_mask, evaluate
+    from .evaluate.metrics import _mask_source, body_mask, evaluate
     from .explain.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
     from .explain.explanation import _class_name, explain
     from .io.volume import Volume, resample_to
@@ -191,17 +191,17 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         raise InputError("the model has no class names; give a model card with 'classes'")
     class_name = _class_name(classifier.card.classes, class_name)
     target = classifier.card.classes.index(class_name)
-    masks = _masks_on_grid(masks, ct, say)
-    segment = _choose_segment(masks, class_name, segment)
-    mask = masks[segment]
+    masks = _mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
+    segment = _choose_segment(masks.names, class_name, segment)
+    mask = masks.mask(segment)
     if not mask.any():
         raise InputError(f"segment {segment!r} is empty on the CT grid; choose another with --segment")
 
     prepared = preprocess(ct, classifier.card.input, device=classifier.device)
     x = prepared.tensor
     s = for_input(settings_from(settings), prepared, classifier.card)
-    body_ct = masks[next(n for n in masks if n.lower() == "body")] if any(n.lower() == "body" for n in masks) \
-        else body_mask(ct)
+    body_name = next((n for n in masks.names if n.lower() == "body"), None)
+    body_ct = masks.mask(body_name) if body_name else body_mask(ct)
     grid = prepared.grid
 
     def to_input(array, interpolation):
