@@ -457,12 +457,21 @@ def _masks_on_grid(segments, saliency: Volume, note) -> dict:
         masks = dict(segments.masks)
     if not masks:
         raise InputError("there are no segments to score the map against; give a segmentation with at least one segment")
+    if not any(m.any() for m in masks.values()):
+        raise InputError(f"every segment ({', '.join(masks)}) is empty on the map's grid, so there is "
+                         "nothing to score against; give masks that hold the organs of this CT")
     return masks
 
 
 def _region(region, masks: dict, saliency: Volume, ct, note) -> tuple:
     """(bool mask, description, name of the segment used or None)."""
-    if isinstance(region, np.ndarray):
+    if isinstance(region, tuple) and len(region) == 2:  # (description, mask), e.g. from --region-masks
+        name, mask = region
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != saliency.shape:
+            raise InputError(f"region mask shape {mask.shape} differs from the map's {saliency.shape}")
+        segment = None
+    elif isinstance(region, np.ndarray):
         if region.shape != saliency.shape:
             raise InputError(f"region mask shape {region.shape} differs from the map's {saliency.shape}")
         mask, name, segment = region.astype(bool), "custom region", None
