@@ -194,9 +194,34 @@ def cmd_render(args) -> int:
         segments = read_segments(args.masks)
         check_same_body(segments, ct, ct, allow_mismatch=args.allow_mismatch, warn=progress, source=args.masks)
         segments = segments.resampled_to(ct) if len(segments) else segments
-    path = render_overlay(ct, saliency, segments, out)
+    title = args.title or _render_title(Path(args.map))
+    path = render_overlay(ct, saliency, segments, out, title=title,
+                          point=parse_point(args.at) if args.at else None)
     print(path)
     return 0
+
+
+def _render_title(map_path: Path) -> str | None:
+    """'HiResCAM · class liver · p = 0.20' for a map written by `explain` (name and predictions.json)."""
+    import json
+
+    from .view.report import method_label
+
+    predictions = map_path.parent / "predictions.json"
+    stem = map_path.name.split(".")[0]
+    method, _, name = stem.partition("_")
+    if not name:
+        return None
+    title = f"{method_label(method)} · class {name}"
+    try:
+        record = json.loads(predictions.read_text())
+        from .explain.explanation import safe_name
+
+        names = [safe_name(c) for c in record["class_names"]]
+        title += f" · p = {record['probabilities'][names.index(name)]:.2f}"
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return title
 
 
 def render_path(out, map_path) -> Path:
@@ -217,11 +242,23 @@ def render_path(out, map_path) -> Path:
     return out
 
 
+def parse_point(text: str):
+    """``--at x,y,z`` (LPS mm) -> three floats."""
+    try:
+        values = [float(v) for v in str(text).replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise InputError(f"--at {text!r}: give three numbers x,y,z in mm (LPS), e.g. --at -40,10,-120")
+    return values
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
     guard_outputs(folders=[args.out])
-    run_demo(out_dir=args.out, device=args.device, progress=progress)
+    run_demo(out_dir=args.out, device=args.device, progress=progress, shared_scale=args.shared_scale,
+             at=parse_point(args.at) if args.at else None)
     return 0
 
 
@@ -248,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on a generated phantom: explain, score, render, report")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     p.add_argument("--device", **device)
+    p.add_argument("--shared-scale", action="store_true",
+                   help="one colour scale for every method of a class (default: each map's own maximum)")
+    p.add_argument("--at", metavar="X,Y,Z", help="slice every picture through this LPS point (mm)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("phantom", help="write a synthetic CT with organ and lesion masks")
@@ -293,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ct")
     p.add_argument("map")
     p.add_argument("--masks", help="organ masks to outline")
+    p.add_argument("--at", metavar="X,Y,Z", help="slice through this LPS point (mm); default: the map's peak")
+    p.add_argument("--title", help="picture title (default: method, class and p from predictions.json beside the map)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="draw masks that do not seem to belong to this CT (with a loud warning)")
     p.add_argument("--out", required=True,

@@ -41,7 +41,9 @@ def same_body(segments, image: Volume, ct: Volume | None = None) -> dict:
     problems = []
     union = _foreground(segments)
     fov = _fov_share(segments.grid, union, image)
-    if fov < MIN_FOV_SHARE:
+    if fov == 0:
+        problems.append(f"the masks do not overlap the image's field of view at all ({image.describe_grid()})")
+    elif fov < MIN_FOV_SHARE:
         problems.append(f"only {fov:.0%} of the masks' voxels lie inside the image's field of view "
                         f"({image.describe_grid()})")
     outline = in_body = None

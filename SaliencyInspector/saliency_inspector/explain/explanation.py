@@ -148,6 +148,10 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
         raise InputError(f"the model card lists {len(names)} classes but the model has {n_out} outputs; "
                          "fix the card's 'classes'")
     explained = [names[i] for i in result.class_indices]
+    warnings = []
+    if result.activation_shape[1] == 1 and any(m in ("gradcam", "gradcampp") for m in methods):
+        warnings.append(single_channel_warning(result.layer))
+        say("warning: " + warnings[-1])
     say(f"mapping {len(methods) * len(explained)} maps from the feature grid "
         f"{'×'.join(map(str, result.activation_shape[2:]))} onto the CT grid")
     fgrid = prepared.feature_grid(result.activation_shape[2:])
@@ -167,7 +171,15 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     return Explanation(maps=maps, raw=raw, logits=logits.numpy(), probabilities=probabilities,
                        class_names=list(names), methods=methods, classes=explained, layer=result.layer,
                        multilabel=card.multilabel, model=card.name,
-                       info={"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid()})
+                       info={"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid(),
+                             "feature_cell_mm": [float(v) for v in fgrid.spacing], "warnings": warnings})
+
+
+def single_channel_warning(layer: str) -> str:
+    """Why Grad-CAM says nothing class-specific at a one-channel layer."""
+    return (f"target layer {layer!r} has a single channel, so Grad-CAM (and Grad-CAM++) is that channel "
+            "times one number per class: the same picture for every class, up to scale and sign. "
+            "HiResCAM is still class-specific; for a Grad-CAM contrast choose a layer with many channels")
 
 
 def _model_input_message(classifier, x, err) -> str:

@@ -47,9 +47,12 @@ SLICER_TERMINOLOGY_COLORS = {
     "aorta": (224, 97, 76), "heart": (206, 110, 84), "lesion": (144, 238, 144),
 }
 # A qualitative palette for names without a terminology colour, or whose terminology colour is too
-# close to one already used (matplotlib's tab10, lib/matplotlib/_cm.py _tab10_data).
+# close to one already used: matplotlib's tab20 (lib/matplotlib/_cm.py _tab20_data), dark shades
+# first, without its cyans (cyan marks the map's peak in the pictures).
 QUALITATIVE_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                       (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+                       (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34),
+                       (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+                       (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141)]
 MIN_COLOR_DISTANCE = 60.0  # RGB (0..255) distance under which two outlines are hard to tell apart
 
 

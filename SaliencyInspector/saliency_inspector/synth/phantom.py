@@ -88,7 +88,7 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
         hu[k0:k1] += rng_noise.standard_normal(hu[k0:k1].shape, dtype=np.float32) * _NOISE_HU
 
     ct = grid.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
-    colors = distinct_colors(list(ORGANS) + [f"lesion_{organ}" for organ in ORGANS])
+    colors = distinct_colors(list(ORGANS) + list(lesion_masks))
     organs = Segments([Segment(n, organ_masks[n], colors[n]) for n in ORGANS], grid)
     lesion_segments = Segments([Segment(n, m, colors.get(n, default_color(n, i)))
                                 for i, (n, m) in enumerate(lesion_masks.items())], grid)

@@ -449,7 +449,7 @@ def _screen_axes(renderer, height: int) -> dict:
 
 
 # ---- composition --------------------------------------------------------------------------------
-HEADER_PX = 44
+HEADER_PX = 66  # title, subtitle, colour bar: three lines
 FOOTER_PX = 24  # per legend line
 _LEGEND_CHAR_PX = 8.0  # approximate width of one character of the 10 pt legend at 100 dpi
 
@@ -511,7 +511,7 @@ def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, win
     t = np.linspace(0, 1, bar_w)
     from matplotlib import colormaps
     bar = colormaps["hot"](HEAT_RANGE[0] + t * (HEAT_RANGE[1] - HEAT_RANGE[0]))[:, :3]
-    image[8:20, width - bar_w - 40:width - 40] = bar[None]
+    image[50:62, width - bar_w - 40:width - 40] = bar[None]
     used = peak_point(saliency)
     return Overlay((np.clip(image, 0, 1) * 255).round().astype(np.uint8), panels, offsets,
                    used if used is not None else np.asarray(panels["axial"].point), notes, legend_lines, axes3d)
@@ -550,16 +550,16 @@ def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, 
     at = overlay.panels["axial"].point
     where = point_label or ("the map's peak" if np.allclose(at, overlay.peak_lps) else "the given point")
     head = title or "saliency overlay"
-    ax.text(6, 14, head, fontsize=12, weight="bold", color="white", va="center")
+    ax.text(6, 12, head, fontsize=12, weight="bold", color="white", va="center")
     scale_text = f"ReLU(map)/{scale:.3g}" if scale is not None else "ReLU(map)/max"
-    sub = (f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · + = map's peak · "
-           f"heat {scale_text} ≥ {threshold:g}")
+    sub = f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · cyan + = the map's peak"
     if overlay.notes:
         sub = overlay.notes[0]
-    ax.text(6, 34, sub, va="center", **{**text, "fontsize": 9.5})
+    ax.text(6, 33, sub, va="center", **{**text, "fontsize": 9.5})
     bar_w = min(160, width // 4)
-    ax.text(width - bar_w - 44, 14, f"{threshold:g}", ha="right", va="center", **text)
-    ax.text(width - 36, 14, "1", ha="left", va="center", **text)
+    ax.text(6, 56, f"heat: {scale_text} (transparent below {threshold:g})", va="center", **{**text, "fontsize": 9.5})
+    ax.text(width - bar_w - 44, 56, f"{threshold:g}", ha="right", va="center", **text)
+    ax.text(width - 36, 56, "1", ha="left", va="center", **text)
     for name, panel in overlay.panels.items():
         r0, c0 = overlay.offsets[name]
         h, w = panel.rgb.shape[:2]
