@@ -35,6 +35,7 @@ class DemoResult:
     focus_classes: list
     seconds: float
     timings: dict = field(default_factory=dict)
+    slice_points: dict = field(default_factory=dict)  # class -> (LPS point, what it is): one per class
 
 
 def _class_organs(class_name: str) -> tuple:
@@ -134,7 +135,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     # else the first method's peak), so the methods are compared on the same anatomy
     from .view.render import peak_point
 
-    images = {}
+    images, slice_points = {}, {}
     for (method, name), volume in explanation.maps.items():
         say(f"rendering {method} / {name}")
         path = out / "images" / f"{method}_{safe_name(name)}.png"
@@ -142,6 +143,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         point, label = _class_point(case, name, explanation.map(methods[0], name), peak_point)
         if at is not None:
             point, label = np.asarray(at, float), "the given point"
+        point, label = slice_points.setdefault(name, (np.asarray(point, float), label))  # the class's first
         scale = None
         if shared_scale:
             scale = max(float(np.max(explanation.map(m, name).array)) for m in methods) or None
@@ -197,6 +199,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         out / "report.html", title=f"SaliencyInspector demo: phantom case (seed {seed})", ct=case.ct,
         case_info=info, predictions=predictions, images=images, tables=tables, class_segments=class_segments,
         focus_classes=focus, roc_images=roc_images, methods=list(methods),
+        class_notes={c: f"every method sliced at LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm, {label}"
+                     for c, (p, label) in slice_points.items()},
         notes=[*explanation.info.get("warnings", []),
                "The phantom and its lesion are synthetic; the demo classifier was trained on such phantoms only.",
                "Maps were computed on the model's input grid and mapped back onto the CT grid in physical space."])
@@ -212,7 +216,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         print(tables[(method, name)].format(legend=i == len(shown) - 1))  # the legend once, at the end
     print(f"\nreport: {report.resolve()}")
     say(f"done in {seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
-    return DemoResult(out, report, tables, images, predictions, focus, seconds, timings)
+    return DemoResult(out, report, tables, images, predictions, focus, seconds, timings, slice_points)
 
 
 def _class_point(case, name, first_map, peak_point):

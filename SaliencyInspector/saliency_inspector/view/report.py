@@ -131,7 +131,7 @@ def _rel(path, base: Path) -> str:
 def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_info=None, predictions=(),
                  images=None, tables=None, class_segments=None, focus_classes=(), roc_images=(),
                  notes=(), methods=None,
-                 slice_note="every method of a class is sliced at the same point") -> Path:
+                 slice_note="every method of a class is sliced at the same point", class_notes=None) -> Path:
     """Write the HTML report and return its path.
 
     ``ct``: the CT Volume (its geometry is shown); ``case_info``: extra key/values to show (e.g.
@@ -140,7 +140,10 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     ``tables``: {(method, class): EvaluationTable or list of row dicts}; ``class_segments``: {class:
     segment names that hold that class's finding} (their rows are highlighted); ``focus_classes``:
     classes whose tables are shown open (the others are folded); ``roc_images``: list of (caption,
-    PNG path); ``notes``: sentences shown at the end. Every picture must exist (ValueError if not),
+    PNG path); ``notes``: sentences shown at the end; ``slice_note``: how the pictures are sliced;
+    ``class_notes``: {class: one line beside the class's pictures, e.g. where they are sliced}. A
+    prediction dict with ``threshold`` gets the model's decision (present when p ≥ threshold) and
+    one with ``validation_roc_auc`` the card's validation ROC AUC. Every picture must exist (ValueError if not),
     so the report never points at a missing file.
     """
     from ..evaluate.metrics import METRICS, REFERENCE_KEYS, TOPK_NOTE
@@ -212,7 +215,9 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
             shown = [(m, images[(m, c)]) for m in methods if (m, c) in images]
             if not shown:
                 continue
-            parts.append(f"<h3>class {escape(c)}</h3><div class='pictures' "
+            note = (class_notes or {}).get(c)
+            note = f" <span class='muted'>· {escape(note)}</span>" if note else ""
+            parts.append(f"<h3>class {escape(c)}{note}</h3><div class='pictures' "
                          f"style='grid-template-columns: repeat({len(shown)}, 1fr)'>")
             for m, path in shown:
                 parts.append(f"<figure><a href='{escape(_rel(path, base))}'><img src='{escape(_rel(path, base))}' "
