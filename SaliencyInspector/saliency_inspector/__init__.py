@@ -27,6 +27,7 @@ _EXPORTS = {
     "demo_classifier": "models.demo_model",
     "explain": "explain.explanation", "Explanation": "explain.explanation",
     "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
+    "check_same_body": "evaluate.consistency",
     "render_overlay": "view.render",
     "write_report": "view.report",
     "run_demo": "demo",

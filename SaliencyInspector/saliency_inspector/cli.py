@@ -114,10 +114,9 @@ def cmd_phantom(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain.explanation import explain
+    from .explain.explanation import explain, safe_name
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
-    from .explain.explanation import safe_name
     from .models.loading import load_classifier
 
     model_path = Path(args.model)

@@ -230,6 +230,14 @@ def test_render_out_is_a_png_or_a_folder(case, capfd, tmp_path):
         code, stdout, _ = run(capfd, "render", ct, hmap, "--masks", seg, "--out", out)
         assert code == 0 and stdout.strip() == str(expected) and expected.is_file()
     assert sha(inputs(case)) == before
+    # the picture's title says method, class and p (from explain's predictions.json beside the map)
+    import json
+
+    from saliency_inspector.cli import _render_title
+
+    record = json.loads((case / "maps" / "predictions.json").read_text())
+    p = record["probabilities"][record["class_names"].index("liver")]
+    assert _render_title(hmap) == f"HiResCAM · class liver · p = {p:.2f}"
 
 
 # ---- item 4: model files -------------------------------------------------------------------------

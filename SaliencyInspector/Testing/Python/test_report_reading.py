@@ -223,3 +223,21 @@ def test_a_lesion_is_scored_within_its_organ_from_another_file(tmp_path, capfd, 
     assert row["region"].startswith("liver") and "organs.seg.nrrd" in row["region"]
     assert row["roc_auc"] == pytest.approx(expected["roc_auc"], abs=1e-12)
     assert row["mask_voxels"] == int((lesion & liver).sum())
+
+
+def test_shared_colour_scale_keeps_the_weaker_map_weaker(phantom):
+    from saliency_inspector.view.render import display_map
+
+    lesion = phantom.lesions.mask("lesion_liver").astype(np.float32)
+    strong, weak = phantom.ct.with_array(lesion * 4.0), phantom.ct.with_array(lesion * 1.0)
+    assert display_map(weak).array.max() == 1.0  # each map on its own scale: both look the same
+    shared = max(float(strong.array.max()), float(weak.array.max()))
+    assert display_map(weak, scale=shared).array.max() == pytest.approx(0.25)
+    assert display_map(strong, scale=shared).array.max() == 1.0
+    # in the picture: at threshold 0.3 the weak map shows no heat on the shared scale
+    k, j, i = (v.mean() for v in np.nonzero(lesion))
+    point = phantom.ct.index_to_physical([i, j, k])
+    own = slice_panels(phantom.ct, weak, point=point, threshold=0.3, panel_px=100)[0].rgb
+    on_shared = slice_panels(phantom.ct, weak, point=point, threshold=0.3, panel_px=100, scale=shared)[0].rgb
+    heat = lambda rgb: ((rgb[..., 0] > 0.75) & (rgb[..., 0] - rgb[..., 2] > 0.35)).sum()  # noqa: E731
+    assert heat(own) > 5 and heat(on_shared) == 0

@@ -34,6 +34,13 @@ class Explanation:
     model: str = "model"
     info: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """A short summary (no arrays): model, layer, methods, classes with their probabilities, grid."""
+        probs = ", ".join(f"{c} {float(self.probabilities[self.class_names.index(c)]):.2f}" for c in self.classes)
+        grid = next(iter(self.maps.values())).describe_grid() if self.maps else "no maps"
+        return (f"Explanation(model {self.model!r}, layer {self.layer!r}, methods {list(self.methods)}, "
+                f"p: {probs}; {len(self.maps)} maps on the CT grid {grid})")
+
     def map(self, method: str, class_name) -> Volume:
         """The map for (method, class); ``class_name`` may also be the class index."""
         if not isinstance(class_name, str) or class_name not in self.class_names:
@@ -153,7 +160,8 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
         warnings.append(single_channel_warning(result.layer))
         say("warning: " + warnings[-1])
     say(f"mapping {len(methods) * len(explained)} maps from the feature grid "
-        f"{'×'.join(map(str, result.activation_shape[2:]))} onto the CT grid")
+        f"{'×'.join(map(str, result.activation_shape[2:][::-1] if prepared.axes == 'zyx' else result.activation_shape[2:]))}"
+        " (x×y×z) onto the CT grid")
     fgrid = prepared.feature_grid(result.activation_shape[2:])
     maps, raw = {}, {}
     with torch.no_grad():
