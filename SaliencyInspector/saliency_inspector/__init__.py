@@ -22,6 +22,8 @@ _EXPORTS = {
     "volume_from_ijk_to_ras": "io.volume",
     "Segments": "io.segments", "Segment": "io.segments", "read_segments": "io.segments",
     "write_segments": "io.segments",
+    "read_manifest": "io.manifest",
+    "phantom_cohort": "synth.cohort",
     "make_phantom": "synth.phantom", "write_phantom_case": "synth.phantom", "PhantomCase": "synth.phantom",
     "ModelCard": "models.loading", "Classifier": "models.loading", "load_classifier": "models.loading",
     "demo_classifier": "models.demo_model",

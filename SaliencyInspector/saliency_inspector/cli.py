@@ -113,6 +113,17 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def cmd_phantom_cohort(args) -> int:
+    from .synth.cohort import phantom_cohort
+
+    guard_outputs(folders=[args.out])
+    manifest = phantom_cohort(args.out, args.cases, seed=args.seed, size=tuple(args.size),
+                              prevalence=args.prevalence, confounder=args.confounder, q_train=args.q_train,
+                              q_test=args.q_test, fractions=tuple(args.fractions), progress=progress)
+    print(manifest)
+    return 0
+
+
 def cmd_explain(args) -> int:
     from .explain.explanation import explain, safe_name
     from .io.volume import read_volume
@@ -300,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-scale", type=float, default=1.0,
                    help="multiply the nominal lesion radii (the demo uses 1.8, the size its model was trained on)")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("phantom-cohort", help="write N labelled phantom cases and a manifest "
+                       "(optionally confounded by a skin marker)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--cases", type=int, required=True, help="number of cases")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=[96, 96, 64],
+                   help="voxels along x, y, z of every CT (default 96 96 64)")
+    p.add_argument("--prevalence", type=float, default=0.4, help="probability that each class is present")
+    p.add_argument("--confounder", metavar="CLASS", help="a class whose label a skin marker follows")
+    p.add_argument("--q-train", type=float, default=0.95,
+                   help="P(marker | class present) = P(no marker | absent) in train and val (default 0.95)")
+    p.add_argument("--q-test", type=float, default=0.5, help="the same in the test split (default 0.5)")
+    p.add_argument("--fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=[0.6, 0.2, 0.2],
+                   help="shares of the splits (default 0.6 0.2 0.2)")
+    p.set_defaults(func=cmd_phantom_cohort)
 
     p = sub.add_parser("explain", help="saliency maps for a CT, one NRRD per (method, class)")
     p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..synth.cohort import CLASS_ORGANS, DISTRACTOR_ORGANS, LESION_SCALE  # noqa: F401 - re-exported
 from .loading import (Classifier, ModelCard, build_network, load_weights, register_architecture,
                       register_source, resolve_device)
 
@@ -39,25 +40,13 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 DEMO_WEIGHTS_PATH = MODELS_DIR / f"{DEMO_NAME}.pt"
 DEMO_CARD_PATH = MODELS_DIR / f"{DEMO_NAME}.json"
 
-DEMO_CLASSES = ("lung_left", "lung_right", "liver", "kidney")
-# organs (phantom segment names) whose lesion makes each class present
-CLASS_ORGANS = {
-    "lung_left": ("lung_left",),
-    "lung_right": ("lung_right",),
-    "liver": ("liver",),
-    "kidney": ("kidney_left", "kidney_right"),
-}
-# lesions in these organs are negatives for every class: they teach the model that *where* matters
-DISTRACTOR_ORGANS = ("spleen",)
+DEMO_CLASSES = tuple(CLASS_ORGANS)  # lung_left, lung_right, liver, kidney
 
 INPUT_SIZE = (32, 64, 64)  # model tensor (D, H, W)
 # HU mapped linearly onto [0, 1], clipped. A soft-tissue window: liver and kidney lesions are only
 # 40-150 HU darker than their organ, ~3% of a [-1000, 400] window's range (the network did not learn
 # them in the CPU budget); lung lesions still stand out (lung clips to 0, lesions ~0.45).
 WINDOW = (-200.0, 300.0)
-# Demo lesions are 1.8x the phantom's nominal radii (2-4 cm): at the model's ~6 mm voxels the nominal
-# 1-2 cm lesions cover a few voxels and a small CNN trained for minutes on a CPU does not find them.
-LESION_SCALE = 1.8
 TARGET_LAYER = "lesion_map"
 DEFAULT_ARCH_KWARGS = {
     "in_channels": 1,
