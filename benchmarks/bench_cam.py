@@ -13,8 +13,9 @@ on CPU the sampled peak resident set of a fresh child process per variant. pytor
 needs torchvision, which cannot be installed beside this torch.
 
 Usage: python benchmarks/bench_cam.py [--full] [--repeats N] [--size S] [--device cpu|cuda] [--no-memory]
-Default: the quick mode (1×1×64³, 3 repeats, about a minute on 2 cores); ``--full``: 1×1×96³, 5 repeats
-(about 10 minutes on 2 cores). Explicit --size/--repeats win over either.
+Default: the quick mode (1×1×48³, 2 repeats, peak memory of the first model's variants only; under
+2 minutes on 2 idle cores); ``--full``: 1×1×96³, 5 repeats, memory of both models (about 10 minutes).
+Explicit --size/--repeats win over either.
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ def main(argv=None):
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.size = args.size or (96 if args.full else 64)
-    args.repeats = args.repeats or (5 if args.full else 3)
+    args.size = args.size or (96 if args.full else 48)
+    args.repeats = args.repeats or (5 if args.full else 2)
     if args.child:
         print(json.dumps(peak_memory_child(args.child[0], args.size, args.device, args.child[1])))
         return 0

@@ -28,8 +28,8 @@ def guard_outputs(inputs=(), files=(), folders=()) -> None:
     ``inputs``: every path the sub-command reads (CT, map, masks, model, card, names table…; a
     folder input such as a DICOM series counts with the files directly in it; ``None`` entries are
     skipped). ``files``: every output file it will write. ``folders``: every output folder it
-    will write into (created here, so that "cannot create" is found now and not after the forward
-    pass). Paths are compared resolved, symlinks followed, and by inode where both exist, so
+    will write into (tried here, so that "cannot create" or "cannot write" is found now and not
+    after the forward pass; folders made only for the check are removed again). Paths are compared resolved, symlinks followed, and by inode where both exist, so
     ``--json map.nrrd``, ``--out`` through a symlink or a hard link are all caught.
 
     Raises :class:`InputError` (one line, exit code 2 at the CLI) when an output file is an input,
@@ -80,9 +80,15 @@ def _is_one_of(path: Path, inputs) -> bool:
 
 
 def _writable_folder(folder: Path) -> None:
-    """Create ``folder`` (and its parents) and check that a file can be made in it."""
+    """Check that ``folder`` can be created and written to; folders made for the check are removed
+    again, so a run refused later (bad option, bad input) leaves nothing behind."""
     import tempfile
 
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -93,6 +99,12 @@ def _writable_folder(folder: Path) -> None:
     except OSError as err:
         raise InputError(f"{folder}: cannot write here ({err.strerror or err}); choose a folder you can "
                          "write to") from None
+    finally:
+        for made in missing:  # innermost first
+            try:
+                made.rmdir()
+            except OSError:
+                break
 
 
 # ---- sub-commands ---------------------------------------------------------------------------------

@@ -184,9 +184,10 @@ def test_guard_outputs_is_reusable_and_documented(tmp_path):
     src.write_bytes(b"x")
     assert "symlinks" in guard_outputs.__doc__ and "InputError" in guard_outputs.__doc__
     guard_outputs([src], files=[tmp_path / "new" / "out.json"], folders=[tmp_path / "o"])
-    assert (tmp_path / "new").is_dir() and (tmp_path / "o").is_dir()
+    assert not (tmp_path / "new").exists() and not (tmp_path / "o").exists()  # checked, nothing left behind
     with pytest.raises(InputError, match="inputs"):
         guard_outputs([src], files=[tmp_path / "new" / ".." / "in.nrrd"])
+    (tmp_path / "o").mkdir()
     with pytest.raises(InputError, match="is a folder"):
         guard_outputs([src], files=[tmp_path / "o"])
     with pytest.raises(InputError, match="not a folder"):
