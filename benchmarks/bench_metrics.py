@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="a full CT: 512 512 400, scikit-learn on 3 organs (~3 min on 2 cores)")
     parser.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                        help="map size in voxels (quick default 256 256 200; --full 512 512 400)")
+                        help="map size in voxels (quick default 192 192 160; --full 512 512 400)")
     parser.add_argument("--organs", type=int, default=10)
     parser.add_argument("--sklearn-organs", type=int, default=None,
                         help="organs to time scikit-learn on (it is slow; quick default 1, --full 3)")
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-evaluate", action="store_true", help="skip timing the whole evaluate()")
     args = parser.parse_args(argv)
-    args.size = args.size or ([512, 512, 400] if args.full else [256, 256, 200])
+    args.size = args.size or ([512, 512, 400] if args.full else [192, 192, 160])
     args.sklearn_organs = args.sklearn_organs or (3 if args.full else 1)
 
     device = _resolve_device(args.device)  # imports torch now, not inside the timings
