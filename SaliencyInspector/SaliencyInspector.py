@@ -13,14 +13,16 @@ as an argument and is tested on real MRML outside the application.
 
 import logging
 import os
-import importlib.util
+import uuid
 from enum import Enum
+from subprocess import CalledProcessError
 from typing import Annotated
 
 import vtk
 
 import slicer
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -28,13 +30,21 @@ from slicer.util import VTKObservationMixin
 from slicer import (vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
                     vtkMRMLTableNode)
 
+from SaliencyInspectorLib import dependencies
+
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 REQUIREMENTS_PATH = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
+HOMEPAGE = "https://github.com/saliency-inspector/SlicerSaliencyInspector"
+# The core's own floor (pyproject.toml); what pip will install may need a newer torch (computed).
 MINIMUM_TORCH = ">=2.2"
-# Slicer ships these; pip must never replace them (nor pull torch from PyPI: PyTorchUtils installs it)
-SLICER_OWNED_PACKAGES = ["SimpleITK", "vtk", "numpy", "torch", "torchvision", "torchaudio"]
-METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
+METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+                 # estimators beyond CAMs (saliency_inspector.explain.attribution): logic.explain(methods=...)
+                 "gradient": "Gradient", "inputxgradient": "Input x Gradient", "smoothgrad": "SmoothGrad",
+                 "smoothgrad_sq": "SmoothGrad squared", "vargrad": "VarGrad", "ig": "Integrated Gradients",
+                 "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion", "xrai3d": "XRAI-3D"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
+# the phantom's Sample Data URIs (never fetched from a network) and the files they stand for
+PHANTOM_FILES = {"phantom://ct": "SaliencyPhantom-ct.nrrd", "phantom://organs": "SaliencyPhantom-organs.seg.nrrd"}
 ROC_PLOT_POINTS = 400  # points per ROC series in the plot chart (the table holds the exact AUC)
 
 
@@ -47,39 +57,71 @@ class SaliencyInspector(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Saliency Inspector")
-        self.parent.categories = [_("Quantification")]
+        # the category under Slicer's own translation context, as the module template does
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["SaliencyInspector contributors"]
         self.parent.helpText = _(
             "Explain a CT classifier: HiResCAM and Grad-CAM maps for every class on the CT's own grid, "
             "shown over the CT and its organ segmentation, and scored against the organs "
             "(Dice, ROC AUC, AUPRC, IoA, mass in mask, pointing game). "
-            "Try it with the phantom in the Sample Data module and the built-in demo model."
+            "Try it with the phantom (Load phantom sample, or Sample Data) and the built-in demo model."
         )
-        self.parent.helpText += self.getDefaultModuleDocumentationLink()
+        # the extension's own documentation (getDefaultModuleDocumentationLink() points at Slicer's
+        # core-module pages, where this module has none)
+        self.parent.helpText += "<p>" + _("See the {start}documentation{end}.").format(
+            start=f'<a href="{HOMEPAGE}#in-3d-slicer">', end="</a>") + "</p>"
         self.parent.acknowledgementText = _(
-            "Uses MONAI, Captum and PyTorch. HiResCAM: Draelos & Carin, arXiv:2011.08891. "
+            "Uses PyTorch and MONAI. HiResCAM: Draelos & Carin, arXiv:2011.08891. "
             "Grad-CAM: Selvaraju et al., ICCV 2017."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 def registerSampleData():
-    """Register the synthetic phantom with Sample Data: made locally on click, nothing downloaded."""
+    """Register the synthetic phantom with Sample Data: made locally, nothing downloaded.
+
+    Sample Data's panel calls ``customDownloader``; ``SampleData.downloadSample()`` (the console)
+    never does (SampleData.py: downloadSamples -> downloadFromSource, Slicer 5.8 to 5.13) but, from
+    Slicer 5.10 on, passes every URI through the registered URL rewrite rules before fetching it:
+    :func:`phantomUrlRewriteRule` writes the phantom's files and points there. On Slicer 5.8 use
+    ``slicer.util.getModuleLogic("SaliencyInspector").loadPhantomSample()`` from the console.
+    """
     import SampleData
 
     iconsPath = os.path.join(MODULE_DIR, "Resources", "Icons")
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="SaliencyInspector",
         sampleName=PHANTOM_SAMPLE_NAME,
-        # the URIs are never fetched: customDownloader makes the files (see loadPhantomSample)
-        uris=["phantom://ct", "phantom://organs"],
-        fileNames=["SaliencyPhantom-ct.nrrd", "SaliencyPhantom-organs.seg.nrrd"],
+        uris=list(PHANTOM_FILES),
+        fileNames=list(PHANTOM_FILES.values()),
         nodeNames=["SaliencyPhantom CT", "SaliencyPhantom organs"],
         thumbnailFileName=os.path.join(iconsPath, "SaliencyInspector.png"),
-        loadFileType=["VolumeFile", "SegmentationFile"],
-        customDownloader=lambda source: SaliencyInspectorLogic().loadPhantomSample(),
+        loadFileTypes=["VolumeFile", "SegmentationFile"],
+        customDownloader=loadPhantomFromSampleData,
     )
+    if hasattr(SampleData.SampleDataLogic, "registerUrlRewriteRule"):  # Slicer >= 5.10
+        SampleData.SampleDataLogic.registerUrlRewriteRule(PHANTOM_SAMPLE_NAME, phantomUrlRewriteRule)
+
+
+def phantomUrlRewriteRule(url):
+    """Sample Data URL rewrite rule: ``phantom://ct`` and ``phantom://organs`` become ``file://``
+    URLs of the phantom's files (written once into the temporary folder); other URLs are unchanged."""
+    if url not in PHANTOM_FILES:
+        return url
+    from pathlib import Path
+
+    folder = Path(slicer.app.temporaryPath) / "SaliencyInspector" / "phantom-0"
+    path = folder / PHANTOM_FILES[url]
+    if not path.is_file():
+        SaliencyInspectorLogic().writePhantomFiles(folder)
+    return path.as_uri()
+
+
+def loadPhantomFromSampleData(source=None):
+    """Sample Data's button: make the phantom; an error is shown in a message box, not only logged."""
+    with slicer.util.tryWithErrorDisplay(_("Failed to make the phantom."), waitCursor=True):
+        return list(SaliencyInspectorLogic().loadPhantomSample())
 
 
 #
@@ -129,6 +171,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._running = False
+        self._settingResults = False  # Apply is filling in its outputs: no display handler runs
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -148,8 +191,10 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.ui.classComboBox.connect("currentIndexChanged(int)", self.onClassChanged)
         self.ui.shownSaliencySelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onShownSaliencyChanged)
-        self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onDisplayChanged)
-        self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onDisplayChanged)
+        # these handlers run before the parameter node wrapper stores the new value: they use the
+        # value the signal carries, never the parameter node's (previous) one
+        self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
+        self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         # only saliency maps made by this module in the "shown map" selector
         self.ui.shownSaliencySelector.addAttribute("vtkMRMLScalarVolumeNode", "SaliencyInspector.Saliency", "1")
         self.ui.cancelButton.enabled = False
@@ -230,8 +275,9 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
+        # before anything touches torch or monai; a refusal or failure was already shown once
         if not self.logic.ensureDependencies(askConfirmation=True):
-            self.ui.statusLabel.text = _("Not run: the required Python packages were not installed.")
+            self.ui.statusLabel.text = _("Not run: the required Python packages are not installed.")
             return
         methods = [m for m, on in (("hirescam", p.hirescam), ("gradcam", p.gradcam)) if on]
         self._running = True
@@ -247,13 +293,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     segmentationNode=p.segmentation, threshold=p.threshold, opacity=p.opacity,
                     progress=self._showProgress)
                 if result is not None:
-                    p.predictionsTable = result["predictions"]
-                    p.metricsTable = result.get("metrics")
-                    p.rocChart = result.get("roc")
-                    p.shownSaliency = result["shown"]
-                    self._fillClassComboBox(result["classNames"])
-                    self.ui.predictionsTableView.setMRMLTableNode(result["predictions"])
-                    self.ui.statusLabel.text = result["message"]
+                    self._showResults(result)
                 else:
                     self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
         finally:
@@ -261,6 +301,22 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.cancelButton.enabled = False
             self.ui.progressBar.hide()
             self._checkCanApply()
+
+    def _showResults(self, result) -> None:
+        """Store Apply's outputs in the parameter node. The logic has already shown them (compare
+        layout); setting shownSaliency must not re-show one map in every view."""
+        p = self._parameterNode
+        self._settingResults = True
+        try:
+            p.predictionsTable = result["predictions"]
+            p.metricsTable = result.get("metrics")
+            p.rocChart = result.get("roc")
+            p.shownSaliency = result["shown"]
+        finally:
+            self._settingResults = False
+        self._fillClassComboBox(result["classNames"])
+        self.ui.predictionsTableView.setMRMLTableNode(result["predictions"])
+        self.ui.statusLabel.text = result["message"]
 
     def _showProgress(self, message) -> None:
         self.ui.statusLabel.text = message
@@ -277,14 +333,19 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.classComboBox.blockSignals(wasBlocked)
 
     def onShownSaliencyChanged(self, node) -> None:
-        if node is not None and self._parameterNode and self._parameterNode.inputVolume:
-            self.logic.showSaliency(self._parameterNode.inputVolume, node, self._parameterNode.threshold,
-                                    self._parameterNode.opacity)
-
-    def onDisplayChanged(self, _value=None) -> None:
+        """The user picked another map: show it over the CT in every slice view and in 3D."""
         p = self._parameterNode
-        if p and p.shownSaliency and p.inputVolume:
-            self.logic.showSaliency(p.inputVolume, p.shownSaliency, p.threshold, p.opacity)
+        if self._settingResults or node is None or not p or not p.inputVolume:
+            return
+        self.logic.showSaliency(p.inputVolume, node, p.threshold, p.opacity)
+
+    def onThresholdChanged(self, value) -> None:
+        if not self._settingResults and self._parameterNode:
+            self.logic.updateShownMaps(threshold=value)
+
+    def onOpacityChanged(self, value) -> None:
+        if not self._settingResults and self._parameterNode:
+            self.logic.updateShownMaps(opacity=value)
 
     def onCompareButton(self) -> None:
         p = self._parameterNode
@@ -300,16 +361,25 @@ class CancelledError(RuntimeError):
     """The user pressed Cancel."""
 
 
+class DependencyError(RuntimeError):
+    """A required Python package is missing and was not installed (declined, failed, or too old)."""
+
+
 class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, callable from Slicer's Python console:
 
     >>> logic = slicer.util.getModuleLogic("SaliencyInspector")
-    >>> nodes = logic.explain(volumeNode)                      # {(method, class): saliency node}
-    >>> table = logic.evaluate(nodes[("hirescam", "liver")], segmentationNode)
-    >>> logic.show(volumeNode, nodes[("hirescam", "liver")], segmentationNode)
+    >>> ct, organs = logic.loadPhantomSample()                 # (volume node, segmentation node)
+    >>> nodes, explanation, predictions = logic.explain(ct)   # {(method, class): saliency node}, ...
+    >>> table, rocChart, evaluation = logic.evaluate(nodes[("hirescam", "liver")], organs, ct)
+    >>> logic.show(ct, nodes[("hirescam", "liver")], organs)
+
+    Without a main window (``slicer.app.layoutManager()`` is None: ``--no-main-window``, batch)
+    every method works and leaves the layout alone.
     """
 
     _classifierCache = {}  # (model, device) -> Classifier: switching class or method does not reload
+    _dependenciesReady = False  # set once ensureDependencies() has succeeded in this session
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -321,43 +391,114 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
 
     # ---- dependencies --------------------------------------------------------------------
     def ensureDependencies(self, askConfirmation=True) -> bool:
-        """torch through the PyTorch extension, monai/captum/slicerio through pip (after asking).
+        """Install what the module needs that Slicer lacks, after asking; True when all is there.
 
-        Returns False, with a message, when the user declines; nothing is installed at import time.
+        torch comes from the PyTorch extension (PyTorchUtils), at a version every package pip
+        will install accepts; the rest (Resources/requirements.txt) with pip, constrained to the
+        installed torch, numpy, SimpleITK and vtk so pip never replaces them. Declined, failed or
+        too old: one message box, one log line, False. Nothing is installed at import time.
         """
+        if SaliencyInspectorLogic._dependenciesReady:
+            return True
+        try:
+            self._installDependencies(askConfirmation)
+        except DependencyError as err:
+            logging.warning(f"SaliencyInspector: {err}")
+            slicer.util.warningDisplay(str(err), windowTitle=_("Saliency Inspector"))
+            return False
+        except Exception as err:  # noqa: BLE001  pip or light-the-torch failed (CalledProcessError), no PythonSlicer, ...
+            message = _("Installing the Python packages SaliencyInspector needs failed ({error}). "
+                        "Check the internet connection and the Python console's log, then try again."
+                        ).format(error=err)
+            logging.error(f"SaliencyInspector: {message}")
+            if not getattr(err, "shownBySlicer", False):
+                slicer.util.errorDisplay(message, windowTitle=_("Saliency Inspector"))
+            return False
+        SaliencyInspectorLogic._dependenciesReady = True
+        return True
+
+    def dependenciesInstalled(self) -> bool:
+        """True when torch and every requirement are installed (checked without importing them)."""
+        return (dependencies.installed_version("torch") is not None
+                and not dependencies.missing_requirements(dependencies.load_requirements(REQUIREMENTS_PATH)))
+
+    def _installDependencies(self, askConfirmation) -> None:
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
-            slicer.util.errorDisplay(_("This module needs the PyTorch extension. Install it from the "
-                                       "Extensions Manager, restart Slicer, then try again."))
-            return False
+            raise DependencyError(_("This module needs the PyTorch extension. Install it from the Extensions "
+                                    "Manager, restart Slicer, then try again.")) from None
+        requirements = dependencies.load_requirements(REQUIREMENTS_PATH)
+        missing = dependencies.missing_requirements(requirements)
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(askConfirmation=askConfirmation,
-                                            torchVersionRequirement=MINIMUM_TORCH)
-            if torch is None:
-                slicer.util.warningDisplay(_("PyTorch was not installed, so no saliency maps can be computed."))
-                return False
-        try:
-            if hasattr(slicer, "pydeps") or _importable("slicer.pydeps"):
-                # import_module, not `import slicer.pydeps`: that statement would make `slicer` a
-                # local name of this whole function (UnboundLocalError on the lines above)
-                pydeps = importlib.import_module("slicer.pydeps")
-                requirements = pydeps.load_requirements(REQUIREMENTS_PATH)
-                pydeps.pip_ensure(requirements, skip_packages=SLICER_OWNED_PACKAGES,
-                                  prompt_install=askConfirmation, requester="SaliencyInspector")
-            else:  # Slicer < 5.11: ask ourselves, then pip_install without letting pip touch torch
-                missing = _missingRequirements(REQUIREMENTS_PATH)
-                if missing:
-                    if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                            _("SaliencyInspector needs these Python packages: {packages}. Install them now?")
-                            .format(packages=", ".join(missing))):
-                        raise RuntimeError("declined")
-                    slicer.util.pip_install(" ".join(missing))
-        except RuntimeError:  # pip_ensure raises RuntimeError when the user declines
-            slicer.util.warningDisplay(_("The required Python packages were not installed; nothing was computed."))
-            return False
-        return True
+            # the strictest torch requirement of what pip is going to install, and ours
+            torchRequirement = str(self._torchRequirement(requirements))
+            logging.info(f"SaliencyInspector: installing torch{torchRequirement} with PyTorchUtils")
+            if torchLogic.installTorch(askConfirmation=askConfirmation,
+                                       torchVersionRequirement=torchRequirement) is None:
+                raise DependencyError(_("PyTorch was not installed, so no saliency maps can be computed."))
+        else:
+            installed = dependencies.installed_version("torch")
+            if installed is not None and not dependencies.accepts(MINIMUM_TORCH, installed):
+                raise DependencyError(_(
+                    "PyTorch {installed} is installed, but this module needs torch{required}. Open the PyTorch "
+                    "Utils module, uninstall PyTorch, restart Slicer and install it with the version requirement "
+                    "{required}.").format(installed=installed, required=MINIMUM_TORCH))
+        if not missing:
+            return
+        constraints = dependencies.write_constraints(os.path.join(slicer.app.temporaryPath, "SaliencyInspector"))
+        logging.info(f"SaliencyInspector: installing {', '.join(map(str, missing))} with pip, constrained by "
+                     f"{constraints.read_text().split()}")
+        packaging = _slicerPackaging()
+        if packaging is not None:  # Slicer >= 5.12: asks, shows progress, offers a restart
+            try:
+                packaging.pip_ensure(missing, constraints=str(constraints), prompt_install=askConfirmation,
+                                     requester="SaliencyInspector")
+            except RuntimeError as err:  # pip_ensure raises RuntimeError when the user declines
+                raise DependencyError(_("The required Python packages were not installed; nothing was computed.")) from err
+            except CalledProcessError as err:
+                # slicer.packaging.pip_install has shown "Package installation failed" with pip's log
+                # (its progress dialog is skipped in testing mode)
+                err.shownBySlicer = not slicer.app.testingEnabled()
+                raise
+        else:  # Slicer 5.8 - 5.11: ask here, then slicer.util.pip_install(list of pip arguments)
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                    _("SaliencyInspector needs these Python packages: {packages}. Install them now?")
+                    .format(packages=", ".join(map(str, missing))), windowTitle=_("Saliency Inspector")):
+                raise DependencyError(_("The required Python packages were not installed; nothing was computed."))
+            slicer.util.pip_install(["--constraint", str(constraints), *map(str, missing)])
+        still = dependencies.missing_requirements(requirements)
+        if still:
+            raise DependencyError(_("These Python packages are still missing after the installation: {packages}. "
+                                    "Restart Slicer and try again.").format(packages=", ".join(map(str, still))))
+
+    def _torchRequirement(self, requirements):
+        """torch versions accepted by MINIMUM_TORCH and by everything pip would install for
+        ``requirements`` (resolved by ``pip install --dry-run --report``; nothing is installed)."""
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=slicer.app.temporaryPath) as folder:
+            report = os.path.join(folder, "report.json")
+            self._runPip(dependencies.dry_run_arguments(requirements, report))
+            with open(report) as f:
+                return dependencies.torch_requirement(json.load(f), MINIMUM_TORCH)
+
+    @staticmethod
+    def _runPip(arguments) -> None:
+        """``PythonSlicer -m pip <arguments>``; CalledProcessError on failure."""
+        # executePythonModule since Slicer 5.11; the older name still works there but warns
+        run = getattr(slicer.util, "executePythonModule", None) or slicer.util._executePythonModule
+        run("pip", arguments)
+
+    def _requireDependencies(self) -> None:
+        """For the console entry points: install on first use (asking), or one clear error."""
+        if not self.ensureDependencies(askConfirmation=True):
+            from saliency_inspector.errors import InputError
+
+            raise InputError("the Python packages SaliencyInspector needs are not installed (see the message "
+                             "shown); press Apply once, or call logic.ensureDependencies(), to install them")
 
     # ---- the steps -----------------------------------------------------------------------
     def loadClassifier(self, model="demo", device="auto", progress=None):
@@ -378,6 +519,9 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 classifier = demo_classifier(device) if model == "demo" else load_classifier(model, device=device)
             except InputError:
                 raise
+            except ModuleNotFoundError as err:  # a missing package is not the model's fault
+                raise InputError(f"the Python package '{err.name}' is not installed; press Apply once (or call "
+                                 "logic.ensureDependencies()) to install what the module needs") from err
             except Exception as err:  # anything else from a foreign model file: one clear message
                 raise InputError(f"{model}: the model could not be loaded ({type(err).__name__}: {err}); "
                                  "check the file and its model card") from err
@@ -388,14 +532,17 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 layer=None, device="auto", progress=None):
         """Saliency volume nodes {(method, class): node} on the CT node's grid, plus predictions.
 
-        Returns ``(nodes, explanation, predictionsTableNode)``. A CUDA out-of-memory error falls
-        back to the CPU and says so through ``progress`` and the log.
+        Returns ``(nodes, explanation, predictionsTableNode)``: a dict keyed by (method, class
+        name), the core ``Explanation`` and a table node. The maps of one call share a run id
+        (node attribute ``SaliencyInspector.Run``, unique across saved and reloaded scenes). A
+        CUDA out-of-memory error falls back to the CPU and says so through ``progress`` and the log.
         """
         from saliency_inspector import mrml
         from saliency_inspector.explain.explanation import explain
 
-        say = self._progress(progress)
         ct = mrml.volume_from_node(volumeNode)  # InputError for no / non-scalar / 2D volumes
+        self._requireDependencies()
+        say = self._progress(progress)
         classifier = self.loadClassifier(model, device, say)
         try:
             explanation = explain(classifier, ct, methods=methods, classes=classes, layer=layer, progress=say)
@@ -412,33 +559,39 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         say(_("Creating saliency volumes…"))
         scene = slicer.mrmlScene
         nodes = {}
-        run = scene.GenerateUniqueName("SaliencyInspectorRun")  # ties the maps of one run together
-        for (method, className), saliency in explanation.maps.items():
-            name = slicer.mrmlScene.GenerateUniqueName(
-                f"{volumeNode.GetName()} {METHOD_LABELS.get(method, method)} {className}")
+        # a uuid, not scene.GenerateUniqueName: its counter is not saved with the scene, so a run
+        # after save and reload would get the id of an old run
+        run = uuid.uuid4().hex
+        for method, className in list(explanation.maps):
+            saliency = explanation.map(method, className)  # one map on the CT grid at a time
+            name = scene.GenerateUniqueName(f"{volumeNode.GetName()} {METHOD_LABELS.get(method, method)} {className}")
             node = mrml.add_saliency_node(scene, saliency, volumeNode, name, ct=ct)
             mrml.set_saliency_display(node, mrml.display_window(saliency), threshold=0.2)
             node.SetAttribute("SaliencyInspector.Method", method)
             node.SetAttribute("SaliencyInspector.Class", className)
             node.SetAttribute("SaliencyInspector.Run", run)
             nodes[(method, className)] = node
+            del saliency
         predictions = mrml.add_predictions_table(
             scene, explanation.class_names, explanation.probabilities, explanation.logits,
             name=scene.GenerateUniqueName(f"{volumeNode.GetName()} predictions"))
         return nodes, explanation, predictions
 
     def evaluate(self, saliencyNode, segmentationNode, volumeNode=None, rocChart=True):
-        """Score a saliency node against the segments: metrics table node (and ROC chart node).
+        """Score a saliency node against the segments.
 
-        Returns ``(tableNode, chartNode or None, EvaluationTable)``.
+        Returns ``(tableNode, chartNode, evaluation)``: a metrics table node (one row per
+        segment), an ROC plot chart node (None when ``rocChart`` is False) and the core
+        ``EvaluationTable``.
         """
         from saliency_inspector.evaluate import metrics
         from saliency_inspector import mrml
 
-        referenceNode = volumeNode or saliencyNode
-        segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
         saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
         ct = mrml.volume_from_node(volumeNode) if volumeNode is not None else None
+        mrml.check_segmentation(segmentationNode)
+        referenceNode = volumeNode or saliencyNode
+        segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
         table = metrics.evaluate(saliency, segments, region="auto", ct=ct)
         scene = slicer.mrmlScene
         tableNode = mrml.add_metrics_table(scene, table.rows,
@@ -457,67 +610,181 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
 
+    def fidelity(self, volumeNode, saliencyNode, model="demo", className=None, device="auto", steps=20,
+                 replacement="blur"):
+        """Does the model need what the map shows? Deletion (MIF) and LIF curves of ``saliencyNode``
+        for its class (``className`` overrides) on the model-input grid, with a random map's as the
+        chance line: a table node (F = AUC_LIF - AUC_MIF, AUCs) and a plot chart node.
+
+        Returns ``(tableNode, chartNode, FidelityResult)``.
+        """
+        from saliency_inspector import mrml
+        from saliency_inspector.errors import InputError
+        from saliency_inspector.evaluate.fidelity import fidelity, map_on_input_grid
+        from saliency_inspector.explain.attribution import batch_size, for_input, EstimatorSettings
+        from saliency_inspector.models.preprocess import preprocess
+
+        classifier = self.loadClassifier(model, device)
+        className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
+        if className not in (classifier.class_names or []):
+            raise InputError(f"class {className!r} is not one of the model's classes: "
+                             f"{', '.join(classifier.class_names or [])}")
+        ct = mrml.volume_from_node(volumeNode)
+        prepared = preprocess(ct, classifier.card.input, device=classifier.device)
+        settings = for_input(EstimatorSettings(), prepared, classifier.card)
+        onInput = map_on_input_grid(mrml.volume_from_node(saliencyNode, what="saliency map"), prepared.grid,
+                                    prepared.axes)
+        perForward = min(2 * steps, batch_size(classifier.module, prepared.tensor, settings, backward=False))
+        result = fidelity(classifier, prepared.tensor, onInput, classifier.class_names.index(className),
+                          steps=steps, replacement=replacement, air_value=settings.air_value,
+                          spacing_zyx=settings.spacing_zyx, batch_size=perForward)
+        scene = slicer.mrmlScene
+        tableNode, chartNode = mrml.add_fidelity_nodes(
+            scene, result.to_dict(), name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} fidelity"))
+        return tableNode, chartNode, result
+
+    def trust(self, volumeNode, saliencyNode, model="demo", secondModel=None, segmentationNode=None,
+              fixationsPath=None, device="auto", progress=None):
+        """The trust card of the shown map's method and class (randomization, repeatability with
+        ``secondModel``, localization with ``segmentationNode``, gaze with ``fixationsPath``).
+
+        Returns ``(tableNode, chartNode, TrustCard)``: the card in a table node, the randomization
+        curves in a plot chart node.
+        """
+        from saliency_inspector import mrml
+        from saliency_inspector.errors import InputError
+        from saliency_inspector.trust_card import run_trust
+
+        say = self._progress(progress)
+        method = saliencyNode.GetAttribute("SaliencyInspector.Method")
+        className = saliencyNode.GetAttribute("SaliencyInspector.Class")
+        if not method or not className:
+            raise InputError(f"{saliencyNode.GetName()}: not a map made by SaliencyInspector (no method/class); "
+                             "compute the maps with Apply first")
+        ct = mrml.volume_from_node(volumeNode)
+        self._requireDependencies()
+        models = [self.loadClassifier(model, device, say)]
+        if secondModel:
+            models.append(self.loadClassifier(secondModel, device, say))
+        segments = None
+        if segmentationNode is not None:
+            segments = mrml.segments_from_node(segmentationNode, volumeNode, slicer.modules.segmentations.logic())
+        card = run_trust(ct, models, methods=[method], class_name=className, masks=segments,
+                         fixations=fixationsPath, progress=say).card
+        scene = slicer.mrmlScene
+        tableNode = mrml.add_trust_table(scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} trust"))
+        chartNode = mrml.add_randomization_chart(
+            scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} randomization"))
+        return tableNode, chartNode, card
+
     def showSaliency(self, volumeNode, saliencyNode, threshold=0.2, opacity=0.5, volumeRendering=True):
-        """Heat overlay in every slice view (threshold, opacity, colour legend) and in 3D."""
+        """Heat overlay in every slice view (threshold, opacity, colour legend) and in 3D.
+
+        ``threshold`` and ``opacity`` are fractions, clamped to [0, 1].
+        """
         from saliency_inspector import mrml
 
-        window = (saliencyNode.GetDisplayNode().GetWindowLevelMin(), saliencyNode.GetDisplayNode().GetWindowLevelMax())
-        mrml.set_saliency_display(saliencyNode, window, threshold=threshold)
+        threshold, opacity = _clamp01(threshold), _clamp01(opacity)
+        mrml.set_saliency_display(saliencyNode, _window(saliencyNode), threshold=threshold)
         mrml.show_in_slice_views(slicer.mrmlScene, volumeNode, saliencyNode, opacity=opacity)
         mrml.add_color_legend(saliencyNode, slicer.modules.colors.logic())
         if volumeRendering:
-            vrLogic = slicer.modules.volumerendering.logic()
-            for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-                vrDisplay = vrLogic.GetFirstVolumeRenderingDisplayNode(node)
-                # one saliency map in 3D at a time; the user's own volumes are left alone
-                if (vrDisplay is not None and node is not saliencyNode
-                        and node.GetAttribute("SaliencyInspector.Saliency") == "1"):
-                    vrDisplay.SetVisibility(False)
-            mrml.setup_volume_rendering(saliencyNode, vrLogic, window, threshold=threshold, method=None)
+            self._showIn3D(saliencyNode, threshold)
 
-    def show(self, volumeNode, saliencyNode, segmentationNode=None, threshold=0.2, opacity=0.5):
-        """Overlay + 3D view with the segmentation's surfaces."""
+    def _showIn3D(self, saliencyNode, threshold) -> None:
         from saliency_inspector import mrml
 
+        vrLogic = slicer.modules.volumerendering.logic()
+        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            vrDisplay = vrLogic.GetFirstVolumeRenderingDisplayNode(node)
+            # one saliency map in 3D at a time; the user's own volumes are left alone
+            if (vrDisplay is not None and node is not saliencyNode
+                    and node.GetAttribute("SaliencyInspector.Saliency") == "1"):
+                vrDisplay.SetVisibility(False)
+        mrml.setup_volume_rendering(saliencyNode, vrLogic, _window(saliencyNode), threshold=threshold, method=None)
+
+    def updateShownMaps(self, threshold=None, opacity=None) -> int:
+        """New threshold and/or opacity for the saliency maps the slice views show now (and their 3D
+        rendering); the layout and which map each view shows stay. Returns how many maps changed."""
+        from saliency_inspector import mrml
+
+        return mrml.update_shown_saliency(
+            slicer.mrmlScene, threshold=None if threshold is None else _clamp01(threshold),
+            opacity=None if opacity is None else _clamp01(opacity),
+            volume_rendering_logic=slicer.modules.volumerendering.logic())
+
+    def show(self, volumeNode, saliencyNode, segmentationNode=None, threshold=0.2, opacity=0.5):
+        """Overlay in the slice views and the map in 3D, beside the segmentation.
+
+        The segmentation's display is left as the user set it (its outline/fill and 3D surfaces
+        show as they are); ``segmentationNode`` is checked and shown in the views.
+        """
+        from saliency_inspector import mrml
+
+        mrml.volume_from_node(volumeNode)  # checks before anything in the scene changes
+        mrml.volume_from_node(saliencyNode, what="saliency map")
         if segmentationNode is not None:
-            mrml.show_segmentation(segmentationNode)
+            mrml.check_segmentation(segmentationNode)
         self.showSaliency(volumeNode, saliencyNode, threshold, opacity)
-        slicer.util.resetSliceViews()
+        if segmentationNode is not None and segmentationNode.GetDisplayNode() is not None:
+            segmentationNode.GetDisplayNode().SetVisibility(True)
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:  # None without a main window: nothing to reset
+            layoutManager.resetSliceViews()
 
     def showComparison(self, volumeNode, saliencyNode, threshold=0.2, opacity=0.5, tableNode=None, chartNode=None):
-        """HiResCAM (red view) beside Grad-CAM (yellow view) for the same class, 3D, table and chart."""
+        """HiResCAM (red view) beside Grad-CAM (yellow view) for the class of ``saliencyNode``,
+        the 3D view, the metrics table and the ROC chart (compare layout, when there is a main window).
+
+        ``saliencyNode`` itself is shown for its own method; the other method's map comes from the
+        same run (same ``SaliencyInspector.Run``) and class.
+        """
         from saliency_inspector import mrml
         from saliency_inspector.errors import InputError
 
         if volumeNode is None or saliencyNode is None:
             raise InputError("nothing to compare yet; compute the saliency maps first")
-        className = saliencyNode.GetAttribute("SaliencyInspector.Class")
-        run = saliencyNode.GetAttribute("SaliencyInspector.Run")
-        pair = {}  # method -> the map of the same class from the same run
-        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-            if (node.GetAttribute("SaliencyInspector.Class") == className
-                    and node.GetAttribute("SaliencyInspector.Run") == run):
-                pair[node.GetAttribute("SaliencyInspector.Method")] = node
+        mrml.volume_from_node(volumeNode)
+        mrml.volume_from_node(saliencyNode, what="saliency map")
+        threshold, opacity = _clamp01(threshold), _clamp01(opacity)
+        pair = mrml.same_run_maps(slicer.mrmlScene, saliencyNode)  # method -> node
         layoutManager = slicer.app.layoutManager()
-        mrml.set_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
-        slicer.app.processEvents()  # let the layout create the views (and their composite nodes)
-        slicer.app.layoutManager().sliceWidget("Yellow").mrmlSliceNode().SetOrientationToAxial()
+        if layoutManager is not None:
+            mrml.set_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
+            slicer.app.processEvents()  # let the layout create the views (and their composite nodes)
+            yellow = layoutManager.sliceWidget("Yellow")
+            if yellow is not None:
+                yellow.mrmlSliceNode().SetOrientationToAxial()
+        scene = slicer.mrmlScene
+        threeD = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLViewNode")]
         for viewName, method in (("Red", "hirescam"), ("Yellow", "gradcam")):
             node = pair.get(method, saliencyNode)
-            window = (node.GetDisplayNode().GetWindowLevelMin(), node.GetDisplayNode().GetWindowLevelMax())
-            mrml.set_saliency_display(node, window, threshold=threshold)
-            mrml.show_in_slice_views(slicer.mrmlScene, volumeNode, node, opacity=opacity, view_names=[viewName])
+            mrml.set_saliency_display(node, _window(node), threshold=threshold)
+            if mrml.show_in_slice_views(scene, volumeNode, node, opacity=opacity, view_names=[viewName]):
+                # each map's colour legend in its own view (and the 3D view's map's in 3D)
+                sliceNode = scene.GetSingletonNode(viewName, "vtkMRMLSliceNode")
+                rendered3D = slicer.modules.volumerendering.logic().GetFirstVolumeRenderingDisplayNode(node)
+                inThreeD = threeD if rendered3D is not None and rendered3D.GetVisibility() else []
+                mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID(), *inThreeD])
         mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
-        slicer.util.resetSliceViews()
+        if layoutManager is not None:
+            layoutManager.resetSliceViews()
 
     def process(self, volumeNode, model="demo", methods=("hirescam", "gradcam"), classes="all", layer=None,
                 device="auto", segmentationNode=None, threshold=0.2, opacity=0.5, progress=None):
-        """The whole job for the widget: explain, predictions table, metrics for the top class, display.
+        """The whole job for the widget: explain, predictions table, metrics for the top class, display
+        (ending in the compare layout when there is a segmentation and a main window).
 
-        Returns a dict of the created nodes and a one-line summary, or None when cancelled. The
-        input nodes are never modified; all output nodes are new.
+        Returns a dict ``{"predictions", "nodes", "shown", "classNames", "metrics", "roc", "message"}``
+        ("metrics" and "roc" only with a segmentation), or None when cancelled. Inputs are checked
+        before anything is created; the input nodes are never modified; all output nodes are new.
         """
+        from saliency_inspector import mrml
+
         self.cancelRequested = False
+        mrml.volume_from_node(volumeNode)
+        if segmentationNode is not None:
+            mrml.check_segmentation(segmentationNode)
         try:
             nodes, explanation, predictions = self.explain(volumeNode, model, methods, classes, layer, device, progress)
         except CancelledError:
@@ -531,29 +798,62 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             result["metrics"], result["roc"], _table = self.evaluate(shown, segmentationNode, volumeNode)
         self.show(volumeNode, shown, segmentationNode, threshold, opacity)
         if "metrics" in result:
-            layoutManager = slicer.app.layoutManager()
-            if layoutManager is not None:
-                self.showComparison(volumeNode, shown, threshold, opacity, result["metrics"], result["roc"])
+            self.showComparison(volumeNode, shown, threshold, opacity, result["metrics"], result["roc"])
         result["message"] = _("{n} maps; most probable class: {c} ({p:.2f}); device: {d}").format(
             n=len(nodes), c=topClass, p=probabilities.get(topClass, float("nan")),
             d=self.lastDevice)
         return result
 
     def loadPhantomSample(self, seed=0, size=(192, 192, 64)):
-        """Make the synthetic phantom (no download), load CT and organs; returns (volume, segmentation)."""
-        from saliency_inspector.models.demo_model import LESION_SCALE
-        from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
+        """Make the synthetic phantom and put it in the scene; returns (volume node, segmentation node).
 
-        folder = os.path.join(slicer.app.temporaryPath, "SaliencyInspector", f"phantom-{seed}")
+        Nothing is downloaded or installed: the phantom needs numpy, scipy and SimpleITK, which
+        Slicer ships, and its nodes are made directly (no file, so no slicerio).
+        """
+        from saliency_inspector import mrml
+        from saliency_inspector.models.demo_model import LESION_SCALE
+        from saliency_inspector.synth.phantom import make_phantom
+
         case = make_phantom(seed=seed, size=size, lesion_scale=LESION_SCALE)  # the demo model's lesion size
-        paths = write_phantom_case(case, folder)
-        ct = slicer.util.loadVolume(str(paths["ct"]), {"name": "SaliencyPhantom CT"})
-        organs = slicer.util.loadSegmentation(str(paths["organs"]), {"name": "SaliencyPhantom organs"})
-        organs.SetReferenceImageGeometryParameterFromVolumeNode(ct)
-        ct.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
-        ct.GetDisplayNode().AutoWindowLevelOff()
-        ct.GetDisplayNode().SetWindowLevel(400, 40)
+        scene = slicer.mrmlScene
+        ct = mrml.add_volume_node(scene, case.ct, scene.GenerateUniqueName("SaliencyPhantom CT"))
+        display = ct.GetDisplayNode()
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+        display.AutoWindowLevelOff()
+        display.SetWindowLevel(400, 40)
+        organs = mrml.add_segmentation_node(
+            scene, {name: case.organs.mask(name) for name in case.organs.names}, ct,
+            slicer.modules.segmentations.logic(), case.organs.colors,
+            name=scene.GenerateUniqueName("SaliencyPhantom organs"))
+        mrml.show_segmentation(organs)  # our own node: outlines in 2D, translucent surfaces in 3D
+        mrml.show_in_slice_views(scene, ct)
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            layoutManager.resetSliceViews()
         return ct, organs
+
+    def writePhantomFiles(self, folder, seed=0, size=(192, 192, 64)) -> dict:
+        """Write the phantom as Sample Data's files (CT .nrrd, organs .seg.nrrd) into ``folder``;
+        returns {uri: path}. Written through a private scene with Slicer's own segmentation writer
+        (no slicerio); the user's scene is not touched."""
+        from pathlib import Path
+
+        from saliency_inspector import mrml
+        from saliency_inspector.io.volume import write_volume
+        from saliency_inspector.models.demo_model import LESION_SCALE
+        from saliency_inspector.synth.phantom import make_phantom
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        case = make_phantom(seed=seed, size=size, lesion_scale=LESION_SCALE)
+        paths = {uri: folder / name for uri, name in PHANTOM_FILES.items()}
+        write_volume(case.ct, paths["phantom://ct"])
+        scene = slicer.vtkMRMLScene()
+        ct = mrml.add_volume_node(scene, case.ct, "ct")
+        organs = mrml.add_segmentation_node(scene, {name: case.organs.mask(name) for name in case.organs.names}, ct,
+                                            slicer.modules.segmentations.logic(), case.organs.colors)
+        mrml.write_segmentation_node(organs, paths["phantom://organs"])
+        return paths
 
     def _progress(self, progress):
         def say(message):
@@ -565,31 +865,25 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         return say
 
 
-def _importable(name) -> bool:
+def _slicerPackaging():
+    """``slicer.packaging`` (pip_ensure, Slicer >= 5.12), or None on older Slicer."""
+    import importlib
+
     try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
+        # import_module, not `import slicer.packaging`: that would make `slicer` local to the function
+        return importlib.import_module("slicer.packaging")
+    except ImportError:
+        return None
 
 
-def _missingRequirements(path) -> list:
-    from importlib.metadata import PackageNotFoundError, version
+def _clamp01(value) -> float:
+    return min(max(float(value), 0.0), 1.0)
 
-    from packaging.requirements import Requirement
 
-    missing = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith(("#", "-")):
-                continue
-            req = Requirement(line)
-            try:
-                if version(req.name) not in req.specifier:
-                    missing.append(line)
-            except PackageNotFoundError:
-                missing.append(line)
-    return missing
+def _window(saliencyNode):
+    """The display window the map was given when it was made (explain: 0 .. max of S⁺)."""
+    display = saliencyNode.GetDisplayNode()
+    return display.GetWindowLevelMin(), display.GetWindowLevelMax()
 
 
 def _isCudaOutOfMemory(err) -> bool:
@@ -629,7 +923,8 @@ def _evaluationRegion(table, segments, ct, saliency):
 # Test (runs inside Slicer: Developer mode, "Reload and Test", or ctest)
 #
 class SaliencyInspectorTest(ScriptedLoadableModuleTest):
-    """Self-test on the phantom: geometry, maps, metrics table, bad input."""
+    """Self-test on the phantom: geometry, maps, metrics table, bad input. Skipped, not installing
+    anything, when torch or the module's packages are absent."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -641,17 +936,21 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
         self.test_phantom_end_to_end()
 
     def test_bad_input(self):
-        from saliency_inspector import mrml
+        import numpy as np
+
         from saliency_inspector.errors import InputError
 
         logic = SaliencyInspectorLogic()
-        with self.assertRaises(InputError):
-            logic.explain(None)
         empty = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
-        volume = slicer.util.addVolumeFromArray(__import__("numpy").zeros((8, 8, 8), "int16"), name="zeros")
+        volume = slicer.util.addVolumeFromArray(np.zeros((8, 8, 8), "int16"), name="zeros")
         nodes = slicer.mrmlScene.GetNumberOfNodes()
-        with self.assertRaises(InputError):
-            mrml.segment_masks_from_node(empty, volume, slicer.modules.segmentations.logic())
+        for call in (lambda: logic.process(None),
+                     lambda: logic.process(volume, segmentationNode=empty),
+                     lambda: logic.show(volume, volume, empty)):
+            with self.assertRaises(InputError):
+                call()
+        if self._dependenciesMissing():
+            return
         with self.assertRaises(InputError):
             logic.loadClassifier(os.path.join(slicer.app.temporaryPath, "no-such-model.pt2"), "cpu")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
@@ -661,10 +960,10 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
 
         from saliency_inspector import mrml
 
+        if self._dependenciesMissing():
+            self.skipTest("torch or the module's Python packages are not installed (press Apply once)")
         self.delayDisplay("Making the phantom")
         logic = SaliencyInspectorLogic()
-        if not logic.ensureDependencies(askConfirmation=False):
-            self.skipTest("dependencies are not installed")
         ct, organs = logic.loadPhantomSample(size=(96, 96, 40))
         before = mrml.volume_from_node(ct)
         self.delayDisplay("Computing saliency")
@@ -680,3 +979,6 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
         self.assertIn("roc_auc", columns)
         self.assertEqual(len(columns["segment"]), result["metrics"].GetNumberOfRows())
         self.delayDisplay("Test passed")
+
+    def _dependenciesMissing(self) -> bool:
+        return not SaliencyInspectorLogic().dependenciesInstalled()

@@ -3,7 +3,8 @@ on the CT's own grid, agreement metrics against organ masks, pictures and report
 
 Subpackages by concern: ``io`` (volumes, segmentations), ``models`` (loading, preprocessing, the
 demo model), ``explain`` (CAMs, ``explain()``), ``evaluate`` (metrics, ranking), ``view`` (pictures,
-report), ``synth`` (phantom). No Slicer or Qt imports here; ``mrml.py`` is the only module that
+report), ``synth`` (phantom), ``training`` (BCE + HiResCAM mask loss).
+No Slicer or Qt imports here; ``mrml.py`` is the only module that
 touches MRML (scene passed in). Heavy modules (torch, VTK) are imported lazily, on first use of the
 names that need them, so Slicer's start-up does not import torch.
 """
@@ -28,11 +29,22 @@ _EXPORTS = {
     "ModelCard": "models.loading", "Classifier": "models.loading", "load_classifier": "models.loading",
     "demo_classifier": "models.demo_model",
     "explain": "explain.explanation", "Explanation": "explain.explanation",
+    "register_estimator": "explain.attribution", "EstimatorSettings": "explain.attribution",
+    "ESTIMATORS": "explain.attribution", "attribute": "explain.attribution",
     "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
     "check_same_body": "evaluate.consistency",
+    "fidelity": "evaluate.fidelity",
     "render_overlay": "view.render",
     "write_report": "view.report",
     "run_demo": "demo",
+    "compare_estimators": "compare",
+    "batch": "cohort.batch", "BatchResult": "cohort.batch",
+    "cohort_statistics": "cohort.stats", "bootstrap_mean_ci": "cohort.stats",
+    "compare_maps": "evaluate.similarity",
+    "read_fixations": "evaluate.gaze", "compare_with_gaze": "evaluate.gaze",
+    "run_trust": "trust_card",
+    "train": "training.loop", "mask_loss": "training.mask_loss",
+    "run_shortcut_demo": "shortcut",
 }
 # Models shipped with the project register themselves with the generic loader when imported;
 # `si.load_classifier("demo")` should work without the caller knowing that.

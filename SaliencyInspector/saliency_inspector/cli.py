@@ -158,7 +158,7 @@ def cmd_explain(args) -> int:
     if classifier.class_names:  # names known from the card: check them before the forward pass
         guard_outputs(inputs, files=map_files(classifier.class_names))
     result = explain(classifier, ct, methods=methods, classes=args.target_class, layer=args.layer,
-                     progress=progress)
+                     progress=progress, settings=estimator_settings(args))
     guard_outputs(inputs, files=map_files(result.classes))
     written = result.save(args.out)
     for path in written:
@@ -197,6 +197,36 @@ def cmd_evaluate(args) -> int:
         table.write_csv(args.csv)
         progress(f"wrote {args.csv}")
     print(table.format())
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare_estimators
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+    from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
+    from .models.loading import load_classifier
+    from .view.compare_page import write_compare_report
+
+    ct = read_volume(args.ct)
+    segments = read_segments(args.masks, reference=ct, note=progress)
+    progress(f"loading model {args.model}")
+    classifier = load_classifier(args.model, card=args.card, arch=args.arch, device=args.device)
+    methods = args.method or ["hirescam", "gradcam", "gradient", "smoothgrad", "ig"]
+    result = compare_estimators(classifier, ct, segments, args.target_class, methods=methods, segment=args.segment,
+                                settings=estimator_settings(args), steps=args.fidelity_steps,
+                                replacement=args.replacement, blur_mm=args.blur_mm, seed=args.seed,
+                                progress=progress)
+    if args.json:
+        result.write_json(args.json)
+        progress(f"wrote {args.json}")
+    if args.csv:
+        result.write_csv(args.csv)
+        progress(f"wrote {args.csv}")
+    if args.out:
+        page = write_compare_report(result, ct, segments.masks[result.segment], args.out)
+        progress(f"wrote {page}")
+    print(result.format())
     return 0
 
 
@@ -276,11 +306,58 @@ def parse_point(text: str):
 
 
 def cmd_demo(args) -> int:
+    guard_outputs(folders=[args.out])
+    if args.shortcut:
+        from .shortcut import run_shortcut_demo
+
+        run_shortcut_demo(out_dir=args.out, device=args.device, progress=progress)
+        return 0
     from .demo import run_demo
 
-    guard_outputs(folders=[args.out])
     run_demo(out_dir=args.out, device=args.device, progress=progress, shared_scale=args.shared_scale,
              at=parse_point(args.at) if args.at else None)
+    return 0
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from .training.loop import train
+
+    if bool(args.card) == bool(args.arch):
+        raise InputError("give the network either as --card CARD.json (with an architecture) or as --arch "
+                         "NAME/JSON with --size and --window")
+    card = args.card
+    if args.arch:
+        from .models.loading import _parse_arch
+
+        card = {"name": args.name or "model", "classes": args.classes, "multilabel": True,
+                "input": {"size": args.size, "spacing": None, "window": args.window, "channels": 1},
+                "target_layer": args.layer, "architecture": _parse_arch(args.arch)}
+    try:
+        class_organs = json.loads(args.class_organs) if args.class_organs else None
+    except json.JSONDecodeError as err:
+        raise InputError(f"--class-organs is not valid JSON ({err.msg}); give e.g. "
+                         '\'{"kidney": ["kidney_left", "kidney_right"]}\'') from None
+    result = train(args.manifest, args.out, card, mask_loss_lambda=args.mask_loss, target_layer=args.layer,
+                   dilation_mm=args.dilate_mm, epochs=args.epochs, batch_size=args.batch_size,
+                   learning_rate=args.lr, patience=args.patience, seed=args.seed, max_degrees=args.rotate,
+                   flip_axes=tuple(args.flip_axis or ()), class_organs=class_organs, device=args.device,
+                   name=args.name, progress=progress)
+    for key in ("weights", "card", "export"):
+        if result[key]:
+            print(result[key])
+    return 0
+
+
+def cmd_train_shortcut(args) -> int:
+    from .shortcut import TRAINING, shortcut_cohort, train_shortcut_models
+
+    manifest = args.manifest or shortcut_cohort(args.cohort, TRAINING["n_cases"], seed=TRAINING["cohort_seed"],
+                                                progress=progress)
+    results = train_shortcut_models(manifest, args.out, progress=progress)
+    for result in results.values():
+        print(result["weights"])
     return 0
 
 
@@ -297,6 +374,77 @@ def cmd_train_demo(args) -> int:
     return 0
 
 
+def add_estimator_options(p) -> None:
+    """The gradient/perturbation estimators' settings (explain, compare)."""
+    g = p.add_argument_group("estimator settings (gradient, smoothgrad, ig, occlusion, xrai3d, …)")
+    g.add_argument("--noise", type=float, default=0.15, help="SmoothGrad sigma as a fraction of the input range")
+    g.add_argument("--samples", type=int, default=25, help="SmoothGrad/VarGrad noisy samples")
+    g.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps")
+    g.add_argument("--baseline", default="air", help="IG/occlusion baseline: air (-1000 HU), min, blur")
+    g.add_argument("--occlusion-mm", type=float, nargs=2, default=(50.0, 50.0), metavar=("WINDOW", "STRIDE"),
+                   help="occlusion window and stride in mm")
+    g.add_argument("--memory-gb", type=float, default=2.0, help="memory budget for one batch of steps/samples")
+    g.add_argument("--seed", type=int, default=0, help="noise seed")
+
+
+def estimator_settings(args) -> dict:
+    return {"noise": args.noise, "samples": args.samples, "steps": args.steps, "baseline": args.baseline,
+            "occlusion_window_mm": args.occlusion_mm[0], "occlusion_stride_mm": args.occlusion_mm[1],
+            "memory_gb": args.memory_gb, "seed": args.seed}
+
+
+def cmd_batch(args) -> int:
+    from .cohort.batch import batch
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    result = batch(args.manifest, args.model, args.out, methods=args.method or ["hirescam", "gradcam"],
+                   classes=args.target_class or "all", keep_maps=args.keep_maps, card=args.card, arch=args.arch,
+                   device=args.device, threshold=args.threshold, workers=args.workers, ray=args.ray,
+                   resamples=args.resamples, seed=args.seed, progress=True)
+    for key in ("cohort_csv", "cohort_json", "report"):
+        print(result.files[key])
+    if result.exit_code:
+        print(f"{PROG}: every case failed; see {result.files['errors']}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_trust(args) -> int:
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+    from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
+    from .models.loading import load_classifier
+    from .trust_card import run_trust
+
+    ct = read_volume(args.ct)
+    cards = args.card or []
+    models = []
+    for n, source in enumerate(args.model):
+        progress(f"loading model {source}")
+        models.append(load_classifier(source, card=cards[n] if n < len(cards) else None, arch=args.arch,
+                                      device=args.device))
+    masks = read_segments(args.masks, reference=ct, note=progress) if args.masks else None
+    cohort_masks = args.cohort_masks or []
+    if cohort_masks and len(cohort_masks) != len(args.cohort or []):
+        raise InputError(f"--cohort-masks: give one per --cohort CT ({len(args.cohort or [])}), got {len(cohort_masks)}")
+    cohort = None
+    if args.cohort:
+        cohort = []
+        for n, path in enumerate(args.cohort):
+            case_ct = read_volume(path)
+            seg = read_segments(cohort_masks[n], reference=case_ct, note=progress) if cohort_masks else None
+            cohort.append((case_ct, seg))
+    result = run_trust(ct, models, methods=args.method or ["hirescam", "gradcam"], class_name=args.target_class,
+                       masks=masks, segment=args.segment, fixations=args.fixations,
+                       fixations_space=args.fixations_space, sigma_mm=args.sigma_mm, out_dir=args.out,
+                       mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer,
+                       randomize=not args.skip_randomization, progress=progress)
+    print(result.card.format())
+    print(result.json_path)
+    print(result.report)
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -310,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-scale", action="store_true",
                    help="one colour scale for every method of a class (default: each map's own maximum)")
     p.add_argument("--at", metavar="X,Y,Z", help="slice every picture through this LPS point (mm)")
+    p.add_argument("--shortcut", action="store_true",
+                   help="the shortcut demonstration: shipped models trained without / with the mask loss "
+                        "on a marker-confounded cohort, measured on an unconfounded test split")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("phantom", help="write a synthetic CT with organ and lesion masks")
@@ -345,11 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
     p.add_argument("--card", help="model card JSON when it is not beside the model")
     p.add_argument("--arch", help="architecture for a state dict, e.g. 'DenseNet121' or a JSON spec")
-    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp, … (repeatable; default hirescam and gradcam)")
+    p.add_argument("--method", action="append",
+                   help="CAMs: hirescam, gradcam, gradcampp; gradient-based: gradient, inputxgradient, smoothgrad, "
+                        "smoothgrad_sq, vargrad, ig, guided_gradcam; perturbation: occlusion, xrai3d "
+                        "(repeatable; default hirescam and gradcam)")
     p.add_argument("--class", dest="target_class", default="all", help="class name or index, or 'all'")
     p.add_argument("--layer", help="target layer (module name); default: the card's, else the last spatial layer")
     p.add_argument("--out", type=Path, default=Path("saliency-output"), help="output folder")
     p.add_argument("--device", **device)
+    add_estimator_options(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="agreement of a saliency map with organ masks, one row per segment")
@@ -367,6 +522,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="write rows as CSV")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("compare", help="estimators side by side on one case: agreement with a mask, region Dice, "
+                                       "fidelity, time")
+    p.add_argument("ct", help="CT volume")
+    p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
+    p.add_argument("--card", help="model card JSON when it is not beside the model")
+    p.add_argument("--arch", help="architecture for a state dict")
+    p.add_argument("--masks", required=True, help=".seg.nrrd or labelmap holding the lesion/organ mask")
+    p.add_argument("--segment", help="the segment to score against (default: the only one, or the one named like the class)")
+    p.add_argument("--class", dest="target_class", required=True, help="class name or index")
+    p.add_argument("--method", action="append", help="estimator (repeatable; default hirescam gradcam gradient smoothgrad ig)")
+    p.add_argument("--fidelity-steps", type=int, default=20, help="deletion/LIF steps (p = 0 … 100 %%)")
+    p.add_argument("--replacement", default="blur", help="fidelity replacement: air, mean, blur, impute")
+    p.add_argument("--blur-mm", type=float, default=10.0, help="sigma of the blur replacement (mm)")
+    p.add_argument("--json", type=Path, help="write the table, rankings and curves as JSON")
+    p.add_argument("--csv", type=Path, help="write the table with ranks as CSV")
+    p.add_argument("--out", type=Path, help="folder for compare.html and its pictures")
+    p.add_argument("--device", **device)
+    add_estimator_options(p)
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("render", help="PNG of axial/coronal/sagittal slices and a 3D view of the overlay")
     p.add_argument("ct")
     p.add_argument("map")
@@ -378,6 +553,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="output PNG, or a folder (existing, or ending in /) that gets <map name>.png")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("batch", help="a whole cohort from a manifest: per-case maps and metrics, cohort "
+                       "statistics with bootstrap intervals, a cohort page; resumable; local processes or Ray")
+    p.add_argument("manifest", help="CSV or JSON-lines manifest: case_id, ct, optional organs, lesions, "
+                   "one 0/1 column per class")
+    p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
+    p.add_argument("--card", help="model card JSON when it is not beside the model")
+    p.add_argument("--arch", help="architecture for a state dict")
+    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp (repeatable; default hirescam and gradcam)")
+    p.add_argument("--class", dest="target_class", action="append", help="class to explain (repeatable; default all)")
+    p.add_argument("--keep-maps", choices=["none", "feature", "ct"], default="none",
+                   help="write each case's maps: none, feature (small, the feature grid) or ct (the CT grid)")
+    p.add_argument("--threshold", default="topk", help="threshold rule of Dice/IoA (as for evaluate)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (re-running it resumes)")
+    p.add_argument("--device", **device)
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default 1: this process); with --ray: the number of actors")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run on Ray: auto (a running cluster), host:port, ray://host:port, or local")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("trust", help="the trust card: localization, randomization, repeatability, gaze per method")
+    p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
+    p.add_argument("--model", action="append", required=True,
+                   help="a model as for explain; twice for repeatability (same architecture) or reproducibility")
+    p.add_argument("--card", action="append", help="model card per --model, in the same order")
+    p.add_argument("--arch", help="architecture for state dicts, e.g. 'DenseNet121'")
+    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp or a registered estimator (repeatable)")
+    p.add_argument("--class", dest="target_class", required=True, help="class name or index")
+    p.add_argument("--masks", help="segmentation of the finding (.seg.nrrd or labelmap): localization")
+    p.add_argument("--segment", help="the segment to localize (default: the ones named after the class)")
+    p.add_argument("--fixations", help="readers' fixations: CSV (x,y,z mm[,duration][,reader]), .mrk.json or a heatmap volume")
+    p.add_argument("--fixations-space", choices=["LPS", "RAS"], type=str.upper,
+                   help="coordinate system of a CSV (default LPS, or the file's '# space: RAS' line)")
+    p.add_argument("--sigma-mm", type=float, default=10.0, help="Gaussian per fixation, mm (default 10)")
+    p.add_argument("--cohort", action="append", help="another case's CT (repeatable): the baseline from maps of different cases")
+    p.add_argument("--cohort-masks", action="append", help="its finding's masks, one per --cohort: the location prior")
+    p.add_argument("--mode", choices=["cascading", "independent"], default="cascading", help="randomization mode")
+    p.add_argument("--skip-randomization", action="store_true", help="only the other criteria (randomization: not measured)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations and samplers")
+    p.add_argument("--layer", help="target layer for the CAMs (default: the card's)")
+    p.add_argument("--out", type=Path, default=Path("trust-output"), help="output folder (trust.json, trust.html)")
+    p.add_argument("--device", **device)
+    p.set_defaults(func=cmd_trust)
+    p = sub.add_parser("train", help="train a classifier on a manifest: BCE, optionally + HiResCAM mask loss")
+    p.add_argument("manifest", help="cohort manifest (CSV/JSONL with case_id, split, ct, organs, labels)")
+    p.add_argument("--card", help="model card JSON with architecture, input and (optional) classes")
+    p.add_argument("--arch", help="architecture instead of a card: a name (DenseNet121, demo, ...) or a JSON spec")
+    p.add_argument("--size", type=int, nargs=3, metavar=("D", "H", "W"), help="input size with --arch")
+    p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=[-1000.0, 1000.0],
+                   help="HU window with --arch (default -1000 1000)")
+    p.add_argument("--classes", nargs="+", help="label columns to train (default: all)")
+    p.add_argument("--name", help="output name (default: the card's)")
+    p.add_argument("--mask-loss", type=float, default=0.0, metavar="LAMBDA",
+                   help="weight of the HiResCAM mask loss (0: off; Draelos & Carin use 1/3)")
+    p.add_argument("--layer", help="target layer of the mask loss (default: the card's)")
+    p.add_argument("--dilate-mm", type=float, default=10.0, help="allowed region: the organ dilated by this (mm)")
+    p.add_argument("--class-organs", help='JSON {class: [organ segment, ...]} (default: cohort.json beside '
+                   'the manifest, else the class name)')
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--patience", type=int, default=5, help="early stop after this many epochs without improvement")
+    p.add_argument("--rotate", type=float, default=5.0, help="augmentation: rotations up to this many degrees")
+    p.add_argument("--flip-axis", type=int, action="append", choices=[0, 1, 2],
+                   help="augmentation: mirror across this patient axis (0 = x swaps left and right!)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder (weights, card, .pt2)")
+    p.add_argument("--device", **device)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-shortcut", help="re-train the two shipped shortcut models (without / with mask loss)")
+    p.add_argument("--manifest", help="a confounded cohort manifest (default: make the 200-case one)")
+    p.add_argument("--cohort", type=Path, default=Path("shortcut-cohort"), help="where to make the cohort")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped Resources/Models)")
+    p.set_defaults(func=cmd_train_shortcut)
 
     p = sub.add_parser("train-demo", help="re-train the shipped demo classifier from a seed")
     p.add_argument("--out", type=Path, default=Path("retrained-demo-model"),

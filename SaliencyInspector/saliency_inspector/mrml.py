@@ -140,6 +140,18 @@ def add_saliency_node(scene, saliency: Volume, ct_node, name: str, ct: Volume | 
     return node
 
 
+def check_segmentation(segmentation_node) -> None:
+    """InputError unless ``segmentation_node`` is a segmentation node with at least one segment."""
+    if segmentation_node is None:
+        raise InputError("no segmentation selected; choose a segmentation with organ segments")
+    if not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+        raise InputError(f"'{segmentation_node.GetName()}' is a {segmentation_node.GetClassName()}, not a "
+                         "segmentation; choose a segmentation node with organ segments")
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        raise InputError(f"segmentation '{segmentation_node.GetName()}' has no segments; "
+                         "add organ segments (e.g. with TotalSegmentator) first")
+
+
 # ---- segmentations ----------------------------------------------------------------------------
 def segment_masks_from_node(segmentation_node, reference_node, segmentations_logic,
                             segment_names=None) -> tuple[Volume, dict, dict]:
@@ -235,9 +247,26 @@ def add_segmentation_node(scene, masks: dict, reference_node, segmentations_logi
     return node
 
 
+def write_segmentation_node(segmentation_node, path) -> None:
+    """Write the segmentation with Slicer's own writer (vtkMRMLSegmentationStorageNode, .seg.nrrd);
+    the storage node is removed again, the segmentation node is not changed."""
+    scene = segmentation_node.GetScene()
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        if not storage.WriteData(segmentation_node):
+            raise InputError(f"could not write segmentation '{segmentation_node.GetName()}' to {path}")
+    finally:
+        scene.RemoveNode(storage)
+
+
 def show_segmentation(segmentation_node, fill_opacity: float = 0.0, opacity_3d: float = 0.35) -> None:
     """Outlines (fill off by default, so the heat overlay stays legible) in the slice views and
-    translucent closed surfaces in 3D."""
+    translucent closed surfaces in 3D.
+
+    This restyles the node's display and adds a closed-surface representation: use it on
+    segmentations made by this tool (the phantom), not on the user's own (the module leaves those
+    as they are)."""
     segmentation_node.CreateClosedSurfaceRepresentation()
     display = segmentation_node.GetDisplayNode()
     display.SetVisibility2DFill(fill_opacity > 0)
@@ -263,8 +292,10 @@ def set_saliency_display(saliency_node, window: tuple[float, float], threshold: 
                          color_node_id: str = HEAT_COLOR_NODE_ID) -> None:
     """Heat colormap over ``window``; voxels below ``threshold`` × window high are transparent.
 
-    ``threshold`` is a fraction of the window (0..1) so one slider works for every map.
+    ``threshold`` is a fraction of the window, clamped to 0..1, so one slider works for every map
+    (above 1 the whole map would vanish).
     """
+    threshold = min(max(float(threshold), 0.0), 1.0)
     scene = saliency_node.GetScene()
     if scene.GetNodeByID(color_node_id) is None:
         color_node_id = FALLBACK_COLOR_NODE_ID
@@ -300,13 +331,60 @@ def show_in_slice_views(scene, background_node, foreground_node=None, opacity: f
     return count
 
 
-def add_color_legend(saliency_node, color_logic):
-    """A colour legend for the saliency node in the slice and 3D views (vtkSlicerColorLogic)."""
+def add_color_legend(saliency_node, color_logic, view_node_ids=None):
+    """A colour legend for the saliency node (vtkSlicerColorLogic), in every view or only in the
+    views whose node IDs are given (the compare layout: each map's legend in its own view)."""
     legend = color_logic.AddDefaultColorLegendDisplayNode(saliency_node)  # None when it cannot be made
     if legend is not None:
         legend.SetTitleText(saliency_node.GetName())
+        legend.SetLabelFormat("%.2g")  # the default %.1f prints 0.0 for every label of a small-valued map
+        legend.RemoveAllViewNodeIDs()  # no view IDs: shown in every view
+        for view_id in view_node_ids or ():
+            legend.AddViewNodeID(view_id)
         legend.SetVisibility(True)
     return legend
+
+
+def update_shown_saliency(scene, threshold=None, opacity=None, volume_rendering_logic=None) -> int:
+    """Change the threshold (fraction of each map's window) and/or the overlay opacity of the
+    saliency maps the slice views show now, and of their 3D rendering, leaving which map each view
+    shows (and the layout) as it is. Returns the number of maps changed."""
+    shown = {}
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(i)
+        node = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
+        if node is None or node.GetAttribute("SaliencyInspector.Saliency") != "1":
+            continue
+        shown[node.GetID()] = node
+        if opacity is not None:
+            composite.SetForegroundOpacity(float(opacity))
+    if threshold is not None:
+        for node in shown.values():
+            display = node.GetDisplayNode()
+            window = (display.GetWindowLevelMin(), display.GetWindowLevelMax())
+            set_saliency_display(node, window, threshold=threshold, color_node_id=display.GetColorNodeID())
+            vr_display = (volume_rendering_logic.GetFirstVolumeRenderingDisplayNode(node)
+                          if volume_rendering_logic is not None else None)
+            if vr_display is not None and vr_display.GetVisibility():
+                setup_volume_rendering(node, volume_rendering_logic, window, threshold=threshold, method=None)
+    return len(shown)
+
+
+def same_run_maps(scene, saliency_node) -> dict:
+    """method → the saliency node of each method for ``saliency_node``'s class and run (node
+    attributes ``SaliencyInspector.Class/Run/Method``); ``saliency_node`` itself for its own method."""
+    class_name = saliency_node.GetAttribute("SaliencyInspector.Class")
+    run = saliency_node.GetAttribute("SaliencyInspector.Run")
+    pair = {}
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if (run is not None and node.GetAttribute("SaliencyInspector.Run") == run
+                and node.GetAttribute("SaliencyInspector.Class") == class_name):
+            pair.setdefault(node.GetAttribute("SaliencyInspector.Method"), node)
+    pair[saliency_node.GetAttribute("SaliencyInspector.Method")] = saliency_node  # the map passed in wins
+    return pair
 
 
 def setup_volume_rendering(saliency_node, volume_rendering_logic, window: tuple[float, float],
@@ -413,6 +491,9 @@ def add_roc_chart(scene, curves: dict, colors: dict | None = None, name: str = "
     chart.SetTitle(name)
     chart.SetXAxisTitle("false positive rate")
     chart.SetYAxisTitle("true positive rate")
+    # the ranges are ignored while the chart's automatic ranges are on (vtkMRMLPlotChartNode)
+    chart.SetXAxisRangeAuto(False)
+    chart.SetYAxisRangeAuto(False)
     chart.SetXAxisRange(0.0, 1.0)
     chart.SetYAxisRange(0.0, 1.0)
     for segment, (fpr, tpr) in curves.items():
@@ -433,6 +514,63 @@ def add_roc_chart(scene, curves: dict, colors: dict | None = None, name: str = "
         if segment in colors:
             series.SetColor(*[float(c) for c in colors[segment]])
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
+def add_trust_table(scene, card, name: str = "Trust card"):
+    """A table node of the trust card (:class:`evaluate.trust.TrustCard`): one row per method, three
+    columns per criterion (``<key>_value``, ``<key>_baseline``, ``<key>_verdict``) titled and
+    described from :data:`evaluate.trust.CRITERIA` (its rule in the verdict column's tooltip)."""
+    from .evaluate.trust import CRITERIA
+
+    rows = card.table()
+    if not rows:
+        raise InputError("the trust card has no methods to show")
+    columns = {"method": [str(r["method"]) for r in rows]}
+    for key in CRITERIA:
+        for part in ("value", "baseline"):
+            columns[f"{key}_{part}"] = np.array([np.nan if r[f"{key}_{part}"] is None else float(r[f"{key}_{part}"])
+                                                 for r in rows])
+        columns[f"{key}_verdict"] = [str(r[f"{key}_verdict"]) for r in rows]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    _fill_table(table, columns)
+    for key, c in CRITERIA.items():
+        table.SetColumnTitle(f"{key}_value", c.name)
+        table.SetColumnDescription(f"{key}_value", c.measures)
+        table.SetColumnTitle(f"{key}_baseline", f"{c.name} baseline")
+        table.SetColumnDescription(f"{key}_baseline", c.baseline)
+        table.SetColumnTitle(f"{key}_verdict", f"{c.name} verdict")
+        table.SetColumnDescription(f"{key}_verdict", c.rule)
+    return table
+
+
+def add_randomization_chart(scene, card, name: str = "Randomization"):
+    """A plot chart of SSIM to the original map per randomization step, one Scatter series per
+    method plus its baseline (dashed). Each method's points are in a table node with columns
+    ``step``, ``block``, ``ssim``, ``spearman``, ``baseline``. Returns the chart node."""
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.SetTitle(f"{name}: SSIM to the original map, output block first")
+    chart.SetXAxisTitle("randomization step (0 = trained model)")
+    chart.SetYAxisTitle("SSIM")
+    for method, curve in card.curves.items():
+        verdict = card.rows.get(method, {}).get("randomization")
+        baseline = verdict.baseline if verdict is not None and verdict.baseline is not None else np.nan
+        steps = np.arange(len(curve.blocks), dtype=float)
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {method}")
+        _fill_table(table, {"step": steps, "block": list(curve.blocks), "ssim": np.asarray(curve.ssim, float),
+                            "spearman": np.asarray(curve.spearman, float),
+                            "baseline": np.full(len(steps), float(baseline))})
+        for column, style in (("ssim", "LineStyleSolid"), ("baseline", "LineStyleDash")):
+            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
+                                             method if column == "ssim" else f"{method} baseline")
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName("step")
+            series.SetYColumnName(column)
+            series.SetPlotType(series.PlotTypeScatter)
+            series.SetLineStyle(getattr(series, style))
+            if column == "baseline":
+                series.SetMarkerStyle(series.MarkerStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return chart
 
 
@@ -515,3 +653,36 @@ def _make_segments(segments_cls, segment_cls, grid, masks, colors):
     """Build a core Segments object (kept in one place in case its constructor changes)."""
     items = [segment_cls(name, masks[name], colors[name]) for name in masks]
     return segments_cls(items, grid)
+
+
+# ---- fidelity --------------------------------------------------------------------------------------
+def add_fidelity_nodes(scene, result: dict, name: str = "Fidelity"):
+    """A table of the fidelity summary (F, its random-map chance line, the AUCs, how it was made)
+    and a plot chart of the deletion (MIF) and LIF curves with the random map's, from
+    ``FidelityResult.to_dict()``. Returns ``(table node, chart node)``."""
+    keys = ["F", "random_F", "auc_mif", "auc_lif", "random_auc_mif", "random_auc_lif", "F_logit"]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    _fill_table(table, {"measure": np.array(keys + ["replacement", "steps"], dtype=object),
+                        "value": np.array([f"{result[k]:.4f}" for k in keys]
+                                          + [result["replacement"], str(result["steps"])], dtype=object)})
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} curves")
+    chart.SetTitle(f"{name}: class probability as voxels are replaced")
+    chart.SetXAxisTitle("fraction of voxels replaced")
+    chart.SetYAxisTitle("class probability")
+    fractions = np.asarray(result["fractions"], dtype=float)
+    curves = {"deletion (MIF)": result["mif_probability"], "LIF": result["lif_probability"],
+              "random MIF": result.get("random_mif_probability"), "random LIF": result.get("random_lif_probability")}
+    for label, values in curves.items():
+        if values is None:
+            continue
+        points = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {label}")
+        _fill_table(points, {"fraction": fractions, "probability": np.asarray(values, dtype=float)})
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", label)
+        series.SetAndObserveTableNodeID(points.GetID())
+        series.SetXColumnName("fraction")
+        series.SetYColumnName("probability")
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleNone)
+        series.SetLineStyle(series.LineStyleDash if label.startswith("random") else series.LineStyleSolid)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return table, chart

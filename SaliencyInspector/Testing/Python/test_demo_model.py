@@ -187,6 +187,8 @@ def test_train_demo_is_reproducible_from_a_seed(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     card = json.loads(a["card"].read_text())
     assert card["training"]["seed"] == 3 and card["architecture"]["name"] == "demo"
+    # a seed other than 0 never overwrites the shipped model: its files and card carry the seed
+    assert a["weights"].name == "demo-phantom-lesions-seed3.pt" and card["name"] == "demo-phantom-lesions-seed3"
     model = dm.build_demo_network(**card["architecture"]["kwargs"])
     model.load_state_dict(sa)  # a plain state dict that loads with weights_only=True
 
@@ -200,3 +202,30 @@ def test_train_demo_cli_rejects_a_file_as_output_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not-a-folder" in err and "not a folder" in err and len(err.strip().splitlines()) == 1
     assert target.read_text() == "keep me"
+
+
+def test_a_multichannel_lesion_map_gives_class_specific_gradcam_and_keeps_the_exact_head():
+    """With ``map_channels`` ≥ the class count the target layer has several channels: HiResCAM still
+    sums to logit − bias, and Grad-CAM (channel weights = spatial means of W^c) differs between
+    classes; with the shipped one-channel map every class's Grad-CAM is the same picture (|r| = 1)."""
+    from saliency_inspector.explain.cam import compute_cams
+
+    def gradcam_correlations(map_channels):
+        torch.manual_seed(4)
+        model = dm.build_demo_network(**{**dm.DEFAULT_ARCH_KWARGS, "map_channels": map_channels}).eval()
+        with torch.no_grad():
+            model.classifier.weight.normal_(0, 0.05)
+        x = torch.rand(1, 1, *dm.INPUT_SIZE)
+        with torch.no_grad():
+            logits, maps = model.hirescam(x)
+        torch.testing.assert_close(maps.sum(dim=(2, 3, 4)), logits - model.classifier.bias, atol=1e-4, rtol=1e-4)
+        cams = compute_cams(model, x, methods=("hirescam", "gradcam"), layer="lesion_map")
+        torch.testing.assert_close(cams.maps["hirescam"], maps, atol=1e-5, rtol=1e-4)
+        g = cams.maps["gradcam"][0].flatten(1).numpy()
+        r = np.corrcoef(g)
+        return np.abs(r[np.triu_indices(len(g), 1)])
+
+    assert dm.build_demo_network(**{**dm.DEFAULT_ARCH_KWARGS, "map_channels": 8}).classifier.in_features \
+        == 8 * 8 * 16 * 16
+    np.testing.assert_allclose(gradcam_correlations(1), 1.0, atol=1e-5)
+    assert gradcam_correlations(8).max() < 0.9

@@ -134,7 +134,7 @@ def test_class_selection_and_errors(case):
     with pytest.raises(InputError, match="not one of the model's classes"):
         explain(clf, ct, classes="liver")
     with pytest.raises(InputError, match="unknown method"):
-        explain(clf, ct, methods=["occlusion"])
+        explain(clf, ct, methods=["no-such-method"])
 
 
 def test_model_input_mismatch_is_an_input_error(case):

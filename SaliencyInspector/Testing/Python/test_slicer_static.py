@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from importlib.metadata import PackageNotFoundError, version
@@ -97,7 +98,9 @@ def test_top_level_cmakelists_has_the_extension_metadata():
     for url_key, marker in (("EXTENSION_ICONURL", "/main/"), ("EXTENSION_SCREENSHOTURLS", "/main/")):
         relative = values[url_key].split(marker, 1)[1]
         assert (ROOT / relative).is_file() or url_key == "EXTENSION_SCREENSHOTURLS", relative
-    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(SaliencyInspector)",
+    # the supported range starts at 5.8 (SlicerConfigVersion.cmake refuses an older Slicer)
+    assert re.search(r"find_package\(Slicer 5\.8 REQUIRED\)", text)
+    for line in ("include(${Slicer_USE_FILE})", "add_subdirectory(SaliencyInspector)",
                  "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
         assert line in text, line
 
@@ -128,7 +131,8 @@ def test_requirements_list_only_what_slicer_lacks():
     lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
     requirements = [Requirement(line) for line in lines if line and not line.startswith(("#", "-"))]
     names = {r.name.lower() for r in requirements}
-    assert names == {"monai", "captum", "slicerio"}
+    # what the module imports: monai (MONAI models); captum and slicerio are not used by the module
+    assert names == {"monai"}
     assert not names & {"simpleitk", "vtk", "numpy", "torch", "torchvision"}
     for requirement in requirements:  # the versions this suite runs with satisfy them
         try:
@@ -286,11 +290,18 @@ def _module_function(name: str):
 
 
 def test_missing_requirements_are_found_from_the_requirements_file(tmp_path):
-    missing = _module_function("_missingRequirements")
-    assert missing(MODULE / "Resources" / "requirements.txt") == []  # all installed in this environment
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from SaliencyInspectorLib import dependencies
+
+    path = MODULE / "Resources" / "requirements.txt"
+    assert dependencies.missing_requirements(dependencies.load_requirements(path)) == []  # all installed here
     needs = tmp_path / "requirements.txt"
-    needs.write_text("# comment\nnumpy>=1.0\nnumpy<1.0\nno-such-package-saliency-inspector>=1\n-c constraints.txt\n")
-    assert missing(needs) == ["numpy<1.0", "no-such-package-saliency-inspector>=1"]
+    needs.write_text("# comment\nnumpy>=1.0\nnumpy<1.0\nno-such-package-saliency-inspector>=1\n-c constraints.txt\n"
+                     "numpy<1.0; python_version < '3.0'\n")
+    missing = dependencies.missing_requirements(dependencies.load_requirements(needs))
+    assert [str(r) for r in missing] == ["numpy<1.0", "no-such-package-saliency-inspector>=1"]
 
 
 def test_cuda_out_of_memory_is_recognised_for_the_cpu_fallback():
@@ -343,3 +354,162 @@ def test_no_function_makes_a_module_global_local():
     clashes = [(f.get_name(), s.get_name()) for f in functions(top) for s in f.get_symbols()
                if s.get_name() in imported and s.is_local() and not s.is_global()]
     assert clashes == []
+
+
+def test_license_at_the_repository_root():
+    """Slicer/ExtensionsIndex scripts/check_description_files.py (check_license_file) looks for
+    LICENSE, LICENCE, License.txt, ... at the root; pyproject.toml says Apache-2.0."""
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+
+
+# ---- every slicer.* name the module uses, and the Slicer versions that have it ---------------------
+# Read from Slicer's source (github.com/Slicer/Slicer) at v5.8.1, v5.10.0, v5.12.0 and main; the
+# file where each is defined is given so the table can be re-checked (see the test below).
+ALL = ("5.8", "5.10", "5.12", "main")
+SLICER_API = {
+    # Base/Python/slicer/util.py
+    **{f"slicer.util.{n}": (ALL, "Base/Python/slicer/util.py", rf"^(def|class) {n}\b")
+       for n in ("loadUI", "childWidgetVariables", "tryWithErrorDisplay", "errorDisplay", "warningDisplay",
+                 "confirmOkCancelDisplay", "pip_install", "getNodesByClass", "addVolumeFromArray",
+                 "VTKObservationMixin", "_executePythonModule", "getModuleLogic")},
+    "slicer.util.executePythonModule": (("5.12", "main"), "Base/Python/slicer/util.py", r"^def executePythonModule\b"),
+    "slicer.packaging": (("5.12", "main"), "Base/Python/slicer/packaging.py", r"^def pip_ensure\("),
+    "slicer.packaging.pip_ensure": (("5.12", "main"), "Base/Python/slicer/packaging.py",
+                                    r"^def pip_ensure\(\s*requirements.*\s*constraints.*\s*skip_packages.*\s*prompt_install"),
+    "slicer.i18n": (ALL, "Base/Python/slicer/i18n.py", r"^def tr\b"),
+    "slicer.i18n.tr": (ALL, "Base/Python/slicer/i18n.py", r"^def tr\(text\)"),
+    "slicer.i18n.translate": (ALL, "Base/Python/slicer/i18n.py", r"^def translate\(context, text\)"),
+    "slicer.parameterNodeWrapper": (ALL, "Base/Python/slicer/parameterNodeWrapper/__init__.py", r"from \.wrapper import"),
+    "slicer.parameterNodeWrapper.parameterNodeWrapper": (ALL, "Base/Python/slicer/parameterNodeWrapper/wrapper.py",
+                                                         r"^def parameterNodeWrapper\("),
+    "slicer.parameterNodeWrapper.WithinRange": (ALL, "Base/Python/slicer/parameterNodeWrapper/validators.py",
+                                                r"^class WithinRange\("),
+    "slicer.ScriptedLoadableModule": (ALL, "Base/Python/slicer/ScriptedLoadableModule.py", r"^class ScriptedLoadableModule:"),
+    **{f"slicer.ScriptedLoadableModule.{n}": (ALL, "Base/Python/slicer/ScriptedLoadableModule.py", rf"^class {n}\b")
+       for n in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+                 "ScriptedLoadableModuleTest")},
+    # Base/QTCore/qSlicerCoreApplication.h, Base/QTGUI/qSlicerApplication.h, qMRMLLayoutManager.h
+    "slicer.app": (ALL, "Base/Python/slicer/__init__.py", r"app"),
+    "slicer.app.temporaryPath": (ALL, "Base/QTCore/qSlicerCoreApplication.h", r"Q_PROPERTY\(QString temporaryPath"),
+    "slicer.app.applicationLogic": (ALL, "Base/QTCore/qSlicerCoreApplication.h", r"applicationLogic\(\) const"),
+    "slicer.app.testingEnabled": (ALL, "Base/QTCore/qSlicerBaseQTCorePythonQtDecorators.h", r"qSlicerCoreApplication_testingEnabled"),
+    "slicer.app.layoutManager": (ALL, "Base/QTGUI/qSlicerApplication.h", r"layoutManager\(\)\s*const"),
+    "slicer.app.processEvents": (ALL, "Base/QTCore/qSlicerCoreApplication.h", r"class Q_SLICER_BASE_QTCORE_EXPORT qSlicerCoreApplication\s*:\s*public QApplication"),
+    "slicer.app.connect": (ALL, "Base/QTGUI/qSlicerApplication.h", r"void startupCompleted\(\);"),
+    "slicer.mrmlScene": (ALL, "Base/Python/slicer/__init__.py", r"slicer\.mrmlScene == slicer\.app\.mrmlScene\(\)"),
+    "slicer.util": (ALL, "Base/Python/slicer/util.py", r"^def "),
+    "slicer.modules": (ALL, "Base/Python/slicer/__init__.py", r"modules"),
+    # loadable modules whose logic() the module uses
+    "slicer.modules.segmentations": (ALL, "Modules/Loadable/Segmentations/CMakeLists.txt", r"Segmentations"),
+    "slicer.modules.volumerendering": (ALL, "Modules/Loadable/VolumeRendering/CMakeLists.txt", r"VolumeRendering"),
+    "slicer.modules.colors": (ALL, "Modules/Loadable/Colors/CMakeLists.txt", r"Colors"),
+}
+# qMRMLLayoutManager (Libs/MRML/Widgets/qMRMLLayoutManager.h), reached through slicer.app.layoutManager()
+LAYOUT_MANAGER_API = {n: (ALL, "Libs/MRML/Widgets/qMRMLLayoutManager.h", p) for n, p in (
+    ("layoutLogic", r"vtkMRMLLayoutLogic\* layoutLogic\(\)\s*const"), ("sliceWidget", r"sliceWidget\(const QString& name\)"),
+    ("resetSliceViews", r"void resetSliceViews\(\)"))}
+# the Sample Data module's API (Modules/Scripted/SampleData/SampleData.py), used at startup
+SAMPLE_DATA_API = {
+    "registerCustomSampleDataSource": (ALL, "Modules/Scripted/SampleData/SampleData.py",
+                                       r"def registerCustomSampleDataSource\(category=\"Custom\",\s*sampleName=None, uris=None, "
+                                       r"fileNames=None, nodeNames=None,\s*customDownloader=None, thumbnailFileName=None,\s*"
+                                       r"loadFileTypes=None"),
+    "registerUrlRewriteRule": (("5.10", "5.12", "main"), "Modules/Scripted/SampleData/SampleData.py",
+                               r"def registerUrlRewriteRule\(name, rewriteFunction\)"),
+}
+# names used only behind a check for the running Slicer's version (with a fallback for older ones)
+SCENE_METHODS_USED: set = set()
+GUARDED = {"slicer.packaging", "slicer.packaging.pip_ensure", "slicer.util.executePythonModule"}
+MODULE_FILES = [MODULE_PY, *sorted((MODULE / "SaliencyInspectorLib").glob("*.py"))]
+
+
+def slicer_names_used() -> dict:
+    """Every ``slicer.a`` / ``slicer.a.b`` the module's files use (attributes, imports, import_module
+    strings), with a line number. MRML/VTK classes (``slicer.vtk*``) are checked on slicer-core instead."""
+    used = {}
+    scene_methods = SCENE_METHODS_USED
+    for path in MODULE_FILES:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Attribute):
+                chain, inner = [node.attr], node.value
+                while isinstance(inner, ast.Attribute):
+                    chain.insert(0, inner.attr)
+                    inner = inner.value
+                if isinstance(inner, ast.Name) and inner.id == "slicer":
+                    # slicer.mrmlScene.X: methods of vtkMRMLScene, checked on slicer-core below
+                    names.append(".".join(["slicer", *chain[:1 if chain[0] == "mrmlScene" else 2]]))
+                    if chain[0] == "mrmlScene" and len(chain) > 1:
+                        scene_methods.add(chain[1])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "slicer":
+                names += [f"{node.module}.{a.name}" if node.module != "slicer" else f"slicer.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"slicer\.\w+", node.value):
+                names.append(node.value)
+            for name in names:
+                used.setdefault(name, f"{path.name}:{node.lineno}")
+    return used
+
+
+def test_every_slicer_name_the_module_uses_is_in_the_version_table():
+    used = slicer_names_used()
+    vtk_classes = {n for n in used if re.fullmatch(r"slicer\.vtk\w+", n)}
+    unknown = {n: where for n, where in used.items() if n not in SLICER_API and n not in vtk_classes}
+    assert not unknown, f"slicer names used but not in SLICER_API (add them with the versions that have them): {unknown}"
+    for name in used.keys() - vtk_classes:
+        versions = SLICER_API[name][0]
+        if name not in GUARDED:
+            assert {"5.8", "5.10", "5.12"} <= set(versions), f"{name} ({used[name]}) is missing in some of Slicer 5.8-5.12"
+    # MRML classes: real ones (slicer-core has them)
+    slicer = pytest.importorskip("slicer")
+    for name in vtk_classes:
+        assert hasattr(slicer, name.split(".")[1]), name
+    missing = {m for m in SCENE_METHODS_USED if not hasattr(slicer.vtkMRMLScene, m)}
+    assert SCENE_METHODS_USED and not missing, missing
+    # the layout manager's methods the Logic calls
+    source = MODULE_PY.read_text()
+    called = set(re.findall(r"layoutManager\.(\w+)\(", source))
+    assert called and called <= set(LAYOUT_MANAGER_API), called - set(LAYOUT_MANAGER_API)
+    sample_data = set(re.findall(r"SampleData\.SampleDataLogic\.(\w+)", source))
+    assert sample_data == set(SAMPLE_DATA_API)
+    assert 'hasattr(SampleData.SampleDataLogic, "registerUrlRewriteRule")' in source  # 5.8 lacks it
+
+
+def test_guarded_names_are_only_used_behind_a_fallback():
+    source = MODULE_PY.read_text()
+    assert 'getattr(slicer.util, "executePythonModule", None) or slicer.util._executePythonModule' in source
+    assert 'importlib.import_module("slicer.packaging")' in source and "except ImportError" in source
+
+
+SLICER_SOURCE = Path(os.environ.get("SLICER_SOURCE", "/work/.mirror/Slicer+Slicer/repo"))
+TAGS = {"5.8": "v5.8.1", "5.10": "v5.10.0", "5.12": "v5.12.0", "main": "main"}
+
+
+@pytest.mark.skipif(not (SLICER_SOURCE / "HEAD").exists() and not (SLICER_SOURCE / ".git").exists(),
+                    reason="no clone of github.com/Slicer/Slicer (set SLICER_SOURCE)")
+def test_version_table_matches_the_slicer_source():
+    import subprocess
+
+    def show(tag, path):
+        run = subprocess.run(["git", "-C", str(SLICER_SOURCE), "show", f"{tag}:{path}"], capture_output=True, text=True)
+        return run.stdout if run.returncode == 0 else None
+
+    for name, (versions, path, pattern) in {**SLICER_API, **LAYOUT_MANAGER_API, **SAMPLE_DATA_API}.items():
+        for version, tag in TAGS.items():
+            text = show(tag, path)
+            found = text is not None and re.search(pattern, text, re.M) is not None
+            assert found == (version in versions), f"{name}: {path} at {tag} {'has' if found else 'lacks'} it"
+
+
+def test_help_link_and_category_follow_the_template():
+    """The help links to this extension's documentation (EXTENSION_HOMEPAGE), not to a Slicer core
+    page; the category uses the template's translation context (Utilities/Templates/Modules/Scripted)."""
+    source = MODULE_PY.read_text()
+    assert "getDefaultModuleDocumentationLink()\n" not in source and "+= self.getDefaultModuleDocumentationLink" not in source
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"]+)"\)', (ROOT / "CMakeLists.txt").read_text()).group(1)
+    assert f'HOMEPAGE = "{homepage}"' in source and '{HOMEPAGE}#in-3d-slicer' in source
+    assert "## In 3D Slicer" in (ROOT / "README.md").read_text()  # the anchor the link points at
+    category = re.search(r"CATEGORY \"(\w+)\"", (ROOT / "CMakeLists.txt").read_text().replace("EXTENSION_CATEGORY", "CATEGORY"))
+    assert f'self.parent.categories = [translate("qSlicerAbstractCoreModule", "{category.group(1)}")]' in source

@@ -222,3 +222,71 @@ def compute_cams(module, x, methods=("hirescam", "gradcam"), class_indices=None,
         maps = {m: torch.stack([METHODS[m](A, g) for g in grads], dim=1) for m in methods}
     return CamResult(maps=maps, logits=logits.detach(), layer=layer, class_indices=list(class_indices),
                      activation_shape=tuple(A.shape))
+
+
+# ---- training-time engine (differentiable maps) ---------------------------------------------------
+@contextmanager
+def capture_in_graph(module, layer_name: str):
+    """Capture ``module.<layer_name>``'s output A *inside* the autograd graph (for training).
+
+    Unlike :func:`capture`, nothing is detached or frozen: the maps built from A and ∂y/∂A stay
+    differentiable with respect to every weight, before the layer and after it. The rest of the
+    network gets a clone of A, for the same reason as in :func:`capture` (a following in-place
+    ReLU would otherwise overwrite A, and autograd would refuse the second derivative).
+    """
+    import torch
+
+    layer = get_layer(module, layer_name)
+    store = {"calls": 0}
+
+    def hook(_module, _inputs, output):
+        if not torch.is_tensor(output):
+            raise InputError(f"layer {layer_name!r}: its output is a {type(output).__name__}, not a "
+                             "tensor; choose a layer that outputs a feature map")
+        store["calls"] += 1
+        store["A"] = output
+        return output.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def differentiable_cams(module, x, layer: str, methods=("hirescam",), class_indices=None):
+    """(logits, {method: maps (B, C, *spatial)}) with the maps part of the autograd graph.
+
+    The same methods (:data:`METHODS`) and checks as :func:`compute_cams`, but G = ∂y_c/∂A is
+    taken with ``create_graph=True`` so a loss on the maps trains the network (Draelos's mask
+    loss): its gradient reaches the weights after the layer (through G) and before it (through A).
+    Costs one extra backward from the logits to the layer per class. ``module`` may be in
+    training mode; the batch sum used for G assumes no layer *after* ``layer`` mixes samples
+    (no BatchNorm in the head).
+    """
+    import torch
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"unknown CAM method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
+    with capture_in_graph(module, layer) as store, torch.enable_grad():
+        logits = module(x)
+        if "A" not in store:
+            raise InputError(f"target layer {layer!r} did not run in the forward pass; choose another")
+        if store["calls"] > 1:
+            raise InputError(f"target layer {layer!r} runs {store['calls']} times per forward pass (a shared "
+                             "module); choose a layer that runs once, e.g. the block that contains it")
+        A = store["A"]
+        if A.ndim != x.ndim or A.shape[0] != x.shape[0]:
+            raise InputError(f"target layer {layer!r} outputs shape {tuple(A.shape)}, not a spatial "
+                             f"feature map (B, C, {', '.join('…' for _ in x.shape[2:])}); choose another layer")
+        if logits.ndim != 2:
+            raise InputError(f"the model's output has shape {tuple(logits.shape)}; a classifier must "
+                             "return logits (B, K)")
+        if class_indices is None:
+            class_indices = list(range(logits.shape[1]))
+        if not A.requires_grad:
+            raise InputError(f"layer {layer!r} does not depend on trainable weights; choose a later layer")
+        grads = [torch.autograd.grad(logits[:, c].sum(), A, create_graph=True)[0] for c in class_indices]
+    maps = {m: torch.stack([METHODS[m](A, g) for g in grads], dim=1) for m in methods}
+    return logits, maps

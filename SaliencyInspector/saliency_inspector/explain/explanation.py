@@ -107,25 +107,32 @@ def _select_classes(names, classes) -> list:
 
 
 def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="all", layer=None,
-            progress=None) -> Explanation:
+            progress=None, settings=None) -> Explanation:
     """Saliency maps for every (method, class) on the CT's own grid, from one forward pass.
 
     ``classifier``: a :class:`models.Classifier`; ``ct``: a Volume in HU; ``methods``: names in
     :data:`cam.METHODS`; ``classes``: "all", a class name or index, or a list; ``layer``: module
     name (default: the card's target layer, else the last layer with a spatial output);
-    ``progress``: optional callable taking one-line messages.
+    ``progress``: optional callable taking one-line messages. ``methods`` may also name any
+    estimator of :data:`attribution.ESTIMATORS` (gradient, smoothgrad, ig, occlusion, xrai3d, …) or
+    be a callable (see :func:`attribution.register_estimator`); ``settings``: their
+    :class:`attribution.EstimatorSettings` (or a dict of its fields).
     """
     import torch
 
     from .cam import METHODS, compute_cams
     from ..models.preprocess import preprocess
 
+    from .attribution import estimator_names, get_estimator, settings_from
+
     say = progress or (lambda _msg: None)
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(METHODS)}")
+    methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
+    estimators = {get_estimator(m).name: m for m in methods if m not in METHODS}  # InputError when unknown
+    methods = [m if m in METHODS else get_estimator(m).name for m in methods]
+    if not methods:
+        raise InputError(f"unknown method(s) (none given); choose from {', '.join(estimator_names())}")
+    settings = settings_from(settings)
+    cam_methods = [m for m in methods if m in METHODS]
     card = classifier.card
     say(f"preprocessing CT ({ct.describe_grid()}) for the model")
     prepared = preprocess(ct, card.input, device=classifier.device)
@@ -135,10 +142,14 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     indices = None
     if names is not None:
         indices = [names.index(c) for c in _select_classes(names, classes)]
-    say(f"forward pass and gradients at layer {layer or '(automatic)'} for "
-        f"{'all classes' if indices is None else len(indices)} ({', '.join(methods)})")
+    if cam_methods:
+        say(f"forward pass and gradients at layer {layer or '(automatic)'} for "
+            f"{'all classes' if indices is None else len(indices)} ({', '.join(cam_methods)})")
     try:
-        result = compute_cams(classifier.module, x, methods=methods, class_indices=indices, layer=layer)
+        if cam_methods:
+            result = compute_cams(classifier.module, x, methods=cam_methods, class_indices=indices, layer=layer)
+        else:
+            result = _logits_only(classifier, x, indices, layer)
     except InputError:
         raise
     except (RuntimeError, ValueError) as err:  # the network refused the input (channels, dims, size)
@@ -156,16 +167,17 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
                          "fix the card's 'classes'")
     explained = [names[i] for i in result.class_indices]
     warnings = []
-    if result.activation_shape[1] == 1 and any(m in ("gradcam", "gradcampp") for m in methods):
+    if cam_methods and result.activation_shape[1] == 1 and any(m in ("gradcam", "gradcampp") for m in cam_methods):
         warnings.append(single_channel_warning(result.layer))
         say("warning: " + warnings[-1])
-    say(f"mapping {len(methods) * len(explained)} maps from the feature grid "
-        f"{'×'.join(map(str, result.activation_shape[2:][::-1] if prepared.axes == 'zyx' else result.activation_shape[2:]))}"
-        " (x×y×z) onto the CT grid")
+    if cam_methods:
+        spatial = result.activation_shape[2:]
+        say(f"mapping {len(cam_methods) * len(explained)} maps from the feature grid "
+            f"{'×'.join(map(str, spatial[::-1] if prepared.axes == 'zyx' else spatial))} (x×y×z) onto the CT grid")
     fgrid = prepared.feature_grid(result.activation_shape[2:])
     maps, raw = {}, {}
     with torch.no_grad():
-        for method in methods:
+        for method in cam_methods:
             feature_maps = result.maps[method][0]  # (C, *spatial), batch of one
             on_ct = prepared.to_ct(feature_maps)
             zyx = feature_maps if prepared.axes == "zyx" else feature_maps.permute(0, 3, 2, 1)
@@ -173,14 +185,41 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
             for n, name in enumerate(explained):
                 maps[(method, name)] = ct.with_array(on_ct[n])
                 raw[(method, name)] = Volume(zyx[n], fgrid.spacing, fgrid.origin, fgrid.direction)
+    info = {"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid(), "warnings": warnings}
+    if cam_methods:
+        info["feature_cell_mm"] = [float(v) for v in fgrid.spacing]
+    if estimators:
+        from .attribution import run_estimators
+
+        done = run_estimators(classifier, prepared, estimators, dict(zip(explained, result.class_indices)),
+                              settings, layer, say)
+        for (method, name), (volume_raw, volume_ct) in done["maps"].items():
+            raw[(method, name)], maps[(method, name)] = volume_raw, volume_ct
+        info["estimators"] = done["info"]
     logits = result.logits[0].cpu()
     probabilities = classifier.probabilities(logits).numpy()
     say("done")
     return Explanation(maps=maps, raw=raw, logits=logits.numpy(), probabilities=probabilities,
                        class_names=list(names), methods=methods, classes=explained, layer=result.layer,
-                       multilabel=card.multilabel, model=card.name,
-                       info={"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid(),
-                             "feature_cell_mm": [float(v) for v in fgrid.spacing], "warnings": warnings})
+                       multilabel=card.multilabel, model=card.name, info=info)
+
+
+def _logits_only(classifier, x, indices, layer):
+    """A CamResult without maps when no CAM was asked for: one no-grad forward for the logits."""
+    import torch
+
+    from .cam import CamResult
+
+    logits = classifier.predict(x)
+    if not torch.is_tensor(logits) or logits.ndim != 2:
+        raise InputError(f"the model's output has shape {tuple(getattr(logits, 'shape', ()))}; "
+                         "a classifier must return logits (B, K)")
+    chosen = list(range(logits.shape[1])) if indices is None else list(indices)
+    bad = [c for c in chosen if not 0 <= c < logits.shape[1]]
+    if bad:
+        raise InputError(f"class index {bad[0]} out of range: the model has {logits.shape[1]} outputs")
+    return CamResult(maps={}, logits=logits.detach(), layer=layer or "", class_indices=chosen,
+                     activation_shape=tuple(x.shape))
 
 
 def single_channel_warning(layer: str) -> str:

@@ -71,11 +71,15 @@ _VALIDATION_OFFSET = 500_000
 
 
 # ---- network --------------------------------------------------------------------------------------
-def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input_size=INPUT_SIZE):
-    """The demo CNN: conv blocks (``features``) → 1×1×1 conv + sigmoid (``lesion_map``, the CAM target
-    layer) → flatten → linear (``classifier``).
+def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input_size=INPUT_SIZE,
+                       map_channels=1):
+    """The demo CNN: conv blocks (``features``) → 1×1×1 conv to ``map_channels`` + sigmoid
+    (``lesion_map``, the CAM target layer) → flatten → linear (``classifier``).
 
-    ``input_size`` (D, H, W) is fixed because the linear head sees every feature cell.
+    ``input_size`` (D, H, W) is fixed because the linear head sees every feature cell. With
+    ``map_channels`` ≥ ``num_classes`` the first ``num_classes`` channels are trained as per-class
+    lesion maps (one detector per class), so Grad-CAM's channel weights, and its maps, differ between
+    classes; with one channel (the first shipped model) every class's Grad-CAM is the same picture.
     Returns an ``nn.Module`` in training mode with (caller-seeded) random weights.
     """
     import torch
@@ -93,6 +97,9 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
         return [nn.Conv3d(i, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU()]
 
     c1, c2, c3 = (int(c) for c in channels)
+    m = int(map_channels)
+    if m < 1:
+        raise ValueError(f"map_channels must be at least 1, got {map_channels}")
 
     class DemoNet(nn.Module):
         """AxialNet-like classifier; ``hirescam`` gives the exact class maps at ``lesion_map``."""
@@ -103,8 +110,8 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
             self.features = nn.Sequential(*block(in_channels, c1), nn.MaxPool3d(2), *block(c1, c2),
                                           nn.MaxPool3d(2), *block(c2, c3), nn.Conv3d(c3, c3, 3, padding=1),
                                           nn.ReLU())
-            self.lesion_map = nn.Sequential(nn.Conv3d(c3, 1, 1), nn.Sigmoid())
-            self.classifier = nn.Linear(math.prod(feature_size), num_classes)
+            self.lesion_map = nn.Sequential(nn.Conv3d(c3, m, 1), nn.Sigmoid())
+            self.classifier = nn.Linear(m * math.prod(feature_size), num_classes)
             self.input_size = input_size
             self.feature_size = feature_size
 
@@ -113,9 +120,9 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
             return self.classifier(torch.flatten(self.lesion_map(self.features(x)), 1))
 
         def hirescam(self, x, with_lesion_logits=False):
-            """(logits, maps): maps (B, K, d, h, w) = W^c ⊙ lesion_map, signed, differentiable.
+            """(logits, maps): maps (B, K, d, h, w) = Σ_channels W^c ⊙ lesion_map, signed, differentiable.
 
-            With ``with_lesion_logits`` also the per-cell lesion logits (B, 1, d, h, w), the lesion
+            With ``with_lesion_logits`` also the per-cell lesion logits (B, M, d, h, w), the lesion
             map before its sigmoid (training supervises them).
             """
             self._check(x)
@@ -123,8 +130,8 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
             lesion_logits = conv(self.features(x))
             cells = sigmoid(lesion_logits)
             logits = self.classifier(torch.flatten(cells, 1))
-            weights = self.classifier.weight.view(-1, *self.feature_size)  # (K, d, h, w)
-            maps = cells * weights[None]
+            weights = self.classifier.weight.view(-1, cells.shape[1], *self.feature_size)  # (K, M, d, h, w)
+            maps = (cells[:, None] * weights[None]).sum(2)
             return (logits, maps, lesion_logits) if with_lesion_logits else (logits, maps)
 
         def _check(self, x):
@@ -137,14 +144,20 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
 
 def init_head_from_atlas(model, organ_masks):
     """Class weights = HEAD_INIT_SCALE × the mean fraction of each feature cell inside the class's
-    organ (masks (N, K, D, H, W)); lesion map biased towards "no lesion"; class bias negative."""
+    organ (masks (N, K, D, H, W)), on the class's own lesion-map channel (on the single channel of a
+    one-channel map; other channels start at 0); lesion map biased towards "no lesion"; class bias
+    negative."""
     import torch
     import torch.nn.functional as F
 
     with torch.no_grad():
         masks = torch.as_tensor(np.asarray(organ_masks), dtype=torch.float32)
         atlas = F.avg_pool3d(masks, POOLING).mean(0)  # (K, d, h, w)
-        model.classifier.weight.copy_(HEAD_INIT_SCALE * atlas.flatten(1))
+        n_classes, n_maps = atlas.shape[0], model.lesion_map[0].out_channels
+        weight = torch.zeros(n_classes, n_maps, *atlas.shape[1:])
+        for k in range(n_classes):
+            weight[k, k if n_maps >= n_classes else 0] = HEAD_INIT_SCALE * atlas[k]
+        model.classifier.weight.copy_(weight.flatten(1))
         model.classifier.bias.fill_(-2.0)
         model.lesion_map[0].bias.fill_(-4.0)
 
@@ -190,7 +203,8 @@ def labels_for(lesion_organs) -> np.ndarray:
 
 def make_example(seed: int, lesions, size=INPUT_SIZE):
     """One phantom case as model data: input (D,H,W), labels (K,), class organ masks (K,D,H,W), body
-    mask and the union of its lesion masks (D,H,W).
+    mask (D,H,W) and lesion masks (K+1,D,H,W): each class's (distractor lesions belong to no class),
+    then the union of all lesions.
 
     The phantom is generated straight at the model's size (same field of view), then goes through
     :func:`ct_to_input` like any CT, so training sees exactly what inference sees.
@@ -211,9 +225,13 @@ def make_example(seed: int, lesions, size=INPUT_SIZE):
                 mask |= resample_to(organs.grid.with_array(organs.mask(organ)), grid, "nearest").array
         organ_masks.append(mask)
     body = resample_to(organs.grid.with_array(organs.mask("body")), grid, "nearest").array
-    lesion = np.zeros(size, bool)
-    for segment in case.lesions:
-        lesion |= resample_to(case.lesions.grid.with_array(segment.mask), grid, "nearest").array
+    lesion = np.zeros((len(DEMO_CLASSES) + 1, *size), bool)
+    for segment, info in zip(case.lesions, case.info["lesions"]):
+        on_grid = resample_to(case.lesions.grid.with_array(segment.mask), grid, "nearest").array
+        lesion[-1] |= on_grid
+        for k, name in enumerate(DEMO_CLASSES):
+            if info["organ"] in CLASS_ORGANS[name]:
+                lesion[k] |= on_grid
     return x, labels_for(lesions), np.stack(organ_masks), body, lesion
 
 
@@ -229,11 +247,12 @@ def make_dataset(seeds, rng, size=INPUT_SIZE, progress=None):
 
 
 def lesion_cells(lesion_masks):
-    """Lesion masks (N, D, H, W) → (N, 1, d, h, w) float: 1 where a feature cell holds lesion voxels."""
+    """Lesion masks (N, K+1, D, H, W) → (N, K+1, d, h, w) float: 1 where a feature cell holds lesion
+    voxels of that class (the last channel: of any lesion)."""
     import torch
     import torch.nn.functional as F
 
-    return F.max_pool3d(torch.as_tensor(np.asarray(lesion_masks), dtype=torch.float32)[:, None], POOLING)
+    return F.max_pool3d(torch.as_tensor(np.asarray(lesion_masks), dtype=torch.float32), POOLING)
 
 
 # ---- training -------------------------------------------------------------------------------------
@@ -293,19 +312,21 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
         "final_loss": history[-1], "seconds": round(time.time() - started, 1),
         "validation": metrics,
     }
-    card = demo_card(training)
+    # seed 0 is the shipped model; other seeds get their own name so they never overwrite it
+    name = DEMO_NAME if int(seed) == 0 else f"{DEMO_NAME}-seed{int(seed)}"
+    card = demo_card(training, name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path, card_path = out_dir / DEMO_WEIGHTS_PATH.name, out_dir / DEMO_CARD_PATH.name
+    weights_path, card_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"
     torch.save(model.state_dict(), weights_path)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     say(f"wrote {weights_path} and {card_path} in {training['seconds']:.0f} s")
     return {"weights": weights_path, "card": card_path, "training": training}
 
 
-def demo_card(training=None) -> dict:
+def demo_card(training=None, name=DEMO_NAME) -> dict:
     """The demo model's card (DESIGN.md's model-card format), with an optional ``training`` section."""
     card = {
-        "name": DEMO_NAME,
+        "name": name,
         "classes": list(DEMO_CLASSES),
         "multilabel": True,
         "input": {"size": list(INPUT_SIZE), "spacing": None, "window": list(WINDOW), "channels": 1},
@@ -336,7 +357,11 @@ def _fit(model, x, y, cells, epochs, generator, say):
             idx = order[start:start + BATCH_SIZE]
             logits, _, lesion_logits = model.hirescam(_augment(x[idx], generator), with_lesion_logits=True)
             bce = F.binary_cross_entropy_with_logits(logits, y[idx])
-            cell_loss = F.binary_cross_entropy_with_logits(lesion_logits, cells[idx], pos_weight=pos_weight)
+            # channel k learns "a lesion of class k in this cell"; a one-channel map (the shipped
+            # model) learns "any lesion here", distractors included
+            target = cells[idx, :-1] if lesion_logits.shape[1] > 1 else cells[idx, -1:]
+            cell_loss = F.binary_cross_entropy_with_logits(lesion_logits[:, :target.shape[1]], target,
+                                                           pos_weight=pos_weight)
             loss = bce + cell_loss
             optimizer.zero_grad()
             loss.backward()

@@ -1,0 +1,182 @@
+"""Agreement with readers' gaze (evaluate/gaze.py): pysaliency's metrics, known answers, coordinates, bad input."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from saliency_inspector.errors import InputError
+from saliency_inspector.evaluate import gaze
+from saliency_inspector.io.volume import Volume
+
+
+def pysaliency_metrics():
+    """pysaliency's own metrics module, loaded from its file: `import pysaliency` itself needs
+    pkg_resources (gone from setuptools >= 81) for its MATLAB model wrappers, which metrics.py does not use."""
+    spec = importlib.util.find_spec("pysaliency")
+    if spec is None:
+        pytest.skip("pysaliency is not installed (pip install -e '.[test]')")
+    path = next(iter(spec.submodule_search_locations)) + "/metrics.py"
+    module_spec = importlib.util.spec_from_file_location("pysaliency_metrics", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def blob_map(centres_mm, shape=(30, 40, 44), spacing=(2.0, 2.0, 3.0), sigma_mm=8.0, direction=None):
+    """A map of Gaussian blobs at physical points (LPS mm), on an anisotropic (optionally flipped) grid."""
+    vol = Volume(np.zeros(shape, np.float32), spacing=spacing, direction=direction,
+                 origin=(0.0, 0.0, 0.0) if direction is None else (86.0, 0.0, 0.0))
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    pts = vol.index_to_physical(np.stack([i, j, k], -1))
+    m = np.zeros(shape)
+    for c in centres_mm:
+        m += np.exp(-0.5 * np.sum((pts - np.asarray(c)) ** 2, -1) / sigma_mm ** 2)
+    return vol.with_array(m.astype(np.float32))
+
+
+def test_nss_cc_kl_sim_equal_pysaliency_on_the_same_arrays():
+    ps = pysaliency_metrics()
+    rng = np.random.default_rng(0)
+    s = ndimage.gaussian_filter(rng.random((12, 14, 16)), 2)
+    gt = ndimage.gaussian_filter(rng.random((12, 14, 16)), 3)
+    assert gaze.cc(s, gt) == pytest.approx(ps.CC(s, gt), abs=1e-12)
+    assert gaze.kl(s, gt) == pytest.approx(ps.image_based_kl_divergence(s, gt), abs=1e-12)
+    assert gaze.sim(s, gt) == pytest.approx(ps.SIM(s, gt), abs=1e-12)
+    signed = s - 0.5  # negative values: both shift by the minimum
+    assert gaze.kl(signed, gt) == pytest.approx(ps.image_based_kl_divergence(signed, gt), abs=1e-12)
+    flat = s.reshape(1, -1)  # pysaliency's NSS indexes (ys, xs) of a 2D map: use a 1 x N view of the volume
+    idx = rng.integers(0, flat.shape[1], 50)
+    theirs = ps.NSS(flat, idx, np.zeros_like(idx)).mean()
+    assert gaze.nss(s, s.ravel()[idx]) == pytest.approx(theirs, abs=1e-12)
+    assert gaze.cc(np.ones(5), np.arange(5.0)) == ps.CC(np.ones(5), np.arange(5.0)) == 0.0
+
+
+def test_auc_equals_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    pos, neg = rng.integers(0, 6, 40).astype(float), rng.integers(0, 5, 70).astype(float)
+    y = np.r_[np.ones(40), np.zeros(70)]
+    assert gaze.auc(pos, neg) == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def reader_case():
+    lesion = blob_map([(20.0, 30.0, 30.0), (60.0, 55.0, 70.0)], sigma_mm=6.0)
+    rng = np.random.default_rng(7)
+    unrelated = lesion.with_array(ndimage.gaussian_filter(rng.random(lesion.shape), 3).astype(np.float32))
+    fx = gaze.sample_fixations(lesion, 400, seed=3, reader="r1")
+    fx2 = gaze.sample_fixations(lesion, 300, seed=4, reader="r2")
+    both = gaze._concat([fx, fx2])
+    return lesion, unrelated, both
+
+
+def test_fixations_drawn_from_a_map_agree_with_it_and_not_with_an_unrelated_map(reader_case):
+    lesion, unrelated, fx = reader_case
+    own = gaze.compare_with_gaze(lesion, fx, sigma_mm=6.0, seed=0, n_bootstrap=200)
+    other = gaze.compare_with_gaze(unrelated, fx, sigma_mm=6.0, seed=0, n_bootstrap=200)
+    assert own.metrics["nss"] > 2 and own.metrics["sauc"] > 0.5 and own.intervals["sauc"][0] > 0.5
+    assert own.metrics["cc"] > 0.8 and own.metrics["sim"] > 0.6 and own.metrics["auc"] > 0.9
+    assert abs(other.metrics["nss"]) < 0.3 and abs(other.metrics["sauc"] - 0.5) < 0.08
+    assert own.metrics["kl"] < other.metrics["kl"]
+    # two readers drawn from the same map: the inter-observer baseline is high, with an interval
+    assert own.readers == ["r1", "r2"]
+    assert own.inter_observer["nss"] > 2 and own.inter_observer_intervals["nss"][0] <= own.inter_observer["nss"]
+    # seeded: the same call gives the same numbers
+    again = gaze.compare_with_gaze(lesion, fx, sigma_mm=6.0, seed=0, n_bootstrap=200)
+    assert again.metrics == own.metrics and again.intervals == own.intervals
+
+
+def test_density_is_a_duration_weighted_gaussian_inside_the_body():
+    grid = Volume(np.zeros((20, 20, 20), np.float32), spacing=(2.0, 2.0, 2.0))
+    body = np.zeros(grid.shape, bool)
+    body[:, :, :10] = True
+    centre = grid.index_to_physical(np.array([[5.0, 10.0, 10.0], [14.0, 10.0, 10.0]]))
+    fx = gaze.Fixations(centre, np.array([3.0, 1.0]), np.array(["a", "a"], dtype=object))
+    d = gaze.density(fx, grid, body, sigma_mm=4.0)
+    assert d.sum() == pytest.approx(1.0) and not d[~body].any()
+    assert d[10, 10, 5] > d[10, 10, 2] > 0  # peak at the first fixation, Gaussian fall-off
+    # the weights: without the body, the two peaks stand 3 : 1
+    free = gaze.density(fx, grid, None, sigma_mm=4.0)
+    assert free[10, 10, 5] / free[10, 10, 14] == pytest.approx(3.0, rel=1e-3)
+
+
+def test_ras_and_lps_files_and_markups_give_the_same_numbers(reader_case, tmp_path):
+    lesion, _, fx = reader_case
+    flipped = blob_map([(20.0, 30.0, 30.0), (60.0, 55.0, 70.0)], sigma_mm=6.0, direction=np.diag([-1.0, 1.0, 1.0]))
+    lps = gaze.write_fixations_csv(fx, tmp_path / "lps.csv", "LPS")
+    ras = gaze.write_fixations_csv(fx, tmp_path / "ras.csv", "RAS")
+    plain = tmp_path / "ras_plain.csv"  # no '# space:' line: the space comes from the option
+    plain.write_text("\n".join(ras.read_text().splitlines()[1:]) + "\n")
+    a, b = gaze.read_fixations(lps), gaze.read_fixations(ras)
+    c = gaze.read_fixations(plain, space="RAS")
+    assert np.allclose(a.points, b.points) and np.allclose(a.points, c.points)
+    assert not np.allclose(gaze.read_fixations(plain).points, a.points)  # read as LPS: mirrored
+    markups = {"@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
+                          "Resources/Schema/markups-schema-v1.0.3.json#",
+               "markups": [{"type": "Fiducial", "name": r, "coordinateSystem": "RAS", "coordinateUnits": "mm",
+                            "controlPoints": [{"id": str(n), "position": [-p[0], -p[1], p[2]],
+                                               "positionStatus": "defined"}
+                                              for n, p in enumerate(fx.points[fx.reader == r])]}
+                           for r in fx.readers]}
+    path = tmp_path / "gaze.mrk.json"
+    path.write_text(json.dumps(markups))
+    m = gaze.read_fixations(path)
+    assert np.allclose(m.points, a.points, atol=1e-3) and m.readers == ["r1", "r2"]
+    for volume in (lesion, flipped):  # the same physical map stored flipped
+        results = [gaze.compare_with_gaze(volume, f, sigma_mm=6.0, seed=0, n_bootstrap=50).metrics for f in (a, b, m)]
+        assert results[0] == pytest.approx(results[1], abs=1e-9) == results[2]
+    r_plain = gaze.compare_with_gaze(lesion, a, sigma_mm=6.0, seed=0, n_bootstrap=50).metrics
+    r_flip = gaze.compare_with_gaze(flipped, a, sigma_mm=6.0, seed=0, n_bootstrap=50).metrics
+    assert r_plain["nss"] == pytest.approx(r_flip["nss"], rel=0.05)
+
+
+def test_fixations_outside_the_ct_are_counted_dropped_and_said(reader_case):
+    lesion, _, fx = reader_case
+    far = gaze.Fixations(np.array([[-500.0, 0, 0], [0, 900.0, 0]]), np.ones(2), np.array(["r1", "r1"], dtype=object))
+    mixed = gaze._concat([fx, far])
+    res = gaze.compare_with_gaze(lesion, mixed, sigma_mm=6.0, seed=0, n_bootstrap=20)
+    assert any("2 of 702 fixations lie outside the CT and were dropped" in n for n in res.notes), res.notes
+    assert res.n_fixations == 700
+    with pytest.raises(InputError, match="none of the 2 fixations"):
+        gaze.compare_with_gaze(lesion, far, sigma_mm=6.0)
+
+
+def test_bad_fixation_files_are_named(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("# space: LPS\n\n")
+    with pytest.raises(InputError, match="empty"):
+        gaze.read_fixations(empty)
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("x,y,z\n")
+    with pytest.raises(InputError, match="no fixations"):
+        gaze.read_fixations(header_only)
+    wrong = tmp_path / "w.csv"
+    wrong.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="x, y, z"):
+        gaze.read_fixations(wrong)
+    conflict = tmp_path / "c.csv"
+    conflict.write_text("# space: RAS\nx,y,z\n1,2,3\n")
+    with pytest.raises(InputError, match="remove one"):
+        gaze.read_fixations(conflict, space="LPS")
+    no_points = tmp_path / "none.mrk.json"
+    no_points.write_text(json.dumps({"@schema": "x", "markups": [{"type": "Fiducial", "controlPoints": []}]}))
+    with pytest.raises(InputError, match="no control points"):
+        gaze.read_fixations(no_points)
+
+
+def test_a_reader_heatmap_volume_is_accepted(reader_case, tmp_path):
+    from saliency_inspector.io.volume import write_volume
+
+    lesion, unrelated, _ = reader_case
+    path = write_volume(lesion, tmp_path / "heatmap.nrrd")
+    heat = gaze.read_attention(path)
+    own = gaze.compare_with_gaze(lesion, heat, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    other = gaze.compare_with_gaze(unrelated, heat, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    assert own.metrics["cc"] == pytest.approx(1.0, abs=1e-9) and own.metrics["sim"] == pytest.approx(1.0, abs=1e-9)
+    assert own.metrics["kl"] == pytest.approx(0.0, abs=1e-9) and own.metrics["nss"] > 2
+    assert abs(other.metrics["cc"]) < 0.2 and own.readers == ["heatmap"] and own.inter_observer is None
+    assert any("heatmap" in n for n in own.notes)

@@ -1,0 +1,88 @@
+"""The trust card in MRML (slicer-core): table node and randomization plot made from the card."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
+pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
+
+import offscreen_views as ov  # noqa: E402
+
+from saliency_inspector import mrml  # noqa: E402
+from saliency_inspector.evaluate import trust  # noqa: E402
+from saliency_inspector.io.volume import Volume  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def card():
+    """A card from real comparisons of synthetic maps: a map that never changes, one that does."""
+    rng = np.random.default_rng(0)
+    base = Volume(rng.random((12, 14, 16)).astype(np.float32))
+    noise = [base.with_array(rng.random(base.shape).astype(np.float32)) for _ in range(3)]
+    still = trust.randomization_curve([("original", base)] + [(f"block{n}", base) for n in range(3)], "still")
+    moving = trust.randomization_curve([("original", base)] + [(f"block{n}", m) for n, m in enumerate(noise)], "moving")
+    alike = [base.with_array(0.8 * base.array + 0.2 * m.array) for m in noise[:2]]  # "other cases": similar maps
+    baseline = trust.baseline_similarity([(base, alike[0]), (base, alike[1])], source="test")
+    rows = trust.judge_all({"still": {"curve": still, "baseline": baseline},
+                            "moving": {"curve": moving, "baseline": baseline}})
+    return trust.TrustCard(rows=rows, curves={"still": still, "moving": moving})
+
+
+def test_trust_table_is_the_card_with_titles_and_rules_from_the_registry(card):
+    app = ov.make_app()
+    table = mrml.add_trust_table(app.scene, card)
+    columns = mrml.table_columns(table)
+    assert columns["method"] == ["still", "moving"]
+    assert columns["randomization_verdict"] == ["fail", "pass"]
+    assert columns["randomization_value"] == pytest.approx([1.0, card.curves["moving"].ssim[-1]])
+    assert columns["randomization_baseline"][0] == pytest.approx(card.rows["still"]["randomization"].baseline)
+    assert np.isnan(columns["gaze_value"]).all() and columns["gaze_verdict"] == ["not measured"] * 2
+    for key, c in trust.CRITERIA.items():
+        assert table.GetColumnTitle(f"{key}_value") == c.name
+        assert table.GetColumnDescription(f"{key}_verdict") == c.rule
+
+
+def test_randomization_chart_holds_each_curve_and_its_baseline(card):
+    app = ov.make_app()
+    chart = mrml.add_randomization_chart(app.scene, card)
+    assert chart.GetNumberOfPlotSeriesNodes() == 4
+    for n, (method, curve) in enumerate(card.curves.items()):
+        ssim_series, base_series = chart.GetNthPlotSeriesNode(2 * n), chart.GetNthPlotSeriesNode(2 * n + 1)
+        assert ssim_series.GetName() == method and ssim_series.GetPlotType() == ssim_series.PlotTypeScatter
+        columns = mrml.table_columns(ssim_series.GetTableNode())
+        assert columns["ssim"] == pytest.approx(curve.ssim) and columns["block"] == curve.blocks
+        assert columns[base_series.GetYColumnName()] == pytest.approx(
+            [card.rows[method]["randomization"].baseline] * len(curve.blocks))
+        assert base_series.GetLineStyle() == base_series.LineStyleDash
+
+
+def test_logic_trust_puts_the_card_of_the_shown_map_in_a_table_and_a_chart(monkeypatch, tmp_path):
+    """The module's Logic.trust, imported as Slicer imports it (slicer_standins for the application
+    only), on real MRML: the shown map's method and class go through the card into the nodes."""
+    import importlib
+
+    import slicer_standins
+
+    app = ov.make_app()
+    slicer_standins.install(monkeypatch, app, tmp_path / "slicer-tmp")
+    module = importlib.import_module("SaliencyInspector")
+    try:
+        logic = module.SaliencyInspectorLogic()
+        ct, organs = logic.loadPhantomSample(size=(64, 64, 32))
+        nodes, _, _ = logic.explain(ct, model="demo", methods=("hirescam",), classes="liver", device="cpu")
+        table, chart, card = logic.trust(ct, nodes[("hirescam", "liver")], segmentationNode=organs, device="cpu")
+    finally:
+        for name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
+            sys.modules.pop(name, None)
+    columns = mrml.table_columns(table)
+    assert columns["method"] == ["hirescam"] and columns["randomization_verdict"] == ["pass"]
+    assert columns["repeatability_verdict"] == ["not measured"]
+    assert columns["localization_verdict"][0] in ("pass", "fail")  # measured against the liver segments
+    assert "liver" in card.rows["hirescam"]["localization"].details["mask"]
+    assert chart.GetNumberOfPlotSeriesNodes() == 2 and table.GetScene() is app.scene

@@ -1,0 +1,1 @@
+"""Cohorts: batch runs over a manifest (local processes or Ray actors) and cohort statistics."""

@@ -1,0 +1,261 @@
+"""`saliency-inspector batch`: one inspection per manifest case, then the cohort's tables and page.
+
+    result = si.batch("cohort/manifest.csv", model="demo", out_dir="runs/a", workers=2)
+
+Per case (:mod:`.case`, run by an executor of :mod:`.executors`): explain every requested class,
+score every map against the case's organ and lesion masks, write ``cases/<id>/`` (``result.json``,
+``predictions.json``, ``report.html``, maps per ``keep_maps``). Then, over all cases in manifest
+order: ``per_case.csv`` (one row per case, method, class, segment), ``predictions.csv``,
+``errors.csv``, ``cohort.csv`` / ``cohort.json`` (bootstrap intervals, :mod:`.stats`), the model's
+ROC AUC per class (``model_auc.csv``), ``report.html`` and ``batch.json`` (settings and summary).
+
+Resumable: a case whose ``result.json`` carries the same inputs-and-settings key is skipped;
+failed cases are tried again on the next run. Fault-isolated: a failing case is an error row with
+its one-line reason, the others go on. Exit status at the CLI: 0 (a warning when some cases
+failed), 1 when every case failed, 2 for bad input found before any work.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from .case import KEEP_MAPS, BatchSettings, CaseJob, case_folder, finished_result
+from .stats import AUC_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics, model_auc
+
+# metrics summarised over the cohort (the registry's keys), and the ones the cohort page plots
+PLOTTED_METRICS = ("roc_auc", "mass_in_mask", "pointing_game", "dice")
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did: case ids computed now, skipped (done before), failed (id -> reason)."""
+
+    out_dir: Path
+    computed: list
+    skipped: list
+    failed: dict
+    seconds: float
+    files: dict = field(default_factory=dict)
+    stats: list = field(default_factory=list)
+    auc: list = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.computed) + len(self.skipped) + len(self.failed)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 1 when every case failed."""
+        return 1 if self.failed and len(self.failed) == self.total else 0
+
+    def summary(self) -> str:
+        return (f"{len(self.computed)} done, {len(self.skipped)} skipped (already done), "
+                f"{len(self.failed)} failed, of {self.total} cases in {self.seconds:.1f} s")
+
+
+def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes="all", keep_maps: str = "none",
+          card=None, arch=None, device: str = "auto", threshold: str = "topk", region: str = "auto",
+          workers: int | None = None, ray: str | None = None, executor=None, resamples: int = RESAMPLES,
+          seed: int = 0, progress=True, on_result=None) -> BatchResult:
+    """Inspect every case of a manifest and write the cohort tables; returns a :class:`BatchResult`.
+
+    ``manifest``: CSV or JSON-lines path (:func:`~saliency_inspector.io.manifest.read_manifest`);
+    ``model``/``card``/``arch``/``device``: as for ``load_classifier``; ``methods``, ``classes``
+    ("all" or names): as for ``explain``; ``keep_maps``: ``none``, ``feature`` (raw maps on their
+    feature grid, small) or ``ct`` (maps on the CT grid); ``threshold``/``region``: as for
+    ``evaluate``. Where it runs: ``executor`` (any object with ``run(cases, job)``), else
+    ``ray`` (an address, "auto" or "local") or ``workers`` local processes (1: this process).
+    ``resamples``/``seed``: the bootstrap. ``progress``: True for a progress bar on stderr, False
+    for none, or a callable taking one-line messages. ``on_result(result)`` is called in this
+    process after each computed case. Bad input (manifest, methods, options) raises InputError
+    before any case starts.
+    """
+    from ..explain.cam import METHODS
+    from ..evaluate.metrics import parse_threshold
+    from ..io.manifest import read_manifest
+    from .executors import make_executor
+
+    start = time.perf_counter()
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    if keep_maps not in KEEP_MAPS:
+        raise InputError(f"--keep-maps {keep_maps!r}: choose one of {', '.join(KEEP_MAPS)}")
+    parse_threshold(threshold)
+    if not (isinstance(resamples, int) and resamples >= 100):
+        raise InputError(f"resamples must be a whole number of at least 100, got {resamples!r}")
+    classes = "all" if classes in (None, "all") or classes == ["all"] else \
+        ((classes,) if isinstance(classes, str) else tuple(classes))
+    cohort = read_manifest(manifest)  # every problem of the manifest at once, before any work
+    settings = BatchSettings(model=str(model), methods=methods, classes=classes, card=card and str(card),
+                             arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device)
+    if classes != "all":
+        _check_classes(settings)  # a typo in --class must not fail 10,000 cases one by one
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    if out.resolve() in Path(manifest).resolve().parents:  # the user's files are never overwritten
+        raise InputError(f"--out {out} holds the manifest; give a separate output folder (batch writes "
+                         "cohort.json, report.html and cases/ there)")
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = settings.fingerprint()
+    job = CaseJob(settings, fingerprint, out.resolve())
+    say = progress if callable(progress) else (_stderr if progress else (lambda message: None))
+
+    done = {}
+    todo = []
+    for case in cohort:
+        stored = finished_result(out, case, fingerprint)
+        if stored is not None:
+            done[case.case_id] = stored
+        else:
+            todo.append(case)
+    skipped = list(done)
+    say(f"{len(cohort)} cases: {len(skipped)} already done with these inputs and settings, {len(todo)} to run")
+
+    executor = executor or make_executor(workers, ray)
+    computed, failed = [], {}
+    bar = _progress_bar(len(todo), progress is True)
+    try:
+        for result in executor.run(todo, job) if todo else ():
+            case_id = result["case_id"]
+            if result["status"] == "ok":
+                done[case_id] = result
+                computed.append(case_id)
+                failed.pop(case_id, None)
+            else:
+                failed[case_id] = result["error"]
+                if bar is None:
+                    say(f"case {case_id} failed: {result['error']}")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"failed {len(failed)}" if failed else "", refresh=False)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if bar is not None:
+            bar.close()
+        if executor is not None and hasattr(executor, "close"):
+            executor.close()
+
+    seconds = time.perf_counter() - start
+    result = BatchResult(out, computed, skipped, failed, seconds)
+    result.files, result.stats, result.auc = write_cohort_tables(out, cohort, done, failed, settings,
+                                                                 resamples=resamples, seed=seed)
+    result.seconds = time.perf_counter() - start
+    _write_json(out / "batch.json", {"settings": asdict(settings), "fingerprint": fingerprint,
+                                     "manifest": str(Path(manifest).resolve()), "summary": result.summary(),
+                                     "computed": computed, "skipped": skipped, "failed": failed,
+                                     "resamples": resamples, "seed": seed})
+    say(result.summary())
+    if failed and result.exit_code == 0:
+        say(f"warning: {len(failed)} case(s) failed; their reasons are in {out / 'errors.csv'}")
+    return result
+
+
+def _check_classes(settings: BatchSettings) -> None:
+    """The requested classes exist in the model (loaded once here, on the driver, for its card)."""
+    from ..explain.explanation import _select_classes
+    from .case import load_model
+
+    names = load_model(settings).card.classes
+    if names is not None:  # a card-less .pt2 names its outputs 0..K-1 only once it has run
+        _select_classes(names, list(settings.classes))
+
+
+def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: BatchSettings,
+                        resamples: int = RESAMPLES, seed: int = 0):
+    """per_case.csv, predictions.csv, errors.csv, cohort.csv/json, model_auc.csv and report.html,
+    from the cases' results in manifest order (so the tables do not depend on completion order)."""
+    from ..evaluate.metrics import METRICS
+    from ..view.cohort_report import write_cohort_report
+    from .case import CONTEXT_KEYS
+
+    rows, predictions, errors = [], [], []
+    for case in cohort:
+        if case.case_id in done:
+            rows += done[case.case_id]["rows"]
+            predictions += done[case.case_id]["predictions"]
+        elif case.case_id in failed:
+            errors.append({"case_id": case.case_id, "ct": str(case.ct), "error": failed[case.case_id]})
+    metrics = list(METRICS)
+    stats = cohort_statistics(rows, predictions, metrics, resamples=resamples, seed=seed)
+    auc = model_auc(predictions, resamples=resamples, seed=seed)
+    files = {
+        "per_case": _write_csv(out / "per_case.csv", rows,
+                               ["case_id", "method", "class", "segment", *metrics, *CONTEXT_KEYS]),
+        "predictions": _write_csv(out / "predictions.csv", predictions,
+                                  ["case_id", "class", "label", "probability", "logit", "predicted", "correct"]),
+        "errors": _write_csv(out / "errors.csv", errors, ["case_id", "ct", "error"]),
+        "cohort_csv": _write_csv(out / "cohort.csv", stats, list(STAT_KEYS)),
+        "model_auc": _write_csv(out / "model_auc.csv", auc, list(AUC_KEYS)),
+    }
+    files["cohort_json"] = _write_json(out / "cohort.json", {
+        "cases": len(cohort), "done": len(done), "failed": len(failed), "resamples": resamples, "seed": seed,
+        "confidence": 0.95, "interval": "percentile bootstrap of the mean over cases",
+        "settings": asdict(settings), "statistics": stats, "model_auc": auc, "errors": errors,
+        "metrics": {k: {"name": m.name, "meaning": m.meaning, "range": m.range,
+                        "higher_is_better": m.higher_is_better} for k, m in METRICS.items()}})
+    pages = {case.case_id: str(case_folder(out, case.case_id).relative_to(out) / "report.html")
+             for case in cohort if case.case_id in done}
+    files["report"] = write_cohort_report(
+        out / "report.html", stats=stats, rows=rows, predictions=predictions, auc=auc, errors=errors,
+        metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages,
+        title=f"SaliencyInspector cohort: {len(cohort)} cases, model {settings.model}")
+    return files, stats, auc
+
+
+def _write_csv(path: Path, rows: list, columns: list) -> Path:
+    """CSV with these columns; None and NaN as empty cells, floats as Python writes them (exact)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _cell(row.get(c)) for c in columns})
+    return path
+
+
+def _cell(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+def _write_json(path: Path, record) -> Path:
+    path.write_text(json.dumps(_finite(record), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _finite(value):
+    """NaN -> None recursively (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _stderr(message: str) -> None:
+    print(f"[saliency-inspector] {message}", file=sys.stderr, flush=True)
+
+
+def _progress_bar(total: int, enabled: bool):
+    """A tqdm bar with ETA on stderr (None when disabled, nothing to do, or tqdm is missing)."""
+    if not enabled or total == 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="case", desc="cases", file=sys.stderr, dynamic_ncols=True)
+

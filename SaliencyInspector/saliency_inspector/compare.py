@@ -1,0 +1,251 @@
+"""Compare importance estimators on one case: agreement with a mask, region Dice, fidelity, time.
+
+For one CT, a mask (lesion or organ) and one class, every chosen estimator gets: ROC AUC and AUPRC
+against the mask (over the body, on the CT grid), Dice at its best top-k % (k = 1 … 100, reported),
+region Dice of its XRAI-style regions (the xrai3d supervoxels of this CT ranked greedily by *its*
+map; best Dice over the number of regions taken), mass in mask, fidelity F with its deletion/LIF
+curves (on the model-input grid) and the time it took. One table, a ranking per measure, and a
+report page (:func:`view.compare_page.write_compare_report`): the point is to see at a glance
+whether model-centric (fidelity) and mask-centric (ROC, Dice) rankings agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+# measure key -> (column title, higher is better)
+MEASURES = {
+    "roc_auc": ("ROC AUC", True),
+    "auprc": ("AUPRC", True),
+    "best_dice": ("Dice@best k", True),
+    "region_dice": ("Region Dice", True),
+    "mass_in_mask": ("Mass in mask", True),
+    "fidelity_F": ("Fidelity F", True),
+    "seconds": ("Time s", False),
+}
+COLUMNS = ["method", "family", "roc_auc", "auprc", "auprc_chance", "best_dice", "best_dice_k", "region_dice",
+           "region_count", "mass_in_mask", "mass_baseline", "fidelity_F", "fidelity_F_random", "fidelity_auc_mif",
+           "fidelity_auc_lif", "seconds"]
+
+
+@dataclass
+class Comparison:
+    """The comparison table (one row per estimator), rankings per measure, curves and maps."""
+
+    rows: list
+    class_name: str
+    segment: str
+    curves: dict  # method -> fidelity.FidelityResult
+    maps: dict  # method -> CT-grid Volume
+    info: dict = field(default_factory=dict)
+
+    @property
+    def measures(self) -> dict:
+        """measure key -> (column title, higher is better)."""
+        return MEASURES
+
+    @property
+    def rankings(self) -> dict:
+        """measure -> methods from best to worst (undefined values last)."""
+        out = {}
+        for key, (_title, higher) in MEASURES.items():
+            def sort_key(row, key=key, higher=higher):
+                v = row.get(key)
+                bad = v is None or (isinstance(v, float) and math.isnan(v))
+                return (bad, 0.0 if bad else (-v if higher else v))
+            out[key] = [r["method"] for r in sorted(self.rows, key=sort_key)]
+        return out
+
+    def rank_of(self, method: str, measure: str) -> int:
+        return self.rankings[measure].index(method) + 1
+
+    def to_records(self) -> list:
+        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in self.rows]
+
+    def write_json(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"class": self.class_name, "segment": self.segment, "rows": self.to_records(),
+                "rankings": self.rankings, "curves": {m: r.to_dict() for m, r in self.curves.items()}, **self.info}
+        path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+        return path
+
+    def write_csv(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS + [f"rank_{k}" for k in MEASURES])
+            writer.writeheader()
+            for record in self.to_records():
+                ranks = {f"rank_{k}": self.rank_of(record["method"], k) for k in MEASURES}
+                writer.writerow({**{k: "" if record.get(k) is None else record.get(k) for k in COLUMNS}, **ranks})
+        return path
+
+    def format(self) -> str:
+        """Fixed-width table with each value's rank in brackets."""
+        width = max(8, *(len(r["method"]) for r in self.rows))
+        heads = [title for title, _ in MEASURES.values()]
+        lines = [f"class {self.class_name!r} against segment {self.segment!r}   (rank in brackets; 1 = best)",
+                 f"{'method':<{width}}  {'family':<12}" + "".join(f"{h:>16}" for h in heads)]
+        lines.append("-" * len(lines[-1]))
+        for r in self.rows:
+            cells = []
+            for key in MEASURES:
+                v = r.get(key)
+                text = "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+                if key == "best_dice" and r.get("best_dice_k") is not None:
+                    text += f"@{r['best_dice_k']}%"
+                cells.append(f"{text} ({self.rank_of(r['method'], key)})".rjust(16))
+            lines.append(f"{r['method']:<{width}}  {r['family']:<12}" + "".join(cells))
+        chance = self.rows[0]["fidelity_F_random"] if self.rows else float("nan")
+        lines.append(f"fidelity: {self.info.get('fidelity_replacement', '')}, {self.info.get('fidelity_steps')} steps; "
+                     f"a random map's F (the chance line): {chance:.3f}")
+        return "\n".join(lines)
+
+
+TOP_K = (0.1, 0.2, 0.5, *range(1, 101))  # percent of the region; below 1 % for small lesions
+
+
+def best_topk_dice(scores: np.ndarray, mask: np.ndarray, ks=TOP_K) -> tuple:
+    """(best Dice, its k %) of the top-k % voxels of ``scores`` against ``mask`` (1-D, same length)."""
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(mask[order])
+    positives = int(mask.sum())
+    best, best_k = float("nan"), None
+    if positives == 0:
+        return best, best_k
+    for k in ks:
+        kept = max(1, int(round(k / 100 * scores.size)))
+        dice = 2.0 * hits[kept - 1] / (kept + positives)
+        if not dice <= best:
+            best, best_k = float(dice), k
+    return best, best_k
+
+
+def region_dice(order: np.ndarray, mask: np.ndarray) -> tuple:
+    """(best Dice, regions taken) of the union of the first n ranked regions against ``mask``."""
+    ranks = order.ravel()
+    m = mask.ravel().astype(bool)
+    n_regions = int(ranks.max())
+    if n_regions == 0 or not m.any():
+        return float("nan"), 0
+    size = np.bincount(ranks, minlength=n_regions + 1)[1:]
+    inside = np.bincount(ranks[m], minlength=n_regions + 1)[1:]
+    dice = 2.0 * np.cumsum(inside) / (np.cumsum(size) + m.sum())
+    best = int(np.argmax(dice))
+    return float(dice[best]), best + 1
+
+
+def _choose_segment(masks: dict, class_name: str, segment) -> str:
+    names = list(masks)
+    if segment is not None:
+        if segment not in masks:
+            raise InputError(f"segment {segment!r} is not in the masks; they are: {', '.join(names)}")
+        return segment
+    if len(names) == 1:
+        return names[0]
+    matches = [n for n in names if class_name in n and n.lower() != "body"]
+    if len(matches) == 1:
+        return matches[0]
+    raise InputError(f"say which segment to score the maps against with --segment; the masks have: {', '.join(names)}")
+
+
+def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "gradcam", "gradient", "smoothgrad",
+                       "ig"), segment=None, settings=None, steps: int = 20, replacement: str = "blur",
+                       blur_mm: float = 10.0, seed: int = 0, progress=None) -> Comparison:
+    """Every estimator in ``methods`` on one case and one class, side by side (see module doc).
+
+    ``masks``: :class:`io.segments.Segments` (on any grid; resampled) or a dict name -> bool array on
+    the CT grid; ``segment``: the one to score against (default: the only one, or the one whose name
+    contains the class name); ``settings``: estimator settings; ``steps``/``replacement``/``blur_mm``:
+    fidelity; ``seed``: the fidelity tie-break and random map.
+    """
+    import torch
+
+    from .evaluate.fidelity import fidelity, map_on_input_grid
+    from .evaluate.metrics import _masks_on_grid, body_mask, evaluate
+    from .explain.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
+    from .explain.explanation import _class_name, explain
+    from .io.volume import Volume, resample_to
+    from .models.preprocess import preprocess
+
+    say = progress or (lambda _m: None)
+    if int(steps) < 2:
+        raise InputError(f"fidelity needs at least 2 steps (p = 0 … 100 %), got {steps}")
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise InputError("give at least one method to compare")
+    names = [m if isinstance(m, str) else get_estimator(m).name for m in methods]
+    for m in methods:
+        get_estimator(m)  # unknown names fail here, before any work
+    if classifier.card.classes is None:
+        raise InputError("the model has no class names; give a model card with 'classes'")
+    class_name = _class_name(classifier.card.classes, class_name)
+    target = classifier.card.classes.index(class_name)
+    masks = _masks_on_grid(masks, ct, say)
+    segment = _choose_segment(masks, class_name, segment)
+    mask = masks[segment]
+    if not mask.any():
+        raise InputError(f"segment {segment!r} is empty on the CT grid; choose another with --segment")
+
+    prepared = preprocess(ct, classifier.card.input, device=classifier.device)
+    x = prepared.tensor
+    s = for_input(settings_from(settings), prepared, classifier.card)
+    body_ct = masks[next(n for n in masks if n.lower() == "body")] if any(n.lower() == "body" for n in masks) \
+        else body_mask(ct)
+    grid = prepared.grid
+
+    def to_input(array, interpolation):
+        vol = Volume(np.asarray(array, np.uint8), ct.spacing, ct.origin, ct.direction)
+        geometry = Volume(np.zeros(grid.shape, np.uint8), grid.spacing, grid.origin, grid.direction)
+        on = resample_to(vol, geometry, interpolation).array.astype(bool)
+        return on if prepared.axes == "zyx" else on.transpose(2, 1, 0)
+
+    body_in, mask_in = to_input(body_ct, "nearest"), to_input(mask, "nearest")
+    s = replace(s, body=body_in)
+    say(f"supervoxels of the input ({'×'.join(map(str, x.shape[2:]))}) at scales {list(s.xrai_scales)}")
+    regions = supervoxels(x[0, 0].detach().cpu().numpy(), s.spacing_zyx, body_in, s.xrai_scales, s.xrai_dilation)
+    per_forward = min(64, batch_size(classifier.module, x, s, backward=False, what="perturbed input"))
+
+    rows, curves, maps = [], {}, {}
+    region_flat = body_ct.ravel()
+    for method, name in zip(methods, names):
+        say(f"{name}: explaining class {class_name}")
+        start = time.perf_counter()
+        res = explain(classifier, ct, methods=[method], classes=class_name, settings=s)
+        seconds = time.perf_counter() - start
+        volume = res.map(name, class_name)
+        maps[name] = volume
+        table = evaluate(volume, {segment: mask}, region=body_ct, ct=ct)
+        row = table.rows[0]
+        dice, k = best_topk_dice(np.maximum(volume.array.ravel()[region_flat], 0), mask.ravel()[region_flat])
+        on_input = map_on_input_grid(res.raw[(name, class_name)], grid, prepared.axes)
+        _scores, order = xrai_rank(on_input, regions, body_in)
+        rdice, rcount = region_dice(order, mask_in)
+        say(f"{name}: fidelity, {steps} steps, {replacement}")
+        fid = fidelity(classifier, x, on_input, target, steps=steps, replacement=replacement, air_value=s.air_value,
+                       body=body_in, blur_mm=blur_mm, spacing_zyx=s.spacing_zyx, seed=seed, batch_size=per_forward)
+        curves[name] = fid
+        rows.append({"method": name, "family": get_estimator(method).family,
+                     "roc_auc": row["roc_auc"], "auprc": row["auprc"], "auprc_chance": row["auprc_chance"],
+                     "best_dice": dice, "best_dice_k": k, "region_dice": rdice, "region_count": rcount,
+                     "mass_in_mask": row["mass_in_mask"], "mass_baseline": row["mass_baseline"],
+                     "fidelity_F": fid.curves.F, "fidelity_F_random": fid.random.F,
+                     "fidelity_auc_mif": fid.curves.auc_mif, "fidelity_auc_lif": fid.curves.auc_lif,
+                     "seconds": seconds})
+    with torch.no_grad():
+        probability = float(classifier.probabilities(classifier.predict(x))[0, target])
+    return Comparison(rows=rows, class_name=class_name, segment=segment, curves=curves, maps=maps,
+                      info={"probability": probability, "fidelity_steps": int(steps),
+                            "fidelity_replacement": next(iter(curves.values())).replacement,
+                            "region": "body", "supervoxel_candidates": len(regions),
+                            "input_grid": grid.describe_grid()})

@@ -1,0 +1,154 @@
+"""How alike are two saliency maps? 3D SSIM, Spearman, Pearson and top-k overlap on one grid.
+
+The trust checks (randomization, repeatability, reproducibility) all compare two maps. As in Arun
+et al. (Radiology: AI 2021; ``/work/shared/notes/trust.md``) the maps are normalised first:
+|map| (gradient maps) or ReLU(map) (CAMs, whose negative part means "against the class"), clipped
+at the 99th percentile, then min–max scaled to [0, 1]; SSIM then runs with ``data_range=1``.
+
+- **SSIM**: ``skimage.metrics.structural_similarity`` on the 3D arrays (7-voxel uniform window,
+  skimage's defaults, ``data_range=1`` passed explicitly: older skimage assumed 2 for floats).
+- **Spearman** rank correlation and **Pearson** CC over the region (the body when given).
+- **Top-k overlap**: Dice of the k % highest voxels of each map in the region.
+
+Two Volumes on different grids are compared on the first one's grid (the second resampled
+linearly in physical space, never by resizing arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.volume import Volume, overlap_fraction, resample_to
+
+NORMALISATIONS = ("abs", "relu")
+SSIM_WINDOW = 7
+CLIP_PERCENTILE = 99.0
+TOP_K_PERCENT = 5.0
+
+
+def normalise(saliency, mode: str = "abs", region=None, clip_percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """|map| or ReLU(map), clipped at its ``clip_percentile`` (over ``region`` when given), min–max
+    scaled to [0, 1] (float64). A constant map becomes all zeros."""
+    if mode not in NORMALISATIONS:
+        raise InputError(f"normalisation {mode!r}: choose one of {', '.join(NORMALISATIONS)}")
+    a = np.asarray(saliency.array if isinstance(saliency, Volume) else saliency, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError("the saliency map has NaN or infinite voxels; fix or re-export the map")
+    a = np.abs(a) if mode == "abs" else np.maximum(a, 0.0)
+    values = a[np.asarray(region, bool)] if region is not None else a
+    if values.size == 0:
+        raise InputError("the comparison region is empty")
+    top = np.percentile(values, clip_percentile)
+    a = np.minimum(a, top)
+    lo = values.min()
+    span = top - lo
+    if span <= 0:
+        return np.zeros_like(a)
+    return np.clip((a - lo) / span, 0.0, 1.0)
+
+
+def ssim(a, b, win_size: int = SSIM_WINDOW) -> float:
+    """Mean SSIM of two arrays already in [0, 1] (``data_range=1``), any dimension (3D here).
+
+    skimage's uniform 7-voxel window; axes shorter than the window shrink it to the largest odd
+    size that fits (a flat feature map of 4 voxels along z still compares)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"maps of shapes {a.shape} and {b.shape} differ; put them on one grid first")
+    win = min([win_size] + [n if n % 2 else n - 1 for n in a.shape])
+    if win < 3:
+        raise InputError(f"maps of shape {a.shape} are too small for SSIM (needs at least 3 voxels per axis)")
+    return float(structural_similarity(a, b, win_size=win, data_range=1.0))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank), as ``scipy.stats.rankdata``; written here
+    because importing scipy.stats costs ~4 s, more than a whole randomization run of the demo model."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse.ravel()]
+
+
+def pearson(a, b) -> float:
+    """Pearson correlation of two 1D arrays; 0 when either is constant (no linear relation to measure)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties): Pearson of the ranks, as scipy's."""
+    return pearson(_ranks(np.asarray(a).ravel()), _ranks(np.asarray(b).ravel()))
+
+
+def top_k_overlap(a, b, percent: float = TOP_K_PERCENT) -> float:
+    """Dice of the ``percent`` % highest values of ``a`` and of ``b`` (1D arrays of one region).
+
+    Ties at the cut are broken by a stable sort on position (the same rule for both maps)."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    k = max(1, int(round(a.size * percent / 100.0)))
+    top_a = np.zeros(a.size, bool)
+    top_b = np.zeros(b.size, bool)
+    top_a[np.argsort(-a, kind="stable")[:k]] = True
+    top_b[np.argsort(-b, kind="stable")[:k]] = True
+    return float(2.0 * np.count_nonzero(top_a & top_b) / (2 * k))
+
+
+@dataclass
+class Similarity:
+    """All four similarities of two maps plus what they were computed over."""
+
+    ssim: float
+    spearman: float
+    pearson: float
+    top_k_overlap: float
+    top_k_percent: float
+    normalisation: str
+    region_voxels: int
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+SIMILARITY_KEYS = ("ssim", "spearman", "pearson", "top_k_overlap")
+
+
+def compare_maps(a, b, normalisation: str = "abs", region=None, top_k_percent: float = TOP_K_PERCENT,
+                 win_size: int = SSIM_WINDOW) -> Similarity:
+    """SSIM, Spearman, Pearson and top-k overlap of two maps after :func:`normalise`.
+
+    ``a``, ``b``: arrays of one shape, or Volumes (``b`` is resampled onto ``a``'s grid in physical
+    space when the grids differ); ``region``: a boolean array on ``a``'s grid (the body) over which
+    the percentile, Spearman, Pearson and top-k are taken (SSIM uses the whole grid, whose windows
+    need neighbours). ``normalisation``: "abs" (gradient maps) or "relu" (CAMs).
+    """
+    note = ""
+    if isinstance(a, Volume) and isinstance(b, Volume) and not a.same_grid(b):
+        if overlap_fraction(b, a) == 0.0:
+            raise InputError(f"the two maps do not overlap ({a.describe_grid()} vs {b.describe_grid()})")
+        b = resample_to(b.with_array(np.asarray(b.array, np.float32)), a, "linear", default_value=0.0)
+        note = "second map resampled onto the first map's grid (linear, physical space)"
+    a_arr = np.asarray(a.array if isinstance(a, Volume) else a)
+    b_arr = np.asarray(b.array if isinstance(b, Volume) else b)
+    if a_arr.shape != b_arr.shape:
+        raise InputError(f"maps of shapes {a_arr.shape} and {b_arr.shape} differ; give Volumes (resampled in "
+                         "physical space) or arrays on one grid")
+    if region is not None:
+        region = np.asarray(region, bool)
+        if region.shape != a_arr.shape:
+            raise InputError(f"region shape {region.shape} differs from the maps' {a_arr.shape}")
+        if not region.any():
+            raise InputError("the comparison region is empty")
+    na = normalise(a_arr, normalisation, region)
+    nb = normalise(b_arr, normalisation, region)
+    va, vb = (na[region], nb[region]) if region is not None else (na.ravel(), nb.ravel())
+    return Similarity(ssim=ssim(na, nb, win_size), spearman=spearman(va, vb), pearson=pearson(va, vb),
+                      top_k_overlap=top_k_overlap(va, vb, top_k_percent), top_k_percent=float(top_k_percent),
+                      normalisation=normalisation, region_voxels=int(va.size), note=note)

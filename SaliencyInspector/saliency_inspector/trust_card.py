@@ -1,0 +1,239 @@
+"""The trust card for one CT and one class: every criterion of :data:`evaluate.trust.CRITERIA` for
+every method, written as ``trust.json`` and ``trust.html``.
+
+This module wires the model side (``explain/randomization.py``: maps on the model-input grid, the
+randomized copies) to the judging side (``evaluate/trust.py``, ``evaluate/gaze.py``); it is the
+only place that knows both, like ``demo.py``.
+
+Where the maps are compared: randomization, repeatability and the baseline on the model-input grid
+(what the network sees; maps of two models on different input grids are resampled in physical
+space); localization and gaze on the CT's own grid (where masks and fixations live), the input-grid
+map brought there through physical space.
+
+The baseline of "how similar are maps anyway": the mean SSIM between this method's maps of
+*different* cases under the first model: every pair of a given cohort (``cohort``; ≥ 20 pairs
+from 7 cases), else this CT against ``n_baseline`` phantoms generated with other seeds (a single CT:
+the card says which).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+BASELINE_SEEDS = 1000  # phantoms for a single-CT baseline use seeds 1000, 1001, ...
+MAX_BASELINE_PAIRS = 50
+
+
+@dataclass
+class TrustResult:
+    """The card, where it was written, and the run's timings."""
+
+    card: object  # evaluate.trust.TrustCard
+    json_path: Path | None
+    report: Path | None
+    seconds: float
+
+
+def default_normalisation(method) -> str:
+    """ReLU for CAMs (their negative part means "against the class"), |map| for anything else."""
+    from .explain.cam import METHODS
+
+    return "relu" if isinstance(method, str) and method in METHODS else "abs"
+
+
+def same_classes_or_error(models) -> None:
+    """InputError naming the classes that differ when the models' class lists are not the same."""
+    first = models[0].card.classes
+    for other in models[1:]:
+        if other.card.classes != first:
+            a, b = list(first or []), list(other.card.classes or [])
+            only_a = [c for c in a if c not in b]
+            only_b = [c for c in b if c not in a]
+            what = (f"only in {models[0].card.name!r}: {', '.join(only_a) or '-'}; only in "
+                    f"{other.card.name!r}: {', '.join(only_b) or '-'}") if (only_a or only_b) else \
+                f"same names in another order ({a} vs {b})"
+            raise InputError(f"repeatability/reproducibility needs models with the same classes; {what}")
+
+
+def architecture_of(classifier) -> str:
+    """What makes two models "the same architecture": the card's architecture (name + kwargs) when it
+    has one, else the module's class name."""
+    arch = classifier.card.architecture
+    if arch:
+        return f"{arch['name']}{sorted((arch.get('kwargs') or {}).items())}"
+    return type(classifier.module).__name__
+
+
+def _class_mask(segments, class_name, segment=None, note=None):
+    """(mask name, bool mask on the segments' grid): ``segment`` if given, else the union of the
+    segments whose name contains the class name, else the union of all segments."""
+    names = segments.names
+    if segment:
+        return segment, segments.mask(segment)
+    chosen = [n for n in names if str(class_name).lower() in n.lower() and n.lower() != "body"]
+    if not chosen:
+        chosen = [n for n in names if n.lower() != "body"]
+        if note:
+            note(f"no segment is named after class {class_name!r}: localization uses the union of "
+                 f"{', '.join(chosen)} (choose one with --segment)")
+    mask = np.zeros(segments.grid.shape, bool)
+    for n in chosen:
+        mask |= segments.mask(n)
+    return " + ".join(chosen), mask
+
+
+def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, masks=None, segment=None,
+              fixations=None, fixations_space=None, sigma_mm=10.0, out_dir=None, mode="cascading", seed=0,
+              cohort=None, n_baseline=4, layer=None, normalisation=None, randomize=True,
+              progress=None) -> TrustResult:
+    """Fill the trust card for ``ct`` (Volume) and ``class_name`` with each of ``methods``.
+
+    ``models``: one or two :class:`Classifier` (two: repeatability when their architectures match,
+    else reproducibility; their classes must match). ``methods``: CAM names, registered estimator
+    names or callables ``fn(model, x, target)``. ``masks``: Segments of the finding (localization);
+    ``segment``: which one (default: named after the class). ``fixations``: a path (CSV, .mrk.json, a
+    heatmap volume), :class:`evaluate.gaze.Fixations` or a Volume. ``cohort``: other cases, a list of
+    (CT Volume, Segments or None), for the baseline and the location prior. ``mode``: cascading or
+    independent randomization; ``randomize=False`` skips it (the card says "not measured").
+    ``out_dir``: where trust.json and trust.html go (None: nothing written).
+    """
+    from .evaluate import gaze as gz
+    from .evaluate import trust
+    from .evaluate.metrics import body_mask
+    from .evaluate.similarity import compare_maps
+    from .explain.estimators import resolve
+    from .explain.randomization import class_index, input_map, prepare, randomized_maps
+    from .io.volume import Volume, resample_to
+
+    say = progress or (lambda _m: None)
+    started = time.time()
+    models = list(models)
+    if not models or len(models) > 2:
+        raise InputError(f"give one or two models (got {len(models)})")
+    if len(models) == 2:
+        same_classes_or_error(models)
+    clf = models[0]
+    names = clf.card.classes
+    if class_name is None:
+        raise InputError(f"choose a class (--class); the model's classes: {', '.join(names or [])}")
+    target = class_index(clf, class_name)
+    class_label = names[target] if names else str(target)
+    methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
+    resolved = [resolve(m) for m in methods]
+    notes = []
+
+    attention = None
+    if fixations is not None:
+        attention = gz.read_attention(fixations, fixations_space) if isinstance(fixations, (str, Path)) else fixations
+
+    prepared = prepare(clf, ct)
+    body_in = body_mask(ct, prepared.grid)
+    body_ct = body_mask(ct)
+
+    # the baseline's cases
+    if cohort:
+        cases = [(c if isinstance(c, Volume) else c[0]) for c in cohort]
+        baseline_source = f"all pairs of {len(cases)} cohort cases (maps of different cases, first model)"
+    else:
+        from .synth.phantom import make_phantom
+
+        size = prepared.grid.size_xyz
+        cases = [make_phantom(seed=BASELINE_SEEDS + i, size=size).ct for i in range(int(n_baseline))]
+        baseline_source = (f"this CT against {len(cases)} phantoms with seeds {BASELINE_SEEDS}.."
+                           f"{BASELINE_SEEDS + len(cases) - 1} (a single CT: no cohort given), first model")
+    say(f"baseline: {baseline_source}")
+
+    prior = None
+    if cohort and masks is not None:
+        others = [(c[1], body_mask(c[0])) for c in cohort if not isinstance(c, Volume) and c[1] is not None]
+        if others:
+            prior = trust.location_prior(body_ct, [(_class_mask(s, class_label, segment)[1], b) for s, b in others])
+    mask_name, mask_ct = None, None
+    if masks is not None:
+        on_ct = masks.resampled_to(ct)
+        mask_name, mask_ct = _class_mask(on_ct, class_label, segment, notes.append)
+
+    evidence, curves, timings = {}, {}, {}
+    for (name, _function), method in zip(resolved, methods):
+        norm = normalisation or default_normalisation(method)
+        ev = {}
+        if randomize:
+            say(f"{name}: {mode} randomization")
+            t0 = time.time()
+            curve = trust.randomization_curve(
+                randomized_maps(clf, ct, method, class_label, mode=mode, seed=seed, layer=layer, prepared=prepared),
+                name, mode, norm, body_in, progress=say)
+            timings[name] = {"randomization_s": round(time.time() - t0, 2)}
+            curves[name] = curve
+            ev["curve"] = curve
+            original = curve.maps[0]
+        else:
+            original = input_map(clf.module, prepared, method, target, layer).volume
+
+        # baseline: maps of different cases
+        case_maps = []
+        for case in cases:
+            p = prepare(clf, case)
+            case_maps.append(input_map(clf.module, p, method, target, layer).volume)
+        pairs = list(itertools.combinations(case_maps, 2)) if cohort else [(original, m) for m in case_maps]
+        if len(pairs) > MAX_BASELINE_PAIRS:
+            rng = np.random.default_rng(seed)
+            pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_BASELINE_PAIRS, replace=False))]
+        ev["baseline"] = trust.baseline_similarity(pairs, norm, baseline_source)
+        if cohort and len(pairs) < 20:
+            note = f"the baseline rests on {len(pairs)} pairs of cases (fewer than 20): give at least 7 cohort cases"
+            if note not in notes:
+                notes.append(note)
+
+        # repeatability / reproducibility
+        if len(models) == 2:
+            other = models[1]
+            kind = "repeatability" if architecture_of(other) == architecture_of(clf) else "reproducibility"
+            p2 = prepare(other, ct)
+            second = input_map(other.module, p2, method, class_index(other, class_label), layer).volume
+            ev[kind] = compare_maps(original, second, norm, body_in)
+            ev["models"] = [clf.card.name, other.card.name]
+            missing = "reproducibility" if kind == "repeatability" else "repeatability"
+            ev[f"{missing}_why"] = f"the two models are {'the same' if kind == 'repeatability' else 'different'} architectures"
+
+        # localization and gaze on the CT grid
+        on_ct = None
+        if mask_ct is not None or attention is not None:
+            on_ct = resample_to(original, ct, "linear")
+        if mask_ct is not None:
+            try:
+                ev["localization"] = trust.localization(on_ct, mask_ct, body_ct, ct.with_array(ct.array.astype(np.float32)),
+                                                        prior, norm)
+                ev["mask_name"] = mask_name
+            except InputError as err:
+                ev["localization_why"] = str(err)
+        if attention is not None:
+            ev["gaze"] = gz.compare_with_gaze(on_ct, attention, body_ct, sigma_mm, norm, seed=seed)
+        evidence[name] = ev
+
+    card = trust.TrustCard(rows=trust.judge_all(evidence), curves=curves, notes=notes)
+    card.context = {
+        "ct": ct.describe_grid(), "class": class_label, "models": [m.card.name for m in models],
+        "methods": [n for n, _ in resolved], "randomization_mode": mode, "seed": seed,
+        "baseline": baseline_source, "comparison_grid": prepared.grid.describe_grid(),
+        "normalisation": {n: normalisation or default_normalisation(m) for (n, _), m in zip(resolved, methods)},
+        "timings": timings,
+    }
+    json_path = report = None
+    if out_dir is not None:
+        from .view.trust_report import write_trust_report
+
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"{out_dir}: exists and is not a folder; give --out a folder")
+        json_path = card.write_json(out_dir / "trust.json")
+        report = write_trust_report(out_dir / "trust.html", card, ct=ct)
+        say(f"wrote {json_path} and {report}")
+    return TrustResult(card, json_path, report, round(time.time() - started, 2))

@@ -1,0 +1,161 @@
+"""The cohort page of `saliency-inspector batch`: one plot per metric, interval tables, worst cases.
+
+Each plot shows, per class, every case as a point (its map against the class's organ, and against
+the class's lesion where the case has one), the cohort mean with its bootstrap 95 % interval as a
+bar, and the methods side by side. Tables: the model's ROC AUC per class, the intervals split by
+label and by prediction, the worst cases (linked to their case pages) and the failed cases.
+Inputs are the plain rows the batch writes (``cohort.csv``, ``per_case.csv``, ``predictions.csv``).
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from .report import _STYLE, method_label
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+WORST = 10  # rows of the worst-cases table per method
+SPLITS = ("all", "present", "absent", "correct", "incorrect")
+
+
+def _finite(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value, digits=3) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else "n/a"
+
+
+def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) -> Path | None:
+    """One PNG for one metric: per class and method, cases as points and mean ± interval as a bar,
+    against the class's organ (left) and the class's lesion (right). None when nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    panels = [("organ of the class", lambda c: c), ("lesion of the class", lambda c: f"lesion_{c}")]
+    interval = {(s["method"], s["class"], s["segment"]): s for s in stats
+                if s["metric"] == metric and s["group"] == "all"}
+    values = {}
+    for r in rows:
+        if _finite(r.get(metric)):
+            values.setdefault((r["method"], r["class"], r["segment"]), []).append(float(r[metric]))
+    if not any((m, c, seg(c)) in values for m in methods for c in classes for _, seg in panels):
+        return None
+    rng = np.random.default_rng(seed)  # jitter of the points only
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100, sharey=True)
+    width = 0.8 / max(1, len(methods))
+    for ax, (title, seg) in zip(axes, panels):
+        for j, method in enumerate(methods):
+            color = COLORS[j % len(COLORS)]
+            for i, klass in enumerate(classes):
+                key = (method, klass, seg(klass))
+                x = i - 0.4 + width * (j + 0.5)
+                ys = values.get(key, [])
+                ax.scatter(x + rng.uniform(-0.25, 0.25, len(ys)) * width, ys, s=9, color=color, alpha=0.45,
+                           linewidths=0, label=method_label(method) if i == 0 else None)
+                s = interval.get(key)
+                if s and _finite(s["mean"]):
+                    low, high = s["ci_low"], s["ci_high"]
+                    ax.errorbar([x], [s["mean"]], yerr=[[s["mean"] - low], [high - s["mean"]]], fmt="_",
+                                color="black", markersize=14, capsize=4, lw=1.5)
+        ax.set_xticks(range(len(classes)))
+        ax.set_xticklabels(classes, rotation=20)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{metric}: {meaning} — points: cases; bar: mean and 95 % bootstrap interval", fontsize=9)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metrics, case_pages,
+                        title="SaliencyInspector cohort") -> Path:
+    """Write the cohort page (and its plots under ``images/``); return its path.
+
+    ``stats``: rows of ``cohort.csv``; ``rows``: rows of ``per_case.csv``; ``predictions``: rows of
+    ``predictions.csv``; ``auc``: the model's ROC AUC per class; ``errors``: failed cases
+    (``case_id``, ``error``); ``metrics``: keys to plot; ``case_pages``: case id -> relative link.
+    """
+    from ..evaluate.metrics import METRICS
+
+    out_html = Path(out_html)
+    base = out_html.parent
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>",
+             f"<p class='muted'>{len(case_pages)} cases done, {len(errors)} failed. Intervals: percentile "
+             "bootstrap 95 % of the mean over cases. Maps are scored with ReLU(map) over the body.</p>"]
+
+    parts.append("<h2>The model</h2><table><tr><th class='name'>class</th><th>cases</th><th>present</th>"
+                 "<th>ROC AUC</th><th>95 % interval</th></tr>")
+    for a in auc:
+        parts.append(f"<tr><td class='name'>{escape(a['class'])}</td><td>{a['n']}</td><td>{a['positives']}</td>"
+                     f"<td>{_num(a['roc_auc'])}</td><td>{_num(a['ci_low'])} – {_num(a['ci_high'])}</td></tr>")
+    parts.append("</table>")
+
+    parts.append("<h2>Agreement with the masks</h2>")
+    for metric in metrics:
+        info = METRICS[metric]
+        png = plot_metric(metric, info.meaning, stats, rows, base / "images" / f"cohort_{metric}.png")
+        if png is not None:
+            parts.append(f"<figure><img src='{escape(png.relative_to(base).as_posix())}' alt='{escape(metric)}'>"
+                         f"<figcaption>{escape(info.name)}: {escape(info.meaning)}</figcaption></figure>")
+
+    parts.append("<h2>Intervals by label and prediction (organ of the class)</h2>")
+    parts.append("<table><tr><th class='name'>method</th><th class='name'>class</th><th class='name'>metric</th>"
+                 + "".join(f"<th>{g}</th>" for g in SPLITS) + "</tr>")
+    cell = {(s["method"], s["class"], s["metric"], s["group"]): s for s in stats if s["segment"] == s["class"]}
+    for method, klass, metric in dict.fromkeys((s["method"], s["class"], s["metric"]) for s in stats
+                                               if s["segment"] == s["class"] and s["metric"] in metrics):
+        tds = []
+        for group in SPLITS:
+            s = cell.get((method, klass, metric, group))
+            tds.append("<td class='muted'>–</td>" if not s or not s["n"] else
+                       f"<td>{_num(s['mean'])} [{_num(s['ci_low'])}, {_num(s['ci_high'])}] n={s['n']}</td>")
+        parts.append(f"<tr><td class='name'>{escape(method_label(method))}</td><td class='name'>{escape(klass)}</td>"
+                     f"<td class='name'>{escape(metric)}</td>{''.join(tds)}</tr>")
+    parts.append("</table>")
+
+    worst_metric = metrics[0] if metrics else "roc_auc"
+    parts.append(f"<h2>Worst cases ({escape(worst_metric)} of the map against the organ of the class, "
+                 "classes present)</h2>")
+    label = {(p["case_id"], p["class"]): p for p in predictions}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        candidates = [r for r in rows if r["method"] == method and r["segment"] == r["class"]
+                      and _finite(r.get(worst_metric))
+                      and label.get((r["case_id"], r["class"]), {}).get("label") in (1, None)]
+        candidates.sort(key=lambda r: (float(r[worst_metric]), r["case_id"]))
+        parts.append(f"<h3>{escape(method_label(method))}</h3><table><tr><th class='name'>case</th>"
+                     f"<th class='name'>class</th><th>{escape(worst_metric)}</th><th>p</th><th>label</th></tr>")
+        for r in candidates[:WORST]:
+            p = label.get((r["case_id"], r["class"]), {})
+            link = case_pages.get(r["case_id"])
+            name = escape(r["case_id"])
+            name = f"<a href='{escape(link)}'>{name}</a>" if link else name
+            parts.append(f"<tr><td class='name'>{name}</td><td class='name'>{escape(r['class'])}</td>"
+                         f"<td>{_num(r[worst_metric])}</td><td>{_num(p.get('probability'))}</td>"
+                         f"<td>{'' if p.get('label') is None else p['label']}</td></tr>")
+        parts.append("</table>")
+
+    if errors:
+        parts.append("<h2>Failed cases</h2><table><tr><th class='name'>case</th><th class='name'>reason</th></tr>")
+        for e in errors:
+            parts.append(f"<tr><td class='name'>{escape(e['case_id'])}</td><td class='name'>{escape(e['error'])}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Metrics</h2><ul>" + "".join(
+        f"<li><b>{escape(METRICS[m].name)}</b> ({escape(m)}): {escape(METRICS[m].meaning)}</li>" for m in metrics)
+        + "</ul></body></html>")
+    out_html.write_text("\n".join(parts), encoding="utf-8")
+    return out_html
