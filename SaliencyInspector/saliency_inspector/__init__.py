@@ -28,6 +28,8 @@ _EXPORTS = {
     "make_phantom": "synth.phantom", "write_phantom_case": "synth.phantom", "PhantomCase": "synth.phantom",
     "ModelCard": "models.loading", "Classifier": "models.loading", "load_classifier": "models.loading",
     "demo_classifier": "models.demo_model",
+    "preprocess": "models.preprocess", "resample_map": "models.preprocess",
+    "ORIENTATION_CODES": "models.preprocess", "orientation_direction": "models.preprocess",
     "explain": "explain.explanation", "Explanation": "explain.explanation",
     "register_estimator": "explain.attribution", "EstimatorSettings": "explain.attribution",
     "ESTIMATORS": "explain.attribution", "attribute": "explain.attribution",

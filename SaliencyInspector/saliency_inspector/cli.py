@@ -147,7 +147,7 @@ def cmd_explain(args) -> int:
     if model_path.is_file():
         inputs.append(model_path.with_suffix(".json"))  # the card beside the weights
     guard_outputs(inputs, files=[args.out / "predictions.json"], folders=[args.out])
-    ct = read_volume(args.ct)
+    ct = read_volume(args.ct, series=args.series, note=progress)
     progress(f"loading model {args.model}")
     classifier = load_classifier(args.model, card=args.card, arch=args.arch, device=args.device)
     methods = args.method or ["hirescam", "gradcam"]
@@ -505,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("saliency-output"), help="output folder")
     p.add_argument("--device", **device)
     add_estimator_options(p)
+    p.add_argument("--series", metavar="UID", help="for a DICOM folder: the SeriesInstanceUID to use "
+                   "(default: the CT series with the most slices)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="agreement of a saliency map with organ masks, one row per segment")

@@ -186,7 +186,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
                                  f"centre LPS {[round(v, 1) for v in les['center_lps']]} mm)"
                                  for les in case.info.get("lesions", [])) or "none",
             "model": f"{explanation.model} · target layer {explanation.layer}",
-            "decision": f"a class is called present when p ≥ {threshold:g} (the model card's threshold)"}
+            "decision": f"a class is called present when p ≥ {threshold:g} (the model card's threshold)",
+            "model input": explanation.info.get("orientation_note", "")}
     if cell:
         info["feature cell"] = (f"{cell[0]:.1f} × {cell[1]:.1f} × {cell[2]:.1f} mm (x × y × z): the map has one "
                                 "value per cell, so it is not voxel-precise")

@@ -153,15 +153,18 @@ def check_segmentation(segmentation_node) -> None:
 
 
 # ---- segmentations ----------------------------------------------------------------------------
-def segment_masks_from_node(segmentation_node, reference_node, segmentations_logic,
-                            segment_names=None) -> tuple[Volume, dict, dict]:
-    """Each segment of ``segmentation_node`` as a bool mask on ``reference_node``'s voxel grid.
+def segment_layers_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
+    """The segmentation as a core ``Segments`` on ``reference_node``'s voxel grid, exported as labelmaps.
 
-    Segments are exported one at a time, so overlapping segments (an organ and its lesion) keep
-    every voxel. Returns ``(grid, masks, colors)``: the reference grid as a Volume, name → mask
-    (z, y, x) and name → (r, g, b). ``segmentations_logic`` is a vtkSlicerSegmentationsModuleLogic
+    One export per labelmap layer of the segmentation (segments sharing a layer never overlap; an
+    organ and its lesion sit in different layers, so every voxel is kept), each a small-integer
+    volume — not one array per segment (117 TotalSegmentator segments in one layer are one export).
+    Duplicate segment names are kept apart as ``liver``, ``liver (2)``. ``segment_names`` (the
+    unique names) limits the export. ``segmentations_logic`` is a vtkSlicerSegmentationsModuleLogic
     (its export is a static method; the argument keeps the dependency explicit).
     """
+    from .io.segments import Segments, unique_names
+
     if segmentation_node is None:
         raise InputError("no segmentation selected; choose a segmentation with organ segments")
     grid = volume_from_node(reference_node)
@@ -170,45 +173,64 @@ def segment_masks_from_node(segmentation_node, reference_node, segmentations_log
     if not ids:
         raise InputError(f"segmentation '{segmentation_node.GetName()}' has no segments; "
                          "add organ segments (e.g. with TotalSegmentator) first")
-    by_name = {segmentation.GetSegment(i).GetName(): i for i in ids}
+    by_name = dict(zip(unique_names([segmentation.GetSegment(i).GetName() for i in ids]), ids))
     if segment_names is not None:
         missing = [n for n in segment_names if n not in by_name]
         if missing:
             raise InputError(f"segmentation '{segmentation_node.GetName()}' has no segment named "
                              f"{', '.join(missing)}; it has {', '.join(by_name)}")
         by_name = {n: by_name[n] for n in segment_names}
+    groups = {}  # Slicer's layer index -> [(name, id)]; a segment without a layer is its own group
+    for name, segment_id in by_name.items():
+        layer = segmentation.GetLayerIndex(segment_id)
+        groups.setdefault(layer if layer >= 0 else f"alone:{segment_id}", []).append((name, segment_id))
     scene = segmentation_node.GetScene()
     existing = _node_ids(scene)
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__saliency_inspector_export")
-    masks, colors = {}, {}
+    layers, entries = [], []
     try:
-        for name, segment_id in by_name.items():
+        for members in groups.values():
             ids_array = vtk.vtkStringArray()
-            ids_array.InsertNextValue(segment_id)
+            for _name, segment_id in members:
+                ids_array.InsertNextValue(segment_id)
+            # without a colour table the export labels the n-th listed segment n + 1
+            # (vtkSlicerSegmentationsModuleLogic::ExportSegmentsToLabelmapNode)
             ok = segmentations_logic.ExportSegmentsToLabelmapNode(
-                segmentation_node, ids_array, labelmap, reference_node,
-                _extent_reference_geometry())
+                segmentation_node, ids_array, labelmap, reference_node, _extent_reference_geometry())
             if not ok:
-                raise InputError(f"segment '{name}' could not be exported onto '{reference_node.GetName()}'")
-            exported = volume_from_node(labelmap, what="exported segment")
+                raise InputError(f"segments {', '.join(n for n, _ in members)} could not be exported onto "
+                                 f"'{reference_node.GetName()}'")
+            exported = volume_from_node(labelmap, what="exported segments")
             if exported.shape != grid.shape:
-                raise InputError(f"segment '{name}' came back with shape {exported.shape}, "
-                                 f"expected the CT's {grid.shape}")
-            masks[name] = exported.array > 0
-            colors[name] = tuple(float(c) for c in segmentation.GetSegment(segment_id).GetColor())
+                raise InputError(f"segments came back with shape {exported.shape}, expected the CT's {grid.shape}")
+            dtype = np.uint8 if len(members) < 256 else np.uint16
+            layers.append(exported.array.astype(dtype))
+            for label, (name, segment_id) in enumerate(members, start=1):
+                color = tuple(float(c) for c in segmentation.GetSegment(segment_id).GetColor())
+                entries.append((name, len(layers) - 1, label, color))
     finally:
         # the temporary labelmap (and the colour table the export makes for it) never stay in the scene
         _remove_nodes_added_since(scene, existing)
-    return grid, masks, colors
+    order = {name: n for n, name in enumerate(by_name)}  # entries in the segmentation's order
+    entries.sort(key=lambda e: order[e[0]])
+    return Segments.from_layers(layers, entries, grid)
+
+
+def segment_masks_from_node(segmentation_node, reference_node, segmentations_logic,
+                            segment_names=None) -> tuple[Volume, dict, dict]:
+    """Each segment of ``segmentation_node`` as a bool mask on ``reference_node``'s voxel grid.
+
+    Returns ``(grid, masks, colors)``: the reference grid as a Volume, name → mask (z, y, x) and
+    name → (r, g, b). Exported as labelmap layers (:func:`segment_layers_from_node`); for many
+    segments use that function, which keeps the layers instead of one mask per segment.
+    """
+    segments = segment_layers_from_node(segmentation_node, reference_node, segmentations_logic, segment_names)
+    return volume_from_node(reference_node), segments.masks, segments.colors
 
 
 def segments_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
-    """The segmentation as a core ``Segments`` object on the reference volume's grid."""
-    from .io.segments import Segment, Segments
-
-    grid, masks, colors = segment_masks_from_node(segmentation_node, reference_node,
-                                                  segmentations_logic, segment_names)
-    return _make_segments(Segments, Segment, grid, masks, colors)
+    """The segmentation as a core ``Segments`` object on the reference volume's grid (labelmap layers)."""
+    return segment_layers_from_node(segmentation_node, reference_node, segmentations_logic, segment_names)
 
 
 def add_segmentation_node(scene, masks: dict, reference_node, segmentations_logic,
@@ -647,12 +669,6 @@ def _fill_table(table_node, columns: dict) -> None:
 
 def _info_get(info, key):
     return info.get(key) if isinstance(info, dict) else getattr(info, key, None)
-
-
-def _make_segments(segments_cls, segment_cls, grid, masks, colors):
-    """Build a core Segments object (kept in one place in case its constructor changes)."""
-    items = [segment_cls(name, masks[name], colors[name]) for name in masks]
-    return segments_cls(items, grid)
 
 
 # ---- fidelity --------------------------------------------------------------------------------------

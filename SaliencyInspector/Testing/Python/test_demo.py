@@ -73,6 +73,8 @@ def test_predictions_carry_the_phantoms_truth(demo):
     probabilities = np.asarray(record["probabilities"])
     np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-np.asarray(record["logits"]))), rtol=1e-5)
     assert "liver" in result.focus_classes  # the true class is always looked at closely
+    assert record["orientation"] == "LPS"  # the demo card's; the report says it too
+    assert "the model saw the CT in LPS orientation" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_metrics_files_hold_every_map_against_every_segment(demo):

@@ -96,8 +96,9 @@ def test_shipped_card_and_weights(shipped):
     model, card = shipped
     assert dm.DEMO_WEIGHTS_PATH.stat().st_size < 3 * 2**20
     assert card["classes"] == list(dm.DEMO_CLASSES) and card["multilabel"] is True
-    assert card["input"] == {"size": list(dm.INPUT_SIZE), "spacing": None, "window": list(dm.WINDOW),
-                             "channels": 1}
+    assert card["input"] == {"size": list(dm.INPUT_SIZE), "spacing": None, "orientation": "LPS", "axes": "zyx",
+                             "window": list(dm.WINDOW), "pad_value": -1000.0, "channels": 1}
+    assert card["input"] == dm.demo_card()["input"]  # what train-demo writes
     assert isinstance(dict(model.named_modules())[card["target_layer"]], torch.nn.Sequential)
     assert card["training"]["validation"]["n_cases"] >= 20
 

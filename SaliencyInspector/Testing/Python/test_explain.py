@@ -158,7 +158,9 @@ def test_cardless_pt2_on_the_cts_own_grid(tmp_path):
     res = explain(load_classifier(path, device="cpu"), ct, methods=["hirescam"])
     assert res.class_names == ["0", "1", "2"]
     assert res.map("hirescam", "2").same_grid(ct)
-    assert "spacing 1.1×0.9×2.5" in res.info["input_grid"]  # the CT's own grid
+    # the program's own input size, on the LPS box around the (oblique) CT
+    assert f"size {'×'.join(map(str, SHAPE[::-1]))} (x×y×z)" in res.info["input_grid"]
+    assert res.info["orientation"] == "LPS"
 
 
 def test_cli_explain_and_bad_inputs(case, tmp_path, capsys):

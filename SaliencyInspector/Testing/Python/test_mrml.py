@@ -464,3 +464,25 @@ def test_rendered_slice_and_3d_views_show_heat_on_the_lesion(tmp_path):
     print(f"heat pixels: slice view {n_heat}, 3D view {n_heat_3d}")
     for view in (red, threed):
         view.finalize()
+
+
+def test_segments_export_as_labelmap_layers_with_duplicate_names(scene, app):
+    """Slicer keeps non-overlapping segments in one layer: one export per layer comes back, duplicate
+    names kept apart, every voxel of overlapping segments kept."""
+    ct = oblique_ct(shape=(16, 20, 24))
+    ct_node = mrml.add_volume_node(scene, ct, "CT")
+    organ = ball(ct.shape, (12, 10, 8), 6)
+    inside = ball(ct.shape, (12, 10, 8), 2)  # overlaps the organ: another layer
+    beside = ball(ct.shape, (3, 3, 13), 2)
+    seg_node = mrml.add_segmentation_node(scene, {"liver": organ, "lesion": inside, "spot": beside},
+                                          ct_node, app.segmentations_logic)
+    segmentation = seg_node.GetSegmentation()
+    segmentation.GetSegment(segmentation.GetSegmentIDs()[2]).SetName("liver")  # Slicer allows it
+    segmentation.CollapseBinaryLabelmaps(False)  # as Slicer stores them: non-overlapping share a layer
+    slicer_layers = segmentation.GetNumberOfLayers()
+    assert slicer_layers == 2
+    segments = mrml.segment_layers_from_node(seg_node, ct_node, app.segmentations_logic)
+    assert segments.names == ["liver", "lesion", "liver (2)"]
+    assert len(segments.layers) == slicer_layers < len(segments)
+    for name, mask in (("liver", organ), ("lesion", inside), ("liver (2)", beside)):
+        assert np.array_equal(segments.mask(name), mask), name

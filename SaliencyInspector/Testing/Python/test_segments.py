@@ -232,8 +232,8 @@ def test_duplicate_segment_names_in_a_slicer_file_are_kept_apart(grid, tmp_path)
     path = tmp_path / "dup.seg.nrrd"
     slicerio.write_segmentation(str(path), seg)
     segments = read_segments(path)
-    assert segments.names == ["nodule", "nodule_2"]
-    assert segments.mask("nodule_2").sum() == 8
+    assert segments.names == ["nodule", "nodule (2)"]
+    assert segments.mask("nodule (2)").sum() == 8
 
 
 def test_slicer_mrml_opens_written_seg_nrrd_with_names_colors_and_voxels(overlapping, tmp_path):

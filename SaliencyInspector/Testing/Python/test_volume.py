@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import POINT_IJK, rotation
+from dicom_series import write_dicom_series
 from saliency_inspector.errors import InputError
 from saliency_inspector.io.volume import (LPS_TO_RAS, Volume, from_sitk, overlap_fraction, read_volume,
                                        resample_to, to_sitk, volume_from_ijk_to_ras, write_volume)
@@ -95,32 +96,6 @@ def test_dicom_series_folder_keeps_geometry(oblique_volume, tmp_path):
     assert np.allclose(back.origin, oblique_volume.origin, atol=1e-3)
     assert np.allclose(back.direction, oblique_volume.direction, atol=1e-5)
     assert np.allclose(bright_point_lps(back), oblique_volume.index_to_physical(POINT_IJK), atol=1e-3)
-
-
-def write_dicom_series(volume: Volume, folder) -> None:
-    """One CT slice per file with the geometry tags a scanner writes (SimpleITK + GDCM)."""
-    image = to_sitk(volume)
-    d = volume.direction
-    orientation = "\\".join(f"{v:.10f}" for v in (*d[:, 0], *d[:, 1]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
-    for k in range(volume.shape[0]):
-        s = image[:, :, k]
-        position = volume.index_to_physical([0, 0, k])
-        tags = {
-            "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
-            "0008|0018": f"{series_uid}.{k + 1}", "0020|000d": "1.2.826.0.1.3680043.2.1125.1.41",
-            "0020|000e": series_uid, "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in position), "0020|0037": orientation,
-            "0028|0030": f"{volume.spacing[1]:.6f}\\{volume.spacing[0]:.6f}",
-            "0018|0050": f"{volume.spacing[2]:.6f}",
-            "0028|1052": "0", "0028|1053": "1",
-        }
-        for key, value in tags.items():
-            s.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
 
 
 def test_resample_nearest_keeps_the_point(oblique_volume):

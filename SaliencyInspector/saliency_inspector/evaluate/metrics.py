@@ -349,46 +349,39 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         raise InputError(f"the saliency map has non-numeric voxels ({raw.dtype}); give a scalar image")
     if np.issubdtype(raw.dtype, np.floating) and not np.all(np.isfinite(raw)):
         raise InputError("the saliency map has NaN or infinite voxels; fix or re-export the map")
-    masks = _masks_on_grid(segments, saliency, note)
+    masks = _mask_source(segments, saliency, note)
     kind, arg = parse_threshold(threshold)
     region_mask, region_name, region_segment = _region(region, masks, saliency, ct, note)
 
-    positive = np.maximum(raw, 0) if raw.dtype != bool else raw
-    flat_region = np.flatnonzero(region_mask.ravel()) if region_name != "all" else None
-    scores = positive.ravel() if flat_region is None else positive.ravel()[flat_region]
+    # Only the region's scores are copied (S⁺ = ReLU, in place); no full-grid index or score arrays.
+    flat_raw = raw.ravel()
+    in_region = None if region_name == "all" else region_mask.ravel()
+    scores = flat_raw[in_region] if in_region is not None else flat_raw.copy()
+    if scores.dtype != bool:
+        np.maximum(scores, 0, out=scores)
     ranking = Ranking(scores, device=device)
-    # tie group of every voxel of the grid (-1 outside the region), so a mask needs one gather
-    if flat_region is None:
-        group_of_voxel = ranking.group_of
-    else:
-        group_of_voxel = np.full(raw.size, -1, dtype=np.int32)
-        group_of_voxel[flat_region] = ranking.group_of
     mass_total = float(np.sum(scores, dtype=np.float64))
     cut = _map_cut(kind, arg, scores, ranking)
-    argmax_ijk = _argmax_voxels(group_of_voxel, raw.shape)
+    del scores
+    argmax_ijk = _argmax_voxels(flat_raw, in_region, ranking, raw.shape)
     rule_text = {"max": "max (oracle: best Dice over thresholds)"}.get(kind, str(threshold).strip().lower())
 
     rows = []
-    for name, mask in masks.items():
-        if name == region_segment:
-            continue
-        voxels = np.flatnonzero(mask.ravel())
-        groups = group_of_voxel[voxels]
-        inside = groups >= 0
-        groups, voxels = groups[inside], voxels[inside]
+    for name, groups, total, mask_box in masks.tie_groups(ranking, in_region, skip=region_segment):
         counts = ranking.counts_from_groups(groups)
+        del groups
         reasons = []
-        outside = int(inside.size - inside.sum())
+        outside = int(total - counts.positives)
         if outside and counts.positives:
-            reasons.append(f"{outside} of its {inside.size} voxels lie outside the region and are ignored")
-        ms = MaskScores(ranking, counts, cut, kind,
-                        mass_in=float(np.sum(positive.ravel()[voxels], dtype=np.float64)),
-                        mass_total=mass_total,
-                        pointing_hits=_pointing_hits(argmax_ijk, mask, region_mask, saliency.spacing,
-                                                     tolerance_mm)
+            reasons.append(f"{outside} of its {total} voxels lie outside the region and are ignored")
+        # Σ_{M∩V} S⁺ from the counts: every voxel of a tie group has the group's score
+        mass_in = float(np.sum(counts.counts * ranking.values[counts.groups].astype(np.float64)))
+        ms = MaskScores(ranking, counts, cut, kind, mass_in=mass_in, mass_total=mass_total,
+                        pointing_hits=_pointing_hits(argmax_ijk, mask_box, region_mask, raw.shape,
+                                                     saliency.spacing, tolerance_mm)
                         if counts.positives and ranking.n_groups > 1 else None,
                         reasons=reasons,
-                        peak_distance=_peak_distance(argmax_ijk, mask & region_mask, saliency.spacing)
+                        peak_distance=_peak_distance(argmax_ijk, mask_box, region_mask, raw.shape, saliency.spacing)
                         if counts.positives and ranking.n_groups > 1 else None)
         row = {"segment": name}
         for key, info in METRICS.items():
@@ -459,14 +452,105 @@ def pr_curve(saliency, mask, region=None):
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-def _masks_on_grid(segments, saliency: Volume, note) -> dict:
-    """name -> bool mask on the map's grid (resampling Segments that live on another grid)."""
+class _MaskSource:
+    """The segments to score, on the map's grid: bool masks by name, or labelmap layers.
+
+    :meth:`tie_groups` yields, per segment, the tie groups of its voxels inside the region. For
+    labelmap layers (:class:`Segments`, e.g. 117 TotalSegmentator labels in one uint8 volume) the
+    region's voxels are split by label in one pass (:func:`_split_by_label`) and each label's voxels
+    gather their tie-group ids from the shared ranking — never one full-size boolean volume per
+    segment; the map is sorted only once.
+    """
+
+    def __init__(self, masks: dict | None = None, segments=None):
+        self._masks, self._segments = masks, segments
+        self.names = list(masks) if masks is not None else segments.names
+
+    def mask(self, name: str) -> np.ndarray:
+        return self._masks[name] if self._masks is not None else self._segments.mask(name)
+
+    def tie_groups(self, ranking, in_region, skip=None):
+        """(name, tie-group ids of its voxels in the region, its voxel count, crop -> bool box)."""
+        def gather(selected_in_grid_order):
+            return ranking.group_of[selected_in_grid_order]
+
+        if self._masks is not None:
+            for name, mask in self._masks.items():
+                if name == skip:
+                    continue
+                flat = mask.ravel()
+                selected = flat[in_region] if in_region is not None else flat
+                yield name, gather(selected), int(np.count_nonzero(flat)), (lambda crop, m=mask: m[crop])
+            return
+        by_layer = {}
+        for entry in self._segments.entries:
+            by_layer.setdefault(entry.layer, []).append(entry)
+        layers = self._segments.layers
+        for index, entries in by_layer.items():
+            layer = layers[index]
+            flat = layer.ravel()
+            labels = flat[in_region] if in_region is not None else flat
+            small = flat.dtype.itemsize <= 2 and np.issubdtype(flat.dtype, np.unsignedinteger)
+            totals = _label_counts(flat, max(e.label for e in entries) + 1) if small else None
+            wanted = [e.label for e in entries if e.name != skip]
+            split = _split_by_label(labels, ranking.group_of, wanted) if small else None
+            del labels
+            for e in entries:
+                if e.name == skip:
+                    continue
+                total = int(totals[e.label]) if totals is not None else int(np.count_nonzero(flat == e.label))
+                if split is not None:
+                    groups = split[e.label]
+                else:
+                    region_labels = flat[in_region] if in_region is not None else flat
+                    groups = gather(region_labels == e.label)
+                yield e.name, groups, total, (lambda crop, lay=layer, label=e.label: lay[crop] == label)
+
+
+def _label_counts(flat: np.ndarray, minlength: int, chunk: int = 1 << 23) -> np.ndarray:
+    """np.bincount of small-integer labels in chunks (bincount casts its input to int64: on a whole
+    512x512x400 layer that is a 0.8 GB temporary)."""
+    counts = np.zeros(max(minlength, int(flat.max()) + 1 if flat.size else 0), dtype=np.int64)
+    for start in range(0, flat.size, chunk):
+        part = np.bincount(flat[start:start + chunk])
+        counts[:part.size] += part
+    return counts
+
+
+def _split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 23) -> dict:
+    """label -> int32 tie-group ids of the region voxels carrying it, for every ``wanted`` label.
+
+    One pass over the region in chunks: a stable counting sort of the chunk's small-integer labels
+    (numpy's radix sort for 8/16-bit keys: linear time), one gather of the chunk's tie groups in
+    that order, cut at the label boundaries. So 117 labels cost about one pass, not 117 (measured
+    in benchmarks/bench_fullsize.py); memory: the chunk's index array plus the labels' own voxels.
+    """
+    wanted = np.asarray(sorted(set(int(v) for v in wanted)), dtype=np.int64)
+    parts = {int(v): [] for v in wanted}
+    for start in range(0, labels.size, chunk):
+        chunk_labels = labels[start:start + chunk]
+        order = np.argsort(chunk_labels, kind="stable")
+        sorted_labels = chunk_labels[order]
+        groups = group_of[start:start + chunk][order]
+        del order
+        lo = np.searchsorted(sorted_labels, wanted, side="left")
+        hi = np.searchsorted(sorted_labels, wanted, side="right")
+        for label, a, b in zip(wanted.tolist(), lo, hi):
+            if b > a:
+                parts[label].append(groups[a:b].copy())
+    empty = np.zeros(0, dtype=group_of.dtype)
+    return {label: (np.concatenate(p) if p else empty) for label, p in parts.items()}
+
+
+def _mask_source(segments, saliency: Volume, note) -> _MaskSource:
+    """The segments on the map's grid (resampling Segments that live on another grid)."""
     if isinstance(segments, Mapping):
         masks = {str(k): np.asarray(v, dtype=bool) for k, v in segments.items()}
         for name, m in masks.items():
             if m.shape != saliency.shape:
                 raise InputError(f"mask {name!r} has shape {m.shape}, the map {saliency.shape}; "
                                  "put them on one grid (or pass Segments, which are resampled)")
+        source = _MaskSource(masks=masks)
     else:
         grid = segments.grid
         if not grid.same_grid(saliency):
@@ -476,17 +560,21 @@ def _masks_on_grid(segments, saliency: Volume, note) -> dict:
             note(f"masks are on another grid ({grid.describe_grid()}); resampled onto the map's grid "
                  "(nearest neighbour)")
             segments = segments.resampled_to(saliency)
-        masks = dict(segments.masks)
-    if not masks:
+        source = _MaskSource(segments=segments)
+    if not source.names:
         raise InputError("there are no segments to score the map against; give a segmentation with at least one segment")
-    if not any(m.any() for m in masks.values()):
-        raise InputError(f"every segment ({', '.join(masks)}) is empty on the map's grid, so there is "
+    if isinstance(segments, Mapping):
+        empty = not any(np.any(mk) for mk in source._masks.values())
+    else:
+        empty = not any(np.any(layer) for layer in segments.layers)
+    if empty:
+        raise InputError(f"every segment ({', '.join(source.names)}) is empty on the map's grid, so there is "
                          "nothing to score against; give masks that hold the organs of this CT")
-    return masks
+    return source
 
 
-def _region(region, masks: dict, saliency: Volume, ct, note) -> tuple:
-    """(bool mask, description, name of the segment used or None)."""
+def _region(region, masks: _MaskSource, saliency: Volume, ct, note) -> tuple:
+    """(bool mask, description, name of the segment used or None); the mask is None for "all"."""
     if isinstance(region, tuple) and len(region) == 2:  # (description, mask), e.g. from --region-masks
         name, mask = region
         mask = np.asarray(mask, dtype=bool)
@@ -499,24 +587,24 @@ def _region(region, masks: dict, saliency: Volume, ct, note) -> tuple:
         mask, name, segment = region.astype(bool), "custom region", None
     else:
         key = str(region).strip()
-        body_segment = next((n for n in masks if n.lower() == "body"), None)
+        body_segment = next((n for n in masks.names if n.lower() == "body"), None)
         if key.lower() == "auto":
             key = "body" if body_segment or ct is not None else "all"
         if key.lower() == "all":
-            return np.ones(saliency.shape, dtype=bool), "all", None
+            return None, "all", None
         if key.lower() == "body":
             if body_segment:
-                mask, name, segment = masks[body_segment], f"body (segment {body_segment!r})", body_segment
+                mask, name, segment = masks.mask(body_segment), f"body (segment {body_segment!r})", body_segment
             elif ct is not None:
                 mask, name, segment = body_mask(ct, saliency), f"body (CT > {BODY_HU:g} HU)", None
             else:
                 raise InputError("region 'body' needs the CT (--ct CT) or a segment named body; "
                                  "or use --region all")
-        elif key in masks:
-            mask, name, segment = masks[key], key, key
+        elif key in masks.names:
+            mask, name, segment = masks.mask(key), key, key
         else:
             raise InputError(f"region {key!r} is not body, all or a segment name; the segments are: "
-                             f"{', '.join(masks)}")
+                             f"{', '.join(masks.names)}")
     if not mask.any():
         raise InputError(f"the evaluation region ({name}) is empty; choose another --region (e.g. all)")
     return mask, name, segment
@@ -547,25 +635,46 @@ def body_mask(ct: Volume, reference: Volume | None = None) -> np.ndarray:
     return body
 
 
-def _argmax_voxels(group_of_voxel: np.ndarray, shape) -> np.ndarray:
+def _argmax_voxels(flat_raw: np.ndarray, in_region, ranking: Ranking, shape) -> np.ndarray:
     """(K, 3) z, y, x indices of the region's voxels that tie for the maximum (tie group 0)."""
-    return np.stack(np.unravel_index(np.flatnonzero(group_of_voxel == 0), shape), axis=1)
+    top = flat_raw == ranking.values[0]  # S⁺'s maximum is a raw value (or the map is constant)
+    if in_region is not None:
+        top &= in_region
+    return np.stack(np.unravel_index(np.flatnonzero(top), shape), axis=1)
 
 
-def _peak_distance(points: np.ndarray, mask: np.ndarray, spacing, most: int = 64) -> float:
-    """Mean over (at most ``most``) argmax voxels (z, y, x) of the distance in mm to the nearest voxel of ``mask``."""
+def _peak_distance(points: np.ndarray, mask_box, region, shape, spacing, most: int = 64) -> float:
+    """Mean over (at most ``most``) argmax voxels (z, y, x) of the distance in mm to the nearest voxel
+    of the mask ∩ region. Searched in growing boxes around each point (exact: a box is only trusted
+    when the nearest voxel found is closer than the box's edge), so a near organ costs a small crop."""
     if points.shape[0] > most:
         points = points[np.linspace(0, points.shape[0] - 1, most).astype(int)]
     sampling = np.asarray(spacing, dtype=float)[::-1]
-    voxels = np.argwhere(mask) * sampling
-    if voxels.size == 0:
-        return float("nan")
-    return float(np.mean([np.sqrt(((voxels - p * sampling) ** 2).sum(axis=1).min()) for p in points]))
+    shape = np.asarray(shape)
+    out = []
+    for p in points:
+        radius = 8
+        while True:
+            lo, hi = np.maximum(p - radius, 0), np.minimum(p + radius + 1, shape)
+            crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            box = np.asarray(mask_box(crop), dtype=bool)
+            if region is not None:
+                box = box & region[crop]
+            whole = bool(np.all(lo == 0) and np.all(hi == shape))
+            if box.any():
+                d = np.sqrt((((np.argwhere(box) + lo - p) * sampling) ** 2).sum(axis=1)).min()
+                if whole or d <= radius * sampling.min():
+                    out.append(float(d))
+                    break
+            elif whole:
+                return float("nan")
+            radius *= 4
+    return float(np.mean(out))
 
 
-def _pointing_hits(points: np.ndarray, mask: np.ndarray, region: np.ndarray, spacing,
-                   tolerance_mm: float) -> float:
+def _pointing_hits(points: np.ndarray, mask_box, region, shape, spacing, tolerance_mm: float) -> float:
     """Fraction of ``points`` (z, y, x) within ``tolerance_mm`` of ``mask ∩ region``, distances in mm.
+    ``mask_box(crop)`` gives the mask inside a crop of the grid (``region`` None: the whole grid).
 
     scipy's Euclidean distance transform with ``sampling`` = spacing in (z, y, x) order, computed on
     the box around the points that any voxel within the tolerance must lie in (exact, and cheap on a
@@ -576,9 +685,11 @@ def _pointing_hits(points: np.ndarray, mask: np.ndarray, region: np.ndarray, spa
     sampling = np.asarray(spacing, dtype=float)[::-1]  # (x, y, z) -> (z, y, x)
     margin = np.ceil(tolerance_mm / sampling).astype(int) + 1
     lo = np.maximum(points.min(axis=0) - margin, 0)
-    hi = np.minimum(points.max(axis=0) + margin + 1, mask.shape)
+    hi = np.minimum(points.max(axis=0) + margin + 1, shape)
     crop = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
-    box = mask[crop] & region[crop]
+    box = np.array(mask_box(crop), dtype=bool)  # a copy: never modify the caller's mask
+    if region is not None:
+        box &= region[crop]
     if not box.any():
         return 0.0
     distance = ndimage.distance_transform_edt(~box, sampling=sampling)

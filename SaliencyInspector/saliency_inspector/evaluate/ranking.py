@@ -79,13 +79,13 @@ class Ranking:
             del at_lowest
             self.values, self.sizes, self.group_of = dense_ranks(scores)
         else:
-            rest = np.flatnonzero(~at_lowest)
-            del at_lowest
-            values, sizes, group_rest = dense_ranks(scores[rest])
+            np.logical_not(at_lowest, out=at_lowest)  # now: the voxels above the lowest score
+            values, sizes, group_rest = dense_ranks(scores[at_lowest])
             self.values = np.append(values, lowest).astype(values.dtype)
             self.sizes = np.append(sizes, count_lowest)
             self.group_of = np.full(self.n, values.size, dtype=np.int32)
-            self.group_of[rest] = group_rest
+            self.group_of[at_lowest] = group_rest  # boolean scatter: no int64 index array
+            del at_lowest, group_rest
         self.ends = np.cumsum(self.sizes)
 
     def _gpu_worth_it(self) -> bool:
@@ -110,8 +110,9 @@ class Ranking:
         if groups.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return MaskCounts(empty, empty)
-        if groups.size * 8 >= self.n_groups:
-            # many positives: counting into every group is cheaper than sorting the positives
+        if groups.size * 8 >= self.n_groups and self.n_groups <= _MAX_HISTOGRAM_RANGE:
+            # many positives: counting into every group is cheaper than sorting the positives (a
+            # histogram of at most 16M int64 bins, so 117 labels never each allocate a CT-sized one)
             hist = np.bincount(groups, minlength=self.n_groups)
             present = np.flatnonzero(hist)
             return MaskCounts(present.astype(np.int64), hist[present].astype(np.int64))
@@ -230,22 +231,33 @@ def _resolve_device(device: str) -> str:
     raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
 
 
-def _dense_ranks_numpy(scores: np.ndarray):
-    """(values desc, sizes, group_of int32) by one argsort of the negated scores."""
-    order = np.argsort(-scores)  # ties in any order: they are grouped below
+def _dense_ranks_numpy(scores: np.ndarray, chunk: int = 1 << 22):
+    """(values desc, sizes, group_of int32) by one argsort of the scores.
+
+    Memory-lean (a full-size map's region has ~60 M scores): ascending argsort read backwards (no
+    negated copy), and the tie-group ids scattered chunk by chunk from the boundary flags (no
+    full-length array of sorted group ids): peak about the scores + the int64 order + one int32
+    and one float copy, instead of two more.
+    """
+    order = np.argsort(scores)  # ascending; ties in any order: they are grouped below
     ranked = scores[order]
-    new_group = np.empty(ranked.size, dtype=bool)
+    n = scores.size
+    # boundaries in DESCENDING order: position p (descending) is ascending position n-1-p
+    new_group = np.empty(n, dtype=bool)
     new_group[0] = True
-    np.not_equal(ranked[1:], ranked[:-1], out=new_group[1:])
+    np.not_equal(ranked[:-1][::-1], ranked[1:][::-1], out=new_group[1:])
     starts = np.flatnonzero(new_group)
-    values = ranked[starts]
+    values = ranked[::-1][starts].copy()
     del ranked
-    sizes = np.diff(np.append(starts, scores.size))
-    group_sorted = np.cumsum(new_group, dtype=np.int32)
-    group_sorted -= 1
-    del new_group
-    group_of = np.empty(scores.size, dtype=np.int32)
-    group_of[order] = group_sorted
+    sizes = np.diff(np.append(starts, n))
+    group_of = np.empty(n, dtype=np.int32)
+    order_desc = order[::-1]
+    offset = -1
+    for a in range(0, n, chunk):
+        ids = np.cumsum(new_group[a:a + chunk], dtype=np.int32)
+        ids += offset
+        group_of[order_desc[a:a + chunk]] = ids
+        offset = int(ids[-1])
     return values, sizes.astype(np.int64), group_of
 
 

@@ -239,15 +239,12 @@ def for_input(settings: EstimatorSettings, prepared, card=None, layer=None) -> E
 
 
 def run_estimators(classifier, prepared, estimators: dict, classes: dict, settings, layer=None, say=None) -> dict:
-    """Every (estimator, class) map for :func:`explain`: raw on its grid and on the CT grid.
+    """Every (estimator, class) map for :func:`explain`, raw on the model-input grid (put on the CT
+    grid later, one at a time, by ``Explanation.map``).
 
     ``estimators``: name -> name or callable; ``classes``: class name -> index. Returns
-    ``{"maps": {(method, class): (raw Volume, CT-grid Volume)}, "info": {method: {class: {...}}}}``.
+    ``{"maps": {(method, class): raw Volume}, "info": {method: {class: {...}}}}``.
     """
-    import torch
-
-    from ..io.volume import Volume
-
     say = say or (lambda _m: None)
     settings = for_input(settings_from(settings), prepared, classifier.card, layer)
     x = prepared.tensor
@@ -258,12 +255,7 @@ def run_estimators(classifier, prepared, estimators: dict, classes: dict, settin
         for name, index in classes.items():
             say(f"{method} for class {name} ({entry.cost})")
             result = attribute(spec, classifier.module, x, index, settings)
-            with torch.no_grad():
-                on_ct = prepared.to_ct(result.map[None])[0]
-            zyx = result.map if prepared.axes == "zyx" else result.map.permute(2, 1, 0)
-            grid = prepared.feature_grid(tuple(result.map.shape))
-            maps[(method, name)] = (Volume(zyx.cpu().numpy().astype(np.float32), grid.spacing, grid.origin,
-                                           grid.direction), prepared.ct.with_array(on_ct))
+            maps[(method, name)] = prepared.raw_volume(result.map)
             info[method][name] = {"seconds": round(result.seconds, 4), "family": entry.family,
                                   **{k: v for k, v in result.info.items()}}
     return {"maps": maps, "info": info}

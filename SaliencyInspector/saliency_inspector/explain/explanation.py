@@ -1,9 +1,11 @@
-"""explain(): CT + classifier → one raw saliency map per (method, class) on the CT's own grid."""
+"""explain(): CT + classifier → one raw saliency map per (method, class), put on the CT's own grid
+one at a time when asked (raw maps stay at feature resolution)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,17 +15,41 @@ from ..errors import InputError
 from ..io.volume import Volume, write_volume
 
 
+class CTMaps(Mapping):
+    """``(method, class) -> Volume`` on the CT grid, each computed from its raw map when asked.
+
+    Iterating ``items()`` puts one map at a time on the CT; nothing is kept, so a loop over all
+    maps holds one CT-sized map at a time (keep the ones you need).
+    """
+
+    def __init__(self, explanation: "Explanation"):
+        self._explanation = explanation
+
+    def __getitem__(self, key) -> Volume:
+        if key not in self._explanation.raw:
+            raise KeyError(key)
+        return self._explanation.map(*key)
+
+    def __iter__(self):
+        return iter(list(self._explanation.raw))
+
+    def __len__(self) -> int:
+        return len(self._explanation.raw)
+
+
 @dataclass
 class Explanation:
     """Saliency maps for one CT.
 
-    ``maps[(method, class_name)]`` is a float32 Volume on the CT's exact grid holding the RAW,
-    SIGNED, un-normalised map; ``raw`` the same maps at feature resolution, each a Volume on its
-    own physical feature grid. ``logits`` and ``probabilities`` cover every class of the model.
+    ``raw[(method, class_name)]`` is the RAW, SIGNED, un-normalised map as computed, a float32
+    Volume on its own physical grid (the feature grid for CAMs, the model-input grid for gradient
+    estimators: small). :meth:`map` puts one on the CT's exact grid (``grid``) when asked, and
+    ``maps`` offers all of them that way (lazily). ``logits`` and ``probabilities`` cover every
+    class of the model. A new kind of map joins through :meth:`add_raw`.
     """
 
-    maps: dict
     raw: dict
+    grid: Volume  # the CT's geometry (a zero-memory Volume: maps go there)
     logits: np.ndarray
     probabilities: np.ndarray
     class_names: list
@@ -37,19 +63,42 @@ class Explanation:
     def __repr__(self) -> str:
         """A short summary (no arrays): model, layer, methods, classes with their probabilities, grid."""
         probs = ", ".join(f"{c} {float(self.probabilities[self.class_names.index(c)]):.2f}" for c in self.classes)
-        grid = next(iter(self.maps.values())).describe_grid() if self.maps else "no maps"
         return (f"Explanation(model {self.model!r}, layer {self.layer!r}, methods {list(self.methods)}, "
-                f"p: {probs}; {len(self.maps)} maps on the CT grid {grid})")
+                f"p: {probs}; {len(self.raw)} maps for the CT grid {self.grid.describe_grid()})")
 
-    def map(self, method: str, class_name) -> Volume:
-        """The map for (method, class); ``class_name`` may also be the class index."""
+    @property
+    def maps(self) -> CTMaps:
+        """Every map on the CT grid, computed one at a time when accessed (see :class:`CTMaps`)."""
+        return CTMaps(self)
+
+    def add_raw(self, method: str, class_name: str, raw: Volume) -> None:
+        """Add a raw map living on any physical grid covering the CT (e.g. the model-input grid of a
+        gradient estimator: ``Prepared.raw_volume(tensor_map)`` makes it); it is put on the CT grid
+        like the CAMs, one at a time when asked."""
+        if not isinstance(raw, Volume):
+            raise TypeError("a raw map is a Volume on its own physical grid (see Prepared.raw_volume)")
+        if class_name not in self.class_names:
+            raise InputError(f"class {class_name!r} is not one of the model's classes: {', '.join(self.class_names)}")
+        self.raw[(method, class_name)] = Volume(np.asarray(raw.array, dtype=np.float32), raw.spacing,
+                                                raw.origin, raw.direction)
+        if method not in self.methods:
+            self.methods.append(method)
+        if class_name not in self.classes:
+            self.classes.append(class_name)
+
+    def map(self, method: str, class_name, out: np.ndarray | None = None) -> Volume:
+        """The map for (method, class) on the CT's grid, float32, computed now from the raw map
+        (``class_name`` may also be the class index). ``out`` (float32, the CT's shape) is reused as
+        the result's array when given."""
+        from ..models.preprocess import resample_map
+
         if not isinstance(class_name, str) or class_name not in self.class_names:
             class_name = _class_name(self.class_names, class_name)
         key = (method, class_name)
-        if key not in self.maps:
+        if key not in self.raw:
             raise InputError(f"no map for method {method!r} and class {class_name!r}; computed: "
-                             + ", ".join(f"{m}/{c}" for m, c in self.maps))
-        return self.maps[key]
+                             + ", ".join(f"{m}/{c}" for m, c in self.raw))
+        return resample_map(self.raw[key], self.grid, out=out)
 
     def predictions(self) -> dict:
         """Class names, logits and probabilities as a JSON-ready dict."""
@@ -67,14 +116,19 @@ class Explanation:
         }
 
     def save(self, out_dir) -> list:
-        """Write ``<method>_<class>.nrrd`` per map (the CT's grid) and ``predictions.json``."""
+        """Write ``<method>_<class>.nrrd`` per map (the CT's grid) and ``predictions.json``.
+
+        Maps are put on the CT grid one at a time into one reused buffer."""
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise InputError(f"{out_dir}: exists and is not a folder; give --out a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for (method, name), volume in self.maps.items():
-            written.append(write_volume(volume, out_dir / f"{method}_{safe_name(name)}.nrrd"))
+        buffer = np.empty(self.grid.shape, dtype=np.float32)
+        for method, name in self.raw:
+            volume = self.map(method, name, out=buffer)
+            written.append(write_volume(volume, out_dir / f"{method}_{safe_name(name)}.nrrd", compression_level=1))
+        del buffer
         path = out_dir / "predictions.json"
         path.write_text(json.dumps(self.predictions(), indent=2) + "\n")
         written.append(path)
@@ -118,10 +172,8 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     be a callable (see :func:`attribution.register_estimator`); ``settings``: their
     :class:`attribution.EstimatorSettings` (or a dict of its fields).
     """
-    import torch
-
     from .cam import METHODS, compute_cams
-    from ..models.preprocess import preprocess
+    from ..models.preprocess import geometry, preprocess
 
     from .attribution import estimator_names, get_estimator, settings_from
 
@@ -134,7 +186,9 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     settings = settings_from(settings)
     cam_methods = [m for m in methods if m in METHODS]
     card = classifier.card
-    say(f"preprocessing CT ({ct.describe_grid()}) for the model")
+    say(f"preprocessing CT ({ct.describe_grid()}) for the model, in orientation {card.input.orientation}")
+    if card.extra.get("input_notes"):
+        say(f"model input {card.extra['input_notes']}")
     prepared = preprocess(ct, card.input, device=classifier.device)
     x = prepared.tensor
     layer = layer or card.target_layer
@@ -170,36 +224,34 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     if cam_methods and result.activation_shape[1] == 1 and any(m in ("gradcam", "gradcampp") for m in cam_methods):
         warnings.append(single_channel_warning(result.layer))
         say("warning: " + warnings[-1])
-    if cam_methods:
-        spatial = result.activation_shape[2:]
-        say(f"mapping {len(cam_methods) * len(explained)} maps from the feature grid "
-            f"{'×'.join(map(str, spatial[::-1] if prepared.axes == 'zyx' else spatial))} (x×y×z) onto the CT grid")
     fgrid = prepared.feature_grid(result.activation_shape[2:])
-    maps, raw = {}, {}
-    with torch.no_grad():
-        for method in cam_methods:
-            feature_maps = result.maps[method][0]  # (C, *spatial), batch of one
-            on_ct = prepared.to_ct(feature_maps)
-            zyx = feature_maps if prepared.axes == "zyx" else feature_maps.permute(0, 3, 2, 1)
-            zyx = zyx.cpu().numpy().astype(np.float32)
-            for n, name in enumerate(explained):
-                maps[(method, name)] = ct.with_array(on_ct[n])
-                raw[(method, name)] = Volume(zyx[n], fgrid.spacing, fgrid.origin, fgrid.direction)
-    info = {"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid(), "warnings": warnings}
+    raw = {}
+    for method in cam_methods:
+        feature_maps = result.maps[method][0]  # (C, *spatial), batch of one
+        for n, name in enumerate(explained):
+            raw[(method, name)] = prepared.raw_volume(feature_maps[n])
+    info = {"warnings": warnings}
     if cam_methods:
         info["feature_cell_mm"] = [float(v) for v in fgrid.spacing]
-    if estimators:
+    if estimators:  # input-grid maps: kept raw like the CAMs, put on the CT grid when used
         from .attribution import run_estimators
 
         done = run_estimators(classifier, prepared, estimators, dict(zip(explained, result.class_indices)),
                               settings, layer, say)
-        for (method, name), (volume_raw, volume_ct) in done["maps"].items():
-            raw[(method, name)], maps[(method, name)] = volume_raw, volume_ct
+        raw.update(done["maps"])
         info["estimators"] = done["info"]
-    logits = result.logits[0].cpu()
+    logits = result.logits[0].detach().cpu()
     probabilities = classifier.probabilities(logits).numpy()
-    say("done")
-    return Explanation(maps=maps, raw=raw, logits=logits.numpy(), probabilities=probabilities,
+    info = {"input_grid": prepared.grid.describe_grid(), "feature_grid": fgrid.describe_grid(),
+            **orientation_info(prepared, ct), **info}
+    if card.extra.get("input_notes"):  # e.g. which input fields came from a MONAI bundle's config
+        info["card_input"] = card.extra["input_notes"]
+    if prepared.orientation == "stored":
+        say(info["orientation_note"])
+    say(f"done ({len(raw)} maps kept at feature resolution {'×'.join(map(str, fgrid.size_xyz))}; "
+        "each is put on the CT grid when used)")
+    return Explanation(raw=raw, grid=geometry(ct.shape, ct.spacing, ct.origin, ct.direction),
+                       logits=logits.numpy(), probabilities=probabilities,
                        class_names=list(names), methods=methods, classes=explained, layer=result.layer,
                        multilabel=card.multilabel, model=card.name, info=info)
 
@@ -227,6 +279,21 @@ def single_channel_warning(layer: str) -> str:
     return (f"target layer {layer!r} has a single channel, so Grad-CAM (and Grad-CAM++) is that channel "
             "times one number per class: the same picture for every class, up to scale and sign. "
             "HiResCAM is still class-specific; for a Grad-CAM contrast choose a layer with many channels")
+
+
+def orientation_info(prepared, ct: Volume) -> dict:
+    """What predictions.json and the report say about the orientation the model saw."""
+    from ..models.preprocess import STORED, orientation_code
+
+    stored = orientation_code(ct.direction)
+    if prepared.orientation == STORED:
+        return {"orientation": STORED,
+                "orientation_note": f"the model saw the CT as its file stores it (axes {stored}); results "
+                                    "depend on how the CT was saved (the card says 'stored', not an orientation)"}
+    oblique = not np.allclose(np.abs(ct.direction), np.round(np.abs(ct.direction)), atol=1e-6)
+    text = f"the model saw the CT in {prepared.orientation} orientation (file stored as {stored}" + \
+        (", oblique: resampled into the axis-aligned box around it)" if oblique else ")")
+    return {"orientation": prepared.orientation, "orientation_note": text}
 
 
 def _model_input_message(classifier, x, err) -> str:

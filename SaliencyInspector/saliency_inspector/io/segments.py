@@ -1,7 +1,9 @@
-"""Organ masks: named binary segments on a grid, read from Slicer `.seg.nrrd` files or labelmaps.
+"""Organ masks: named segments on a grid, read from Slicer `.seg.nrrd` files or labelmaps.
 
-A :class:`Segments` holds one boolean mask per segment, all indexed (z, y, x) on one grid (a
-:class:`~saliency_inspector.volume.Volume` carrying the geometry). `.seg.nrrd` files are read and
+A :class:`Segments` holds its segments as labelmap layers (one small-integer volume per group of
+non-overlapping segments, indexed (z, y, x) on one grid, a :class:`~saliency_inspector.volume.Volume`
+carrying the geometry), exactly as `.seg.nrrd` stores them; a segment's boolean mask is made only
+when asked. `.seg.nrrd` files are read and
 written with `slicerio`, so segment names, colours and overlapping segments (layers) survive the
 round trip and Slicer opens the result.
 """
@@ -113,72 +115,151 @@ class Segment:
         object.__setattr__(self, "color", tuple(float(c) for c in self.color))
 
 
+@dataclass(frozen=True)
+class LayerLabel:
+    """Where one segment lives: its (unique) name, its layer, its label value there, its colour."""
+
+    name: str
+    layer: int
+    label: int
+    color: tuple
+
+
+def unique_names(names) -> list:
+    """Names made unique the way Slicer users read them: ``liver``, ``liver (2)``, ``liver (3)``."""
+    taken, out = set(), []
+    for name in names:
+        candidate, n = str(name), 2
+        while candidate in taken:
+            candidate, n = f"{name} ({n})", n + 1
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def pack_layers(masks, shape) -> tuple:
+    """Bool masks → (layers, [(layer, label)]) the way Slicer stores overlapping segments: a segment
+    shares a uint8 layer with earlier ones where it overlaps none of them, else starts a new layer."""
+    layers, counts, where = [], [], []
+    for mask in masks:
+        for index, layer in enumerate(layers):
+            if counts[index] < 255 and not np.logical_and(layer != 0, mask).any():
+                break
+        else:
+            layers.append(np.zeros(shape, np.uint8))
+            counts.append(0)
+            index = len(layers) - 1
+        counts[index] += 1
+        np.putmask(layers[index], mask, counts[index])
+        where.append((index, counts[index]))
+    return layers, where
+
+
 class Segments:
-    """Named masks on one grid. ``grid`` is a Volume whose geometry matters, not its array."""
+    """Named masks on one grid, held as labelmap layers: one small-integer (z, y, x) volume per
+    group of non-overlapping segments, as `.seg.nrrd` stores them (117 organs in one uint8 layer
+    cost one byte per voxel, not 117). ``grid`` is a Volume whose geometry matters, not its array.
+
+    ``mask(name)`` makes a segment's boolean mask when asked; ``layers`` gives the labelmaps
+    themselves for code that handles many segments at once (``evaluate``). Duplicate names are kept
+    apart as ``liver``, ``liver (2)``.
+    """
 
     def __init__(self, segments, grid: Volume):
-        self._segments = list(segments)
+        segments = list(segments)
+        for s in segments:
+            if s.mask.shape != tuple(grid.shape):
+                raise ValueError(f"segment {s.name!r} has shape {s.mask.shape}, grid has {tuple(grid.shape)}")
+        layers, where = pack_layers([s.mask for s in segments], tuple(grid.shape))
+        entries = [(s.name, layer, label, s.color) for s, (layer, label) in zip(segments, where)]
+        self._init(layers, entries, grid)
+
+    @classmethod
+    def from_layers(cls, layers, entries, grid: Volume) -> "Segments":
+        """From labelmap layers (integer (z, y, x) arrays on ``grid``) and ``entries`` (name, layer
+        index, label value, colour) in segment order."""
+        self = cls.__new__(cls)
+        self._init(list(layers), list(entries), grid)
+        return self
+
+    def _init(self, layers, entries, grid):
         # A zero-stride array: the grid carries geometry only and costs no memory.
         self.grid = Volume(np.broadcast_to(np.zeros((), np.uint8), grid.shape),
                            grid.spacing, grid.origin, grid.direction)
-        names = [s.name for s in self._segments]
-        if len(set(names)) != len(names):
-            raise InputError(f"segment names must be unique, got {names}")
-        for s in self._segments:
-            if s.mask.shape != self.grid.shape:
-                raise ValueError(f"segment {s.name!r} has shape {s.mask.shape}, grid has {self.grid.shape}")
+        for layer in layers:
+            if tuple(layer.shape) != self.grid.shape or not np.issubdtype(layer.dtype, np.integer):
+                raise ValueError(f"a labelmap layer must be an integer array of shape {self.grid.shape}")
+        self._layers = layers
+        names = unique_names([e[0] for e in entries])
+        self._entries = [LayerLabel(n, int(e[1]), int(e[2]), tuple(float(c) for c in e[3]))
+                         for n, e in zip(names, entries)]
+        self._by_name = {e.name: e for e in self._entries}
 
     # ---- access ------------------------------------------------------------------------------
     @property
     def names(self) -> list:
-        """Segment names, in file order."""
-        return [s.name for s in self._segments]
+        """Segment names (unique), in file order."""
+        return [e.name for e in self._entries]
+
+    @property
+    def entries(self) -> list:
+        """One :class:`LayerLabel` per segment, in file order."""
+        return list(self._entries)
+
+    @property
+    def layers(self) -> list:
+        """The labelmap layers (integer (z, y, x) arrays; 0 = no segment). Do not modify them."""
+        return list(self._layers)
+
+    def _entry(self, name: str) -> LayerLabel:
+        if name not in self._by_name:
+            raise InputError(f"no segment named {name!r}; the segments are: {', '.join(self.names)}")
+        return self._by_name[name]
 
     def mask(self, name: str) -> np.ndarray:
-        """The boolean (z, y, x) mask of segment ``name``."""
-        for s in self._segments:
-            if s.name == name:
-                return s.mask
-        raise InputError(f"no segment named {name!r}; the segments are: {', '.join(self.names)}")
+        """The boolean (z, y, x) mask of segment ``name`` (a new array each call)."""
+        e = self._entry(name)
+        return self._layers[e.layer] == e.label
 
     def __getitem__(self, name: str) -> Segment:
-        for s in self._segments:
-            if s.name == name:
-                return s
-        raise InputError(f"no segment named {name!r}; the segments are: {', '.join(self.names)}")
+        e = self._entry(name)
+        return Segment(e.name, self.mask(name), e.color)
 
     def __contains__(self, name) -> bool:
-        return name in self.names
+        return name in self._by_name
 
     @property
     def masks(self) -> dict:
-        """name -> boolean (z, y, x) mask."""
-        return {s.name: s.mask for s in self._segments}
+        """name -> boolean (z, y, x) mask, every one made now (one bool volume per segment: for
+        many segments on a large grid prefer :meth:`mask` one at a time, or :attr:`layers`)."""
+        return {name: self.mask(name) for name in self.names}
 
     @property
     def colors(self) -> dict:
         """name -> (r, g, b) in 0..1."""
-        return {s.name: s.color for s in self._segments}
+        return {e.name: e.color for e in self._entries}
 
     def __iter__(self):
-        return iter(self._segments)
+        """Segments one at a time, each with its mask made when reached."""
+        return (self[name] for name in self.names)
 
     def __len__(self) -> int:
-        return len(self._segments)
+        return len(self._entries)
 
     def __repr__(self) -> str:
-        return f"Segments({self.names}, {self.grid.describe_grid()})"
+        return f"Segments({self.names}, {len(self._layers)} layer(s), {self.grid.describe_grid()})"
 
     # ---- geometry ----------------------------------------------------------------------------
     def resampled_to(self, reference: Volume) -> "Segments":
-        """These segments on ``reference``'s grid (nearest neighbour, in physical space)."""
+        """These segments on ``reference``'s grid (nearest neighbour, in physical space, one layer at a time)."""
         if self.grid.same_grid(reference):
-            return Segments(self._segments, reference)
-        out = []
-        for s in self._segments:
-            mask = resample_to(self.grid.with_array(s.mask), reference, interpolation="nearest").array
-            out.append(Segment(s.name, mask, s.color))
-        return Segments(out, reference)
+            return Segments.from_layers(self._layers, self._raw_entries(), reference)
+        layers = [resample_to(self.grid.with_array(layer), reference, interpolation="nearest").array
+                  for layer in self._layers]
+        return Segments.from_layers(layers, self._raw_entries(), reference)
+
+    def _raw_entries(self) -> list:
+        return [(e.name, e.layer, e.label, e.color) for e in self._entries]
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -239,21 +320,16 @@ def _read_seg_nrrd(path: Path) -> Segments:
     spatial_xyz = voxels.shape[-3:]  # slicerio reads in (i, j, k) order
     grid = Volume(np.broadcast_to(np.zeros((), np.uint8), spatial_xyz[::-1]),
                   tuple(spacing), tuple(ijk_to_lps[:3, 3]), linear / spacing)
-    segments = []
+    # the file's layers as they are (one (z, y, x) view per layer), no per-segment masks
+    layers = [voxels.T] if voxels.ndim == 3 else [voxels[n].T for n in range(voxels.shape[0])]
+    layers = [layer if np.issubdtype(layer.dtype, np.integer) else layer.astype(np.int32) for layer in layers]
+    entries = []
     for index, info in enumerate(seg["segments"]):
-        mask = slicerio.segment_mask(seg, info["id"]).transpose(2, 1, 0)
-        name = _unique(info.get("name", info["id"]), [s.name for s in segments])  # Slicer allows duplicates
-        segments.append(Segment(name, np.ascontiguousarray(mask), tuple(info.get("color", default_color(name, index)))))
-    return Segments(segments, grid)  # may be empty: a segmentation with no segments is valid
-
-
-def _unique(name: str, taken) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}_{n}" in taken:
-        n += 1
-    return f"{name}_{n}"
+        name = info.get("name", info["id"])  # Slicer allows duplicates: Segments keeps them apart
+        layer = int(info.get("layer", 0) or 0)
+        label = int(info.get("labelValue", index + 1))
+        entries.append((name, layer, label, tuple(info.get("color", default_color(name, index)))))
+    return Segments.from_layers(layers, entries, grid)  # may be empty: a segmentation with no segments is valid
 
 
 def _read_labelmap(path: Path, names) -> Segments:
@@ -264,15 +340,26 @@ def _read_labelmap(path: Path, names) -> Segments:
             raise InputError(f"{path}: has non-integer voxel values, so it is an image, not a labelmap; "
                              "give a .seg.nrrd or an integer labelmap as masks")
         array = array.astype(np.int64)
-    labels = [int(v) for v in np.unique(array) if v != 0]
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    low, high = int(array.min()), int(array.max())
+    flat = array.ravel()
+    present = np.zeros(high - min(low, 0) + 1, dtype=np.int64)
+    for start in range(0, flat.size, 1 << 23):  # chunks: bincount casts to int64 (0.8 GB at full size)
+        part = flat[start:start + (1 << 23)]
+        part = np.bincount(part.astype(np.int64) - low if low < 0 else part)
+        present[:part.size] += part
+    labels = [int(v) + min(low, 0) for v in np.flatnonzero(present) if int(v) + min(low, 0) != 0]
     if not labels:
         raise InputError(f"{path}: the labelmap has no labels (every voxel is 0); give masks with organs in them")
     table = _read_name_table(names) if names is not None else {}
-    segments = []
-    for index, label in enumerate(labels):
-        name = _unique(table.get(label, f"label_{label}"), [s.name for s in segments])
-        segments.append(Segment(name, array == label, default_color(name, index)))
-    return Segments(segments, volume)
+    # the labelmap is one layer as it is: no bool volume per label
+    layer = array
+    if low >= 0 and high <= 65535 and array.dtype.itemsize > (1 if high <= 255 else 2):
+        layer = array.astype(np.uint8 if high <= 255 else np.uint16)
+    entries = [(table.get(label, f"label_{label}"), 0, label, default_color(table.get(label, f"label_{label}"), index))
+               for index, label in enumerate(labels)]
+    return Segments.from_layers([layer], entries, volume)
 
 
 def _read_name_table(names) -> dict:
@@ -317,34 +404,25 @@ def write_segments(segments: Segments, path) -> Path:
     if not path.name.lower().endswith(".seg.nrrd"):
         raise InputError(f"{path}: segmentations are written as .seg.nrrd; change the file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The same layer packing as slicerio.add_segment, done here because add_segment's boolean
-    # indexing and np.nonzero extents took 12 s for the 10 organs of a 512x512x60 phantom
-    # (this takes well under 1 s); the file itself is written by slicerio.
-    layers, infos = [], []
-    for index, s in enumerate(segments):
-        for layer_index, (layer, count) in enumerate(layers):
-            if count < 255 and not np.logical_and(layer != 0, s.mask).any():
-                break
-        else:
-            layers.append((np.zeros(segments.grid.shape, np.uint8), 0))
-            layer_index = len(layers) - 1
-        layer, count = layers[layer_index]
-        np.putmask(layer, s.mask, count + 1)
-        layers[layer_index] = (layer, count + 1)
-        infos.append({"id": f"Segment_{index + 1}", "name": s.name, "color": [float(c) for c in s.color],
+    # Segments are held as layers already (packed like slicerio.add_segment, which took 12 s for the
+    # 10 organs of a 512x512x60 phantom by boolean indexing); the file itself is written by slicerio.
+    layers = segments.layers or [np.zeros(segments.grid.shape, np.uint8)]
+    infos = []
+    for index, entry in enumerate(segments.entries):
+        infos.append({"id": f"Segment_{index + 1}", "name": entry.name, "color": [float(c) for c in entry.color],
                       "nameAutoGenerated": False, "colorAutoGenerated": False,
-                      "labelValue": count + 1, "layer": layer_index, "extent": _extent_ijk(s.mask)})
-    if not layers:
-        layers.append((np.zeros(segments.grid.shape, np.uint8), 0))
-    voxels = np.stack([layer for layer, _ in layers]) if len(layers) > 1 else layers[0][0]
+                      "labelValue": entry.label, "layer": entry.layer,
+                      "extent": _extent_ijk(layers[entry.layer], entry.label)})
+    voxels = np.stack(layers) if len(layers) > 1 else layers[0]
     seg = {"voxels": voxels.T if voxels.ndim == 3 else voxels.transpose(0, 3, 2, 1),  # (z,y,x) -> (i,j,k)
            "ijkToLPS": segments.grid.ijk_to_lps(), "segments": infos}
     slicerio.write_segmentation(str(path), seg)
     return path
 
 
-def _extent_ijk(mask: np.ndarray) -> list:
-    """[i0, i1, j0, j1, k0, k1] of a (z, y, x) mask, or Slicer's empty extent."""
+def _extent_ijk(layer: np.ndarray, label: int) -> list:
+    """[i0, i1, j0, j1, k0, k1] of one label of a (z, y, x) layer, or Slicer's empty extent."""
+    mask = layer == label
     if not mask.any():
         return [0, -1, 0, -1, 0, -1]
     extent = []

@@ -329,7 +329,9 @@ def demo_card(training=None, name=DEMO_NAME) -> dict:
         "name": name,
         "classes": list(DEMO_CLASSES),
         "multilabel": True,
-        "input": {"size": list(INPUT_SIZE), "spacing": None, "window": list(WINDOW), "channels": 1},
+        # trained on phantoms stored with the identity direction: the network knows LPS-ordered arrays
+        "input": {"size": list(INPUT_SIZE), "spacing": None, "orientation": "LPS", "axes": "zyx",
+                  "window": list(WINDOW), "pad_value": -1000.0, "channels": 1},
         "target_layer": TARGET_LAYER,
         "architecture": {"name": "demo", "kwargs": dict(DEFAULT_ARCH_KWARGS)},
     }

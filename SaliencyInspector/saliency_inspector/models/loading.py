@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .preprocess import check_orientation
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -53,9 +54,13 @@ class InputSpec:
 
     ``size`` is the tensor's spatial shape or None; ``axes`` the order of the tensor's spatial
     axes: "zyx" (numpy/SimpleITK arrays, the default) or "xyz" (MONAI/NiBabel arrays); ``spacing`` (x, y, z mm) resamples instead of
-    resizing; both None keeps the CT's own grid. ``window`` (lo, hi) maps HU linearly onto [0, 1]
+    resizing; both None keep the CT's spacing (in the card's orientation). ``window`` (lo, hi) maps HU linearly onto [0, 1]
     with clipping; ``mean``/``std`` optionally normalise after windowing. ``channels`` copies the
-    windowed CT into that many channels.
+    windowed CT into that many channels. ``orientation`` is an orientation code naming where the
+    input grid's i, j, k (x, y, z) axes point (``"LPS"``: ITK/DICOM identity direction, the default;
+    ``"RAS"``: what MONAI's ``Orientation(axcodes="RAS")`` feeds a network; any of the 48 codes) or
+    ``"stored"`` (the array as the file stores it: results then depend on how the CT was saved).
+    ``pad_value`` (HU) fills the input outside the CT (an oblique CT's axis-aligned box).
     """
 
     size: tuple | None = None
@@ -65,6 +70,9 @@ class InputSpec:
     mean: float | None = None
     std: float | None = None
     axes: str = "zyx"
+    clip: bool = True  # clip the windowed values to [0, 1] (MONAI's ScaleIntensityRange clip)
+    orientation: str = "LPS"  # where the grid's i, j, k axes point (see preprocess.ORIENTATION_FORM), or "stored"
+    pad_value: float = -1000.0  # HU outside the CT (the axis-aligned box around an oblique CT)
 
 
 @dataclass
@@ -101,11 +109,15 @@ class ModelCard:
                 mean=None if norm.get("mean") is None else float(norm["mean"]),
                 std=None if norm.get("std") is None else float(norm["std"]),
                 axes=str(spec.get("axes", "zyx")),
+                orientation=str(spec.get("orientation", "LPS")),
+                pad_value=float(spec.get("pad_value", -1000.0)),
+                clip=bool(spec.get("clip", True)),
             )
         except (TypeError, ValueError) as err:
             raise InputError(f"{source}: bad 'input' section ({err}); expected "
                              '{"size": [D, H, W] or null, "spacing": [x, y, z] or null, '
-                             '"window": [lo, hi], "channels": 1}') from None
+                             '"orientation": "LPS", "window": [lo, hi], "channels": 1}') from None
+        inp.orientation = check_orientation(inp.orientation, f"{source}: input.orientation")
         if inp.size is not None and (len(inp.size) != 3 or min(inp.size) < 1):
             raise InputError(f"{source}: input.size must be three positive integers (D, H, W), got {size}")
         if inp.spacing is not None and (len(inp.spacing) != 3 or min(inp.spacing) <= 0):
@@ -157,6 +169,10 @@ class ModelCard:
                "window": list(self.input.window), "channels": self.input.channels}
         if self.input.axes != "zyx":
             inp["axes"] = self.input.axes
+        inp["orientation"] = self.input.orientation
+        inp["pad_value"] = self.input.pad_value
+        if not self.input.clip:
+            inp["clip"] = False
         if self.input.mean is not None or self.input.std is not None:
             inp["normalization"] = {"mean": self.input.mean, "std": self.input.std}
         out = {"name": self.name, "classes": self.classes, "multilabel": self.multilabel,
@@ -281,7 +297,10 @@ def load_classifier(source, card=None, arch=None, device="auto") -> Classifier:
             raise InputError("arch is only used with a state dict file, not with a module")
         return Classifier(module.to(dev), card, dev, source=type(module).__name__, kind="module")
     if isinstance(source, str) and source in SOURCES:
-        return SOURCES[source](dev)
+        classifier = SOURCES[source](dev)
+        if card is not None:  # e.g. the demo model with another orientation or window
+            classifier.card = _as_card(card, source)
+        return classifier
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: model not found (give a .pt2 export, a MONAI bundle folder, "
@@ -507,7 +526,8 @@ def _load_bundle(folder: Path, card: ModelCard | None, dev) -> Classifier:
 
 
 def _card_from_bundle_metadata(folder: Path, parser) -> ModelCard:
-    """A card from the bundle's metadata.json (network_data_format): channels, shape, class names."""
+    """A card from the bundle's metadata.json (network_data_format: channels, shape, class names)
+    and its inference config's preprocessing transforms (:func:`_input_from_bundle_config`)."""
     card = ModelCard(name=folder.name)
     card.input.axes = "xyz"  # MONAI's LoadImage gives arrays indexed (i, j, k)
     try:
@@ -519,12 +539,106 @@ def _card_from_bundle_metadata(folder: Path, parser) -> ModelCard:
     if image.get("num_channels"):
         card.input.channels = int(image["num_channels"])
     shape = image.get("spatial_shape")
+    metadata_size = None
     if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(n, int) for n in shape):
-        card.input.size = tuple(int(n) for n in shape)  # tensor order, which for MONAI is x, y, z
+        metadata_size = tuple(int(n) for n in shape)  # tensor order, which for MONAI is x, y, z
     defs = pred.get("channel_def")
     if isinstance(defs, dict) and defs:
         card.classes = [str(defs[k]) for k in sorted(defs, key=lambda k: int(k))]
+    _input_from_bundle_config(card, parser, metadata_size)
     return card
+
+
+# The MONAI dictionary transforms whose arguments make a card's input section (names and argument
+# names as in monai/transforms/{spatial,intensity,croppad,utility}/dictionary.py).
+_BUNDLE_TRANSFORMS = ("EnsureChannelFirstd", "Orientationd", "Spacingd", "ScaleIntensityRanged", "Resized",
+                      "SpatialPadd")
+
+
+def _bundle_transforms(config) -> dict:
+    """name -> argument dict of the first of :data:`_BUNDLE_TRANSFORMS` found in a (raw) bundle config."""
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str):
+                name = target.lstrip("$").rsplit(".", 1)[-1]
+                if name in _BUNDLE_TRANSFORMS and name not in found:
+                    found[name] = node
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def _literal(value):
+    """A config value usable as it is (not a '@reference' or '$expression'), else None."""
+    if isinstance(value, str) and value[:1] in ("@", "$", "%"):
+        return None
+    return value
+
+
+def _input_from_bundle_config(card: ModelCard, parser, metadata_size=None) -> None:
+    """Fill ``card.input`` from the bundle's preprocessing transforms (Orientationd axcodes, Spacingd
+    pixdim, ScaleIntensityRanged a_min/a_max/b_min/b_max/clip, Resized spatial_size, EnsureChannelFirstd)
+    and record in ``card.extra["input_notes"]`` which fields were found and which defaulted."""
+    try:
+        config = parser.get("preprocessing") or parser.get()
+    except Exception:  # noqa: BLE001 - a bundle without a preprocessing section
+        config = parser.get()
+    transforms = _bundle_transforms(config)
+    spec, found, defaulted = card.input, [], []
+
+    orientation = transforms.get("Orientationd", {}).get("axcodes")
+    if isinstance(_literal(orientation), str) and len(orientation) == 3:
+        spec.orientation = check_orientation(orientation, "the bundle's Orientationd axcodes")
+        found.append(f"orientation {spec.orientation} (Orientationd)")
+    else:
+        spec.orientation = "stored"  # LoadImage alone feeds the array as the file stores it
+        defaulted.append("orientation: stored (no Orientationd: the network saw arrays as files store them)")
+
+    resized = _literal(transforms.get("Resized", {}).get("spatial_size"))
+    pixdim = _literal(transforms.get("Spacingd", {}).get("pixdim"))
+    if isinstance(resized, (list, tuple)) and len(resized) == 3 and all(isinstance(n, int) and n > 0 for n in resized):
+        spec.size = tuple(resized)
+        found.append(f"size {list(resized)} (Resized)")
+    elif isinstance(pixdim, (list, tuple)) and len(pixdim) == 3 and all(isinstance(v, (int, float)) and v > 0 for v in pixdim):
+        spec.spacing, spec.size = tuple(float(v) for v in pixdim), None
+        found.append(f"spacing {list(spec.spacing)} mm (Spacingd)")
+    elif metadata_size is not None:
+        spec.size = metadata_size
+        found.append(f"size {list(metadata_size)} (metadata spatial_shape)")
+    else:
+        defaulted.append("size/spacing: the CT's own spacing (no Resized, Spacingd or spatial_shape)")
+    if "SpatialPadd" in transforms:
+        found.append("SpatialPadd (noted, not reproduced: the input grid covers the CT itself)")
+
+    scale = transforms.get("ScaleIntensityRanged", {})
+    a_min, a_max = _literal(scale.get("a_min")), _literal(scale.get("a_max"))
+    if isinstance(a_min, (int, float)) and isinstance(a_max, (int, float)) and a_min < a_max:
+        spec.window = (float(a_min), float(a_max))
+        b_min, b_max = _literal(scale.get("b_min")), _literal(scale.get("b_max"))
+        if isinstance(b_min, (int, float)) and isinstance(b_max, (int, float)) and b_max != b_min:
+            # b_min + (b_max - b_min) * w  ==  (w - mean) / std
+            spec.std = 1.0 / (float(b_max) - float(b_min))
+            spec.mean = -float(b_min) * spec.std
+            if (spec.mean, spec.std) == (0.0, 1.0):
+                spec.mean = spec.std = None
+        spec.clip = bool(_literal(scale.get("clip", False)))
+        found.append(f"window {list(spec.window)} HU, clip {str(spec.clip).lower()} (ScaleIntensityRanged)")
+    else:
+        defaulted.append(f"window {list(spec.window)} HU (no ScaleIntensityRanged with literal a_min/a_max)")
+    if "EnsureChannelFirstd" in transforms:
+        found.append(f"channels {spec.channels} (EnsureChannelFirstd)")
+    else:
+        defaulted.append(f"channels {spec.channels}")
+    card.extra["input_notes"] = ("from the bundle's config: " + ("; ".join(found) or "nothing") +
+                                 ". Defaulted: " + ("; ".join(defaulted) or "nothing"))
 
 
 def _first_line(err: Exception) -> str:
