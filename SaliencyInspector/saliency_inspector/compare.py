@@ -172,7 +172,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     import torch
 
     from .evaluate.fidelity import fidelity, map_on_input_grid
-    from .evaluate.metrics import _masks_on_grid, body_mask, evaluate
+    from .evaluate.metrics import _mask_source, body_mask, evaluate
     from .explain.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
     from .explain.explanation import _class_name, explain
     from .io.volume import Volume, resample_to
@@ -191,7 +191,8 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         raise InputError("the model has no class names; give a model card with 'classes'")
     class_name = _class_name(classifier.card.classes, class_name)
     target = classifier.card.classes.index(class_name)
-    masks = _masks_on_grid(masks, ct, say)
+    source = _mask_source(masks, ct, say)  # issue 9 renamed _masks_on_grid; compare needs plain masks
+    masks = {name: source.mask(name) for name in source.names}
     segment = _choose_segment(masks, class_name, segment)
     mask = masks[segment]
     if not mask.any():
