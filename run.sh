@@ -3,7 +3,7 @@
 #   ./run.sh demo [--out DIR]     the main job end to end (phantom CT -> classifier -> saliency -> metrics -> report)
 #   ./run.sh test [pytest args]   the whole test suite
 #   ./run.sh cli ARGS...          any saliency-inspector sub-command
-#   ./run.sh bench                the benchmarks (ratios against peers, one run)
+#   ./run.sh bench [--full]       the benchmarks (ratios against peers, one run; quick by default, ≤ 2 min)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -27,7 +27,10 @@ case "$cmd" in
   demo)  setup; exec "$VENV/bin/saliency-inspector" demo "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   cli)   setup; exec "$VENV/bin/saliency-inspector" "$@" ;;
-  bench) setup; for b in benchmarks/bench_*.py; do "$VENV/bin/python" "$b"; done ;;
+  bench) setup  # quick by default; --full (and any other arguments) go to the benches that take --full
+         for b in benchmarks/bench_*.py; do
+           if grep -q -- '"--full"' "$b"; then "$VENV/bin/python" "$b" "$@"; else "$VENV/bin/python" "$b"; fi
+         done ;;
   setup) setup ;;
   *) echo "usage: ./run.sh demo|test|cli|bench|setup [args]" >&2; exit 2 ;;
 esac

@@ -34,6 +34,7 @@ _EXPORTS = {
     "register_estimator": "explain.attribution", "EstimatorSettings": "explain.attribution",
     "ESTIMATORS": "explain.attribution", "attribute": "explain.attribution",
     "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
+    "check_same_body": "evaluate.consistency",
     "fidelity": "evaluate.fidelity",
     "render_overlay": "view.render",
     "write_report": "view.report",

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 
 from .errors import InputError
 
@@ -34,6 +35,7 @@ class DemoResult:
     focus_classes: list
     seconds: float
     timings: dict = field(default_factory=dict)
+    slice_points: dict = field(default_factory=dict)  # class -> (LPS point, what it is): one per class
 
 
 def _class_organs(class_name: str) -> tuple:
@@ -43,12 +45,15 @@ def _class_organs(class_name: str) -> tuple:
 
 
 def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, seed=0, lesions=None,
-             classifier=None, methods=("hirescam", "gradcam"), panel_px=384) -> DemoResult:
+             classifier=None, methods=("hirescam", "gradcam"), panel_px=384, shared_scale=False,
+             at=None) -> DemoResult:
     """Run the main job on a phantom and write everything into ``out_dir``; returns a :class:`DemoResult`.
 
     ``size``: phantom voxels (x, y, z), default :data:`DEMO_SIZE`; ``lesions``: organs holding a
     lesion (default one in the liver); ``classifier``: a :class:`~saliency_inspector.models.Classifier`
-    to use instead of the shipped demo model (tests use a small untrained one). Prints the metrics
+    to use instead of the shipped demo model (tests use a small untrained one); ``shared_scale``:
+    one colour scale for every method of a class (the largest of their maxima); ``at``: LPS point
+    (mm) for every picture's slices instead of each class's lesion / organ centre. Prints the metrics
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
     from .explain.explanation import explain, safe_name
@@ -95,10 +100,13 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         write_volume(volume, maps_dir / f"{method}_{safe_name(name)}.nrrd")
     lesion_organs = {les["organ"] for les in case.info.get("lesions", [])}
     predictions = []
+    threshold = float(classifier.card.extra.get("threshold", 0.5))  # the card's decision threshold
+    validation = (classifier.card.extra.get("training") or {}).get("validation") or {}
     for index, name in enumerate(explanation.class_names):
         truth = bool(lesion_organs & set(_class_organs(name)))
         predictions.append({"class": name, "probability": float(explanation.probabilities[index]),
-                            "logit": float(explanation.logits[index]), "truth": truth})
+                            "logit": float(explanation.logits[index]), "truth": truth, "threshold": threshold,
+                            "validation_roc_auc": (validation.get("roc_auc") or {}).get(name)})
     record = dict(explanation.predictions())
     record["truth"] = {p["class"]: p["truth"] for p in predictions}
     record["lesions"] = case.info.get("lesions", [])
@@ -123,16 +131,27 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     _write_metrics(records, out)
     t = lap("metrics", t)
 
-    # 4. pictures
-    images = {}
+    # 4. pictures: every method of a class sliced at one point (the class's lesion, else its organ,
+    # else the first method's peak), so the methods are compared on the same anatomy
+    from .view.render import peak_point
+
+    images, slice_points = {}, {}
     for (method, name), volume in explanation.maps.items():
         say(f"rendering {method} / {name}")
         path = out / "images" / f"{method}_{safe_name(name)}.png"
         p = next(p for p in predictions if p["class"] == name)
-        title = f"{method_label(method)} · class {name} · p = {p['probability']:.2f}"
-        title += " (lesion present)" if p["truth"] else ""
+        point, label = _class_point(case, name, explanation.map(methods[0], name), peak_point)
+        if at is not None:
+            point, label = np.asarray(at, float), "the given point"
+        point, label = slice_points.setdefault(name, (np.asarray(point, float), label))  # the class's first
+        scale = None
+        if shared_scale:
+            scale = max(float(np.max(explanation.map(m, name).array)) for m in methods) or None
+        title = (f"{method_label(method)} · class {name} · p = {p['probability']:.2f} → "
+                 f"{'present' if p['probability'] >= threshold else 'absent'} (threshold {threshold:g})")
+        title += " · lesion present" if p["truth"] else ""
         images[(method, name)] = render_overlay(case.ct, volume, [case.organs, case.lesions], path, title=title,
-                                                panel_px=panel_px)
+                                                panel_px=panel_px, point=point, point_label=label, scale=scale)
     t = lap("render", t)
 
     # 5. ROC curves of each focus class's maps against its organ(s) and lesion(s), over the body
@@ -161,17 +180,30 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         organs = [o for o in _class_organs(name)]
         lesion_names = [info["name"] for info in case.info.get("lesions", []) if info["organ"] in organs]
         class_segments[name] = organs + lesion_names
+    cell = explanation.info.get("feature_cell_mm")
     info = {"phantom": f"seed {seed}, {case.info.get('phase', '')}",
             "lesions": "; ".join(f"{les['name']} (organ {les['organ']}, radius {les['radius_mm']:.1f} mm, "
                                  f"centre LPS {[round(v, 1) for v in les['center_lps']]} mm)"
                                  for les in case.info.get("lesions", [])) or "none",
             "model": f"{explanation.model} · target layer {explanation.layer}",
+            "decision": f"a class is called present when p ≥ {threshold:g} (the model card's threshold)",
             "model input": explanation.info.get("orientation_note", "")}
+    if cell:
+        info["feature cell"] = (f"{cell[0]:.1f} × {cell[1]:.1f} × {cell[2]:.1f} mm (x × y × z): the map has one "
+                                "value per cell, so it is not voxel-precise")
+    if validation:
+        info["validation (model card)"] = (
+            f"{validation.get('n_cases', '?')} unseen phantoms: ROC AUC " + ", ".join(
+                f"{k} {v:.2f}" for k, v in (validation.get("roc_auc") or {}).items())
+            + (f"; accuracy {validation['accuracy']:.2f}" if "accuracy" in validation else ""))
     report = write_report(
         out / "report.html", title=f"SaliencyInspector demo: phantom case (seed {seed})", ct=case.ct,
         case_info=info, predictions=predictions, images=images, tables=tables, class_segments=class_segments,
         focus_classes=focus, roc_images=roc_images, methods=list(methods),
-        notes=["The phantom and its lesion are synthetic; the demo classifier was trained on such phantoms only.",
+        class_notes={c: f"every method sliced at LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm, {label}"
+                     for c, (p, label) in slice_points.items()},
+        notes=[*explanation.info.get("warnings", []),
+               "The phantom and its lesion are synthetic; the demo classifier was trained on such phantoms only.",
                "Maps were computed on the model's input grid and mapped back onto the CT grid in physical space."])
     lap("report", t)
     seconds = time.perf_counter() - start
@@ -185,7 +217,26 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         print(tables[(method, name)].format(legend=i == len(shown) - 1))  # the legend once, at the end
     print(f"\nreport: {report.resolve()}")
     say(f"done in {seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
-    return DemoResult(out, report, tables, images, predictions, focus, seconds, timings)
+    return DemoResult(out, report, tables, images, predictions, focus, seconds, timings, slice_points)
+
+
+def _class_point(case, name, first_map, peak_point):
+    """(LPS point, what it is) where a class's pictures are sliced: the centre of its lesion(s),
+    else of its organ(s), else the first method's peak."""
+    organs = _class_organs(name)
+    masks = [les.mask for les in case.lesions
+             if any(info["name"] == les.name and info["organ"] in organs for info in case.info.get("lesions", []))]
+    label = "the centre of the class's lesion"
+    if not any(m.any() for m in masks):
+        masks = [case.organs.mask(o) for o in organs if o in case.organs.names]
+        label = "the centre of the class's organ"
+    union = np.zeros(case.ct.shape, bool)
+    for m in masks:
+        union |= m
+    if union.any():
+        k, j, i = (float(v.mean()) for v in np.nonzero(union))
+        return case.ct.index_to_physical([i, j, k]), label
+    return peak_point(first_map), "the first method's peak"
 
 
 def _write_metrics(records, out: Path) -> None:

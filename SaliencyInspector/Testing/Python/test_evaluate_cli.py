@@ -81,7 +81,7 @@ def test_masks_on_another_grid_are_resampled_with_a_note(case_files, capsys, tmp
     rc, out, err = run(["evaluate", paths["map"], "--masks", tmp_path / "labels.nrrd", "--names",
                         tmp_path / "names.json", "--region", "all", "--json", tmp_path / "rows.json"], capsys)
     assert rc == 0, err
-    assert "resampling" in err
+    assert "resampled" in err
     rows = {r["segment"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
     assert set(rows) == {"liver", "spleen"} and rows["liver"]["mask_voxels"] > 0
     assert rows["liver"]["region"] == "all"

@@ -193,7 +193,7 @@ def test_cli_explain_and_bad_inputs(case, tmp_path, capsys):
         ([str(ct_path), "--model", str(tmp_path / "blob.pt2"), "--layer", "nope"], "does not exist"),
         ([str(ct_path), "--model", str(pickled), "--arch", "DenseNet121"], "refused"),
         ([str(ct_path), "--model", str(scripted)], "TorchScript"),
-        ([str(ct_path), "--model", str(corrupt)], "cannot be read"),
+        ([str(ct_path), "--model", str(corrupt)], "is not a torch.export program"),
         ([str(ct_path), "--model", str(tmp_path / "blob.pt2"), "--card", str(two_channels)], "rejected its input"),
     ]
     for args, needle in cases:

@@ -331,7 +331,7 @@ def test_table_outputs(tmp_path):
 
 def test_registry_describes_every_metric():
     for key, info in METRICS.items():
-        assert info.key == key and info.name and info.meaning and info.range == "0..1"
+        assert info.key == key and info.name and info.meaning and info.range in ("0..1", "0.. mm")
         assert callable(info.function) and isinstance(info.higher_is_better, bool)
         if info.baseline_key:
             assert info.baseline_key in METRICS

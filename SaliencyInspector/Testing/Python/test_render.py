@@ -6,7 +6,7 @@ from matplotlib.image import imread
 
 from saliency_inspector.errors import InputError
 from saliency_inspector.view.render import (BACKGROUND, DEFAULT_WINDOW, compose_overlay, display_map, peak_point,
-                                       render_3d, render_overlay, slice_panels)
+                                       render_3d, render_overlay, slice_panels, PEAK_CROSS_COLOR)
 from saliency_inspector.io.segments import Segment, Segments
 from saliency_inspector.io.volume import Volume
 
@@ -96,7 +96,7 @@ def test_panels_have_true_proportions_and_radiological_orientation():
     for name in ("axial", "coronal"):
         row, col = panels[name].project(LESION)
         assert col < panels[name].rgb.shape[1] / 2
-        assert is_heat(panels[name].rgb[int(round(row)), int(round(col))])
+        assert is_heat(panels[name].rgb[int(round(row)) + 2, int(round(col)) + 2])  # beside the peak's cross
     # the left lung (+x, superior) is on the image right and, in the coronal panel, in the upper half
     lung_colour = np.all(np.isclose(panels["coronal"].rgb, LUNG_RGB), axis=-1)
     rows, cols = np.nonzero(lung_colour)
@@ -114,7 +114,9 @@ def test_oblique_ct_is_sampled_in_physical_space():
     panels = {p.name: p for p in slice_panels(ct, saliency, organs)}
     for name, panel in panels.items():
         row, col = panel.project(LESION)
-        assert is_heat(panel.rgb[int(round(row)), int(round(col))]), name
+        assert is_heat(panel.rgb[int(round(row)) + 2, int(round(col)) + 2]), name  # beside the peak's cross
+        peak_row, peak_col = (int(round(v)) for v in panel.project(peak_point(saliency)))
+        assert np.allclose(panel.rgb[peak_row, peak_col], PEAK_CROSS_COLOR), name  # the peak is marked
     # a point 30 mm away from the lesion shows no heat
     row, col = panels["axial"].project(LESION + [30, 0, 0])
     assert not is_heat(panels["axial"].rgb[int(round(row)), int(round(col))])

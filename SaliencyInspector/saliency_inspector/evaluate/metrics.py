@@ -64,6 +64,7 @@ class MaskScores:
     mass_total: float                # Σ_V S⁺
     pointing_hits: float | None      # fraction of argmax voxels within tolerance of M (None: undefined)
     reasons: list = field(default_factory=list)
+    peak_distance: float | None = None  # mm from the argmax voxel(s) to the nearest voxel of M (mean over ties)
 
     @property
     def positives(self) -> int:
@@ -162,6 +163,13 @@ def pointing_game(ms: MaskScores) -> float:
     return float(ms.pointing_hits)
 
 
+def peak_distance_mm(ms: MaskScores) -> float:
+    """Distance (mm) from the map's maximum to the nearest mask voxel; 0 inside (mean over ties)."""
+    if not ms.ranks_defined() or ms.peak_distance is None:
+        return float("nan")
+    return float(ms.peak_distance)
+
+
 def rank_accuracy(ms: MaskScores) -> float:
     """Fraction of the |M| highest-scoring voxels that lie in M."""
     if not ms.ranks_defined():
@@ -188,9 +196,16 @@ METRICS: dict = {info.key: info for info in [
     MetricInfo("pointing_game", "Pointing game",
                f"1 if the map's maximum lies within {POINTING_TOLERANCE_MM:g} mm of the mask "
                "(ties for the maximum: the fraction that hit)", "0..1", True, pointing_game),
+    MetricInfo("peak_distance_mm", "Peak distance", "distance from the map's maximum to the nearest mask "
+               "voxel in mm (0 inside): how far a pointing-game miss is", "0.. mm", False, peak_distance_mm),
     MetricInfo("rank_accuracy", "Rank accuracy", "fraction of the |M| highest voxels inside the mask",
                "0..1", True, rank_accuracy),
 ]}
+
+# Columns that are reference levels for another metric (what an uninformative map scores), not scores.
+REFERENCE_KEYS = {info.baseline_key for info in METRICS.values() if info.baseline_key}
+TOPK_NOTE = ("under the topk threshold the map keeps |M| voxels, so Dice, IoA and rank accuracy are the same "
+             "number by construction; use --threshold otsu (or fixed:T) to see them differ")
 
 # Columns of every row, in order (metrics from the registry, then context).
 ROW_KEYS = (["segment"] + list(METRICS) +
@@ -284,9 +299,11 @@ class EvaluationTable:
     def format(self, legend: bool = True) -> str:
         """A readable fixed-width table for the terminal, with a legend from :data:`METRICS`
         (``legend=False`` leaves it out, for a caller printing several tables)."""
-        shown = ["dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "rank_accuracy"]
+        shown = ["dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "peak_distance_mm",
+                 "rank_accuracy"]
         heads = {"dice": "Dice", "roc_auc": "ROC AUC", "auprc": "AUPRC (chance)", "ioa": "IoA",
-                 "mass_in_mask": "Mass (uniform)", "pointing_game": "Pointing", "rank_accuracy": "RankAcc"}
+                 "mass_in_mask": "Mass (uniform)", "pointing_game": "Pointing", "peak_distance_mm": "Peak mm",
+                 "rank_accuracy": "RankAcc"}
         width = max([7] + [len(r["segment"]) for r in self.rows])
 
         def num(v):
@@ -310,6 +327,7 @@ class EvaluationTable:
         lines += [f"note: {n}" for n in self.notes]
         if legend:
             lines += [f"  {METRICS[k].name}: {METRICS[k].meaning}" for k in shown]
+            lines += ["  (in brackets: the reference level of an uninformative map, not a score)"]
         return "\n".join(lines)
 
 
@@ -362,7 +380,9 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
                         pointing_hits=_pointing_hits(argmax_ijk, mask_box, region_mask, raw.shape,
                                                      saliency.spacing, tolerance_mm)
                         if counts.positives and ranking.n_groups > 1 else None,
-                        reasons=reasons)
+                        reasons=reasons,
+                        peak_distance=_peak_distance(argmax_ijk, mask_box, region_mask, raw.shape, saliency.spacing)
+                        if counts.positives and ranking.n_groups > 1 else None)
         row = {"segment": name}
         for key, info in METRICS.items():
             row[key] = float(info.function(ms))
@@ -374,6 +394,8 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     notes = []
     if region_segment is not None:
         notes.append(f"segment {region_segment!r} is the region, so it is not scored against itself")
+    if kind == "topk":
+        notes.append(TOPK_NOTE)
     if kind == "max":
         notes.append("threshold 'max' picks the best threshold per segment using the mask: an oracle, not a fair score")
     return EvaluationTable(rows=rows, region=region_name, threshold=rule_text, notes=notes)
@@ -541,12 +563,25 @@ def _mask_source(segments, saliency: Volume, note) -> _MaskSource:
         source = _MaskSource(segments=segments)
     if not source.names:
         raise InputError("there are no segments to score the map against; give a segmentation with at least one segment")
+    if isinstance(segments, Mapping):
+        empty = not any(np.any(mk) for mk in source._masks.values())
+    else:
+        empty = not any(np.any(layer) for layer in segments.layers)
+    if empty:
+        raise InputError(f"every segment ({', '.join(source.names)}) is empty on the map's grid, so there is "
+                         "nothing to score against; give masks that hold the organs of this CT")
     return source
 
 
 def _region(region, masks: _MaskSource, saliency: Volume, ct, note) -> tuple:
     """(bool mask, description, name of the segment used or None); the mask is None for "all"."""
-    if isinstance(region, np.ndarray):
+    if isinstance(region, tuple) and len(region) == 2:  # (description, mask), e.g. from --region-masks
+        name, mask = region
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != saliency.shape:
+            raise InputError(f"region mask shape {mask.shape} differs from the map's {saliency.shape}")
+        segment = None
+    elif isinstance(region, np.ndarray):
         if region.shape != saliency.shape:
             raise InputError(f"region mask shape {region.shape} differs from the map's {saliency.shape}")
         mask, name, segment = region.astype(bool), "custom region", None
@@ -606,6 +641,35 @@ def _argmax_voxels(flat_raw: np.ndarray, in_region, ranking: Ranking, shape) -> 
     if in_region is not None:
         top &= in_region
     return np.stack(np.unravel_index(np.flatnonzero(top), shape), axis=1)
+
+
+def _peak_distance(points: np.ndarray, mask_box, region, shape, spacing, most: int = 64) -> float:
+    """Mean over (at most ``most``) argmax voxels (z, y, x) of the distance in mm to the nearest voxel
+    of the mask ∩ region. Searched in growing boxes around each point (exact: a box is only trusted
+    when the nearest voxel found is closer than the box's edge), so a near organ costs a small crop."""
+    if points.shape[0] > most:
+        points = points[np.linspace(0, points.shape[0] - 1, most).astype(int)]
+    sampling = np.asarray(spacing, dtype=float)[::-1]
+    shape = np.asarray(shape)
+    out = []
+    for p in points:
+        radius = 8
+        while True:
+            lo, hi = np.maximum(p - radius, 0), np.minimum(p + radius + 1, shape)
+            crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            box = np.asarray(mask_box(crop), dtype=bool)
+            if region is not None:
+                box = box & region[crop]
+            whole = bool(np.all(lo == 0) and np.all(hi == shape))
+            if box.any():
+                d = np.sqrt((((np.argwhere(box) + lo - p) * sampling) ** 2).sum(axis=1)).min()
+                if whole or d <= radius * sampling.min():
+                    out.append(float(d))
+                    break
+            elif whole:
+                return float("nan")
+            radius *= 4
+    return float(np.mean(out))
 
 
 def _pointing_hits(points: np.ndarray, mask_box, region, shape, spacing, tolerance_mm: float) -> float:

@@ -60,6 +60,12 @@ class Explanation:
     model: str = "model"
     info: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """A short summary (no arrays): model, layer, methods, classes with their probabilities, grid."""
+        probs = ", ".join(f"{c} {float(self.probabilities[self.class_names.index(c)]):.2f}" for c in self.classes)
+        return (f"Explanation(model {self.model!r}, layer {self.layer!r}, methods {list(self.methods)}, "
+                f"p: {probs}; {len(self.raw)} maps for the CT grid {self.grid.describe_grid()})")
+
     @property
     def maps(self) -> CTMaps:
         """Every map on the CT grid, computed one at a time when accessed (see :class:`CTMaps`)."""
@@ -214,13 +220,19 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
         raise InputError(f"the model card lists {len(names)} classes but the model has {n_out} outputs; "
                          "fix the card's 'classes'")
     explained = [names[i] for i in result.class_indices]
+    warnings = []
+    if cam_methods and result.activation_shape[1] == 1 and any(m in ("gradcam", "gradcampp") for m in cam_methods):
+        warnings.append(single_channel_warning(result.layer))
+        say("warning: " + warnings[-1])
     fgrid = prepared.feature_grid(result.activation_shape[2:])
     raw = {}
     for method in cam_methods:
         feature_maps = result.maps[method][0]  # (C, *spatial), batch of one
         for n, name in enumerate(explained):
             raw[(method, name)] = prepared.raw_volume(feature_maps[n])
-    info = {}
+    info = {"warnings": warnings}
+    if cam_methods:
+        info["feature_cell_mm"] = [float(v) for v in fgrid.spacing]
     if estimators:  # input-grid maps: kept raw like the CAMs, put on the CT grid when used
         from .attribution import run_estimators
 
@@ -260,6 +272,13 @@ def _logits_only(classifier, x, indices, layer):
         raise InputError(f"class index {bad[0]} out of range: the model has {logits.shape[1]} outputs")
     return CamResult(maps={}, logits=logits.detach(), layer=layer or "", class_indices=chosen,
                      activation_shape=tuple(x.shape))
+
+
+def single_channel_warning(layer: str) -> str:
+    """Why Grad-CAM says nothing class-specific at a one-channel layer."""
+    return (f"target layer {layer!r} has a single channel, so Grad-CAM (and Grad-CAM++) is that channel "
+            "times one number per class: the same picture for every class, up to scale and sign. "
+            "HiResCAM is still class-specific; for a Grad-CAM contrast choose a layer with many channels")
 
 
 def orientation_info(prepared, ct: Volume) -> dict:

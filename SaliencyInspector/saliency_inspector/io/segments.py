@@ -40,6 +40,59 @@ _FALLBACK_COLORS = [(128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184
                     (216, 101, 79), (221, 130, 101), (144, 238, 144), (192, 104, 88)]
 
 
+# Slicer's terminology colours ("recommendedDisplayRGBValue" in Slicer/Slicer
+# Modules/Loadable/Terminologies/Resources/SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.json):
+# Lung/Kidney (both sides share one), Liver, Spleen, Bone, Aorta, Heart, Skin, Mass.
+SLICER_TERMINOLOGY_COLORS = {
+    "body": (177, 122, 101), "lung": (197, 165, 145), "liver": (221, 130, 101),
+    "spleen": (157, 108, 162), "kidney": (185, 102, 83), "spine": (241, 214, 145),
+    "aorta": (224, 97, 76), "heart": (206, 110, 84), "lesion": (144, 238, 144),
+}
+# A qualitative palette for names without a terminology colour, or whose terminology colour is too
+# close to one already used: matplotlib's tab20 (lib/matplotlib/_cm.py _tab20_data), dark shades
+# first, without its cyans (cyan marks the map's peak in the pictures).
+QUALITATIVE_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                       (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34),
+                       (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+                       (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141)]
+MIN_COLOR_DISTANCE = 60.0  # RGB (0..255) distance under which two outlines are hard to tell apart
+
+
+def _terminology_color(name: str):
+    key = name.lower()
+    for side in ("_left", "_right", " left", " right"):
+        key = key.replace(side, "")
+    if key.startswith("lesion"):
+        key = "lesion"
+    return SLICER_TERMINOLOGY_COLORS.get(key)
+
+
+def distinct_colors(names, given=None) -> dict:
+    """name -> (r, g, b) in 0..1, every pair at least :data:`MIN_COLOR_DISTANCE` apart where possible.
+
+    Each name keeps its ``given`` colour (e.g. from the file) or Slicer's terminology colour when
+    that is distinct from the colours already chosen; otherwise it gets the next distinct colour of
+    :data:`QUALITATIVE_PALETTE`. ``body`` is chosen last, so organs keep their anatomy colours.
+    lung_left and lung_right (one terminology colour) therefore get different colours.
+    """
+    given = dict(given or {})
+    order = sorted(names, key=lambda n: n.lower() == "body")
+    chosen = {}
+
+    def far(rgb):
+        return all(np.linalg.norm(np.subtract(rgb, c)) >= MIN_COLOR_DISTANCE for c in chosen.values())
+
+    for name in order:
+        candidate = given.get(name)
+        candidate = tuple(255.0 * c for c in candidate[:3]) if candidate is not None else _terminology_color(name)
+        if candidate is None or not far(candidate):
+            spare = [c for c in QUALITATIVE_PALETTE if far(c)]
+            candidate = spare[0] if spare else max(
+                QUALITATIVE_PALETTE, key=lambda c: min(np.linalg.norm(np.subtract(c, o)) for o in chosen.values()))
+        chosen[name] = tuple(candidate)
+    return {n: tuple(round(c / 255.0, 6) for c in chosen[n]) for n in names}
+
+
 def default_color(name: str, index: int = 0) -> tuple:
     """An RGB colour in 0..1 for a segment name (anatomy colours where the name matches)."""
     key = name.lower()

@@ -170,6 +170,9 @@ def read_volume(path, series: str | None = None, note=None) -> Volume:
             raise InputError(f"{path}: its direction matrix is singular (determinant 0), so its "
                              "voxels have no well-defined position; fix the file's header (space "
                              "directions / direction cosines) or re-export it") from None
+        if str(path).lower().endswith(_VOLUME_SUFFIXES):  # the right name, the wrong content
+            raise InputError(f"{path}: is not a valid image file although its name says so "
+                             f"({_first_line(err)}); check that it is really a CT or map") from None
         raise InputError(f"{path}: cannot be read as an image ({_first_line(err)}); "
                          f"expected one of {', '.join(_VOLUME_SUFFIXES)} or a DICOM folder") from None
     return from_sitk(image, source=str(path))
@@ -199,8 +202,15 @@ def read_dicom_series(folder, series: str | None = None, note=None) -> Volume:
     be evenly spaced: a gap (a missing slice) is an InputError naming it.
     """
     folder = Path(folder)
+    if not any(p.is_file() for p in folder.iterdir()):
+        raise InputError(f"{folder}: the folder is empty; give a CT file or a folder holding a DICOM series")
     reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder)) or ()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found" WARNING block
+    try:
+        series_ids = reader.GetGDCMSeriesIDs(str(folder)) or ()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not series_ids:
         raise InputError(f"{folder}: no DICOM series found in this folder")
     files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
@@ -267,8 +277,12 @@ def write_volume(volume: Volume, path, compression_level: int = -1) -> Path:
     path = Path(path)
     if not str(path).lower().endswith(_WRITABLE_SUFFIXES):
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(_WRITABLE_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(to_sitk(volume), str(path), True, int(compression_level))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(to_sitk(volume), str(path), True, int(compression_level))
+    except (OSError, RuntimeError) as err:  # ITK reports "Permission denied" etc. as RuntimeError
+        raise InputError(f"{path}: cannot be written ({_first_line(err)}); choose a folder you can "
+                         "write to") from None
     return path
 
 
@@ -327,8 +341,11 @@ def _geometry_image(reference: Volume) -> sitk.Image:
 
 def _first_line(err: Exception) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    # ITK errors put the useful sentence last ("... Could not create IO object for reading file").
-    useful = [line for line in lines if not line.startswith(("/", "sitk::", "itk::"))]
+    lines = [line[len("sitk::ERROR:"):].strip() if line.startswith("sitk::ERROR:") else line for line in lines]
+    # ITK errors put the useful sentence last ("... Could not create IO object for reading file");
+    # lines naming ITK's own source files are noise to the user.
+    useful = [line for line in lines if not line.startswith(("/", "sitk::", "itk::", "Exception thrown in"))
+              and ".cxx:" not in line]
     text = (useful or lines or [type(err).__name__])[-1]
     return text[:200]
 

@@ -340,13 +340,24 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_export(path: Path, card: ModelCard | None, dev) -> Classifier:
+    import logging
+
     import torch
 
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: is not a torch.export program (a .pt2 is a ZIP archive; this file is "
+                         "not); save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')")
+    # torch.export.load logs the whole traceback of a failed load as a warning before raising it
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         program = torch.export.load(str(path))
     except Exception as err:  # noqa: BLE001 - any failure here means "not a readable export"
         raise InputError(f"{path}: cannot be read as a torch.export program ({_first_line(err)}); "
                          "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+    finally:
+        logger.setLevel(level)
     module = torch.export.unflatten(program)
     if card is None:
         card = ModelCard(name=path.stem)
@@ -375,12 +386,20 @@ def _load_weights(path: Path) -> dict:
     """``torch.load(weights_only=True)``; refuse arbitrary pickles with an explanation."""
     import torch
 
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a ZIP archive (since torch 1.6) or, in the legacy format, a pickle stream
+    # (protocol 2+ starts with byte 0x80); anything else is not a torch file and must not reach the
+    # unpickler, whose complaint about it ("invalid load key") reads like a refused pickle.
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise InputError(f"{path}: is not a PyTorch weights file (neither a torch.save ZIP archive nor a "
+                         "legacy pickle); give the file written by torch.save(model.state_dict(), ...)")
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise InputError(
             f"{path}: refused to load: the file holds pickled Python objects, not only tensors "
-            f"({_first_line(err)[:120]}). Unpickling can run arbitrary code, so only weights_only "
+            f"({_pickle_reason(err)}). Unpickling can run arbitrary code, so only weights_only "
             "state dicts are read; save model.state_dict() instead, or export a .pt2") from None
     except Exception as err:  # noqa: BLE001 - corrupt zip, truncated file, not a torch file
         raise InputError(f"{path}: cannot be read as PyTorch weights ({_first_line(err)}); "
@@ -397,13 +416,13 @@ def _load_weights(path: Path) -> dict:
 
 def _load_state_dict_file(path: Path, card: ModelCard | None, arch, dev) -> Classifier:
     spec = _parse_arch(arch) if arch is not None else (card.architecture if card else None)
+    state = _load_weights(path)  # first: a file that is not a state dict is told so, with or without --arch
     if spec is None:
         raise InputError(f"{path}: a state dict holds only weights; say which network it belongs to with "
                          "--arch (e.g. DenseNet121 or '{\"name\": \"resnet18\", \"kwargs\": {...}}') or an "
                          "'architecture' entry in the model card")
     card = card or ModelCard(name=path.stem)
     card.architecture = spec
-    state = _load_weights(path)
     module = build_network(spec, card)
     _load_state(module, state, path)
     return Classifier(module.to(dev), card, dev, source=str(path), kind="state_dict")
@@ -624,4 +643,22 @@ def _input_from_bundle_config(card: ModelCard, parser, metadata_size=None) -> No
 
 def _first_line(err: Exception) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200]
+    return _quote(lines[0] if lines else type(err).__name__, 200)
+
+
+def _pickle_reason(err: Exception) -> str:
+    """The line of torch's weights_only refusal that names what was refused (without ANSI colours)."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
+    named = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported global" in line]
+    return _quote((named or [line for line in lines if line] or [type(err).__name__])[0], 160)
+
+
+def _quote(text: str, limit: int) -> str:
+    """``text`` shortened to at most ``limit`` characters at a word boundary, with '…' when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"

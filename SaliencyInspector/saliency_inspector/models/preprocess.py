@@ -216,7 +216,7 @@ def check_ct(ct: Volume, name: str = "CT") -> None:
     if np.issubdtype(ct.array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(ct.array)))
         if bad:
-            raise InputError(f"{name}: {bad} voxels are NaN or infinite; fill them (e.g. with -1000 HU "
+            raise InputError(f"{name}: {bad} voxel{'s are' if bad != 1 else ' is'} NaN or infinite; fill them (e.g. with -1000 HU "
                              "for air) before computing saliency")
 
 

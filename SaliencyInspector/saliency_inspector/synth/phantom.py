@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..io.segments import Segment, Segments, default_color, write_segments
+from ..io.segments import Segment, Segments, default_color, distinct_colors, write_segments
 from ..io.volume import Volume, write_volume
 
 ORGANS = ["body", "lung_left", "lung_right", "liver", "spleen", "kidney_left", "kidney_right",
@@ -88,8 +88,9 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
         hu[k0:k1] += rng_noise.standard_normal(hu[k0:k1].shape, dtype=np.float32) * _NOISE_HU
 
     ct = grid.with_array(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
-    organs = Segments([Segment(n, organ_masks[n], default_color(n, i)) for i, n in enumerate(ORGANS)], grid)
-    lesion_segments = Segments([Segment(n, m, default_color(n, i))
+    colors = distinct_colors(list(ORGANS) + list(lesion_masks))
+    organs = Segments([Segment(n, organ_masks[n], colors[n]) for n in ORGANS], grid)
+    lesion_segments = Segments([Segment(n, m, colors.get(n, default_color(n, i)))
                                 for i, (n, m) in enumerate(lesion_masks.items())], grid)
     info = {
         "seed": int(seed), "size_xyz": list(grid.size_xyz), "spacing_mm": list(grid.spacing),

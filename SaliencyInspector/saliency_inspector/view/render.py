@@ -90,6 +90,7 @@ class Overlay:
     peak_lps: np.ndarray
     notes: list
     legend_lines: int = 1
+    axes3d: dict = None  # letter -> (drow, dcol) screen direction of R, A, S in the 3D view
 
     def project(self, panel: str, lps) -> tuple:
         """(row, col) in ``image`` (and in the written PNG) of an LPS point on panel ``panel``."""
@@ -99,10 +100,14 @@ class Overlay:
 
 
 # ---- maps ---------------------------------------------------------------------------------------
-def display_map(saliency: Volume) -> Volume:
-    """The display map: ReLU(raw) divided by its maximum (float32 in [0, 1]; all zero if max <= 0)."""
+def display_map(saliency: Volume, scale: float | None = None) -> Volume:
+    """The display map: ReLU(raw) divided by its maximum, or by ``scale`` when given (a colour scale
+    shared by several maps), clipped to [0, 1] (float32; all zero if the divisor is <= 0)."""
     positive = np.maximum(np.nan_to_num(np.asarray(saliency.array, dtype=np.float32)), 0)
     peak = float(positive.max()) if positive.size else 0.0
+    if scale is not None:
+        peak = float(scale)
+        return saliency.with_array(np.minimum(positive / peak, 1.0) if peak > 0 else positive)
     return saliency.with_array(positive / peak if peak > 0 else positive)
 
 
@@ -152,6 +157,19 @@ def _nearest_voxels(volume: Volume, points: np.ndarray):
     return flat, inside
 
 
+def segment_colors(segments) -> dict:
+    """name -> display colour of every segment: the file's colour when distinct, else Slicer's
+    terminology colour or a qualitative palette (:func:`~saliency_inspector.io.segments.distinct_colors`)."""
+    from ..io.segments import distinct_colors
+
+    given = {s.name: s.color for group in _segment_groups(segments) for s in group}
+    return distinct_colors(list(given), given)
+
+
+PEAK_CROSS_COLOR = (0.0, 1.0, 1.0)  # cyan: not in the heat scale, nor among the outline colours' tans
+PEAK_CROSS_PX = 7  # half-length of the cross's arms
+
+
 def _segment_groups(segments):
     """``segments`` may be None, one Segments, or a list of them (e.g. organs and lesions)."""
     if segments is None:
@@ -163,8 +181,12 @@ def _segment_groups(segments):
 
 # ---- 2D panels ----------------------------------------------------------------------------------
 def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window=DEFAULT_WINDOW,
-                 threshold: float = DEFAULT_THRESHOLD, panel_px: int = 384) -> list[SlicePanel]:
+                 threshold: float = DEFAULT_THRESHOLD, panel_px: int = 384, scale=None) -> list[SlicePanel]:
     """Axial, coronal and sagittal panels through ``point`` (LPS mm; default: the map's peak).
+
+    The map's peak is marked by a cyan cross where it projects onto each panel (also when the
+    panels go through another point, e.g. the lesion's centre shared by every method of a class).
+    ``scale``: divide ReLU(map) by this instead of its own maximum (shared colour scale).
 
     All panels share one square pixel size, chosen so the CT's largest extent spans ``panel_px``
     pixels. ``window`` is the CT's (lower, upper) HU; heat is drawn where the display map is at
@@ -176,9 +198,11 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
     if overlap_fraction(saliency, ct) == 0:
         raise InputError(f"the saliency map ({saliency.describe_grid()}) does not overlap the CT "
                          f"({ct.describe_grid()}) in physical space; pass the map computed for this CT")
-    shown = display_map(saliency)
+    shown = display_map(saliency, scale)
+    colors = segment_colors(segments)
+    peak = peak_point(saliency)
     if point is None:
-        point = peak_point(saliency)
+        point = peak
     if point is None:  # no positive saliency anywhere: show the centre of the CT
         point = ct.index_to_physical((np.asarray(ct.size_xyz) - 1) / 2)
     point = np.asarray(point, dtype=float)
@@ -217,7 +241,13 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
             for segment in group:
                 mask = (segment.mask.ravel()[flat] & within).reshape(h, w)
                 if mask.any():
-                    rgb[find_boundaries(mask, mode="inner", background=0)] = np.asarray(segment.color[:3])
+                    rgb[find_boundaries(mask, mode="inner", background=0)] = np.asarray(colors[segment.name][:3])
+        if peak is not None:
+            row, col = (int(round(v)) for v in panel.project(peak))
+            for dr, dc in [(d, 0) for d in range(-PEAK_CROSS_PX, PEAK_CROSS_PX + 1)] + \
+                          [(0, d) for d in range(-PEAK_CROSS_PX, PEAK_CROSS_PX + 1)]:
+                if 0 <= row + dr < h and 0 <= col + dc < w:
+                    rgb[row + dr, col + dc] = PEAK_CROSS_COLOR
         panel.rgb = rgb
         panels.append(panel)
     return panels
@@ -284,7 +314,7 @@ def _surface(mask: np.ndarray, factor: int):
 
 
 def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 96,
-              threshold: float = DEFAULT_THRESHOLD, skip=("body",)) -> np.ndarray:
+              threshold: float = DEFAULT_THRESHOLD, skip=("body",), scale=None, axes_out=None) -> np.ndarray:
     """3D view (H, W, 3 uint8): the display map ray-cast as a heat cloud with translucent organ surfaces.
 
     Seen from the front (anterior), slightly rotated, superior up, patient right on the left.
@@ -313,6 +343,7 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
     renderer.SetUseDepthPeeling(1)
     window.SetAlphaBitPlanes(1)
 
+    colors = segment_colors(segments)
     # Organ surfaces, in the segments' grid index space, placed by their IJK->LPS matrix.
     for group in _segment_groups(segments):
         factor = max(1, int(np.ceil(max(group.grid.shape) / max_dim)))
@@ -324,13 +355,13 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
             mapper.ScalarVisibilityOff()
             actor = vtkActor()
             actor.SetMapper(mapper)
-            actor.GetProperty().SetColor(*segment.color[:3])
+            actor.GetProperty().SetColor(*colors[segment.name][:3])
             actor.GetProperty().SetOpacity(0.25)
             actor.SetUserMatrix(_vtk_matrix(group.grid.ijk_to_lps()))
             renderer.AddActor(actor)
 
     # The display map as a volume (uint8 0..255 for the fixed-point ray caster).
-    shown = display_map(saliency).array
+    shown = display_map(saliency, scale).array
     factor = max(1, int(np.ceil(max(shown.shape) / max_dim)))
     small = block_reduce(shown, (factor,) * 3, np.max)
     if small.max() > 0:
@@ -377,6 +408,8 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
     camera.Zoom(1.3)
     renderer.ResetCameraClippingRange()
     window.Render()
+    if axes_out is not None:  # where R, A and S point on screen, for the orientation marker
+        axes_out.update(_screen_axes(renderer, int(size[0])))
 
     grab = vtkWindowToImageFilter()
     grab.SetInput(window)
@@ -390,10 +423,35 @@ def render_3d(saliency: Volume, segments=None, size=(384, 384), max_dim: int = 9
     return pixels
 
 
+# Patient directions in LPS: the orientation letters and where they point.
+LETTER_DIRECTIONS = {"R": (-1, 0, 0), "L": (1, 0, 0), "A": (0, -1, 0), "P": (0, 1, 0),
+                     "S": (0, 0, 1), "I": (0, 0, -1)}
+
+
+def _screen_axes(renderer, height: int) -> dict:
+    """letter -> unit (drow, dcol) on screen of the patient directions R, A, S in a rendered view."""
+    camera = renderer.GetActiveCamera()
+    focal = np.asarray(camera.GetFocalPoint())
+    reach = camera.GetDistance() * 0.05
+
+    def to_screen(point):
+        renderer.SetWorldPoint(*point, 1.0)
+        renderer.WorldToDisplay()
+        x, y, _ = renderer.GetDisplayPoint()
+        return np.array([height - 1 - y, x])  # display y runs up, image rows run down
+
+    origin = to_screen(focal)
+    out = {}
+    for letter in ("R", "A", "S"):
+        step = to_screen(focal + reach * np.asarray(LETTER_DIRECTIONS[letter], float)) - origin
+        out[letter] = tuple(step / (np.linalg.norm(step) or 1.0))
+    return out
+
+
 # ---- composition --------------------------------------------------------------------------------
-HEADER_PX = 44
-FOOTER_PX = 22  # per legend line
-_LEGEND_CHAR_PX = 6.5  # approximate width of one character of the 8 pt legend at 100 dpi
+HEADER_PX = 66  # title, subtitle, colour bar: three lines
+FOOTER_PX = 24  # per legend line
+_LEGEND_CHAR_PX = 8.0  # approximate width of one character of the 10 pt legend at 100 dpi
 
 
 def _legend_layout(segments, width: int) -> list:
@@ -411,7 +469,7 @@ def _legend_layout(segments, width: int) -> list:
 
 def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, window=DEFAULT_WINDOW,
                     threshold: float = DEFAULT_THRESHOLD, panel_px: int = 384,
-                    with_3d: bool = True) -> Overlay:
+                    with_3d: bool = True, scale=None) -> Overlay:
     """The picture as an array: a 2×2 grid (axial | coronal / sagittal | 3D) below a header strip.
 
     Text (title, orientation letters, legend) is added when the PNG is written, so pixels away from
@@ -420,7 +478,8 @@ def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, win
     notes = []
     if peak_point(saliency) is None:
         notes.append("the map has no positive values (nothing to show); slices through the CT's centre")
-    panels = {p.name: p for p in slice_panels(ct, saliency, segments, point, window, threshold, panel_px)}
+    panels = {p.name: p for p in slice_panels(ct, saliency, segments, point, window, threshold, panel_px, scale)}
+    axes3d = {}
     cell_h = max(p.rgb.shape[0] for p in panels.values())
     cell_w = max(p.rgb.shape[1] for p in panels.values())
     gap = 4
@@ -438,7 +497,8 @@ def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, win
         if name == "3d":
             if with_3d:
                 image[top:top + cell_h, left:left + cell_w] = render_3d(
-                    saliency, segments, size=(cell_h, cell_w), threshold=threshold) / 255.0
+                    saliency, segments, size=(cell_h, cell_w), threshold=threshold, scale=scale,
+                    axes_out=axes3d) / 255.0
             offsets[name] = (top, left)
             continue
         panel = panels[name]
@@ -451,28 +511,32 @@ def compose_overlay(ct: Volume, saliency: Volume, segments=None, point=None, win
     t = np.linspace(0, 1, bar_w)
     from matplotlib import colormaps
     bar = colormaps["hot"](HEAT_RANGE[0] + t * (HEAT_RANGE[1] - HEAT_RANGE[0]))[:, :3]
-    image[8:20, width - bar_w - 40:width - 40] = bar[None]
+    image[50:62, width - bar_w - 40:width - 40] = bar[None]
     used = peak_point(saliency)
     return Overlay((np.clip(image, 0, 1) * 255).round().astype(np.uint8), panels, offsets,
-                   used if used is not None else np.asarray(panels["axial"].point), notes, legend_lines)
+                   used if used is not None else np.asarray(panels["axial"].point), notes, legend_lines, axes3d)
 
 
 def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, *, point=None,
                    window=DEFAULT_WINDOW, threshold: float = DEFAULT_THRESHOLD, panel_px: int = 384,
-                   with_3d: bool = True) -> Path:
-    """Write a PNG: axial/coronal/sagittal slices through the map's peak and a 3D view.
+                   with_3d: bool = True, scale=None, point_label=None) -> Path:
+    """Write a PNG: axial/coronal/sagittal slices through ``point`` (default: the map's peak) and a 3D view.
 
     ``ct`` and ``saliency`` are Volumes (any grids that overlap in physical space; oblique ones
     too); ``segments`` is None, a Segments or a list of them (outlined in 2D, surfaces in 3D).
-    The heat shows ReLU(map)/max, transparent below ``threshold``. Returns the PNG's path.
+    The heat shows ReLU(map)/max (or /``scale``, a scale shared by several maps), transparent below
+    ``threshold``; a cyan cross marks the map's peak. ``point_label`` says in the subtitle what
+    ``point`` is (e.g. "the lesion's centre"). Returns the PNG's path.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    overlay = compose_overlay(ct, saliency, segments, point, window, threshold, panel_px, with_3d)
     out_png = Path(out_png)
+    if out_png.suffix.lower() != ".png":
+        raise InputError(f"{out_png}: pictures are written as PNG; give a file name ending in .png")
+    overlay = compose_overlay(ct, saliency, segments, point, window, threshold, panel_px, with_3d, scale)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     height, width = overlay.image.shape[:2]
     dpi = 100
@@ -482,35 +546,47 @@ def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, 
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.axis("off")
-    text = dict(color="white", fontsize=9, family="DejaVu Sans")
+    text = dict(color="white", fontsize=11, family="DejaVu Sans")
     at = overlay.panels["axial"].point
-    where = "the map's peak" if np.allclose(at, overlay.peak_lps) else "the given point"
+    where = point_label or ("the map's peak" if np.allclose(at, overlay.peak_lps) else "the given point")
     head = title or "saliency overlay"
-    ax.text(6, 16, head, fontsize=11, weight="bold", color="white", va="center")
-    sub = (f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · heat = ReLU(map)/max, "
-           f"shown ≥ {threshold:g} · CT window [{window[0]:g}, {window[1]:g}] HU")
+    ax.text(6, 12, head, fontsize=12, weight="bold", color="white", va="center")
+    scale_text = f"ReLU(map)/{scale:.3g}" if scale is not None else "ReLU(map)/max"
+    sub = f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · cyan + = the map's peak"
     if overlay.notes:
         sub = overlay.notes[0]
-    ax.text(6, 34, sub, va="center", **{**text, "fontsize": 8})
+    ax.text(6, 33, sub, va="center", **{**text, "fontsize": 9.5})
     bar_w = min(160, width // 4)
-    ax.text(width - bar_w - 44, 14, f"{threshold:g}", ha="right", va="center", **text)
-    ax.text(width - 36, 14, "1", ha="left", va="center", **text)
+    ax.text(6, 56, f"heat: {scale_text} (transparent below {threshold:g})", va="center", **{**text, "fontsize": 9.5})
+    ax.text(width - bar_w - 44, 56, f"{threshold:g}", ha="right", va="center", **text)
+    ax.text(width - 36, 56, "1", ha="left", va="center", **text)
     for name, panel in overlay.panels.items():
         r0, c0 = overlay.offsets[name]
         h, w = panel.rgb.shape[:2]
         left, right, top, bottom = panel.letters
-        ax.text(c0 + 4, r0 + 12, name, va="center", **text)
-        ax.text(c0 + 4, r0 + h / 2, left, va="center", weight="bold", **text)
-        ax.text(c0 + w - 4, r0 + h / 2, right, va="center", ha="right", weight="bold", **text)
-        ax.text(c0 + w / 2, r0 + 12, top, ha="center", va="center", weight="bold", **text)
-        ax.text(c0 + w / 2, r0 + h - 10, bottom, ha="center", va="center", weight="bold", **text)
+        letter = dict(text, fontsize=13, weight="bold")
+        ax.text(c0 + w - 4, r0 + 12, name, va="center", ha="right", **text)
+        ax.text(c0 + 4, r0 + h / 2, left, va="center", **letter)
+        ax.text(c0 + w - 4, r0 + h / 2, right, va="center", ha="right", **letter)
+        ax.text(c0 + w / 2, r0 + 12, top, ha="center", va="center", **letter)
+        ax.text(c0 + w / 2, r0 + h - 12, bottom, ha="center", va="center", **letter)
     if with_3d:
         r0, c0 = overlay.offsets["3d"]
+        cell_h = max(p.rgb.shape[0] for p in overlay.panels.values())
         ax.text(c0 + 4, r0 + 12, "3D (from the front)", va="center", **text)
+        # orientation marker: arrows towards the patient's Right, Anterior and Superior
+        base = np.array([r0 + cell_h - 34.0, c0 + 34.0])
+        for letter_name, (dr, dc) in (overlay.axes3d or {}).items():
+            tip = base + 22 * np.array([dr, dc])
+            ax.annotate("", xy=(tip[1], tip[0]), xytext=(base[1], base[0]),
+                        arrowprops=dict(arrowstyle="->", color="white", lw=1.5))
+            ax.text(tip[1] + 8 * dc, tip[0] + 8 * dr, letter_name, ha="center", va="center",
+                    **dict(text, fontsize=11, weight="bold"))
     # legend: segment names in their colours, wrapped onto as many lines as compose_overlay made room for
+    colors = segment_colors(segments)
     for x, line, segment in _legend_layout(segments, width):
         ax.text(x, height - FOOTER_PX * (overlay.legend_lines - line) + FOOTER_PX / 2,
-                f"■ {segment.name}", color=segment.color[:3], fontsize=8, va="center")
+                f"■ {segment.name}", color=colors[segment.name][:3], fontsize=10, va="center")
     fig.savefig(out_png, dpi=dpi, facecolor="black")
     plt.close(fig)
     return out_png

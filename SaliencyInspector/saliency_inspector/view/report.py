@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 # Columns of the metrics tables, in order; a metric with a chance level shows it in brackets.
-TABLE_METRICS = ("dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "rank_accuracy")
+TABLE_METRICS = ("dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "peak_distance_mm",
+                 "rank_accuracy")
 
 # How the field writes the method names (keys are cam.METHODS's).
 METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
@@ -129,7 +130,8 @@ def _rel(path, base: Path) -> str:
 
 def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_info=None, predictions=(),
                  images=None, tables=None, class_segments=None, focus_classes=(), roc_images=(),
-                 notes=(), methods=None) -> Path:
+                 notes=(), methods=None,
+                 slice_note="every method of a class is sliced at the same point", class_notes=None) -> Path:
     """Write the HTML report and return its path.
 
     ``ct``: the CT Volume (its geometry is shown); ``case_info``: extra key/values to show (e.g.
@@ -138,10 +140,13 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     ``tables``: {(method, class): EvaluationTable or list of row dicts}; ``class_segments``: {class:
     segment names that hold that class's finding} (their rows are highlighted); ``focus_classes``:
     classes whose tables are shown open (the others are folded); ``roc_images``: list of (caption,
-    PNG path); ``notes``: sentences shown at the end. Every picture must exist (ValueError if not),
+    PNG path); ``notes``: sentences shown at the end; ``slice_note``: how the pictures are sliced;
+    ``class_notes``: {class: one line beside the class's pictures, e.g. where they are sliced}. A
+    prediction dict with ``threshold`` gets the model's decision (present when p ≥ threshold) and
+    one with ``validation_roc_auc`` the card's validation ROC AUC. Every picture must exist (ValueError if not),
     so the report never points at a missing file.
     """
-    from ..evaluate.metrics import METRICS
+    from ..evaluate.metrics import METRICS, REFERENCE_KEYS, TOPK_NOTE
 
     out_html = Path(out_html)
     base = out_html.parent
@@ -178,27 +183,41 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     # predictions
     if predictions:
         has_truth = any(p.get("truth") is not None for p in predictions)
+        has_decision = any("threshold" in p for p in predictions)
+        has_val = any(p.get("validation_roc_auc") is not None for p in predictions)
         parts.append("<h2>Predictions</h2><table><tr><th class='name'>class</th><th>probability</th>"
-                     "<th>logit</th>" + ("<th>truly present</th>" if has_truth else "") + "</tr>")
+                     "<th>logit</th>" + ("<th>threshold</th><th class='name'>model says</th>" if has_decision else "")
+                     + ("<th>truly present</th>" if has_truth else "")
+                     + ("<th title='from the model card: ROC AUC on validation cases'>validation ROC AUC</th>"
+                        if has_val else "") + "</tr>")
         for p in predictions:
             truth = ""
             if has_truth:
                 t = p.get("truth")
                 truth = f"<td class='{'yes' if t else 'no'}'>{_num(t) if t is not None else 'unknown'}</td>"
             focus = " class='focus'" if p["class"] in focus_classes else ""
+            decision = ""
+            if has_decision:
+                present = p.get("probability", 0) >= p.get("threshold", 0.5)
+                decision = (f"<td>{_num(p.get('threshold'), 2)}</td><td class='name {'yes' if present else 'no'}'>"
+                            f"{'present' if present else 'absent'}</td>")
+            val = f"<td>{_num(p.get('validation_roc_auc'), 2)}</td>" if has_val else ""
             parts.append(f"<tr{focus}><td class='name'>{escape(p['class'])}</td><td>{_num(p.get('probability'))}"
-                         f"</td><td>{_num(p.get('logit'))}</td>{truth}</tr>")
+                         f"</td><td>{_num(p.get('logit'))}</td>{decision}{truth}{val}</tr>")
         parts.append("</table>")
 
     # pictures: one row per class, one column per method
     if images:
-        parts.append("<h2>Saliency maps</h2><p class='muted'>slices through each map's peak (radiological "
-                     "orientation: patient right on image left) and a 3D view from the front</p>")
+        parts.append(f"<h2>Saliency maps</h2><p class='muted'>{escape(slice_note)} (radiological "
+                     "orientation: patient right on image left; cyan + = each map's own peak) and a 3D view "
+                     "from the front</p>")
         for c in classes:
             shown = [(m, images[(m, c)]) for m in methods if (m, c) in images]
             if not shown:
                 continue
-            parts.append(f"<h3>class {escape(c)}</h3><div class='pictures' "
+            note = (class_notes or {}).get(c)
+            note = f" <span class='muted'>· {escape(note)}</span>" if note else ""
+            parts.append(f"<h3>class {escape(c)}{note}</h3><div class='pictures' "
                          f"style='grid-template-columns: repeat({len(shown)}, 1fr)'>")
             for m, path in shown:
                 parts.append(f"<figure><a href='{escape(_rel(path, base))}'><img src='{escape(_rel(path, base))}' "
@@ -231,10 +250,15 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     parts.append("<h2>What the metrics mean</h2><table><tr><th class='name'>metric</th><th class='name'>"
                  "meaning</th><th>range</th><th class='name'>better</th></tr>")
     for key, info in METRICS.items():
+        better = "reference level (not a score)" if key in REFERENCE_KEYS else \
+            ("higher" if info.higher_is_better else "lower")
         parts.append(f"<tr><td class='name'>{escape(info.name)} <span class='muted'>({escape(key)})</span></td>"
                      f"<td class='name'>{escape(info.meaning)}</td><td>{escape(info.range)}</td>"
-                     f"<td class='name'>{'higher' if info.higher_is_better else 'lower'}</td></tr>")
+                     f"<td class='name'>{better}</td></tr>")
     parts.append("</table>")
+    rules = {str(r.get("threshold", "")) for t in tables.values() for r in _rows_of(t)}
+    if "topk" in rules:
+        parts.append(f"<p class='muted'>Note: {escape(TOPK_NOTE)}.</p>")
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>\n")
