@@ -208,6 +208,7 @@ def cmd_compare(args) -> int:
     from .models.loading import load_classifier
     from .view.compare_page import write_compare_report
 
+    guard_outputs([args.ct, args.masks, args.model, args.card], files=[args.json, args.csv], folders=[args.out])
     ct = read_volume(args.ct)
     segments = read_segments(args.masks, reference=ct, note=progress)
     progress(f"loading model {args.model}")
@@ -324,6 +325,8 @@ def cmd_train(args) -> int:
 
     from .training.loop import train
 
+    _refuse_shipped_models(args.out)
+    guard_outputs([args.manifest, args.card], folders=[args.out])
     if bool(args.card) == bool(args.arch):
         raise InputError("give the network either as --card CARD.json (with an architecture) or as --arch "
                          "NAME/JSON with --size and --window")
@@ -353,6 +356,8 @@ def cmd_train(args) -> int:
 def cmd_train_shortcut(args) -> int:
     from .shortcut import TRAINING, shortcut_cohort, train_shortcut_models
 
+    _refuse_shipped_models(args.out)
+    guard_outputs([args.manifest], folders=[args.out] + ([] if args.manifest else [args.cohort]))
     manifest = args.manifest or shortcut_cohort(args.cohort, TRAINING["n_cases"], seed=TRAINING["cohort_seed"],
                                                 progress=progress)
     results = train_shortcut_models(manifest, args.out, progress=progress)
@@ -362,16 +367,23 @@ def cmd_train_shortcut(args) -> int:
 
 
 def cmd_train_demo(args) -> int:
-    from .models.demo_model import MODELS_DIR, train_demo_model
+    from .models.demo_model import train_demo_model
 
-    if args.out.resolve() == Path(MODELS_DIR).resolve():
-        raise InputError(f"{args.out}: is the folder of the shipped demo model; train into another folder "
-                         "and copy the files there yourself if you mean to replace it")
+    _refuse_shipped_models(args.out)
     guard_outputs(folders=[args.out])
     result = train_demo_model(out_dir=args.out, seed=args.seed, progress=progress)
     print(result["weights"])
     print(result["card"])
     return 0
+
+
+def _refuse_shipped_models(out) -> None:
+    """Training never writes into the shipped Resources/Models (it would silently replace them)."""
+    from .models.demo_model import MODELS_DIR
+
+    if Path(out).resolve() == Path(MODELS_DIR).resolve():
+        raise InputError(f"{out}: is the folder of the shipped demo model (and the shortcut models); train "
+                         "into another folder and copy the files there yourself if you mean to replace them")
 
 
 def add_estimator_options(p) -> None:
@@ -396,6 +408,7 @@ def estimator_settings(args) -> dict:
 def cmd_batch(args) -> int:
     from .cohort.batch import batch
 
+    guard_outputs([args.manifest, args.model, args.card], folders=[args.out])
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     result = batch(args.manifest, args.model, args.out, methods=args.method or ["hirescam", "gradcam"],
@@ -416,6 +429,8 @@ def cmd_trust(args) -> int:
     from .models.loading import load_classifier
     from .trust_card import run_trust
 
+    guard_outputs([args.ct, *args.model, *(args.card or []), args.masks, args.fixations, *(args.cohort or []),
+                   *(args.cohort_masks or [])], folders=[args.out])
     ct = read_volume(args.ct)
     cards = args.card or []
     models = []
@@ -631,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-shortcut", help="re-train the two shipped shortcut models (without / with mask loss)")
     p.add_argument("--manifest", help="a confounded cohort manifest (default: make the 200-case one)")
     p.add_argument("--cohort", type=Path, default=Path("shortcut-cohort"), help="where to make the cohort")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped Resources/Models)")
+    p.add_argument("--out", type=Path, default=Path("retrained-shortcut-models"),
+                   help="output folder (never the shipped Resources/Models; copy the files there yourself)")
     p.set_defaults(func=cmd_train_shortcut)
 
     p = sub.add_parser("train-demo", help="re-train the shipped demo classifier from a seed")

@@ -179,6 +179,29 @@ def test_no_sub_command_writes_over_its_inputs(case, capfd, tmp_path, command, k
     assert sha(watched) == before
 
 
+@pytest.mark.parametrize("command", ["compare --json ct", "compare --csv masks", "trust --out ct", "batch --out manifest",
+                                     "train --out manifest", "train-shortcut --out shipped"])
+def test_later_sub_commands_refuse_outputs_that_are_inputs(case, capfd, tmp_path, command):
+    """compare, trust, batch, train and train-shortcut use the same guard before any work."""
+    from saliency_inspector.models.demo_model import MODELS_DIR
+
+    ct, seg, hmap = inputs(case)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"case_id,ct,organs,liver\nc1,{ct},{seg},1\n")
+    name, option, victim = command.split()
+    target = {"ct": ct, "masks": seg, "manifest": manifest, "shipped": MODELS_DIR}[victim]
+    argv = {"compare": ["compare", ct, "--model", "demo", "--masks", seg, "--class", "liver", "--segment", "liver"],
+            "trust": ["trust", ct, "--model", "demo", "--class", "liver"],
+            "batch": ["batch", manifest, "--model", "demo"],
+            "train": ["train", manifest, "--arch", "demo"],
+            "train-shortcut": ["train-shortcut", "--manifest", manifest]}[name] + [option, target]
+    watched = [ct, seg, manifest, *sorted(MODELS_DIR.iterdir())]
+    before = sha(watched)
+    code, _, err = run(capfd, *argv)
+    assert_one_error(code, err, str(target))
+    assert sha(watched) == before and "loading model" not in err
+
+
 def test_guard_outputs_is_reusable_and_documented(tmp_path):
     src = tmp_path / "in.nrrd"
     src.write_bytes(b"x")
