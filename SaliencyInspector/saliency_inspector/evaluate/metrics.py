@@ -645,31 +645,35 @@ def _argmax_voxels(flat_raw: np.ndarray, in_region, ranking: Ranking, shape) -> 
 
 def _peak_distance(points: np.ndarray, mask_box, region, shape, spacing, most: int = 64) -> float:
     """Mean over (at most ``most``) argmax voxels (z, y, x) of the distance in mm to the nearest voxel
-    of the mask ∩ region. Searched in growing boxes around each point (exact: a box is only trusted
-    when the nearest voxel found is closer than the box's edge), so a near organ costs a small crop."""
+    of the mask ∩ region. Searched in growing boxes around all the points at once (exact: a point's
+    distance is only trusted when it is no farther than the box's edge), so a near organ costs a
+    small crop and a far one a few whole-array scans, not one per point."""
+    from scipy.spatial import cKDTree
+
     if points.shape[0] > most:
         points = points[np.linspace(0, points.shape[0] - 1, most).astype(int)]
     sampling = np.asarray(spacing, dtype=float)[::-1]
     shape = np.asarray(shape)
-    out = []
-    for p in points:
-        radius = 8
-        while True:
-            lo, hi = np.maximum(p - radius, 0), np.minimum(p + radius + 1, shape)
-            crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-            box = np.asarray(mask_box(crop), dtype=bool)
-            if region is not None:
-                box = box & region[crop]
-            whole = bool(np.all(lo == 0) and np.all(hi == shape))
-            if box.any():
-                d = np.sqrt((((np.argwhere(box) + lo - p) * sampling) ** 2).sum(axis=1)).min()
-                if whole or d <= radius * sampling.min():
-                    out.append(float(d))
-                    break
-            elif whole:
-                return float("nan")
-            radius *= 4
-    return float(np.mean(out))
+    radius = 8
+    while True:
+        lo = np.maximum(points.min(axis=0) - radius, 0)
+        hi = np.minimum(points.max(axis=0) + radius + 1, shape)
+        crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        box = np.asarray(mask_box(crop), dtype=bool)
+        if region is not None:
+            box = box & region[crop]
+        whole = bool(np.all(lo == 0) and np.all(hi == shape))
+        if box.any():
+            distance, _ = cKDTree((np.argwhere(box) + lo) * sampling).query(points * sampling)
+            # no voxel outside the box is nearer than the box's edge (edges of the array are no limit)
+            below = np.where(lo > 0, (points - lo + 1) * sampling, np.inf)
+            above = np.where(hi < shape, (hi - points) * sampling, np.inf)
+            edge = np.minimum(below, above).min(axis=1)
+            if whole or np.all(distance <= edge):
+                return float(np.mean(distance))
+        elif whole:
+            return float("nan")
+        radius *= 4
 
 
 def _pointing_hits(points: np.ndarray, mask_box, region, shape, spacing, tolerance_mm: float) -> float:
