@@ -18,6 +18,7 @@ from enum import Enum
 from subprocess import CalledProcessError
 from typing import Annotated
 
+import qt
 import vtk
 
 import slicer
@@ -42,6 +43,10 @@ METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Gr
                  "gradient": "Gradient", "inputxgradient": "Input x Gradient", "smoothgrad": "SmoothGrad",
                  "smoothgrad_sq": "SmoothGrad squared", "vargrad": "VarGrad", "ig": "Integrated Gradients",
                  "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion", "xrai3d": "XRAI-3D"}
+# methods with their own check box (and parameter); every other registered estimator is in the list
+CHECKBOX_METHODS = ("hirescam", "gradcam")
+# group titles of the method list, by registry family (saliency_inspector.explain.attribution.FAMILIES)
+FAMILY_LABELS = {"CAM": "CAMs", "gradient": "gradient-based", "perturbation": "perturbation", "custom": "custom"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
 # the phantom's Sample Data URIs (never fetched from a network) and the files they stand for
 PHANTOM_FILES = {"phantom://ct": "SaliencyPhantom-ct.nrrd", "phantom://organs": "SaliencyPhantom-organs.seg.nrrd"}
@@ -76,6 +81,21 @@ class SaliencyInspector(ScriptedLoadableModule):
             "Grad-CAM: Selvaraju et al., ICCV 2017."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def methodGroups(estimators=None) -> list:
+    """The estimators offered beside the HiResCAM / Grad-CAM check boxes, grouped by their family in
+    the registry (``saliency_inspector.explain.attribution.ESTIMATORS``): ``[(group title, [method
+    name, ...]), ...]`` in the registry's FAMILIES order, empty groups left out."""
+    from saliency_inspector.explain.attribution import ESTIMATORS, FAMILIES
+
+    estimators = ESTIMATORS if estimators is None else estimators
+    groups = []
+    for family in FAMILIES:
+        names = [n for n, info in estimators.items() if info.family == family and n not in CHECKBOX_METHODS]
+        if names:
+            groups.append((_(FAMILY_LABELS.get(family, family)), names))
+    return groups
 
 
 def registerSampleData():
@@ -147,6 +167,7 @@ class SaliencyInspectorParameterNode:
     modelPath: str = ""
     hirescam: bool = True
     gradcam: bool = True
+    moreMethods: str = ""  # the other estimators chosen in the method list, comma-separated names
     className: str = "all"
     targetLayer: str = ""
     device: Device = Device.AUTO
@@ -156,6 +177,10 @@ class SaliencyInspectorParameterNode:
     predictionsTable: vtkMRMLTableNode
     metricsTable: vtkMRMLTableNode
     rocChart: vtkMRMLPlotChartNode
+    fidelityTable: vtkMRMLTableNode
+    fidelityChart: vtkMRMLPlotChartNode
+    trustTable: vtkMRMLTableNode
+    trustChart: vtkMRMLPlotChartNode
 
 
 #
@@ -188,6 +213,10 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.fidelityButton.connect("clicked(bool)", self.onFidelityButton)
+        self.ui.trustButton.connect("clicked(bool)", self.onTrustButton)
+        self._fillMethodList()
+        self.ui.moreMethodsListWidget.connect("itemSelectionChanged()", self.onMoreMethodsChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.ui.classComboBox.connect("currentIndexChanged(int)", self.onClassChanged)
         self.ui.shownSaliencySelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onShownSaliencyChanged)
@@ -238,21 +267,61 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
             # a loaded scene brings back the last inspection's predictions
             self.ui.predictionsTableView.setMRMLTableNode(self._parameterNode.predictionsTable)
+            self._selectMoreMethods(self._parameterNode.moreMethods)
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        ready = bool(p and p.inputVolume and (p.hirescam or p.gradcam) and (p.useDemoModel or p.modelPath))
+        ready = bool(p and p.inputVolume and self._chosenMethods() and (p.useDemoModel or p.modelPath))
         self.ui.applyButton.enabled = ready and not self._running
         if not p or not p.inputVolume:
             self.ui.applyButton.toolTip = _("Select a CT volume")
-        elif not (p.hirescam or p.gradcam):
+        elif not self._chosenMethods():
             self.ui.applyButton.toolTip = _("Select at least one method")
         elif not (p.useDemoModel or p.modelPath):
             self.ui.applyButton.toolTip = _("Choose a model file or use the demo model")
         else:
             self.ui.applyButton.toolTip = _("Compute saliency maps, score them and show them")
         self.ui.modelPathLineEdit.enabled = bool(p) and not p.useDemoModel
+
+    def _chosenMethods(self) -> list:
+        """The methods Apply explains: the checked CAMs, then those chosen in the method list."""
+        p = self._parameterNode
+        if not p:
+            return []
+        checked = [m for m, on in (("hirescam", p.hirescam), ("gradcam", p.gradcam)) if on]
+        return checked + [m for m in (p.moreMethods or "").split(",") if m and m not in checked]
+
+    # ---- the method list (estimators from the registry, grouped by family) ------------------
+    def _fillMethodList(self) -> None:
+        from saliency_inspector.explain.attribution import ESTIMATORS
+
+        listWidget = self.ui.moreMethodsListWidget
+        listWidget.clear()
+        for title, names in methodGroups():
+            header = qt.QListWidgetItem(title)
+            header.setFlags(qt.Qt.NoItemFlags)  # a group title, not a choice
+            listWidget.addItem(header)
+            for name in names:
+                item = qt.QListWidgetItem("    " + METHOD_LABELS.get(name, name))
+                item.setData(qt.Qt.UserRole, name)
+                item.setToolTip(f"{ESTIMATORS[name].meaning} (cost: {ESTIMATORS[name].cost})")
+                listWidget.addItem(item)
+
+    def _selectMoreMethods(self, names) -> None:
+        """Select the list's items of ``names`` (comma-separated), e.g. from a loaded scene."""
+        chosen = set((names or "").split(","))
+        listWidget = self.ui.moreMethodsListWidget
+        wasBlocked = listWidget.blockSignals(True)
+        for row in range(listWidget.count):
+            item = listWidget.item(row)
+            item.setSelected(item.data(qt.Qt.UserRole) in chosen)
+        listWidget.blockSignals(wasBlocked)
+
+    def onMoreMethodsChanged(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.moreMethods = ",".join(
+                item.data(qt.Qt.UserRole) for item in self.ui.moreMethodsListWidget.selectedItems())
 
     # ---- actions -------------------------------------------------------------------------
     def onModelPathChanged(self, path) -> None:
@@ -279,7 +348,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not self.logic.ensureDependencies(askConfirmation=True):
             self.ui.statusLabel.text = _("Not run: the required Python packages are not installed.")
             return
-        methods = [m for m, on in (("hirescam", p.hirescam), ("gradcam", p.gradcam)) if on]
+        methods = self._chosenMethods()
         self._running = True
         self.ui.applyButton.enabled = False
         self.ui.cancelButton.enabled = True
@@ -352,6 +421,48 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
             self.logic.showComparison(p.inputVolume, p.shownSaliency, p.threshold, p.opacity,
                                       p.metricsTable, p.rocChart)
+
+    def _model(self) -> str:
+        p = self._parameterNode
+        return "demo" if p.useDemoModel else p.modelPath
+
+    def _requireShownMap(self) -> None:
+        from saliency_inspector.errors import InputError
+
+        p = self._parameterNode
+        if not p or not p.inputVolume or not p.shownSaliency:
+            raise InputError("no map is shown yet; compute the saliency maps with Apply first")
+
+    def onFidelityButton(self) -> None:
+        """Deletion/insertion curves of the shown map (plot view) and F (table view)."""
+        from saliency_inspector import mrml
+
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Cannot measure the fidelity of the shown map."), waitCursor=True):
+            self._requireShownMap()
+            if not self.logic.ensureDependencies(askConfirmation=True):
+                return
+            tableNode, chartNode, result = self.logic.fidelity(p.inputVolume, p.shownSaliency, model=self._model(),
+                                                               device=p.device.value)
+            p.fidelityTable, p.fidelityChart = tableNode, chartNode
+            mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
+            self.ui.statusLabel.text = _("Fidelity of {map}: F = {F:.3f}").format(
+                map=p.shownSaliency.GetName(), F=result.curves.F)
+
+    def onTrustButton(self) -> None:
+        """The trust card of the shown map (table view) and its randomization curves (plot view)."""
+        from saliency_inspector import mrml
+
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Cannot make the trust card of the shown map."), waitCursor=True):
+            self._requireShownMap()
+            tableNode, chartNode, card = self.logic.trust(p.inputVolume, p.shownSaliency, model=self._model(),
+                                                          segmentationNode=p.segmentation, device=p.device.value,
+                                                          progress=self._showProgress)
+            p.trustTable, p.trustChart = tableNode, chartNode
+            mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
+            self.ui.statusLabel.text = _("Trust card of {map}: see the table and the randomization plot.").format(
+                map=p.shownSaliency.GetName())
 
 
 #

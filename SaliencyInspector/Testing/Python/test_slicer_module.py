@@ -627,3 +627,146 @@ def test_the_self_test_is_skipped_without_installing_when_packages_are_missing(m
         unittest.defaultTestLoader.loadTestsFromTestCase(module.SaliencyInspectorTest))
     assert result.wasSuccessful() and len(result.skipped) == 1
     assert recorder.pip_calls == [] and recorder.torch_installs == [] and recorder.messages == []
+
+
+# ---- the widget's method list and its Fidelity / Trust buttons ------------------------------------
+class _ListWidgetItem:
+    """qt.QListWidgetItem's calls the widget makes (text, flags, data by role, tooltip, selection)."""
+
+    def __init__(self, text):
+        self.text, self.flags, self.roles, self.selected, self.toolTip = text, None, {}, False, ""
+
+    def setFlags(self, flags):
+        self.flags = flags
+
+    def setData(self, role, value):
+        self.roles[role] = value
+
+    def data(self, role):
+        return self.roles.get(role)
+
+    def setToolTip(self, text):
+        self.toolTip = text
+
+    def setSelected(self, selected):
+        self.selected = selected
+
+
+class _ListWidget:
+    """QListWidget in MultiSelection mode: items without flags (group titles) cannot be selected."""
+
+    def __init__(self):
+        self.items = []
+
+    @property
+    def count(self):  # a Q_PROPERTY: an attribute in PythonQt
+        return len(self.items)
+
+    def clear(self):
+        self.items = []
+
+    def addItem(self, item):
+        self.items.append(item)
+
+    def item(self, row):
+        return self.items[row]
+
+    def blockSignals(self, block):
+        return False
+
+    def selectedItems(self):
+        return [i for i in self.items if i.selected and i.flags is None]
+
+
+def test_method_list_offers_the_registrys_other_estimators_grouped_by_family(module_env, monkeypatch):
+    import types
+
+    from saliency_inspector.explain import attribution
+
+    module, recorder, app = module_env
+    registry = attribution.ESTIMATORS
+    groups = module.methodGroups()
+    assert [title for title, _ in groups] == ["CAMs", "gradient-based", "perturbation"]
+    for title, names in groups:  # each group holds exactly its family's estimators, in registry order
+        family = next(f for f, label in module.FAMILY_LABELS.items() if label == title)
+        assert names == [n for n, info in registry.items() if info.family == family and n not in ("hirescam", "gradcam")]
+    # an estimator registered later joins the list in its family's group
+    monkeypatch.setitem(registry, "intensity", attribution.EstimatorInfo("intensity", "custom", False, "1 forward", "x"))
+    assert module.methodGroups()[-1] == ("custom", ["intensity"])
+
+    # the list widget: a title item per group, one item per estimator carrying its name
+    qt = sys.modules["qt"]
+    monkeypatch.setattr(qt, "QListWidgetItem", _ListWidgetItem, raising=False)
+    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(WaitCursor=3, NoItemFlags=0, UserRole=32), raising=False)
+    widget = module.SaliencyInspectorWidget()
+    widget.ui = types.SimpleNamespace(moreMethodsListWidget=_ListWidget())
+    widget._parameterNode = types.SimpleNamespace(hirescam=True, gradcam=False, moreMethods="")
+    widget._fillMethodList()
+    items = widget.ui.moreMethodsListWidget.items
+    titles = [i.text for i in items if i.flags == 0]
+    assert titles == [title for title, _ in module.methodGroups()]
+    offered = [i.data(32) for i in items if i.flags is None]
+    assert offered == [n for _, names in module.methodGroups() for n in names]
+    # choosing two: the parameter node keeps them and Apply explains them after the checked CAMs
+    for item in items:
+        item.selected = item.data(32) in ("occlusion", "ig")
+    widget.onMoreMethodsChanged()
+    assert widget._parameterNode.moreMethods == "ig,occlusion"
+    assert widget._chosenMethods() == ["hirescam", "ig", "occlusion"]
+    # a loaded scene's choice is shown again in the list
+    widget._selectMoreMethods("smoothgrad")
+    assert [i.data(32) for i in items if i.selected] == ["smoothgrad"]
+
+
+def _widget_over(module, logic, **parameters):
+    import types
+
+    widget = module.SaliencyInspectorWidget()
+    widget.logic = logic
+    widget._parameterNode = types.SimpleNamespace(useDemoModel=True, modelPath="", device=module.Device.CPU,
+                                                  **parameters)
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""))
+    return widget
+
+
+def test_fidelity_and_trust_buttons_run_the_logic_on_the_shown_map(explained, monkeypatch):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    shown = nodes[("gradcam", "liver")]
+    widget = _widget_over(module, logic, inputVolume=ct, segmentation=organs, shownSaliency=shown)
+    calls, returned = [], []
+    real_fidelity = logic.fidelity
+
+    def fidelity(*args, **kwargs):
+        calls.append(("fidelity", args, kwargs))
+        returned.append(real_fidelity(*args, steps=4, **kwargs))  # few steps: the test's time, same code path
+        return returned[-1]
+
+    monkeypatch.setattr(logic, "fidelity", fidelity)
+    widget.onFidelityButton()
+    assert calls == [("fidelity", (ct, shown), {"model": "demo", "device": "cpu"})]
+    p, selection = widget._parameterNode, app.app_logic.GetSelectionNode()
+    assert selection.GetActiveTableID() == p.fidelityTable.GetID()
+    assert selection.GetActivePlotChartID() == p.fidelityChart.GetID()
+    table, chart, result = returned[0]
+    assert (p.fidelityTable, p.fidelityChart) == (table, chart)
+    assert f"F = {result.curves.F:.3f}" in widget.ui.statusLabel.text
+
+    # the trust card (its own computation is tested in test_trust_mrml.py): the shown map, the organs
+    table, chart = app.scene.AddNewNodeByClass("vtkMRMLTableNode"), app.scene.AddNewNodeByClass("vtkMRMLPlotChartNode")
+    monkeypatch.setattr(logic, "trust", lambda *a, **k: calls.append(("trust", a, k)) or (table, chart, None))
+    widget.onTrustButton()
+    name, args, kwargs = calls[-1]
+    assert (name, args) == ("trust", (ct, shown))
+    assert kwargs["segmentationNode"] is organs and kwargs["model"] == "demo" and kwargs["device"] == "cpu"
+    assert (p.trustTable, p.trustChart) == (table, chart)
+    assert (selection.GetActiveTableID(), selection.GetActivePlotChartID()) == (table.GetID(), chart.GetID())
+    assert recorder.messages == []
+
+    # no map shown yet: one message, no call, no node
+    empty = _widget_over(module, logic, inputVolume=ct, segmentation=organs, shownSaliency=None)
+    before = node_count(app.scene)
+    for handler in (empty.onFidelityButton, empty.onTrustButton):
+        with pytest.raises(InputError, match="no map is shown yet"):
+            handler()
+    assert len(calls) == 2 and node_count(app.scene) == before
+    assert [kind for kind, _ in recorder.messages] == ["error", "error"]
