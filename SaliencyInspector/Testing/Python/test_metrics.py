@@ -316,6 +316,63 @@ def test_body_region_from_the_phantom_ct():
     assert table.row("lung_left")["pointing_game"] == 0.0
 
 
+def _body_mask_reference(ct_array: np.ndarray) -> np.ndarray:
+    """The body mask's definition, written plainly on the whole array (int32 labels, one bincount)."""
+    from scipy import ndimage
+
+    labels, _count = ndimage.label(ct_array > -500.0)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
+    for k in range(body.shape[0]):
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return body
+
+
+def _air_with(shape, tissue: np.ndarray) -> np.ndarray:
+    return np.where(tissue, 40.0, -1000.0).astype(np.float32)
+
+
+def test_body_mask_equals_its_plain_definition():
+    """Cropped, uint16-labelled, slab-counted body mask == the plain whole-array definition, voxel for
+    voxel: on the phantom, on random blobs (several components, tied largest ones, holes that open
+    at the tissue's bounding box, tissue on the array's edge), and with > 65535 specks (int32 path)."""
+    from scipy import ndimage
+
+    from saliency_inspector.synth.phantom import make_phantom
+
+    ct = make_phantom(size=(48, 40, 20)).ct
+    assert np.array_equal(body_mask(ct), _body_mask_reference(ct.array))
+    rng = np.random.default_rng(7)
+    for trial in range(12):
+        shape = (14, 30, 26)
+        blobs = ndimage.gaussian_filter(rng.normal(size=shape), 1.5) > 0.1 + 0.05 * (trial % 3)
+        if trial % 2:  # keep the tissue away from the array's edge: the bounding box is a real crop
+            blobs[:2], blobs[:, :3], blobs[:, :, -4:] = False, False, False
+        if trial == 5:  # two equal largest components: the first in scan order wins in both
+            blobs[:] = False
+            blobs[3:6, 4:8, 4:8] = blobs[8:11, 14:18, 14:18] = True
+        volume = Volume(_air_with(shape, blobs), spacing=(1.0, 1.0, 1.0))
+        assert np.array_equal(body_mask(volume), _body_mask_reference(volume.array)), trial
+    # a ring whose hole opens at the bounding box's edge (not a hole) and a closed cavity (a hole)
+    ring = np.zeros((9, 20, 20), bool)
+    ring[2:7, 3:15, 3:15] = True
+    ring[3:6, 6:12, 6:12] = False  # a cavity, opened by a tunnel to the box's face: not a hole
+    ring[4, 8:10, 3:7] = False
+    ring[2:7, 3:15, 16:19] = True  # a second slab, joined to the first, with a closed cavity: a hole
+    ring[2:7, 14, 3:19] = True
+    ring[4, 6:9, 17] = False
+    volume = Volume(_air_with(ring.shape, ring), spacing=(1.0, 1.0, 1.0))
+    body = body_mask(volume)
+    assert np.array_equal(body, _body_mask_reference(volume.array))
+    assert not body[4, 9, 9] and not body[4, 9, 4] and body[4, 7, 17]
+    specks = np.zeros((82, 82, 82), bool)
+    specks[::2, ::2, ::2] = True  # 68921 isolated voxels: more labels than uint16 holds
+    specks[40:60, 40:60, 40:60] = True
+    volume = Volume(_air_with(specks.shape, specks), spacing=(1.0, 1.0, 1.0))
+    assert np.array_equal(body_mask(volume), _body_mask_reference(volume.array))
+
+
 def test_table_outputs(tmp_path):
     table = score_masks(HAND_MAP, {"m": HAND_MASK, "empty": np.zeros(HAND_MASK.shape, bool)})
     rows = json.loads(table.write_json(tmp_path / "t.json").read_text())

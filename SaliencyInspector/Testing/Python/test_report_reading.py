@@ -186,6 +186,21 @@ def test_peak_distance_is_the_distance_to_the_mask_in_mm():
         assert table.row("m")["pointing_game"] == 0.0
     mask[5, 10, 3] = True
     assert score_masks(saliency, {"m": mask}).row("m")["peak_distance_mm"] == 0.0
+    mask[2:9, 5:16, 0:10] = True  # the peak deep inside a solid mask (not on its surface): 0 too
+    assert score_masks(saliency, {"m": mask}).row("m")["peak_distance_mm"] == 0.0
+    # against brute force over every mask voxel: a blobby mask, peaks outside it, anisotropic voxels
+    rng = np.random.default_rng(3)
+    spacing = (0.7, 2.0, 3.0)
+    for _ in range(5):
+        blob = rng.random(saliency.shape) < 0.002
+        blob[3:7, 4:12, 18:27] = True
+        peak = tuple(int(rng.integers(0, n)) for n in saliency.shape)
+        blob[peak] = False
+        one = np.zeros(saliency.shape, np.float32)
+        one[peak] = 1.0
+        brute = np.min(np.linalg.norm((np.argwhere(blob) - peak) * np.asarray(spacing)[::-1], axis=1))
+        got = score_masks(one, {"m": blob}, spacing=spacing).row("m")["peak_distance_mm"]
+        assert got == pytest.approx(brute, rel=1e-12)
 
 
 def test_topk_identity_is_said_and_reference_levels_are_not_scores(tmp_path):
