@@ -697,12 +697,19 @@ def _peak_distance(points: np.ndarray, mask_box, region, shape, spacing, most: i
         if box.any():
             # the nearest mask voxel to a point outside the mask has a 6-neighbour outside it (a step
             # toward the point is nearer), so the tree holds only the surface: on a large organ a few
-            # % of its voxels, where np.argwhere of all of them cost 48 bytes a voxel before the tree
-            surface = ndimage.binary_erosion(box)  # border_value 0: the box's edge is surface
-            np.logical_not(surface, out=surface)  # in place: the box may be the whole grid
-            surface &= box
-            distance, _ = cKDTree((np.argwhere(surface) + lo) * sampling).query(points * sampling)
-            del surface
+            # % of its voxels, where np.argwhere of all of them cost 48 bytes a voxel before the tree.
+            # The surface is found inside the mask's own bounding box (a view, no copy): once the
+            # crop is the whole CT, a grid-sized erosion output was this function's memory peak.
+            tight = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in
+                          (np.flatnonzero(box.any(axis=tuple(a for a in range(3) if a != axis)))
+                           for axis in range(3)))
+            inner = box[tight]
+            surface = ndimage.binary_erosion(inner)  # border_value 0: the bounding box's edge is surface
+            np.logical_not(surface, out=surface)
+            surface &= inner
+            offset = lo + np.array([t.start for t in tight])
+            distance, _ = cKDTree((np.argwhere(surface) + offset) * sampling).query(points * sampling)
+            del surface, inner
             distance[box[tuple((points - lo).T)]] = 0.0  # points inside the mask
             # no voxel outside the box is nearer than the box's edge (edges of the array are no limit)
             below = np.where(lo > 0, (points - lo + 1) * sampling, np.inf)
