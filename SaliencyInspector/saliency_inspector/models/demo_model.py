@@ -2,19 +2,23 @@
 
 A small 3D CNN (multi-label: left lung, right lung, liver, kidney) whose head is
 conv 1×1×1 → sigmoid → flatten → linear, as in Draelos & Carin's AxialNet: the 1×1×1 convolution
-turns the features into a per-cell lesion probability map (``lesion_map``, the default CAM target
-layer) and one linear layer reads every cell of it. At ``lesion_map`` the gradient of a class score
-is the class's linear weights reshaped to the feature grid (G = W^c exactly), so HiResCAM
-(Σ_k G_k ⊙ A_k) sums to logit − bias and keeps *where* the class looks, while Grad-CAM averages G
-over space first and gives every class the same map shape: the two genuinely differ.
+turns the features into 8 per-cell lesion probability maps (``lesion_map``, the default CAM target
+layer; channel k < 4 is "a lesion of class k in this cell", the other 4 are free) and one linear
+layer reads every cell of them. The 1×1×1 convolution also sees each cell's position (three fixed
+coordinate channels), which lets the left-lung channel ignore right-lung lesions. At ``lesion_map`` the gradient of a class score is the class's
+linear weights reshaped to the feature grid (G = W^c exactly), so HiResCAM (Σ_k G_k ⊙ A_k) sums to
+logit − bias and keeps *where* the class looks, while Grad-CAM averages G over space first (one
+weight per channel): with several channels each class gets its own Grad-CAM picture, but a blurred
+one.
 
 Training (:func:`train_demo_model`) on :func:`saliency_inspector.phantom.make_phantom` cases:
-BCE on the labels plus a per-cell "is there a lesion here?" BCE on the lesion map (deep
-supervision from the phantom's lesion masks), with the linear head initialised from the organ
-atlas (the mean organ fraction of each cell), so class c starts as "lesion evidence inside organ c".
-Plain BCE, and BCE + Draelos's mask loss, stayed at chance (validation AUC ≈ 0.5) in a CPU budget of
-minutes. Because the lesion map is supervised, the maps are partly right by training: this model is
-a known-answer model for checking the saliency pipeline (geometry, resampling, metrics), not
+BCE on the labels plus a per-cell "is there a lesion of class k here?" BCE on lesion-map channel k
+(deep supervision from the phantom's lesion masks), with the linear head initialised from the organ
+atlas (the mean organ fraction of each cell) and trained 40× slower than the rest, so class c
+stays "lesion evidence inside organ c" while the detectors learn. Plain BCE, BCE + Draelos's mask
+loss, and one shared lesion channel stayed near chance for liver and kidney in a CPU budget of
+minutes. Because the lesion maps are supervised, the maps are partly right by training: this model
+is a known-answer model for checking the saliency pipeline (geometry, resampling, metrics), not
 evidence that HiResCAM finds lesions in general.
 
 Seeded and deterministic on CPU (same torch version and thread count → same weights):
@@ -53,16 +57,22 @@ DEFAULT_ARCH_KWARGS = {
     "num_classes": len(DEMO_CLASSES),
     "channels": [8, 16, 32],
     "input_size": list(INPUT_SIZE),
+    "map_channels": 8,  # ≥ 8 target-layer channels: Grad-CAM has a weight per channel to differ by
+    "coordinates": True,
 }
 POOLING = 4  # two 2× max-poolings: (32, 64, 64) -> feature grid (8, 16, 16), cells of ~25×25×37 mm
 
 LESION_POS_WEIGHT = 10.0  # lesion cells are ~0.2% of all cells: weight them up in the per-cell loss
 HEAD_INIT_SCALE = 4.0  # initial class weight of a cell fully inside the class's organ
-N_TRAIN = 480
+N_TRAIN = 960
 N_VALIDATION = 64
-EPOCHS = 12
+EPOCHS = 25
 BATCH_SIZE = 8
-LEARNING_RATE = 2e-3
+LEARNING_RATE = 4e-3
+# The linear head (64k weights, one per cell, channel and class) starts as the organ atlas; Adam
+# moves every weight by about its rate each step whatever its gradient, so at the detectors' rate the
+# atlas would fill with noise from a few hundred cases: the head learns 40x slower.
+HEAD_LEARNING_RATE = 1e-4
 TORCH_THREADS = 2
 # Phantom seeds: training cases use 1_000_000*(seed+1)+i, validation cases 1_000_000*(seed+1)+500_000+i,
 # so seeds below 1_000_000 (the tests', the demo's) are never seen in training.
@@ -72,7 +82,7 @@ _VALIDATION_OFFSET = 500_000
 
 # ---- network --------------------------------------------------------------------------------------
 def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input_size=INPUT_SIZE,
-                       map_channels=1):
+                       map_channels=1, coordinates=False):
     """The demo CNN: conv blocks (``features``) → 1×1×1 conv to ``map_channels`` + sigmoid
     (``lesion_map``, the CAM target layer) → flatten → linear (``classifier``).
 
@@ -80,6 +90,9 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
     ``map_channels`` ≥ ``num_classes`` the first ``num_classes`` channels are trained as per-class
     lesion maps (one detector per class), so Grad-CAM's channel weights, and its maps, differ between
     classes; with one channel (the first shipped model) every class's Grad-CAM is the same picture.
+    With ``coordinates`` the features end with three fixed channels, each cell's (z, y, x) position
+    in [-1, 1], so the 1×1×1 lesion-map convolution can tell "a lesion in the *left* lung" from one in
+    the right (3×3 convolutions see mirror images alike).
     Returns an ``nn.Module`` in training mode with (caller-seeded) random weights.
     """
     import torch
@@ -107,10 +120,12 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
         def __init__(self):
             super().__init__()
             # max pooling, not strided convolution: a small lesion's response survives downsampling
-            self.features = nn.Sequential(*block(in_channels, c1), nn.MaxPool3d(2), *block(c1, c2),
-                                          nn.MaxPool3d(2), *block(c2, c3), nn.Conv3d(c3, c3, 3, padding=1),
-                                          nn.ReLU())
-            self.lesion_map = nn.Sequential(nn.Conv3d(c3, m, 1), nn.Sigmoid())
+            layers = [*block(in_channels, c1), nn.MaxPool3d(2), *block(c1, c2), nn.MaxPool3d(2),
+                      *block(c2, c3), nn.Conv3d(c3, c3, 3, padding=1), nn.ReLU()]
+            if coordinates:
+                layers.append(_coordinates_module(feature_size))
+            self.features = nn.Sequential(*layers)
+            self.lesion_map = nn.Sequential(nn.Conv3d(c3 + (3 if coordinates else 0), m, 1), nn.Sigmoid())
             self.classifier = nn.Linear(m * math.prod(feature_size), num_classes)
             self.input_size = input_size
             self.feature_size = feature_size
@@ -140,6 +155,27 @@ def build_demo_network(in_channels=1, num_classes=4, channels=(8, 16, 32), input
                                  f"tensors, got {tuple(x.shape)}; resize the CT to the model card's input.size")
 
     return DemoNet()
+
+
+def _coordinates_module(size):
+    """An ``nn.Module`` appending each voxel's position (3 channels) to its input of spatial ``size``.
+    Built in a function so that importing this module does not import torch."""
+    import torch
+    from torch import nn
+
+    class AppendCoordinates(nn.Module):
+        """Appends 3 channels: each voxel's (z, y, x) index scaled to [-1, 1] (a fixed buffer, not in
+        the state dict)."""
+
+        def __init__(self, size):
+            super().__init__()
+            axes = [torch.linspace(-1.0, 1.0, int(n)) for n in size]
+            self.register_buffer("grid", torch.stack(torch.meshgrid(*axes, indexing="ij"))[None], persistent=False)
+
+        def forward(self, x):
+            return torch.cat([x, self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1, -1)], 1)
+
+    return AppendCoordinates(size)
 
 
 def init_head_from_atlas(model, organ_masks):
@@ -302,7 +338,8 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
 
     training = {
         "seed": int(seed), "n_cases": int(n_train), "epochs": int(epochs), "batch_size": BATCH_SIZE,
-        "learning_rate": LEARNING_RATE, "lesion_cell_pos_weight": LESION_POS_WEIGHT,
+        "learning_rate": LEARNING_RATE, "head_learning_rate": HEAD_LEARNING_RATE,
+        "lesion_cell_pos_weight": LESION_POS_WEIGHT,
         "head_init": f"organ atlas x {HEAD_INIT_SCALE}", "lesion_scale": LESION_SCALE,
         "torch_threads": TORCH_THREADS,
         "torch_version": torch.__version__, "train_seeds": [base + _TRAIN_OFFSET, base + _TRAIN_OFFSET + n_train - 1],
@@ -346,7 +383,10 @@ def _fit(model, x, y, cells, epochs, generator, say):
     import torch
     import torch.nn.functional as F
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    head = model.classifier.weight
+    rest = [p for p in model.parameters() if p is not head]
+    optimizer = torch.optim.Adam([{"params": rest, "lr": LEARNING_RATE},
+                                  {"params": [head], "lr": HEAD_LEARNING_RATE}])
     steps = epochs * math.ceil(len(x) / BATCH_SIZE)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     pos_weight = torch.tensor(LESION_POS_WEIGHT)
