@@ -189,7 +189,9 @@ def cmd_evaluate(args) -> int:
                         source=args.region_masks)
         region = (f"{args.region} (from {Path(args.region_masks).name})",
                   others.resampled_to(saliency).mask(args.region))
-    table = evaluate(saliency, segments, region=region, threshold=args.threshold, ct=ct, note=progress)
+    handed = [ct]  # evaluate gets the only reference, so it can free the CT once the region is made
+    del ct
+    table = evaluate(saliency, segments, region=region, threshold=args.threshold, ct=handed.pop(), note=progress)
     if args.json:
         table.write_json(args.json)
         progress(f"wrote {args.json}")

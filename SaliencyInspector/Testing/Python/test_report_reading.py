@@ -256,3 +256,18 @@ def test_shared_colour_scale_keeps_the_weaker_map_weaker(phantom):
     on_shared = slice_panels(phantom.ct, weak, point=point, threshold=0.3, panel_px=100, scale=shared)[0].rgb
     heat = lambda rgb: ((rgb[..., 0] > 0.75) & (rgb[..., 0] - rgb[..., 2] > 0.35)).sum()  # noqa: E731
     assert heat(own) > 5 and heat(on_shared) == 0
+
+
+def test_peak_distance_never_writes_into_the_callers_masks():
+    """The peak-distance search ANDs the mask with the region in place only on arrays it made itself
+    (a labelmap == label); a caller's boolean mask is read, never modified."""
+    saliency = np.zeros((10, 20, 30), np.float32)
+    saliency[5, 10, 3] = 1.0
+    mask = np.zeros(saliency.shape, bool)
+    mask[2:8, 5:15, 10:25] = True
+    region = np.ones(saliency.shape, bool)
+    region[:, :, 10:12] = False  # cuts the mask's near edge, inside the first search box
+    before = mask.copy()
+    row = score_masks(saliency, {"m": mask}, region=region).row("m")
+    assert row["peak_distance_mm"] == pytest.approx(9.0)  # x 3 -> 12, the first mask voxel in the region
+    np.testing.assert_array_equal(mask, before)

@@ -352,6 +352,7 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     masks = _mask_source(segments, saliency, note)
     kind, arg = parse_threshold(threshold)
     region_mask, region_name, region_segment = _region(region, masks, saliency, ct, note)
+    ct = None  # only the region needed it: freed here when the caller handed over its only reference
 
     # Only the region's scores are copied (S⁺ = ReLU, in place); no full-grid index or score arrays.
     flat_raw = raw.ravel()
@@ -692,7 +693,10 @@ def _peak_distance(points: np.ndarray, mask_box, region, shape, spacing, most: i
         crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         box = np.asarray(mask_box(crop), dtype=bool)
         if region is not None:
-            box = box & region[crop]
+            if box.flags.owndata and box.flags.writeable:  # made for us (a labelmap == label): and in place
+                np.logical_and(box, region[crop], out=box)  # once the crop is the whole CT, a second
+            else:  # grid-sized array here was evaluate's memory peak; a view of the caller's mask is copied
+                box = box & region[crop]
         whole = bool(np.all(lo == 0) and np.all(hi == shape))
         if box.any():
             # the nearest mask voxel to a point outside the mask has a 6-neighbour outside it (a step
