@@ -39,13 +39,13 @@ HOMEPAGE = "https://github.com/saliency-inspector/SlicerSaliencyInspector"
 # The core's own floor (pyproject.toml); what pip will install may need a newer torch (computed).
 MINIMUM_TORCH = ">=2.2"
 METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
-                 # estimators beyond CAMs (saliency_inspector.explain.attribution): logic.explain(methods=...)
+                 # estimators beyond CAMs (saliency_inspector.explainers.attribution): logic.explain(methods=...)
                  "gradient": "Gradient", "inputxgradient": "Input x Gradient", "smoothgrad": "SmoothGrad",
                  "smoothgrad_sq": "SmoothGrad squared", "vargrad": "VarGrad", "ig": "Integrated Gradients",
                  "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion", "xrai3d": "XRAI-3D"}
 # methods with their own check box (and parameter); every other registered estimator is in the list
 CHECKBOX_METHODS = ("hirescam", "gradcam")
-# group titles of the method list, by registry family (saliency_inspector.explain.attribution.FAMILIES)
+# group titles of the method list, by registry family (saliency_inspector.explainers.attribution.FAMILIES)
 FAMILY_LABELS = {"CAM": "CAMs", "gradient": "gradient-based", "perturbation": "perturbation", "custom": "custom"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
 # the phantom's Sample Data URIs (never fetched from a network) and the files they stand for
@@ -85,9 +85,9 @@ class SaliencyInspector(ScriptedLoadableModule):
 
 def methodGroups(estimators=None) -> list:
     """The estimators offered beside the HiResCAM / Grad-CAM check boxes, grouped by their family in
-    the registry (``saliency_inspector.explain.attribution.ESTIMATORS``): ``[(group title, [method
+    the registry (``saliency_inspector.explainers.attribution.ESTIMATORS``): ``[(group title, [method
     name, ...]), ...]`` in the registry's FAMILIES order, empty groups left out."""
-    from saliency_inspector.explain.attribution import ESTIMATORS, FAMILIES
+    from saliency_inspector.explainers.attribution import ESTIMATORS, FAMILIES
 
     estimators = ESTIMATORS if estimators is None else estimators
     groups = []
@@ -294,7 +294,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # ---- the method list (estimators from the registry, grouped by family) ------------------
     def _fillMethodList(self) -> None:
-        from saliency_inspector.explain.attribution import ESTIMATORS
+        from saliency_inspector.explainers.attribution import ESTIMATORS
 
         listWidget = self.ui.moreMethodsListWidget
         listWidget.clear()
@@ -649,7 +649,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         CUDA out-of-memory error falls back to the CPU and says so through ``progress`` and the log.
         """
         from saliency_inspector import mrml
-        from saliency_inspector.explain.explanation import explain
+        from saliency_inspector.explainers.explanation import explain
 
         ct = mrml.volume_from_node(volumeNode)  # InputError for no / non-scalar / 2D volumes
         self._requireDependencies()
@@ -695,7 +695,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         segment), an ROC plot chart node (None when ``rocChart`` is False) and the core
         ``EvaluationTable``.
         """
-        from saliency_inspector.evaluate import metrics
+        from saliency_inspector.scoring import metrics
         from saliency_inspector import mrml
 
         saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
@@ -731,8 +731,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         """
         from saliency_inspector import mrml
         from saliency_inspector.errors import InputError
-        from saliency_inspector.evaluate.fidelity import fidelity, map_on_input_grid
-        from saliency_inspector.explain.attribution import batch_size, for_input, EstimatorSettings
+        from saliency_inspector.scoring.fidelity import fidelity, map_on_input_grid
+        from saliency_inspector.explainers.attribution import batch_size, for_input, EstimatorSettings
         from saliency_inspector.models.preprocess import preprocess
 
         classifier = self.loadClassifier(model, device)
@@ -764,7 +764,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         """
         from saliency_inspector import mrml
         from saliency_inspector.errors import InputError
-        from saliency_inspector.trust_card import run_trust
+        from saliency_inspector.workflows.trust import run_trust
 
         say = self._progress(progress)
         method = saliencyNode.GetAttribute("SaliencyInspector.Method")
@@ -1019,7 +1019,7 @@ def _emptyCudaCache() -> None:
 
 def _evaluationRegion(table, segments, ct, saliency):
     """The region mask the metrics used (body segment, CT body, or None = all) for the ROC curves."""
-    from saliency_inspector.evaluate import metrics
+    from saliency_inspector.scoring import metrics
 
     region = str(table.region)
     if region.startswith("body (segment"):

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from saliency_inspector.cohort.batch import batch
+from saliency_inspector.workflows.batch import batch
 from saliency_inspector.cohort.executors import InProcessExecutor, ProcessPoolCaseExecutor, RayExecutor
 from saliency_inspector.synth.cohort import phantom_cohort
 

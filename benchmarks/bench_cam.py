@@ -47,7 +47,7 @@ def variants(model, x, layer):
     from captum.attr import LayerGradCam
     from monai.visualize import GradCAM
 
-    from saliency_inspector.explain.cam import compute_cams, get_layer
+    from saliency_inspector.explainers.cam import compute_cams, get_layer
 
     identity_up = lambda _size: (lambda t: t)  # noqa: E731 - no upsampling: compare the raw maps
     monai_cam = GradCAM(model, target_layers=layer, upsampler=identity_up, postprocessing=lambda t: t)

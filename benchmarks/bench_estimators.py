@@ -42,7 +42,7 @@ def setup(size, device):
 
 
 def settings_for(mode):
-    from saliency_inspector.explain.attribution import EstimatorSettings
+    from saliency_inspector.explainers.attribution import EstimatorSettings
 
     steps, samples = (32, 25) if mode == "full" else (4, 4)
     # spacing 2 mm: a 50 mm occlusion window is 25 voxels, stride 50 mm
@@ -55,8 +55,8 @@ def variants(model, x, mode):
     import torch
     from captum.attr import GuidedGradCam, InputXGradient, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
-    from saliency_inspector.explain import attribution as A
-    from saliency_inspector.explain.cam import get_layer
+    from saliency_inspector.explainers import attribution as A
+    from saliency_inspector.explainers.cam import get_layer
 
     s = settings_for(mode)
     target = 0
@@ -124,8 +124,8 @@ class _Clf:
 def fidelity_run(model, x, s):
     import torch
 
-    from saliency_inspector.evaluate.fidelity import fidelity
-    from saliency_inspector.explain import attribution as A
+    from saliency_inspector.scoring.fidelity import fidelity
+    from saliency_inspector.explainers import attribution as A
 
     saliency = torch.rand(x.shape[2:], generator=torch.Generator().manual_seed(0))
     batch = min(21, A.batch_size(model, x, s, backward=False))
@@ -177,7 +177,7 @@ def peak_memory_child(size, device, key, mode):
     runs, _meta = variants(model, x, mode)
     runs["forward (no_grad)"]()
     if key.startswith("ours"):  # the memory probe runs once per model: not part of a call's peak
-        from saliency_inspector.explain.attribution import sample_bytes
+        from saliency_inspector.explainers.attribution import sample_bytes
 
         sample_bytes(model, x)
     if str(device).startswith("cuda"):
@@ -215,7 +215,7 @@ def demo_costs():
     default settings, as a multiple of one forward+backward (median of 3 after a warm-up)."""
     import torch
 
-    from saliency_inspector.explain import attribution as A
+    from saliency_inspector.explainers import attribution as A
     from saliency_inspector.models.demo_model import demo_classifier
     from saliency_inspector.models.preprocess import preprocess
     from saliency_inspector.synth.phantom import make_phantom

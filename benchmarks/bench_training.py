@@ -7,7 +7,7 @@
    interleaved repeats (the CPU is shared: each round runs both variants back to back); the
    ratio is the median of the paired ratios. Goal: ≤ 1.6× (one extra backward to the layer).
 2. Shortcut (``--full``): a liver-confounded 200-case cohort (q = 0.95 train/val, 0.5 test), the
-   two models of :mod:`saliency_inspector.shortcut` trained from scratch, measured on the test split.
+   two models of :mod:`saliency_inspector.workflows.shortcut` trained from scratch, measured on the test split.
    The quick default mode measures the *shipped* pair on a fresh 60-case cohort instead (no training).
 
 Usage: python benchmarks/bench_training.py [--repeats N] [--full] [--threads T]
@@ -44,7 +44,7 @@ def step_times(name, repeats):
     # the allowed region: one random box per case and class, at input resolution
     allowed = torch.zeros(8, 4, *size, dtype=torch.bool)
     allowed[..., size[0] // 4: size[0] // 2, size[1] // 4: size[1] // 2, size[2] // 4: size[2] // 2] = True
-    from saliency_inspector.explain.cam import differentiable_cams
+    from saliency_inspector.explainers.cam import differentiable_cams
 
     with torch.no_grad():
         feature_shape = tuple(differentiable_cams(model.eval(), x[:1], layer)[1]["hirescam"].shape[2:])

@@ -33,8 +33,8 @@ def _timed(fn):
 
 def bench_randomization(classifier, ct, class_name, repeats):
     import saliency_inspector as si
-    from saliency_inspector.evaluate.trust import randomization_curve
-    from saliency_inspector.explain.randomization import randomized_maps
+    from saliency_inspector.scoring.trust import randomization_curve
+    from saliency_inspector.explainers.randomization import randomized_maps
 
     si.explain(classifier, ct, methods=["hirescam"], classes=[class_name])  # warm-up
     explain_s, cascade_s, blocks = [], [], 0
@@ -66,7 +66,7 @@ def densenet_classifier(device):
 
 
 def bench_gaze(repeats):
-    from saliency_inspector.evaluate import gaze
+    from saliency_inspector.scoring import gaze
     Fixations, compare_with_gaze = gaze.Fixations, gaze.compare_with_gaze
     from saliency_inspector.io.volume import Volume
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT / "SaliencyInspector" / "Testing" / "Python"))
 
 import offscreen_views as ov  # noqa: E402  (sets the EGL window before VTK renders)
 
-from saliency_inspector.evaluate import metrics  # noqa: E402
+from saliency_inspector.scoring import metrics  # noqa: E402
 
 from saliency_inspector import mrml  # noqa: E402
 from saliency_inspector.models.demo_model import LESION_SCALE  # noqa: E402
-from saliency_inspector.explain.explanation import explain  # noqa: E402
+from saliency_inspector.explainers.explanation import explain  # noqa: E402
 from saliency_inspector.models.demo_model import demo_classifier  # noqa: E402
 from saliency_inspector.models.loading import load_classifier  # noqa: E402
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case  # noqa: E402

@@ -9,8 +9,6 @@ touches MRML (scene passed in). Heavy modules (torch, VTK) are imported lazily, 
 names that need them, so Slicer's start-up does not import torch.
 """
 
-import sys
-import types
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -30,23 +28,23 @@ _EXPORTS = {
     "demo_classifier": "models.demo_model",
     "preprocess": "models.preprocess", "resample_map": "models.preprocess",
     "ORIENTATION_CODES": "models.preprocess", "orientation_direction": "models.preprocess",
-    "explain": "explain.explanation", "Explanation": "explain.explanation",
-    "register_estimator": "explain.attribution", "EstimatorSettings": "explain.attribution",
-    "ESTIMATORS": "explain.attribution", "attribute": "explain.attribution",
-    "evaluate": "evaluate.metrics", "METRICS": "evaluate.metrics",
-    "check_same_body": "evaluate.consistency",
-    "fidelity": "evaluate.fidelity",
+    "explain": "explainers.explanation", "Explanation": "explainers.explanation",
+    "register_estimator": "explainers.attribution", "EstimatorSettings": "explainers.attribution",
+    "ESTIMATORS": "explainers.attribution", "attribute": "explainers.attribution",
+    "evaluate": "scoring.metrics", "METRICS": "scoring.metrics",
+    "check_same_body": "scoring.consistency",
+    "fidelity": "scoring.fidelity",
     "render_overlay": "view.render",
     "write_report": "view.report",
-    "run_demo": "demo",
-    "compare_estimators": "compare",
-    "batch": "cohort.batch", "BatchResult": "cohort.batch",
+    "run_demo": "workflows.demo",
+    "compare_estimators": "workflows.compare",
+    "batch": "workflows.batch", "BatchResult": "workflows.batch",
     "cohort_statistics": "cohort.stats", "bootstrap_mean_ci": "cohort.stats",
-    "compare_maps": "evaluate.similarity",
-    "read_fixations": "evaluate.gaze", "compare_with_gaze": "evaluate.gaze",
-    "run_trust": "trust_card",
+    "compare_maps": "scoring.similarity",
+    "read_fixations": "scoring.gaze", "compare_with_gaze": "scoring.gaze",
+    "run_trust": "workflows.trust",
     "train": "training.loop", "mask_loss": "training.mask_loss",
-    "run_shortcut_demo": "shortcut",
+    "run_shortcut_demo": "workflows.shortcut",
 }
 # Models shipped with the project register themselves with the generic loader when imported;
 # `si.load_classifier("demo")` should work without the caller knowing that.
@@ -66,23 +64,6 @@ def _load(name):
 def __getattr__(name):
     if name in _EXPORTS:
         value = _load(name)
-        if name not in _SHARED_NAMES:
-            globals()[name] = value
+        globals()[name] = value
         return value
     raise AttributeError(f"module 'saliency_inspector' has no attribute {name!r}")
-
-
-# `explain` and `evaluate` are both subpackages and public functions. Importing a subpackage makes
-# Python set the package attribute of that name to the subpackage, which would hide the function;
-# a property on the package's class wins over that attribute, so `si.explain` stays the function.
-# (Import submodules with `from saliency_inspector.explain import cam`, not `import ... as`.)
-_SHARED_NAMES = ("explain", "evaluate")
-
-
-class _Package(types.ModuleType):
-    pass
-
-
-for _name in _SHARED_NAMES:
-    setattr(_Package, _name, property(lambda self, _n=_name: _load(_n), lambda self, value: None))
-sys.modules[__name__].__class__ = _Package

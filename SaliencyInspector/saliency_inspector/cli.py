@@ -137,7 +137,7 @@ def cmd_phantom_cohort(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain.explanation import explain, safe_name
+    from .explainers.explanation import explain, safe_name
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
     from .models.loading import load_classifier
@@ -167,11 +167,11 @@ def cmd_explain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate.metrics import evaluate
+    from .scoring.metrics import evaluate
     from .io.segments import read_segments
     from .io.volume import read_volume
 
-    from .evaluate.consistency import check_same_body
+    from .scoring.consistency import check_same_body
 
     guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv])
     saliency = read_volume(args.map)
@@ -203,7 +203,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_estimators
+    from .workflows.compare import compare_estimators
     from .io.segments import read_segments
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
@@ -244,7 +244,7 @@ def cmd_render(args) -> int:
     saliency = read_volume(args.map)
     segments = None
     if args.masks:
-        from .evaluate.consistency import check_same_body
+        from .scoring.consistency import check_same_body
 
         segments = read_segments(args.masks)
         check_same_body(segments, ct, ct, allow_mismatch=args.allow_mismatch, warn=progress, source=args.masks)
@@ -270,7 +270,7 @@ def _render_title(map_path: Path) -> str | None:
     title = f"{method_label(method)} · class {name}"
     try:
         record = json.loads(predictions.read_text())
-        from .explain.explanation import safe_name
+        from .explainers.explanation import safe_name
 
         names = [safe_name(c) for c in record["class_names"]]
         title += f" · p = {record['probabilities'][names.index(name)]:.2f}"
@@ -311,11 +311,11 @@ def parse_point(text: str):
 def cmd_demo(args) -> int:
     guard_outputs(folders=[args.out])
     if args.shortcut:
-        from .shortcut import run_shortcut_demo
+        from .workflows.shortcut import run_shortcut_demo
 
         run_shortcut_demo(out_dir=args.out, device=args.device, progress=progress)
         return 0
-    from .demo import run_demo
+    from .workflows.demo import run_demo
 
     run_demo(out_dir=args.out, device=args.device, progress=progress, shared_scale=args.shared_scale,
              at=parse_point(args.at) if args.at else None)
@@ -356,7 +356,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_shortcut(args) -> int:
-    from .shortcut import TRAINING, shortcut_cohort, train_shortcut_models
+    from .workflows.shortcut import TRAINING, shortcut_cohort, train_shortcut_models
 
     _refuse_shipped_models(args.out)
     guard_outputs([args.manifest], folders=[args.out] + ([] if args.manifest else [args.cohort]))
@@ -408,7 +408,7 @@ def estimator_settings(args) -> dict:
 
 
 def cmd_batch(args) -> int:
-    from .cohort.batch import batch
+    from .workflows.batch import batch
 
     guard_outputs([args.manifest, args.model, args.card], folders=[args.out])
     if args.workers is not None and args.workers < 1:
@@ -429,7 +429,7 @@ def cmd_trust(args) -> int:
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
     from .models.loading import load_classifier
-    from .trust_card import run_trust
+    from .workflows.trust import run_trust
 
     guard_outputs([args.ct, *args.model, *(args.card or []), args.masks, args.fixations, *(args.cohort or []),
                    *(args.cohort_masks or [])], folders=[args.out])

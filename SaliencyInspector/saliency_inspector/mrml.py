@@ -543,7 +543,7 @@ def add_trust_table(scene, card, name: str = "Trust card"):
     """A table node of the trust card (:class:`evaluate.trust.TrustCard`): one row per method, three
     columns per criterion (``<key>_value``, ``<key>_baseline``, ``<key>_verdict``) titled and
     described from :data:`evaluate.trust.CRITERIA` (its rule in the verdict column's tooltip)."""
-    from .evaluate.trust import CRITERIA
+    from .scoring.trust import CRITERIA
 
     rows = card.table()
     if not rows:

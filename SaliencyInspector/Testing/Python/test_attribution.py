@@ -10,8 +10,8 @@ from torch import nn
 import saliency_inspector as si
 from saliency_inspector import cli
 from saliency_inspector.errors import InputError
-from saliency_inspector.explain import attribution as A
-from saliency_inspector.explain.explanation import explain
+from saliency_inspector.explainers import attribution as A
+from saliency_inspector.explainers.explanation import explain
 
 from test_explain import DIRECTION, ORIGIN, SHAPE, SPACING, blob_classifier, lesion_ct
 

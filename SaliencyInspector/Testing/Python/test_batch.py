@@ -15,7 +15,7 @@ import pytest
 import saliency_inspector as si
 from saliency_inspector.cli import main
 from saliency_inspector.cohort import case as case_module
-from saliency_inspector.cohort.batch import batch
+from saliency_inspector.workflows.batch import batch
 from saliency_inspector.cohort.executors import ProcessPoolCaseExecutor, RayExecutor
 from saliency_inspector.cohort.stats import (bootstrap_indices, bootstrap_mean_ci, cohort_statistics,
                                              model_auc, roc_auc)

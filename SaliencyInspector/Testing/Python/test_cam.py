@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_inspector.explain.cam import METHODS, capture, compute_cams, find_target_layer, gradcam, hirescam
+from saliency_inspector.explainers.cam import METHODS, capture, compute_cams, find_target_layer, gradcam, hirescam
 from saliency_inspector.errors import InputError
 
 torch.set_num_threads(1)

@@ -378,7 +378,7 @@ def test_masks_of_another_patient_are_refused_or_warned(two_patients, capfd, com
 def test_same_body_measurements_separate_patients():
     import importlib
 
-    consistency = importlib.import_module("saliency_inspector.evaluate.consistency")
+    consistency = importlib.import_module("saliency_inspector.scoring.consistency")
     a = make_phantom(seed=0, size=(128, 128, 40))
     same_oblique = make_phantom(seed=0, size=(100, 100, 30), oblique=True)
     other = make_phantom(seed=7, size=(128, 128, 40))

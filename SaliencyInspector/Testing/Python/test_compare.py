@@ -7,7 +7,7 @@ import pytest
 
 import saliency_inspector as si
 from saliency_inspector import cli
-from saliency_inspector.compare import best_topk_dice, region_dice
+from saliency_inspector.workflows.compare import best_topk_dice, region_dice
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

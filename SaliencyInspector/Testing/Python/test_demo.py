@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_inspector.demo import run_demo
+from saliency_inspector.workflows.demo import run_demo
 from saliency_inspector.models.demo_model import DEFAULT_ARCH_KWARGS, DEMO_CLASSES, build_demo_network, demo_card
 from saliency_inspector.models.loading import Classifier, ModelCard
 from saliency_inspector.io.segments import read_segments

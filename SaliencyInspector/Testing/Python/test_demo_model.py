@@ -164,7 +164,7 @@ def test_unseen_phantoms_hirescam_points_at_the_lesion_organ_and_lungs_are_predi
 def test_demo_classifier_through_the_public_pipeline_matches_the_direct_path(shipped):
     """models.demo_classifier + explain give the same logits and (raw, feature-grid) HiResCAM as the
     network's own exact head, and maps on the CT's grid."""
-    from saliency_inspector.explain.explanation import explain
+    from saliency_inspector.explainers.explanation import explain
     from saliency_inspector.models.demo_model import demo_classifier
     from saliency_inspector.synth.phantom import make_phantom
 
@@ -214,7 +214,7 @@ def test_a_multichannel_lesion_map_gives_class_specific_gradcam_and_keeps_the_ex
     """With ``map_channels`` ≥ the class count the target layer has several channels: HiResCAM still
     sums to logit − bias, and Grad-CAM (channel weights = spatial means of W^c) differs between
     classes; with the shipped one-channel map every class's Grad-CAM is the same picture (|r| = 1)."""
-    from saliency_inspector.explain.cam import compute_cams
+    from saliency_inspector.explainers.cam import compute_cams
 
     def gradcam_correlations(map_channels):
         torch.manual_seed(4)

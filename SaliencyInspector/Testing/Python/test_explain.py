@@ -10,7 +10,7 @@ from torch import nn
 
 from saliency_inspector import cli
 from saliency_inspector.errors import InputError
-from saliency_inspector.explain.explanation import explain
+from saliency_inspector.explainers.explanation import explain
 from saliency_inspector.models.loading import ModelCard, load_classifier
 from saliency_inspector.io.volume import Volume, read_volume, write_volume
 

@@ -7,7 +7,7 @@ from torch import nn
 
 import saliency_inspector as si
 from saliency_inspector.errors import InputError
-from saliency_inspector.evaluate import fidelity as fid
+from saliency_inspector.scoring import fidelity as fid
 
 torch.set_num_threads(1)
 SHAPE = (10, 12, 11)

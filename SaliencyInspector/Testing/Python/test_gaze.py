@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.evaluate import gaze
+from saliency_inspector.scoring import gaze
 from saliency_inspector.io.volume import Volume
 
 

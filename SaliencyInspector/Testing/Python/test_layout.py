@@ -3,7 +3,8 @@
 - ``io/`` uses nothing of ours but ``errors``;
 - the generic loader (``models/loading.py``) does not know the demo model;
 - only ``mrml.py`` imports ``slicer``;
-- dependencies point down the concerns: explain → models, io; evaluate, view → io.
+- dependencies point down the concerns: explainers → models, io; scoring, view → io;
+- nothing but the CLI, the Slicer module and other workflows imports ``workflows/``.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "saliency_inspector"
-SUBPACKAGES = ("io", "models", "explain", "evaluate", "view", "synth", "training", "cohort")  # cohort may use everything
+SUBPACKAGES = ("io", "models", "explainers", "scoring", "view", "synth", "training", "cohort", "workflows")
 # what each subpackage may import of ours, besides itself and the top-level errors module
 ALLOWED = {
     "io": set(),
     "models": {"io", "synth"},  # synth: the demo model trains on phantoms
-    "explain": {"models", "io"},
-    "evaluate": {"io"},
-    "view": {"io", "evaluate"},  # the report reads the metric registry for its legend
+    "explainers": {"models", "io"},
+    "scoring": {"io"},
+    "view": {"io", "scoring"},  # the report reads the metric registry for its legend
     "synth": {"io"},
     # the mask loss needs the explain engine's differentiable HiResCAM and the models it trains; as
     # part of models/ it would make models <-> explain a cycle, so training is its own concern
-    "training": {"models", "explain", "io"},
+    "training": {"models", "explainers", "io"},
+    # the per-case work of a cohort uses the concern packages, never a workflow
+    "cohort": {"io", "models", "explainers", "scoring", "view", "synth"},
 }
 
 
@@ -97,6 +100,24 @@ def test_subpackages_import_only_what_the_design_allows():
                     f"{path.relative_to(CORE)} imports {imported}; {name}/ may use {sorted(allowed) or 'nothing'}"
 
 
+def test_no_concern_package_imports_a_workflow():
+    """workflows/ compose the concern packages; the arrow never points back (DESIGN.md, Layout)."""
+    for path in core_files():
+        rel = path.relative_to(CORE)
+        if rel.parts[0] in ("workflows", "cli.py", "__init__.py"):
+            continue
+        for imported in ours_imported_by(path):
+            assert imported.split(".")[0] != "workflows", f"{rel} imports {imported}; only the CLI and workflows may"
+
+
+def test_no_function_shares_a_subpackage_name():
+    """`si.explain` is a function and `saliency_inspector.explainers` a package: no name is both."""
+    import saliency_inspector as si
+
+    subpackages = {p.parent.name for p in CORE.glob("*/__init__.py")}
+    assert not subpackages & set(si.__all__), subpackages & set(si.__all__)
+
+
 def test_the_generic_loader_does_not_know_the_demo_model():
     loading = CORE / "models" / "loading.py"
     imported = ours_imported_by(loading)
@@ -121,8 +142,8 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     """The rule checker itself: a module that breaks each rule is caught."""
     fake = CORE / "io" / "_layout_probe.py"
     try:
-        fake.write_text("from ..models import demo_model\nfrom saliency_inspector.explain.cam import x\n")
-        assert ours_imported_by(fake) >= {"models", "models.demo_model", "explain.cam"}
+        fake.write_text("from ..models import demo_model\nfrom saliency_inspector.explainers.cam import x\n")
+        assert ours_imported_by(fake) >= {"models", "models.demo_model", "explainers.cam"}
         with pytest.raises(AssertionError, match="io/ uses nothing"):
             test_io_imports_no_other_subpackage()
         fake.write_text("import slicer\n")
@@ -136,8 +157,8 @@ def test_public_api_names_resolve_lazily_and_explain_stays_a_function():
     code = (
         "import sys, saliency_inspector as si\n"
         "assert 'torch' not in sys.modules, 'import saliency_inspector imported torch'\n"
-        "from saliency_inspector.explain import cam\n"  # importing the subpackage first must not hide si.explain
-        "from saliency_inspector.evaluate import ranking\n"
+        "from saliency_inspector.explainers import cam\n"  # importing the subpackage first must not hide si.explain
+        "from saliency_inspector.scoring import ranking\n"
         "assert callable(si.explain) and si.explain.__name__ == 'explain', si.explain\n"
         "assert callable(si.evaluate) and si.evaluate.__name__ == 'evaluate', si.evaluate\n"
         "for name in si.__all__: getattr(si, name)\n"

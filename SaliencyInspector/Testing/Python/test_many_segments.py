@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from saliency_inspector.cli import main
-from saliency_inspector.evaluate.metrics import evaluate
+from saliency_inspector.scoring.metrics import evaluate
 from saliency_inspector.io.segments import Segment, Segments, read_segments, write_segments
 from saliency_inspector.io.volume import Volume, write_volume
 
@@ -112,7 +112,7 @@ def test_segments_from_bool_masks_pack_into_layers():
 
 
 def test_split_by_label_in_chunks_equals_one_comparison_per_label():
-    from saliency_inspector.evaluate.metrics import _split_by_label
+    from saliency_inspector.scoring.metrics import _split_by_label
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 9, 1000).astype(np.uint8)
@@ -125,7 +125,7 @@ def test_split_by_label_in_chunks_equals_one_comparison_per_label():
 
 
 def test_dense_ranks_scattered_in_chunks_equal_one_piece():
-    from saliency_inspector.evaluate.ranking import _dense_ranks_numpy
+    from saliency_inspector.scoring.ranking import _dense_ranks_numpy
 
     scores = np.round(np.random.default_rng(5).normal(size=1001), 1).astype(np.float32)  # many ties
     values, sizes, group_of = _dense_ranks_numpy(scores, chunk=1 << 20)

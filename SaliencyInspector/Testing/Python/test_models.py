@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_inspector.explain.cam import compute_cams
+from saliency_inspector.explainers.cam import compute_cams
 from saliency_inspector.errors import InputError
 from saliency_inspector.models.loading import ModelCard, load_classifier
 

@@ -215,7 +215,7 @@ def test_phantom_seg_nrrd_read_by_slicer_matches_the_phantom_masks(scene, app, t
 def test_explain_on_a_volume_node_gives_saliency_nodes_on_its_grid(scene):
     """The Logic's path: CT node -> Volume -> explain (real torch model) -> saliency nodes."""
     torch = pytest.importorskip("torch")
-    from saliency_inspector.explain.explanation import explain
+    from saliency_inspector.explainers.explanation import explain
     from saliency_inspector.models.loading import load_classifier
 
     torch.manual_seed(0)
@@ -290,7 +290,7 @@ def test_metrics_table_holds_the_rows_given(scene):
 
 
 def test_metrics_table_matches_evaluate(scene, app):
-    metrics = pytest.importorskip("saliency_inspector.evaluate.metrics")
+    metrics = pytest.importorskip("saliency_inspector.scoring.metrics")
     segments_module = pytest.importorskip("saliency_inspector.io.segments")
     ct = oblique_ct(shape=(24, 28, 32))
     ct_node = mrml.add_volume_node(scene, ct, "CT")

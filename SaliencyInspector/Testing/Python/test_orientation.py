@@ -16,7 +16,7 @@ from torch import nn
 
 from saliency_inspector.cli import main
 from saliency_inspector.errors import InputError
-from saliency_inspector.explain.explanation import explain
+from saliency_inspector.explainers.explanation import explain
 from saliency_inspector.io.volume import Volume, from_sitk, read_volume, resample_to, to_sitk, write_volume
 from saliency_inspector.models.loading import InputSpec, ModelCard, load_classifier
 from saliency_inspector.models.preprocess import (ORIENTATION_CODES, covering_grid, input_grid,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from saliency_inspector.evaluate.metrics import METRICS, evaluate, roc_curve
+from saliency_inspector.scoring.metrics import METRICS, evaluate, roc_curve
 from saliency_inspector.view.report import TABLE_METRICS, plot_roc, write_report
 from saliency_inspector.io.volume import Volume
 

@@ -18,7 +18,7 @@ import torch
 from matplotlib.image import imread
 
 from saliency_inspector.cli import main
-from saliency_inspector.evaluate.metrics import REFERENCE_KEYS, TOPK_NOTE, evaluate, score_masks
+from saliency_inspector.scoring.metrics import REFERENCE_KEYS, TOPK_NOTE, evaluate, score_masks
 from saliency_inspector.io.segments import MIN_COLOR_DISTANCE, distinct_colors, read_segments
 from saliency_inspector.io.volume import Volume, read_volume, write_volume
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
@@ -114,7 +114,7 @@ def test_3d_orientation_marker_follows_the_camera(phantom):
 # ---- items 8, 9, 11: the demo's pictures and report ------------------------------------------------
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from saliency_inspector.demo import run_demo
+    from saliency_inspector.workflows.demo import run_demo
     from saliency_inspector.models.demo_model import demo_classifier
 
     out = tmp_path_factory.mktemp("demo")
@@ -153,7 +153,7 @@ def test_report_says_the_decision_validation_and_cell_size(demo):
 
 
 def test_single_channel_layer_warns_and_many_channels_do_not():
-    from saliency_inspector.explain.explanation import explain
+    from saliency_inspector.explainers.explanation import explain
     from saliency_inspector.models.loading import Classifier, ModelCard
 
     def net(channels):

@@ -6,7 +6,7 @@ from scipy import ndimage, stats
 from skimage.metrics import structural_similarity
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.evaluate import similarity as sim
+from saliency_inspector.scoring import similarity as sim
 from saliency_inspector.io.volume import Volume
 
 

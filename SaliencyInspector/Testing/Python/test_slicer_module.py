@@ -681,7 +681,7 @@ class _ListWidget:
 def test_method_list_offers_the_registrys_other_estimators_grouped_by_family(module_env, monkeypatch):
     import types
 
-    from saliency_inspector.explain import attribution
+    from saliency_inspector.explainers import attribution
 
     module, recorder, app = module_env
     registry = attribution.ESTIMATORS

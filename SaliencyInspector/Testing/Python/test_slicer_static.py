@@ -252,9 +252,9 @@ def test_module_calls_into_the_core_match_the_core_signatures():
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("saliency_inspector"):
             for alias in node.names:
                 package = importlib.import_module(node.module)
-                if hasattr(package, "__path__") and importlib.util.find_spec(f"{node.module}.{alias.name}"):  # from saliency_inspector.evaluate import metrics
+                if hasattr(package, "__path__") and importlib.util.find_spec(f"{node.module}.{alias.name}"):  # from saliency_inspector.scoring import metrics
                     modules[alias.asname or alias.name] = importlib.import_module(f"{node.module}.{alias.name}")
-                else:  # from saliency_inspector.explain.explanation import explain
+                else:  # from saliency_inspector.explainers.explanation import explain
                     target = importlib.import_module(node.module)
                     functions[alias.asname or alias.name] = getattr(target, alias.name)
     checked = 0

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.explain.cam import compute_cams, differentiable_cams
+from saliency_inspector.explainers.cam import compute_cams, differentiable_cams
 from saliency_inspector.training import loop
 from saliency_inspector.training.mask_loss import forbidden_cells, mask_loss, to_feature_grid
 

@@ -10,13 +10,13 @@ import torch
 import saliency_inspector as si
 from saliency_inspector.cli import main
 from saliency_inspector.errors import InputError
-from saliency_inspector.evaluate import trust
-from saliency_inspector.explain import estimators
-from saliency_inspector.explain.randomization import randomization_blocks
+from saliency_inspector.scoring import trust
+from saliency_inspector.explainers import estimators
+from saliency_inspector.explainers.randomization import randomization_blocks
 from saliency_inspector.io.volume import write_volume
 from saliency_inspector.models.demo_model import MODELS_DIR
 from saliency_inspector.synth.phantom import make_phantom
-from saliency_inspector.trust_card import run_trust
+from saliency_inspector.workflows.trust import run_trust
 
 SEED1 = MODELS_DIR / "demo-phantom-lesions-seed1.pt"
 
@@ -133,7 +133,7 @@ def test_blocks_follow_execution_order_for_a_monai_densenet():
 
 
 def test_independent_randomization_restores_each_block(case, demo, card_run):
-    from saliency_inspector.explain.randomization import randomized_maps
+    from saliency_inspector.explainers.randomization import randomized_maps
 
     steps = list(randomized_maps(demo, case.ct, "hirescam", "lung_left", mode="independent"))
     curve = trust.randomization_curve(steps, "hirescam", "independent")
@@ -167,7 +167,7 @@ def test_models_with_different_classes_are_refused_naming_them(case, demo):
 
 
 def test_cli_trust_with_fixations_outside_the_ct_and_bad_input(case, tmp_path, capsys):
-    from saliency_inspector.evaluate import gaze
+    from saliency_inspector.scoring import gaze
 
     ct_path = write_volume(case.ct, tmp_path / "ct.nrrd")
     truth = si.explain(si.load_classifier("demo", device="cpu"), case.ct, methods=["hirescam"], classes="lung_left")

@@ -15,7 +15,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 import offscreen_views as ov  # noqa: E402
 
 from saliency_inspector import mrml  # noqa: E402
-from saliency_inspector.evaluate import trust  # noqa: E402
+from saliency_inspector.scoring import trust  # noqa: E402
 from saliency_inspector.io.volume import Volume  # noqa: E402
 
 

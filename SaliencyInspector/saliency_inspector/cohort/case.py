@@ -76,7 +76,7 @@ def case_key(case, fingerprint: str) -> str:
 
 
 def case_folder(out_dir, case_id: str) -> Path:
-    from ..explain.explanation import safe_name
+    from ..explainers.explanation import safe_name
 
     return Path(out_dir) / "cases" / safe_name(case_id)
 
@@ -130,7 +130,7 @@ def load_model(settings: BatchSettings):
 
 def explain_case(classifier, ct, settings: BatchSettings):
     """explain() with the batch's methods and classes (a separate name so tests can count calls)."""
-    from ..explain.explanation import explain
+    from ..explainers.explanation import explain
 
     classes = settings.classes if isinstance(settings.classes, str) else list(settings.classes)
     return explain(classifier, ct, methods=list(settings.methods), classes=classes)
@@ -138,8 +138,8 @@ def explain_case(classifier, ct, settings: BatchSettings):
 
 def run_case(case, job: CaseJob, classifier) -> dict:
     """Explain and score one case and write its files; never raises for a bad case (status failed)."""
-    from ..evaluate.metrics import METRICS, evaluate
-    from ..explain.explanation import safe_name
+    from ..scoring.metrics import METRICS, evaluate
+    from ..explainers.explanation import safe_name
     from ..io.volume import read_volume, write_volume
 
     settings = job.settings

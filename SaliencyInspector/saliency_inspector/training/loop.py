@@ -208,7 +208,7 @@ def train(manifest, out_dir, card, *, mask_loss_lambda=0.0, target_layer=None, d
     """
     import torch
 
-    from ..explain.cam import differentiable_cams, get_layer
+    from ..explainers.cam import differentiable_cams, get_layer
     from ..io.manifest import read_manifest
     from ..models.loading import resolve_device
 
@@ -299,7 +299,7 @@ def training_step_loss(model, xb, yb, allowed_b, lam, layer, feature_shape):
     import torch
     import torch.nn.functional as F
 
-    from ..explain.cam import differentiable_cams
+    from ..explainers.cam import differentiable_cams
 
     if lam > 0:
         logits, maps = differentiable_cams(model, xb, layer)

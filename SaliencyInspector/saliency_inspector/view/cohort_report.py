@@ -89,7 +89,7 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
     ``predictions.csv``; ``auc``: the model's ROC AUC per class; ``errors``: failed cases
     (``case_id``, ``error``); ``metrics``: keys to plot; ``case_pages``: case id -> relative link.
     """
-    from ..evaluate.metrics import METRICS
+    from ..scoring.metrics import METRICS
 
     out_html = Path(out_html)
     base = out_html.parent

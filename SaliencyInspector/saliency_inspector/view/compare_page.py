@@ -102,7 +102,7 @@ def _cell(value, digits=3):
 
 def write_compare_report(comparison, ct, mask, out_dir) -> Path:
     """Write ``compare.html`` (+ ``images/compare_slices.png``, ``images/compare_fidelity.png``) into
-    ``out_dir`` for a :class:`saliency_inspector.compare.Comparison`; returns the page's path."""
+    ``out_dir`` for a :class:`saliency_inspector.workflows.compare.Comparison`; returns the page's path."""
     out_dir = Path(out_dir)
     images = out_dir / "images"
     slices = plot_slice_grid(ct, comparison.maps, mask, images / "compare_slices.png")

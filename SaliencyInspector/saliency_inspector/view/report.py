@@ -94,7 +94,7 @@ def _rows_of(table):
 
 def _metrics_table_html(table, focus=()) -> str:
     """An HTML table of one EvaluationTable (or list of row dicts); rows of ``focus`` segments in bold."""
-    from ..evaluate.metrics import METRICS
+    from ..scoring.metrics import METRICS
 
     rows = _rows_of(table)
     head = "<tr><th class='name'>segment</th>"
@@ -146,7 +146,7 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     one with ``validation_roc_auc`` the card's validation ROC AUC. Every picture must exist (ValueError if not),
     so the report never points at a missing file.
     """
-    from ..evaluate.metrics import METRICS, REFERENCE_KEYS, TOPK_NOTE
+    from ..scoring.metrics import METRICS, REFERENCE_KEYS, TOPK_NOTE
 
     out_html = Path(out_html)
     base = out_html.parent

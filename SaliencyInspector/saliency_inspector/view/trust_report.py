@@ -60,7 +60,7 @@ def plot_slice_grid(curves: dict, out_png, normalisation: dict) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..evaluate.similarity import normalise
+    from ..scoring.similarity import normalise
 
     out_png = Path(out_png)
     rows = [(m, c) for m, c in curves.items() if c.maps]
@@ -87,8 +87,8 @@ def plot_slice_grid(curves: dict, out_png, normalisation: dict) -> Path:
 
 def write_trust_report(out_html, card, ct=None) -> Path:
     """Write the trust card page and its pictures; returns the page's path."""
-    from ..evaluate.gaze import GAZE_INFO, GAZE_KEYS
-    from ..evaluate.trust import CRITERIA
+    from ..scoring.gaze import GAZE_INFO, GAZE_KEYS
+    from ..scoring.trust import CRITERIA
 
     out_html = Path(out_html)
     base = out_html.parent

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 CONFOUNDED = "liver"
 CLASSES = ["lung_left", "lung_right", "liver", "kidney"]
@@ -46,7 +46,7 @@ def shortcut_card(name="shortcut") -> dict:
 
 def shortcut_cohort(out_dir, n_cases=200, seed=14, fractions=(0.6, 0.2, 0.2), progress=None) -> Path:
     """A liver-confounded phantom cohort (q 0.95 train/val, 0.5 test); returns the manifest path."""
-    from .synth.cohort import phantom_cohort
+    from ..synth.cohort import phantom_cohort
 
     return phantom_cohort(out_dir, n_cases, seed=seed, size=COHORT_SIZE, confounder=CONFOUNDED,
                           q_train=0.95, q_test=0.5, fractions=fractions, progress=progress)
@@ -54,7 +54,7 @@ def shortcut_cohort(out_dir, n_cases=200, seed=14, fractions=(0.6, 0.2, 0.2), pr
 
 def train_shortcut_models(manifest, out_dir=None, *, lam=1.0 / 3.0, progress=None, **overrides) -> dict:
     """Train the pair (λ = 0 and λ = ``lam``) on ``manifest``; returns {"plain": result, "maskloss": result}."""
-    from .training.loop import train
+    from ..training.loop import train
 
     out_dir = MODELS_DIR if out_dir is None else Path(out_dir)
     recipe = {k: v for k, v in TRAINING.items() if k not in ("n_cases", "cohort_seed")}
@@ -71,10 +71,10 @@ def train_shortcut_models(manifest, out_dir=None, *, lam=1.0 / 3.0, progress=Non
 # ---- measuring ----------------------------------------------------------------------------------
 def _case_maps(classifier, case, class_index, names):
     """(probabilities, HiResCAM of the confounded class on the CT grid, CT, organ mask, marker mask)."""
-    from .explain.explanation import explain
-    from .io.segments import read_segments
-    from .io.volume import read_volume
-    from .synth.cohort import CLASS_ORGANS
+    from ..explainers.explanation import explain
+    from ..io.segments import read_segments
+    from ..io.volume import read_volume
+    from ..synth.cohort import CLASS_ORGANS
 
     ct = read_volume(case.ct)
     result = explain(classifier, ct, methods=("hirescam",), classes="all")
@@ -104,8 +104,8 @@ def marker_region(cases, ct, radius_mm=MARKER_NEIGHBOURHOOD_MM) -> np.ndarray:
     """Where the marker sits in this cohort: the union of the cases' marker masks (on ``ct``'s grid),
     dilated by ``radius_mm``. The marker has a fixed body position, so this is also where it would
     be in a case without one."""
-    from .io.segments import read_segments
-    from .training.mask_loss import dilate_mm
+    from ..io.segments import read_segments
+    from ..training.mask_loss import dilate_mm
 
     region = np.zeros(ct.shape, bool)
     for case in cases:
@@ -125,7 +125,7 @@ def shortcut_metrics(classifier, manifest, progress=None) -> dict:
     """
     from sklearn.metrics import roc_auc_score
 
-    from .io.manifest import read_manifest
+    from ..io.manifest import read_manifest
 
     data = read_manifest(manifest, classes=CLASSES, require=("ct", "organs"))
     names = list(classifier.class_names)
@@ -178,8 +178,8 @@ def shortcut_metrics(classifier, manifest, progress=None) -> dict:
 
 def shortcut_classifiers(models_dir=None, device="cpu") -> dict:
     """The shipped pair as classifiers: {"plain": Classifier, "maskloss": Classifier}."""
-    from .models import demo_model  # noqa: F401 - registers the "demo" architecture
-    from .models.loading import load_classifier
+    from ..models import demo_model  # noqa: F401 - registers the "demo" architecture
+    from ..models.loading import load_classifier
 
     folder = MODELS_DIR if models_dir is None else Path(models_dir)
     out = {}
@@ -197,10 +197,10 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
     """``demo --shortcut``: a fresh confounded cohort (seed unseen in training; half validation, half
     test), both shipped models measured on it, a picture of the same test case under each, and
     ``shortcut.json`` + ``shortcut.html`` in ``out_dir``. Returns the numbers."""
-    from .view.render import render_overlay
-    from .io.segments import Segments, read_segments
-    from .io.volume import read_volume
-    from .io.manifest import read_manifest
+    from ..view.render import render_overlay
+    from ..io.segments import Segments, read_segments
+    from ..io.volume import read_volume
+    from ..io.manifest import read_manifest
 
     say = progress or (lambda message: None)
     started = time.perf_counter()
@@ -228,7 +228,7 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
                     ct)
     images = {}
     for key, clf in models.items():
-        from .explain.explanation import explain
+        from ..explainers.explanation import explain
 
         result = explain(clf, ct, methods=("hirescam",), classes=[CONFOUNDED])
         images[key] = render_overlay(ct, result.map("hirescam", CONFOUNDED), keep, out / f"shortcut_{key}.png",

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .case import KEEP_MAPS, BatchSettings, CaseJob, case_folder, finished_result
-from .stats import AUC_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics, model_auc
+from ..cohort.case import KEEP_MAPS, BatchSettings, CaseJob, case_folder, finished_result
+from ..cohort.stats import AUC_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics, model_auc
 
 # metrics summarised over the cohort (the registry's keys), and the ones the cohort page plots
 PLOTTED_METRICS = ("roc_auc", "mass_in_mask", "pointing_game", "dice")
@@ -77,10 +77,10 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     process after each computed case. Bad input (manifest, methods, options) raises InputError
     before any case starts.
     """
-    from ..explain.cam import METHODS
-    from ..evaluate.metrics import parse_threshold
+    from ..explainers.cam import METHODS
+    from ..scoring.metrics import parse_threshold
     from ..io.manifest import read_manifest
-    from .executors import make_executor
+    from ..cohort.executors import make_executor
 
     start = time.perf_counter()
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -163,8 +163,8 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
 
 def _check_classes(settings: BatchSettings) -> None:
     """The requested classes exist in the model (loaded once here, on the driver, for its card)."""
-    from ..explain.explanation import _select_classes
-    from .case import load_model
+    from ..explainers.explanation import _select_classes
+    from ..cohort.case import load_model
 
     names = load_model(settings).card.classes
     if names is not None:  # a card-less .pt2 names its outputs 0..K-1 only once it has run
@@ -175,9 +175,9 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
                         resamples: int = RESAMPLES, seed: int = 0):
     """per_case.csv, predictions.csv, errors.csv, cohort.csv/json, model_auc.csv and report.html,
     from the cases' results in manifest order (so the tables do not depend on completion order)."""
-    from ..evaluate.metrics import METRICS
+    from ..scoring.metrics import METRICS
     from ..view.cohort_report import write_cohort_report
-    from .case import CONTEXT_KEYS
+    from ..cohort.case import CONTEXT_KEYS
 
     rows, predictions, errors = [], [], []
     for case in cohort:

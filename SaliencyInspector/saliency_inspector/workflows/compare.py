@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # measure key -> (column title, higher is better)
 MEASURES = {
@@ -171,12 +171,12 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     """
     import torch
 
-    from .evaluate.fidelity import fidelity, map_on_input_grid
-    from .evaluate.metrics import _mask_source, body_mask, evaluate
-    from .explain.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
-    from .explain.explanation import _class_name, explain
-    from .io.volume import Volume, resample_to
-    from .models.preprocess import preprocess
+    from ..scoring.fidelity import fidelity, map_on_input_grid
+    from ..scoring.metrics import _mask_source, body_mask, evaluate
+    from ..explainers.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
+    from ..explainers.explanation import _class_name, explain
+    from ..io.volume import Volume, resample_to
+    from ..models.preprocess import preprocess
 
     say = progress or (lambda _m: None)
     if int(steps) < 2:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 DEMO_SIZE = (256, 256, 100)  # voxels (x, y, z) of the demo phantom: 1.56 x 1.56 x 3 mm over 400x400x300 mm
 ROC_POINTS = 2000  # a ROC curve over millions of voxels is thinned to this many points for plotting
@@ -39,7 +39,7 @@ class DemoResult:
 
 
 def _class_organs(class_name: str) -> tuple:
-    from .models.demo_model import CLASS_ORGANS
+    from ..models.demo_model import CLASS_ORGANS
 
     return tuple(CLASS_ORGANS.get(class_name, (class_name,)))
 
@@ -56,14 +56,14 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     (mm) for every picture's slices instead of each class's lesion / organ centre. Prints the metrics
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
-    from .explain.explanation import explain, safe_name
-    from .evaluate.metrics import evaluate, roc_curve, thin_curve
-    from .models.demo_model import LESION_SCALE
-    from .synth.phantom import make_phantom, write_phantom_case
-    from .view.render import render_overlay
-    from .view.report import method_label, plot_roc, write_report
-    from .io.segments import Segments
-    from .io.volume import write_volume
+    from ..explainers.explanation import explain, safe_name
+    from ..scoring.metrics import evaluate, roc_curve, thin_curve
+    from ..models.demo_model import LESION_SCALE
+    from ..synth.phantom import make_phantom, write_phantom_case
+    from ..view.render import render_overlay
+    from ..view.report import method_label, plot_roc, write_report
+    from ..io.segments import Segments
+    from ..io.volume import write_volume
 
     say = progress or (lambda message: None)
     start = time.perf_counter()
@@ -89,7 +89,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
 
     # 2. the model and its maps
     if classifier is None:
-        from .models.demo_model import demo_classifier
+        from ..models.demo_model import demo_classifier
 
         say("loading the shipped demo classifier")
         classifier = demo_classifier(device=device)
@@ -133,7 +133,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
 
     # 4. pictures: every method of a class sliced at one point (the class's lesion, else its organ,
     # else the first method's peak), so the methods are compared on the same anatomy
-    from .view.render import peak_point
+    from ..view.render import peak_point
 
     images, slice_points = {}, {}
     for (method, name), volume in explanation.maps.items():

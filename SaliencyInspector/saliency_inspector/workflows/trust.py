@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 BASELINE_SEEDS = 1000  # phantoms for a single-CT baseline use seeds 1000, 1001, ...
 MAX_BASELINE_PAIRS = 50
@@ -43,7 +43,7 @@ class TrustResult:
 
 def default_normalisation(method) -> str:
     """ReLU for CAMs (their negative part means "against the class"), |map| for anything else."""
-    from .explain.cam import METHODS
+    from ..explainers.cam import METHODS
 
     return "relu" if isinstance(method, str) and method in METHODS else "abs"
 
@@ -104,13 +104,13 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     independent randomization; ``randomize=False`` skips it (the card says "not measured").
     ``out_dir``: where trust.json and trust.html go (None: nothing written).
     """
-    from .evaluate import gaze as gz
-    from .evaluate import trust
-    from .evaluate.metrics import body_mask
-    from .evaluate.similarity import compare_maps
-    from .explain.estimators import resolve
-    from .explain.randomization import class_index, input_map, prepare, randomized_maps
-    from .io.volume import Volume, resample_to
+    from ..scoring import gaze as gz
+    from ..scoring import trust
+    from ..scoring.metrics import body_mask
+    from ..scoring.similarity import compare_maps
+    from ..explainers.estimators import resolve
+    from ..explainers.randomization import class_index, input_map, prepare, randomized_maps
+    from ..io.volume import Volume, resample_to
 
     say = progress or (lambda _m: None)
     started = time.time()
@@ -142,7 +142,7 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
         cases = [(c if isinstance(c, Volume) else c[0]) for c in cohort]
         baseline_source = f"all pairs of {len(cases)} cohort cases (maps of different cases, first model)"
     else:
-        from .synth.phantom import make_phantom
+        from ..synth.phantom import make_phantom
 
         size = prepared.grid.size_xyz
         cases = [make_phantom(seed=BASELINE_SEEDS + i, size=size).ct for i in range(int(n_baseline))]
@@ -228,7 +228,7 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     }
     json_path = report = None
     if out_dir is not None:
-        from .view.trust_report import write_trust_report
+        from ..view.trust_report import write_trust_report
 
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
