@@ -140,7 +140,7 @@ def cmd_explain(args) -> int:
     from .explainers.explanation import explain, safe_name
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
-    from .models.loading import load_classifier
+    from .models.loaders import load_classifier
 
     model_path = Path(args.model)
     inputs = [args.ct, args.card, model_path if model_path.exists() else None]
@@ -207,7 +207,7 @@ def cmd_compare(args) -> int:
     from .io.segments import read_segments
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
-    from .models.loading import load_classifier
+    from .models.loaders import load_classifier
     from .view.compare_page import write_compare_report
 
     guard_outputs([args.ct, args.masks, args.model, args.card], files=[args.json, args.csv], folders=[args.out])
@@ -334,11 +334,11 @@ def cmd_train(args) -> int:
                          "NAME/JSON with --size and --window")
     card = args.card
     if args.arch:
-        from .models.loading import _parse_arch
+        from .models.card import parse_arch
 
         card = {"name": args.name or "model", "classes": args.classes, "multilabel": True,
                 "input": {"size": args.size, "spacing": None, "window": args.window, "channels": 1},
-                "target_layer": args.layer, "architecture": _parse_arch(args.arch)}
+                "target_layer": args.layer, "architecture": parse_arch(args.arch)}
     try:
         class_organs = json.loads(args.class_organs) if args.class_organs else None
     except json.JSONDecodeError as err:
@@ -428,7 +428,7 @@ def cmd_trust(args) -> int:
     from .io.segments import read_segments
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
-    from .models.loading import load_classifier
+    from .models.loaders import load_classifier
     from .workflows.trust import run_trust
 
     guard_outputs([args.ct, *args.model, *(args.card or []), args.masks, args.fixations, *(args.cohort or []),

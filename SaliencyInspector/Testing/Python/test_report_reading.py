@@ -154,7 +154,8 @@ def test_report_says_the_decision_validation_and_cell_size(demo):
 
 def test_single_channel_layer_warns_and_many_channels_do_not():
     from saliency_inspector.explainers.explanation import explain
-    from saliency_inspector.models.loading import Classifier, ModelCard
+    from saliency_inspector.models.card import ModelCard
+    from saliency_inspector.models.loaders import Classifier
 
     def net(channels):
         torch.manual_seed(0)

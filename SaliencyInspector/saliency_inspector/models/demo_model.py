@@ -36,8 +36,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..synth.cohort import CLASS_ORGANS, DISTRACTOR_ORGANS, LESION_SCALE  # noqa: F401 - re-exported
-from .loading import (Classifier, ModelCard, build_network, load_weights, register_architecture,
-                      register_source, resolve_device)
+from .card import ModelCard
+from .loaders import Classifier, build_network, register_architecture, register_source, resolve_device
+from .weights import load_weights
 
 DEMO_NAME = "demo-phantom-lesions"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"

@@ -168,7 +168,7 @@ def augment(x, allowed, grid, rng, max_degrees, flip_axes=(), axes="zyx"):
 
 # ---- model ---------------------------------------------------------------------------------------
 def _card(card):
-    from ..models.loading import ModelCard
+    from ..models.card import ModelCard
 
     if isinstance(card, ModelCard):
         return copy.deepcopy(card)
@@ -183,7 +183,7 @@ def _card(card):
 def build_model(card):
     """The card's architecture, freshly initialised (caller seeds torch)."""
     from ..models import demo_model  # noqa: F401 - registers the "demo" architecture
-    from ..models.loading import build_network
+    from ..models.loaders import build_network
 
     if not card.architecture:
         raise InputError(f"model card {card.name!r} has no 'architecture' ({{\"name\": ..., \"kwargs\": ...}}); "
@@ -210,7 +210,7 @@ def train(manifest, out_dir, card, *, mask_loss_lambda=0.0, target_layer=None, d
 
     from ..explainers.cam import differentiable_cams, get_layer
     from ..io.manifest import read_manifest
-    from ..models.loading import resolve_device
+    from ..models.loaders import resolve_device
 
     say = progress or (lambda message: None)
     lam = check_lambda(mask_loss_lambda)
