@@ -369,7 +369,7 @@ def cmd_train_shortcut(args) -> int:
 
 
 def cmd_train_demo(args) -> int:
-    from .models.demo_model import train_demo_model
+    from .training.demo_recipe import train_demo_model
 
     _refuse_shipped_models(args.out)
     guard_outputs(folders=[args.out])
