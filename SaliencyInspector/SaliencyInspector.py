@@ -620,7 +620,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         """
         from saliency_inspector.errors import InputError
         from saliency_inspector.models.demo_model import demo_classifier
-        from saliency_inspector.models.loading import load_classifier
+        from saliency_inspector.models.loaders import load_classifier
 
         key = (str(model), str(device))
         if key not in self._classifierCache:

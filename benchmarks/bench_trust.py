@@ -53,7 +53,8 @@ def bench_randomization(classifier, ct, class_name, repeats):
 def densenet_classifier(device):
     from monai.networks.nets import DenseNet121
 
-    from saliency_inspector.models.loading import ModelCard, load_classifier
+    from saliency_inspector.models.card import ModelCard
+    from saliency_inspector.models.loaders import load_classifier
 
     import torch
 

@@ -28,7 +28,7 @@ from saliency_inspector import mrml  # noqa: E402
 from saliency_inspector.models.demo_model import LESION_SCALE  # noqa: E402
 from saliency_inspector.explainers.explanation import explain  # noqa: E402
 from saliency_inspector.models.demo_model import demo_classifier  # noqa: E402
-from saliency_inspector.models.loading import load_classifier  # noqa: E402
+from saliency_inspector.models.loaders import load_classifier  # noqa: E402
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case  # noqa: E402
 
 LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}

@@ -24,7 +24,7 @@ _EXPORTS = {
     "read_manifest": "io.manifest",
     "phantom_cohort": "synth.cohort",
     "make_phantom": "synth.phantom", "write_phantom_case": "synth.phantom", "PhantomCase": "synth.phantom",
-    "ModelCard": "models.loading", "Classifier": "models.loading", "load_classifier": "models.loading",
+    "ModelCard": "models.card", "Classifier": "models.loaders", "load_classifier": "models.loaders",
     "demo_classifier": "models.demo_model",
     "preprocess": "models.preprocess", "resample_map": "models.preprocess",
     "ORIENTATION_CODES": "models.preprocess", "orientation_direction": "models.preprocess",

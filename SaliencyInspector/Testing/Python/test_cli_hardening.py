@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_inspector.cli import guard_outputs, main
+from saliency_inspector.cli import main
+from saliency_inspector.cli_guard import guard_outputs
 from saliency_inspector.errors import InputError
 from saliency_inspector.io.segments import Segment, Segments, write_segments
 from saliency_inspector.io.volume import read_volume, write_volume
@@ -257,7 +258,7 @@ def test_render_out_is_a_png_or_a_folder(case, capfd, tmp_path):
     # the picture's title says method, class and p (from explain's predictions.json beside the map)
     import json
 
-    from saliency_inspector.cli import _render_title
+    from saliency_inspector.cli_commands import _render_title
 
     record = json.loads((case / "maps" / "predictions.json").read_text())
     p = record["probabilities"][record["class_names"].index("liver")]

@@ -9,7 +9,8 @@ import pytest
 
 from saliency_inspector.workflows.demo import run_demo
 from saliency_inspector.models.demo_model import DEFAULT_ARCH_KWARGS, DEMO_CLASSES, build_demo_network, demo_card
-from saliency_inspector.models.loading import Classifier, ModelCard
+from saliency_inspector.models.card import ModelCard
+from saliency_inspector.models.loaders import Classifier
 from saliency_inspector.io.segments import read_segments
 from saliency_inspector.io.volume import read_volume
 

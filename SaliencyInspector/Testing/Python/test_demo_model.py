@@ -184,9 +184,11 @@ def test_demo_classifier_through_the_public_pipeline_matches_the_direct_path(shi
 
 # ---- training ---------------------------------------------------------------------------------------
 def test_train_demo_is_reproducible_from_a_seed(tmp_path):
+    from saliency_inspector.training.demo_recipe import train_demo_model
+
     small = dict(n_train=12, n_validation=4, epochs=1)
-    a = dm.train_demo_model(tmp_path / "a", seed=3, **small)
-    b = dm.train_demo_model(tmp_path / "b", seed=3, **small)
+    a = train_demo_model(tmp_path / "a", seed=3, **small)
+    b = train_demo_model(tmp_path / "b", seed=3, **small)
     sa = torch.load(a["weights"], weights_only=True)
     sb = torch.load(b["weights"], weights_only=True)
     assert sa.keys() == sb.keys()

@@ -11,7 +11,8 @@ from torch import nn
 from saliency_inspector import cli
 from saliency_inspector.errors import InputError
 from saliency_inspector.explainers.explanation import explain
-from saliency_inspector.models.loading import ModelCard, load_classifier
+from saliency_inspector.models.card import ModelCard
+from saliency_inspector.models.loaders import load_classifier
 from saliency_inspector.io.volume import Volume, read_volume, write_volume
 
 torch.set_num_threads(1)

@@ -8,7 +8,8 @@ from torch import nn
 
 from saliency_inspector.explainers.cam import compute_cams
 from saliency_inspector.errors import InputError
-from saliency_inspector.models.loading import ModelCard, load_classifier
+from saliency_inspector.models.card import ModelCard
+from saliency_inspector.models.loaders import load_classifier
 
 torch.set_num_threads(1)
 
@@ -174,7 +175,7 @@ def test_model_card_validation():
 
 
 def test_monai_architectures_get_channels_and_classes_from_the_card():
-    from saliency_inspector.models.loading import build_network
+    from saliency_inspector.models.loaders import build_network
 
     card = ModelCard.from_dict({"classes": ["a", "b", "c"], "input": {"channels": 2}})
     resnet = build_network({"name": "resnet10", "kwargs": {"conv1_t_stride": 2}}, card)  # ResNet's own names

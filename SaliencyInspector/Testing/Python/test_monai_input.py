@@ -16,7 +16,8 @@ import torch
 from saliency_inspector.cli import main
 from saliency_inspector.explainers.explanation import explain
 from saliency_inspector.io.volume import Volume, from_sitk, to_sitk, write_volume
-from saliency_inspector.models.loading import ModelCard, load_classifier
+from saliency_inspector.models.card import ModelCard
+from saliency_inspector.models.loaders import load_classifier
 from saliency_inspector.models.preprocess import preprocess
 
 SIZE_XYZ = (20, 14, 10)

@@ -216,7 +216,7 @@ def test_explain_on_a_volume_node_gives_saliency_nodes_on_its_grid(scene):
     """The Logic's path: CT node -> Volume -> explain (real torch model) -> saliency nodes."""
     torch = pytest.importorskip("torch")
     from saliency_inspector.explainers.explanation import explain
-    from saliency_inspector.models.loading import load_classifier
+    from saliency_inspector.models.loaders import load_classifier
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(),

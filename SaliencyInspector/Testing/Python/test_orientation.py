@@ -18,7 +18,8 @@ from saliency_inspector.cli import main
 from saliency_inspector.errors import InputError
 from saliency_inspector.explainers.explanation import explain
 from saliency_inspector.io.volume import Volume, from_sitk, read_volume, resample_to, to_sitk, write_volume
-from saliency_inspector.models.loading import InputSpec, ModelCard, load_classifier
+from saliency_inspector.models.card import InputSpec, ModelCard
+from saliency_inspector.models.loaders import load_classifier
 from saliency_inspector.models.preprocess import (ORIENTATION_CODES, covering_grid, input_grid,
                                                   orientation_direction, preprocess, resample_tensor)
 

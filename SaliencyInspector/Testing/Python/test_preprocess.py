@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.models.loading import InputSpec
+from saliency_inspector.models.card import InputSpec
 from saliency_inspector.models.preprocess import (covering_grid, feature_grid, input_grid, preprocess,
                                            resample_tensor)
 from saliency_inspector.io.volume import Volume, resample_to

@@ -5,8 +5,10 @@ import pytest
 from matplotlib.image import imread
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.view.render import (BACKGROUND, DEFAULT_WINDOW, compose_overlay, display_map, peak_point,
-                                       render_3d, render_overlay, slice_panels, PEAK_CROSS_COLOR)
+from saliency_inspector.view.display import BACKGROUND, DEFAULT_WINDOW, display_map, peak_point, PEAK_CROSS_COLOR
+from saliency_inspector.view.render import compose_overlay, render_overlay
+from saliency_inspector.view.render3d import render_3d
+from saliency_inspector.view.slices import slice_panels
 from saliency_inspector.io.segments import Segment, Segments
 from saliency_inspector.io.volume import Volume
 

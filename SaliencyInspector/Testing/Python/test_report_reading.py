@@ -22,8 +22,9 @@ from saliency_inspector.scoring.metrics import REFERENCE_KEYS, TOPK_NOTE, evalua
 from saliency_inspector.io.segments import MIN_COLOR_DISTANCE, distinct_colors, read_segments
 from saliency_inspector.io.volume import Volume, read_volume, write_volume
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
-from saliency_inspector.view.render import (LETTER_DIRECTIONS, compose_overlay, render_overlay, segment_colors,
-                                            slice_panels)
+from saliency_inspector.view.display import LETTER_DIRECTIONS, segment_colors
+from saliency_inspector.view.render import compose_overlay, render_overlay
+from saliency_inspector.view.slices import slice_panels
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,8 @@ def test_report_says_the_decision_validation_and_cell_size(demo):
 
 def test_single_channel_layer_warns_and_many_channels_do_not():
     from saliency_inspector.explainers.explanation import explain
-    from saliency_inspector.models.loading import Classifier, ModelCard
+    from saliency_inspector.models.card import ModelCard
+    from saliency_inspector.models.loaders import Classifier
 
     def net(channels):
         torch.manual_seed(0)
@@ -241,7 +243,7 @@ def test_a_lesion_is_scored_within_its_organ_from_another_file(tmp_path, capfd, 
 
 
 def test_shared_colour_scale_keeps_the_weaker_map_weaker(phantom):
-    from saliency_inspector.view.render import display_map
+    from saliency_inspector.view.display import display_map
 
     lesion = phantom.lesions.mask("lesion_liver").astype(np.float32)
     strong, weak = phantom.ct.with_array(lesion * 4.0), phantom.ct.with_array(lesion * 1.0)

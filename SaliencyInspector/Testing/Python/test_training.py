@@ -160,7 +160,7 @@ def test_training_is_reproducible_and_writes_weights_card_and_export(cohort, tmp
     assert len(card["training"]["history"]) == 2 and card["training"]["n_train"] == 6
     assert card["training"]["class_organs"]["kidney"] == ["kidney_left", "kidney_right"]
     # the state dict, the card and the .pt2 load through the generic loader and agree
-    from saliency_inspector.models.loading import load_classifier
+    from saliency_inspector.models.loaders import load_classifier
 
     x = torch.rand(1, 1, 8, 16, 16)
     by_state = load_classifier(str(a["weights"]), card=str(a["card"]), device="cpu")

@@ -156,7 +156,8 @@ def test_repeatability_with_a_seed1_retrain_is_below_one(case, demo):
 
 
 def test_models_with_different_classes_are_refused_naming_them(case, demo):
-    from saliency_inspector.models.loading import Classifier, ModelCard
+    from saliency_inspector.models.card import ModelCard
+    from saliency_inspector.models.loaders import Classifier
     import copy
 
     card = ModelCard.from_dict({**demo.card.to_dict(), "name": "other",
@@ -240,9 +241,11 @@ def test_another_training_seed_is_repeatability_below_one_and_another_architectu
     """Two trainings of the same architecture (a short seed-1 training here) are compared as
     repeatability; a network with other widths as reproducibility."""
     from saliency_inspector.models import demo_model as dm
-    from saliency_inspector.models.loading import Classifier, ModelCard
+    from saliency_inspector.models.card import ModelCard
+    from saliency_inspector.models.loaders import Classifier
+    from saliency_inspector.training.demo_recipe import train_demo_model
 
-    trained = dm.train_demo_model(tmp_path, seed=1, n_train=4, n_validation=2, epochs=1)
+    trained = train_demo_model(tmp_path, seed=1, n_train=4, n_validation=2, epochs=1)
     twin = si.load_classifier(str(trained["weights"]), device="cpu")
     row = run_trust(case.ct, [demo, twin], methods=["hirescam"], class_name="lung_left", n_baseline=1,
                     randomize=False).card.rows["hirescam"]

@@ -123,7 +123,7 @@ class CaseWorker:
 def load_model(settings: BatchSettings):
     """The classifier of the settings (the shipped demo model registers itself first)."""
     from ..models import demo_model  # noqa: F401 - registers the "demo" source and architecture
-    from ..models.loading import load_classifier
+    from ..models.loaders import load_classifier
 
     return load_classifier(settings.model, card=settings.card, arch=settings.arch, device=settings.device)
 

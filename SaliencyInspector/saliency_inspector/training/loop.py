@@ -12,7 +12,7 @@ card's orientation, only slightly turned. Mirroring swaps left and right, so it 
 (left/right classes would get the wrong label).
 
 Deterministic on CPU for a given seed, torch version and thread count: two runs give identical
-weights. Each epoch is validated on the manifest's ``val`` split (BCE, ROC AUC per class); the
+weights. The epochs and steps are the shared loop's (:func:`.engine.fit`). Each epoch is validated on the manifest's ``val`` split (BCE, ROC AUC per class); the
 best epoch's weights are kept and training stops after ``patience`` epochs without improvement.
 Outputs ``<name>.pt`` (state dict), ``<name>.json`` (model card with a ``training`` section) and
 ``<name>.pt2`` (a ``torch.export`` program).
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .engine import adam_with_cosine, deterministic_torch, fit
 from .mask_loss import LAMBDA, check_lambda, dilate_mm, mask_loss, to_feature_grid
 
 
@@ -168,7 +169,7 @@ def augment(x, allowed, grid, rng, max_degrees, flip_axes=(), axes="zyx"):
 
 # ---- model ---------------------------------------------------------------------------------------
 def _card(card):
-    from ..models.loading import ModelCard
+    from ..models.card import ModelCard
 
     if isinstance(card, ModelCard):
         return copy.deepcopy(card)
@@ -183,7 +184,7 @@ def _card(card):
 def build_model(card):
     """The card's architecture, freshly initialised (caller seeds torch)."""
     from ..models import demo_model  # noqa: F401 - registers the "demo" architecture
-    from ..models.loading import build_network
+    from ..models.loaders import build_network
 
     if not card.architecture:
         raise InputError(f"model card {card.name!r} has no 'architecture' ({{\"name\": ..., \"kwargs\": ...}}); "
@@ -210,7 +211,7 @@ def train(manifest, out_dir, card, *, mask_loss_lambda=0.0, target_layer=None, d
 
     from ..explainers.cam import differentiable_cams, get_layer
     from ..io.manifest import read_manifest
-    from ..models.loading import resolve_device
+    from ..models.loaders import resolve_device
 
     say = progress or (lambda message: None)
     lam = check_lambda(mask_loss_lambda)
@@ -234,12 +235,8 @@ def train(manifest, out_dir, card, *, mask_loss_lambda=0.0, target_layer=None, d
     dev = resolve_device(device)
     organs = class_organs_for(manifest, classes, class_organs)
 
-    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if threads:
-        torch.set_num_threads(int(threads))
-    torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
     started = time.time()
-    try:
+    with deterministic_torch(threads, warn_only=dev.type == "cuda"):
         torch.manual_seed(int(seed))
         model = build_model(card).to(dev)
         if layer:
@@ -256,9 +253,6 @@ def train(manifest, out_dir, card, *, mask_loss_lambda=0.0, target_layer=None, d
                 feature_shape = tuple(maps["hirescam"].shape[2:])
         history, best = _fit(model, train_set, val_set, lam, layer, feature_shape, epochs, batch_size,
                              learning_rate, patience, seed, max_degrees, flip_axes, card.input.axes, dev, say)
-    finally:
-        torch.set_num_threads(threads_before)
-        torch.use_deterministic_algorithms(deterministic_before)
     model.load_state_dict(best["state"])
     model.eval()
     seconds = round(time.time() - started, 1)
@@ -313,35 +307,28 @@ def training_step_loss(model, xb, yb, allowed_b, lam, layer, feature_shape):
 
 def _fit(model, train_set, val_set, lam, layer, feature_shape, epochs, batch_size, learning_rate, patience,
          seed, max_degrees, flip_axes, axes, dev, say):
+    """:func:`fit` with this trainer's recipe: rotation augmentation, BCE (+ λ · mask loss), validation
+    after each epoch, the best epoch's weights kept, early stop after ``patience`` epochs."""
     import torch
 
     generator = torch.Generator().manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     n = len(train_set.x)
-    steps_per_epoch = math.ceil(n / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    history, best, waited, epoch_times = [], None, 0, []
-    for epoch in range(int(epochs)):
-        t0 = time.time()
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        sums = np.zeros(3)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            allowed = train_set.allowed[idx] if train_set.allowed is not None else None
-            xb, allowed = augment(train_set.x[idx], allowed, train_set.grid, rng, max_degrees, flip_axes, axes)
-            loss, bce, ml = training_step_loss(model, xb.to(dev), train_set.y[idx].to(dev),
-                                               None if allowed is None else allowed.to(dev), lam, layer,
-                                               feature_shape)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            sums += np.array([loss.item(), bce.item(), ml.item()]) * len(idx)
-        validation = evaluate_split(model, val_set, dev) if val_set is not None else {"bce": sums[1] / n}
-        record = {"epoch": epoch + 1, "loss": round(sums[0] / n, 5), "bce": round(sums[1] / n, 5),
-                  "mask_loss": round(sums[2] / n, 5), "val_bce": round(validation["bce"], 5),
+    optimizer, schedule = adam_with_cosine(model, learning_rate, int(epochs) * math.ceil(n / batch_size))
+    history, epoch_times = [], []
+    best, waited = None, 0
+
+    def batch_loss(idx):
+        allowed = train_set.allowed[idx] if train_set.allowed is not None else None
+        xb, allowed = augment(train_set.x[idx], allowed, train_set.grid, rng, max_degrees, flip_axes, axes)
+        return training_step_loss(model, xb.to(dev), train_set.y[idx].to(dev),
+                                  None if allowed is None else allowed.to(dev), lam, layer, feature_shape)
+
+    def end_epoch(epoch, means, started):
+        nonlocal best, waited
+        validation = evaluate_split(model, val_set, dev) if val_set is not None else {"bce": means[1]}
+        record = {"epoch": epoch + 1, "loss": round(means[0], 5), "bce": round(means[1], 5),
+                  "mask_loss": round(means[2], 5), "val_bce": round(validation["bce"], 5),
                   "val_mean_roc_auc": validation.get("mean_roc_auc")}
         history.append(record)
         if best is None or validation["bce"] < best["score"] - 1e-6:
@@ -350,7 +337,7 @@ def _fit(model, train_set, val_set, lam, layer, feature_shape, epochs, batch_siz
             waited = 0
         else:
             waited += 1
-        epoch_times.append(time.time() - t0)
+        epoch_times.append(time.time() - started)
         eta = np.mean(epoch_times) * (int(epochs) - epoch - 1)
         auc = validation.get("mean_roc_auc")
         say(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} (BCE {record['bce']:.4f}, mask "
@@ -359,7 +346,10 @@ def _fit(model, train_set, val_set, lam, layer, feature_shape, epochs, batch_siz
             + f" [{epoch_times[-1]:.0f} s/epoch, ETA {eta / 60:.1f} min]")
         if waited >= patience:
             say(f"early stop: no better validation BCE for {patience} epochs (best epoch {best['epoch']})")
-            break
+            return True
+        return False
+
+    fit(model, n, epochs, batch_size, generator, optimizer, schedule, batch_loss, end_epoch)
     return history, best
 
 

@@ -133,7 +133,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
 
     # 4. pictures: every method of a class sliced at one point (the class's lesion, else its organ,
     # else the first method's peak), so the methods are compared on the same anatomy
-    from ..view.render import peak_point
+    from ..view.display import peak_point
 
     images, slice_points = {}, {}
     for (method, name), volume in explanation.maps.items():

@@ -179,7 +179,7 @@ def shortcut_metrics(classifier, manifest, progress=None) -> dict:
 def shortcut_classifiers(models_dir=None, device="cpu") -> dict:
     """The shipped pair as classifiers: {"plain": Classifier, "maskloss": Classifier}."""
     from ..models import demo_model  # noqa: F401 - registers the "demo" architecture
-    from ..models.loading import load_classifier
+    from ..models.loaders import load_classifier
 
     folder = MODELS_DIR if models_dir is None else Path(models_dir)
     out = {}

@@ -1,0 +1,346 @@
+"""The CLI's sub-commands (``cmd_*``, one per sub-command of :mod:`.cli`'s parser): each guards its
+outputs (:mod:`.cli_guard`), calls one library function and prints; progress goes to stderr so that
+stdout stays for results."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .cli_guard import guard_outputs, refuse_shipped_models
+from .errors import InputError
+
+PROG = "saliency-inspector"
+
+
+def progress(message: str) -> None:
+    """Progress lines go to stderr so that stdout stays for results."""
+    print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+
+
+def load_model(source, card, arch, device):
+    """The classifier of ``--model/--card/--arch/--device`` (the shipped models registered first)."""
+    from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
+    from .models.loaders import load_classifier
+
+    progress(f"loading model {source}")
+    return load_classifier(source, card=card, arch=arch, device=device)
+
+
+def write_tables(result, json_path, csv_path) -> None:
+    """``--json`` / ``--csv``: write the result's table where asked and say so."""
+    if json_path:
+        result.write_json(json_path)
+        progress(f"wrote {json_path}")
+    if csv_path:
+        result.write_csv(csv_path)
+        progress(f"wrote {csv_path}")
+
+
+PHANTOM_FILES = ("ct.nrrd", "organs.seg.nrrd", "lesions.seg.nrrd", "case.json")
+
+
+def cmd_phantom(args) -> int:
+    from .synth.phantom import make_phantom, write_phantom_case
+
+    size = tuple(args.size) if args.size else None
+    guard_outputs(files=[args.out / n for n in PHANTOM_FILES], folders=[args.out])
+    progress(f"making phantom (seed {args.seed})")
+    case = make_phantom(seed=args.seed, size=size, lesions=args.lesion, oblique=args.oblique,
+                        lesion_scale=args.lesion_scale)
+    paths = write_phantom_case(case, args.out)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_phantom_cohort(args) -> int:
+    from .synth.cohort import phantom_cohort
+
+    guard_outputs(folders=[args.out])
+    manifest = phantom_cohort(args.out, args.cases, seed=args.seed, size=tuple(args.size),
+                              prevalence=args.prevalence, confounder=args.confounder, q_train=args.q_train,
+                              q_test=args.q_test, fractions=tuple(args.fractions), progress=progress)
+    print(manifest)
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .cli import estimator_settings
+    from .explainers.explanation import explain, safe_name
+    from .io.volume import read_volume
+
+    model_path = Path(args.model)
+    inputs = [args.ct, args.card, model_path if model_path.exists() else None]
+    if model_path.is_file():
+        inputs.append(model_path.with_suffix(".json"))  # the card beside the weights
+    guard_outputs(inputs, files=[args.out / "predictions.json"], folders=[args.out])
+    ct = read_volume(args.ct, series=args.series, note=progress)
+    classifier = load_model(args.model, args.card, args.arch, args.device)
+    methods = args.method or ["hirescam", "gradcam"]
+
+    def map_files(classes):
+        return [args.out / f"{m}_{safe_name(c)}.nrrd" for m in methods for c in classes]
+
+    if classifier.class_names:  # names known from the card: check them before the forward pass
+        guard_outputs(inputs, files=map_files(classifier.class_names))
+    result = explain(classifier, ct, methods=methods, classes=args.target_class, layer=args.layer,
+                     progress=progress, settings=estimator_settings(args))
+    guard_outputs(inputs, files=map_files(result.classes))
+    written = result.save(args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .scoring.metrics import evaluate
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+
+    from .scoring.consistency import check_same_body
+
+    guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv])
+    saliency = read_volume(args.map)
+    ct = read_volume(args.ct) if args.ct else None
+    segments = read_segments(args.masks, names=args.names)
+    if len(segments) == 0:
+        raise InputError(f"{args.masks}: holds no segments; give a segmentation with the organs of this CT")
+    check_same_body(segments, saliency, ct, allow_mismatch=args.allow_mismatch, warn=progress, source=args.masks)
+    region = args.region
+    if args.region_masks:  # e.g. a lesion scored within its organ, the organ from another file
+        if args.region in ("auto", "all", "body"):
+            raise InputError("--region-masks needs --region SEGMENT, the name of a segment in that file")
+        others = read_segments(args.region_masks)
+        check_same_body(others, saliency, ct, allow_mismatch=args.allow_mismatch, warn=progress,
+                        source=args.region_masks)
+        region = (f"{args.region} (from {Path(args.region_masks).name})",
+                  others.resampled_to(saliency).mask(args.region))
+    handed = [ct]  # evaluate gets the only reference, so it can free the CT once the region is made
+    del ct
+    table = evaluate(saliency, segments, region=region, threshold=args.threshold, ct=handed.pop(), note=progress)
+    write_tables(table, args.json, args.csv)
+    print(table.format())
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .cli import estimator_settings
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+    from .view.compare_page import write_compare_report
+    from .workflows.compare import compare_estimators
+
+    guard_outputs([args.ct, args.masks, args.model, args.card], files=[args.json, args.csv], folders=[args.out])
+    ct = read_volume(args.ct)
+    segments = read_segments(args.masks, reference=ct, note=progress)
+    classifier = load_model(args.model, args.card, args.arch, args.device)
+    methods = args.method or ["hirescam", "gradcam", "gradient", "smoothgrad", "ig"]
+    result = compare_estimators(classifier, ct, segments, args.target_class, methods=methods, segment=args.segment,
+                                settings=estimator_settings(args), steps=args.fidelity_steps,
+                                replacement=args.replacement, blur_mm=args.blur_mm, seed=args.seed,
+                                progress=progress)
+    write_tables(result, args.json, args.csv)
+    if args.out:
+        page = write_compare_report(result, ct, segments.masks[result.segment], args.out)
+        progress(f"wrote {page}")
+    print(result.format())
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .view.render import render_overlay
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+
+    out = render_path(args.out, args.map)
+    guard_outputs([args.ct, args.map, args.masks], files=[out])
+    ct = read_volume(args.ct)
+    saliency = read_volume(args.map)
+    segments = None
+    if args.masks:
+        from .scoring.consistency import check_same_body
+
+        segments = read_segments(args.masks)
+        check_same_body(segments, ct, ct, allow_mismatch=args.allow_mismatch, warn=progress, source=args.masks)
+        segments = segments.resampled_to(ct) if len(segments) else segments
+    title = args.title or _render_title(Path(args.map))
+    path = render_overlay(ct, saliency, segments, out, title=title,
+                          point=parse_point(args.at) if args.at else None)
+    print(path)
+    return 0
+
+
+def _render_title(map_path: Path) -> str | None:
+    """'HiResCAM · class liver · p = 0.20' for a map written by `explain` (name and predictions.json)."""
+    import json
+
+    from .view.report import method_label
+
+    predictions = map_path.parent / "predictions.json"
+    stem = map_path.name.split(".")[0]
+    method, _, name = stem.partition("_")
+    if not name:
+        return None
+    title = f"{method_label(method)} · class {name}"
+    try:
+        record = json.loads(predictions.read_text())
+        from .explainers.explanation import safe_name
+
+        names = [safe_name(c) for c in record["class_names"]]
+        title += f" · p = {record['probabilities'][names.index(name)]:.2f}"
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return title
+
+
+def render_path(out, map_path) -> Path:
+    """``render --out``: a .png file, or a folder (existing, or written with a trailing slash) that
+    gets ``<map name>.png``; any other suffix is refused (the picture is always a PNG)."""
+    text = str(out)
+    out = Path(out)
+    if out.is_dir() or text.endswith(("/", os.sep)):
+        name = Path(map_path).name
+        for suffix in (".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return out / f"{name}.png"
+    if out.suffix.lower() != ".png":
+        raise InputError(f"{out}: render writes a PNG picture; give --out a name ending in .png "
+                         "(or a folder)")
+    return out
+
+
+def parse_point(text: str):
+    """``--at x,y,z`` (LPS mm) -> three floats."""
+    try:
+        values = [float(v) for v in str(text).replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise InputError(f"--at {text!r}: give three numbers x,y,z in mm (LPS), e.g. --at -40,10,-120")
+    return values
+
+
+def cmd_demo(args) -> int:
+    guard_outputs(folders=[args.out])
+    if args.shortcut:
+        from .workflows.shortcut import run_shortcut_demo
+
+        run_shortcut_demo(out_dir=args.out, device=args.device, progress=progress)
+        return 0
+    from .workflows.demo import run_demo
+
+    run_demo(out_dir=args.out, device=args.device, progress=progress, shared_scale=args.shared_scale,
+             at=parse_point(args.at) if args.at else None)
+    return 0
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from .training.loop import train
+
+    refuse_shipped_models(args.out)
+    guard_outputs([args.manifest, args.card], folders=[args.out])
+    if bool(args.card) == bool(args.arch):
+        raise InputError("give the network either as --card CARD.json (with an architecture) or as --arch "
+                         "NAME/JSON with --size and --window")
+    card = args.card
+    if args.arch:
+        from .models.card import parse_arch
+
+        card = {"name": args.name or "model", "classes": args.classes, "multilabel": True,
+                "input": {"size": args.size, "spacing": None, "window": args.window, "channels": 1},
+                "target_layer": args.layer, "architecture": parse_arch(args.arch)}
+    try:
+        class_organs = json.loads(args.class_organs) if args.class_organs else None
+    except json.JSONDecodeError as err:
+        raise InputError(f"--class-organs is not valid JSON ({err.msg}); give e.g. "
+                         '\'{"kidney": ["kidney_left", "kidney_right"]}\'') from None
+    result = train(args.manifest, args.out, card, mask_loss_lambda=args.mask_loss, target_layer=args.layer,
+                   dilation_mm=args.dilate_mm, epochs=args.epochs, batch_size=args.batch_size,
+                   learning_rate=args.lr, patience=args.patience, seed=args.seed, max_degrees=args.rotate,
+                   flip_axes=tuple(args.flip_axis or ()), class_organs=class_organs, device=args.device,
+                   name=args.name, progress=progress)
+    for key in ("weights", "card", "export"):
+        if result[key]:
+            print(result[key])
+    return 0
+
+
+def cmd_train_shortcut(args) -> int:
+    from .workflows.shortcut import TRAINING, shortcut_cohort, train_shortcut_models
+
+    refuse_shipped_models(args.out)
+    guard_outputs([args.manifest], folders=[args.out] + ([] if args.manifest else [args.cohort]))
+    manifest = args.manifest or shortcut_cohort(args.cohort, TRAINING["n_cases"], seed=TRAINING["cohort_seed"],
+                                                progress=progress)
+    results = train_shortcut_models(manifest, args.out, progress=progress)
+    for result in results.values():
+        print(result["weights"])
+    return 0
+
+
+def cmd_train_demo(args) -> int:
+    from .training.demo_recipe import train_demo_model
+
+    refuse_shipped_models(args.out)
+    guard_outputs(folders=[args.out])
+    result = train_demo_model(out_dir=args.out, seed=args.seed, progress=progress)
+    print(result["weights"])
+    print(result["card"])
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from .workflows.batch import batch
+
+    guard_outputs([args.manifest, args.model, args.card], folders=[args.out])
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    result = batch(args.manifest, args.model, args.out, methods=args.method or ["hirescam", "gradcam"],
+                   classes=args.target_class or "all", keep_maps=args.keep_maps, card=args.card, arch=args.arch,
+                   device=args.device, threshold=args.threshold, workers=args.workers, ray=args.ray,
+                   resamples=args.resamples, seed=args.seed, progress=True)
+    for key in ("cohort_csv", "cohort_json", "report"):
+        print(result.files[key])
+    if result.exit_code:
+        print(f"{PROG}: every case failed; see {result.files['errors']}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_trust(args) -> int:
+    from .io.segments import read_segments
+    from .io.volume import read_volume
+    from .workflows.trust import run_trust
+
+    guard_outputs([args.ct, *args.model, *(args.card or []), args.masks, args.fixations, *(args.cohort or []),
+                   *(args.cohort_masks or [])], folders=[args.out])
+    ct = read_volume(args.ct)
+    cards = args.card or []
+    models = []
+    for n, source in enumerate(args.model):
+        models.append(load_model(source, cards[n] if n < len(cards) else None, args.arch, args.device))
+    masks = read_segments(args.masks, reference=ct, note=progress) if args.masks else None
+    cohort_masks = args.cohort_masks or []
+    if cohort_masks and len(cohort_masks) != len(args.cohort or []):
+        raise InputError(f"--cohort-masks: give one per --cohort CT ({len(args.cohort or [])}), got {len(cohort_masks)}")
+    cohort = None
+    if args.cohort:
+        cohort = []
+        for n, path in enumerate(args.cohort):
+            case_ct = read_volume(path)
+            seg = read_segments(cohort_masks[n], reference=case_ct, note=progress) if cohort_masks else None
+            cohort.append((case_ct, seg))
+    result = run_trust(ct, models, methods=args.method or ["hirescam", "gradcam"], class_name=args.target_class,
+                       masks=masks, segment=args.segment, fixations=args.fixations,
+                       fixations_space=args.fixations_space, sigma_mm=args.sigma_mm, out_dir=args.out,
+                       mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer,
+                       randomize=not args.skip_randomization, progress=progress)
+    print(result.card.format())
+    print(result.json_path)
+    print(result.report)
+    return 0
