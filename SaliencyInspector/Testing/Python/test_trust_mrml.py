@@ -29,8 +29,8 @@ def card():
     moving = trust.randomization_curve([("original", base)] + [(f"block{n}", m) for n, m in enumerate(noise)], "moving")
     alike = [base.with_array(0.8 * base.array + 0.2 * m.array) for m in noise[:2]]  # "other cases": similar maps
     baseline = trust.baseline_similarity([(base, alike[0]), (base, alike[1])], source="test")
-    rows = trust.judge_all({"still": {"curve": still, "baseline": baseline},
-                            "moving": {"curve": moving, "baseline": baseline}})
+    rows = trust.judge_all({"still": trust.Evidence(curve=still, baseline=baseline),
+                            "moving": trust.Evidence(curve=moving, baseline=baseline)})
     return trust.TrustCard(rows=rows, curves={"still": still, "moving": moving})
 
 
