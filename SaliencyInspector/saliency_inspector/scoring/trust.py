@@ -395,7 +395,7 @@ class TrustCard:
         """Rows for a table (terminal, HTML, Slicer): method, then per criterion value/baseline/verdict."""
         out = []
         for method, row in self.rows.items():
-            record = {"method": method}
+            record: dict[str, Any] = {"method": method}
             for key in CRITERIA:
                 v = row.get(key) or CRITERIA[key].not_measured("")
                 record[f"{key}_value"] = v.value

@@ -142,7 +142,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     class_label = names[target] if names else str(target)
     methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
     resolved = [resolve(m) for m in methods]
-    notes = []
+    notes: list[str] = []
 
     attention = None
     if fixations is not None:
@@ -172,8 +172,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
             prior = trust.location_prior(body_ct, [(_class_mask(s, class_label, segment)[1], b) for s, b in others])
     mask_name, mask_ct = None, None
     if masks is not None:
-        on_ct = masks.resampled_to(ct)
-        mask_name, mask_ct = _class_mask(on_ct, class_label, segment, notes.append)
+        masks_on_ct = masks.resampled_to(ct)
+        mask_name, mask_ct = _class_mask(masks_on_ct, class_label, segment, notes.append)
 
     evidence, curves, timings = {}, {}, {}
     for (name, _function), method in zip(resolved, methods):
