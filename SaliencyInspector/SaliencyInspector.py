@@ -435,7 +435,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onFidelityButton(self) -> None:
         """Deletion/insertion curves of the shown map (plot view) and F (table view)."""
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml_charts
 
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot measure the fidelity of the shown map."), waitCursor=True):
@@ -445,13 +445,13 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             tableNode, chartNode, result = self.logic.fidelity(p.inputVolume, p.shownSaliency, model=self._model(),
                                                                device=p.device.value)
             p.fidelityTable, p.fidelityChart = tableNode, chartNode
-            mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
+            mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
             self.ui.statusLabel.text = _("Fidelity of {map}: F = {F:.3f}").format(
                 map=p.shownSaliency.GetName(), F=result.curves.F)
 
     def onTrustButton(self) -> None:
         """The trust card of the shown map (table view) and its randomization curves (plot view)."""
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml_charts
 
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot make the trust card of the shown map."), waitCursor=True):
@@ -460,7 +460,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                                           segmentationNode=p.segmentation, device=p.device.value,
                                                           progress=self._showProgress)
             p.trustTable, p.trustChart = tableNode, chartNode
-            mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
+            mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
             self.ui.statusLabel.text = _("Trust card of {map}: see the table and the randomization plot.").format(
                 map=p.shownSaliency.GetName())
 
@@ -648,7 +648,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         (node attribute ``SaliencyInspector.Run``, unique across saved and reloaded scenes). A
         CUDA out-of-memory error falls back to the CPU and says so through ``progress`` and the log.
         """
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_charts
         from saliency_inspector.explainers.explanation import explain
 
         ct = mrml.volume_from_node(volumeNode)  # InputError for no / non-scalar / 2D volumes
@@ -683,7 +683,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             node.SetAttribute("SaliencyInspector.Run", run)
             nodes[(method, className)] = node
             del saliency
-        predictions = mrml.add_predictions_table(
+        predictions = mrml_charts.add_predictions_table(
             scene, explanation.class_names, explanation.probabilities, explanation.logits,
             name=scene.GenerateUniqueName(f"{volumeNode.GetName()} predictions"))
         return nodes, explanation, predictions
@@ -696,7 +696,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         ``EvaluationTable``.
         """
         from saliency_inspector.scoring import metrics
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_charts
 
         saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
         ct = mrml.volume_from_node(volumeNode) if volumeNode is not None else None
@@ -705,7 +705,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
         table = metrics.evaluate(saliency, segments, region="auto", ct=ct)
         scene = slicer.mrmlScene
-        tableNode = mrml.add_metrics_table(scene, table.rows,
+        tableNode = mrml_charts.add_metrics_table(scene, table.rows,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} metrics"),
                                            metrics_info=metrics.METRICS)
         chartNode = None
@@ -717,7 +717,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                     continue
                 fpr, tpr, _thresholds = metrics.roc_curve(saliency, segments.mask(name), region)
                 curves[name] = metrics.thin_curve(fpr, tpr, points=ROC_PLOT_POINTS)
-            chartNode = mrml.add_roc_chart(scene, curves, colors=segments.colors,
+            chartNode = mrml_charts.add_roc_chart(scene, curves, colors=segments.colors,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
 
@@ -727,31 +727,20 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         for its class (``className`` overrides) on the model-input grid, with a random map's as the
         chance line: a table node (F = AUC_LIF - AUC_MIF, AUCs) and a plot chart node.
 
-        Returns ``(tableNode, chartNode, FidelityResult)``.
+        Returns ``(tableNode, chartNode, FidelityResult)``. The pipeline is ``compare``'s
+        (:func:`saliency_inspector.workflows.fidelity.map_fidelity`).
         """
-        from saliency_inspector import mrml
-        from saliency_inspector.errors import InputError
-        from saliency_inspector.scoring.fidelity import fidelity, map_on_input_grid
-        from saliency_inspector.explainers.attribution import batch_size, for_input, EstimatorSettings
-        from saliency_inspector.models.preprocess import preprocess
+        from saliency_inspector import mrml, mrml_charts
+        from saliency_inspector.workflows.fidelity import map_fidelity
 
         classifier = self.loadClassifier(model, device)
         className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
-        if className not in (classifier.class_names or []):
-            raise InputError(f"class {className!r} is not one of the model's classes: "
-                             f"{', '.join(classifier.class_names or [])}")
-        ct = mrml.volume_from_node(volumeNode)
-        prepared = preprocess(ct, classifier.card.input, device=classifier.device)
-        settings = for_input(EstimatorSettings(), prepared, classifier.card)
-        onInput = map_on_input_grid(mrml.volume_from_node(saliencyNode, what="saliency map"), prepared.grid,
-                                    prepared.axes)
-        perForward = min(2 * steps, batch_size(classifier.module, prepared.tensor, settings, backward=False))
-        result = fidelity(classifier, prepared.tensor, onInput, classifier.class_names.index(className),
-                          steps=steps, replacement=replacement, air_value=settings.air_value,
-                          spacing_zyx=settings.spacing_zyx, batch_size=perForward)
+        result = map_fidelity(classifier, mrml.volume_from_node(volumeNode),
+                              mrml.volume_from_node(saliencyNode, what="saliency map"), className,
+                              steps=steps, replacement=replacement)
         scene = slicer.mrmlScene
-        tableNode, chartNode = mrml.add_fidelity_nodes(
-            scene, result.to_dict(), name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} fidelity"))
+        tableNode, chartNode = mrml_charts.add_fidelity_nodes(
+            scene, result, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} fidelity"))
         return tableNode, chartNode, result
 
     def trust(self, volumeNode, saliencyNode, model="demo", secondModel=None, segmentationNode=None,
@@ -762,7 +751,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         Returns ``(tableNode, chartNode, TrustCard)``: the card in a table node, the randomization
         curves in a plot chart node.
         """
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_charts
         from saliency_inspector.errors import InputError
         from saliency_inspector.workflows.trust import run_trust
 
@@ -783,8 +772,9 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         card = run_trust(ct, models, methods=[method], class_name=className, masks=segments,
                          fixations=fixationsPath, progress=say).card
         scene = slicer.mrmlScene
-        tableNode = mrml.add_trust_table(scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} trust"))
-        chartNode = mrml.add_randomization_chart(
+        tableNode = mrml_charts.add_trust_table(
+            scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} trust"))
+        chartNode = mrml_charts.add_randomization_chart(
             scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} randomization"))
         return tableNode, chartNode, card
 
@@ -850,7 +840,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         ``saliencyNode`` itself is shown for its own method; the other method's map comes from the
         same run (same ``SaliencyInspector.Run``) and class.
         """
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_charts
         from saliency_inspector.errors import InputError
 
         if volumeNode is None or saliencyNode is None:
@@ -861,7 +851,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         pair = mrml.same_run_maps(slicer.mrmlScene, saliencyNode)  # method -> node
         layoutManager = slicer.app.layoutManager()
         if layoutManager is not None:
-            mrml.set_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
+            mrml_charts.set_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
             slicer.app.processEvents()  # let the layout create the views (and their composite nodes)
             yellow = layoutManager.sliceWidget("Yellow")
             if yellow is not None:
@@ -877,7 +867,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 rendered3D = slicer.modules.volumerendering.logic().GetFirstVolumeRenderingDisplayNode(node)
                 inThreeD = threeD if rendered3D is not None and rendered3D.GetVisibility() else []
                 mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID(), *inThreeD])
-        mrml.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
+        mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
         if layoutManager is not None:
             layoutManager.resetSliceViews()
 
@@ -1069,7 +1059,7 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
     def test_phantom_end_to_end(self):
         import numpy as np
 
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_charts
 
         if self._dependenciesMissing():
             self.skipTest("torch or the module's Python packages are not installed (press Apply once)")
@@ -1086,7 +1076,7 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
             self.assertTrue(saliency.same_grid(before), f"{method}/{className} is not on the CT grid")
         after = mrml.volume_from_node(ct)
         self.assertTrue(np.array_equal(after.array, before.array))  # the input is untouched
-        columns = mrml.table_columns(result["metrics"])
+        columns = mrml_charts.table_columns(result["metrics"])
         self.assertIn("roc_auc", columns)
         self.assertEqual(len(columns["segment"]), result["metrics"].GetNumberOfRows())
         self.delayDisplay("Test passed")

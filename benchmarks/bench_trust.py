@@ -67,8 +67,8 @@ def densenet_classifier(device):
 
 
 def bench_gaze(repeats):
-    from saliency_inspector.scoring import gaze
-    Fixations, compare_with_gaze = gaze.Fixations, gaze.compare_with_gaze
+    from saliency_inspector.scoring.fixations import Fixations
+    from saliency_inspector.scoring.gaze import compare_with_gaze
     from saliency_inspector.io.volume import Volume
 
     shape = (400, 512, 512)

@@ -24,7 +24,7 @@ import offscreen_views as ov  # noqa: E402  (sets the EGL window before VTK rend
 
 from saliency_inspector.scoring import metrics  # noqa: E402
 
-from saliency_inspector import mrml  # noqa: E402
+from saliency_inspector import mrml, mrml_charts  # noqa: E402
 from saliency_inspector.models.demo_model import LESION_SCALE  # noqa: E402
 from saliency_inspector.explainers.explanation import explain  # noqa: E402
 from saliency_inspector.models.demo_model import demo_classifier  # noqa: E402
@@ -92,10 +92,10 @@ def main(argv=None) -> Path:
         lesion_node.GetDisplayNode().SetSliceIntersectionThickness(2)
 
         # score against organs and lesion together (masks from the nodes, on the CT grid)
-        _, masks, _ = mrml.segment_masks_from_node(seg_node, ct_node, app.segmentations_logic)
-        _, lesion_masks, _ = mrml.segment_masks_from_node(lesion_node, ct_node, app.segmentations_logic)
+        masks = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic).masks
+        lesion_masks = mrml.segments_from_node(lesion_node, ct_node, app.segmentations_logic).masks
         table = metrics.evaluate(saliency, {**masks, **lesion_masks}, region="auto", ct=ct)
-        table_node = mrml.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
+        table_node = mrml_charts.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
 
     lesion_ras = np.array(lesion["center_lps"]) * [-1, -1, 1]
     frames = []
@@ -111,7 +111,7 @@ def main(argv=None) -> Path:
     frames.append(ov.capture(threed))
 
     probabilities = dict(zip(result.class_names, result.probabilities))
-    compose(frames, mrml.table_columns(table_node), args.out,
+    compose(frames, mrml_charts.table_columns(table_node), args.out,
             titles=[f"HiResCAM · {class_name}", f"Grad-CAM · {class_name}", "3D: HiResCAM + organ surfaces"],
             subtitle=f"phantom CT with a liver lesion; model {classifier.card.name!r}: p({class_name}) = "
                      f"{probabilities[class_name]:.2f}; region: {table.region}")

@@ -41,7 +41,7 @@ _EXPORTS = {
     "batch": "workflows.batch", "BatchResult": "workflows.batch",
     "cohort_statistics": "cohort.stats", "bootstrap_mean_ci": "cohort.stats",
     "compare_maps": "scoring.similarity",
-    "read_fixations": "scoring.gaze", "compare_with_gaze": "scoring.gaze",
+    "read_fixations": "scoring.fixations", "compare_with_gaze": "scoring.gaze",
     "run_trust": "workflows.trust",
     "train": "training.loop", "mask_loss": "training.mask_loss",
     "run_shortcut_demo": "workflows.shortcut",

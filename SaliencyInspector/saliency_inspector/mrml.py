@@ -1,4 +1,5 @@
-"""MRML glue: Slicer scene nodes ⇄ the core's plain data (Volume, masks, tables, curves).
+"""MRML glue: Slicer scene nodes ⇄ the core's plain data (Volume, Segments), and the saliency
+display. Results as table and plot chart nodes, and the compare layout: :mod:`.mrml_charts`.
 
 Every function takes the scene (and the module logics it needs) as arguments and never reaches
 for ``slicer.mrmlScene``, ``slicer.modules`` or ``slicer.app``. That is what lets the same code run
@@ -11,7 +12,7 @@ applied: a saliency node created for a CT is put under the CT's parent transform
 stay in the same frame.
 
 Nothing here modifies an input node; functions only create new nodes or change the display of
-nodes they created (saliency, tables, charts) and the slice/3D view settings.
+nodes they created (saliency, segmentations) and the slice/3D view settings.
 """
 
 from __future__ import annotations
@@ -26,41 +27,6 @@ from .io.volume import Volume, volume_from_ijk_to_ras
 # Default look of a saliency overlay: a heat colormap from a real Slicer color node.
 HEAT_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
 FALLBACK_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
-
-# A layout with the two methods side by side (axial each), the 3D view, the metrics table and the
-# ROC chart. Registered on the layout node under this id.
-COMPARE_LAYOUT_ID = 19271
-COMPARE_LAYOUT_XML = """
-<layout type="vertical" split="true">
- <item splitSize="600">
-  <layout type="horizontal">
-   <item><view class="vtkMRMLSliceNode" singletontag="Red">
-    <property name="orientation" action="default">Axial</property>
-    <property name="viewlabel" action="default">R</property>
-    <property name="viewcolor" action="default">#F34A33</property>
-   </view></item>
-   <item><view class="vtkMRMLSliceNode" singletontag="Yellow">
-    <property name="orientation" action="default">Axial</property>
-    <property name="viewlabel" action="default">Y</property>
-    <property name="viewcolor" action="default">#EDD54C</property>
-   </view></item>
-   <item><view class="vtkMRMLViewNode" singletontag="1">
-    <property name="viewlabel" action="default">1</property>
-   </view></item>
-  </layout>
- </item>
- <item splitSize="400">
-  <layout type="horizontal">
-   <item><view class="vtkMRMLTableViewNode" singletontag="TableView1">
-    <property name="viewlabel" action="default">T</property>
-   </view></item>
-   <item><view class="vtkMRMLPlotViewNode" singletontag="PlotView1">
-    <property name="viewlabel" action="default">P</property>
-   </view></item>
-  </layout>
- </item>
-</layout>
-"""
 
 
 # ---- volumes ----------------------------------------------------------------------------------
@@ -153,8 +119,9 @@ def check_segmentation(segmentation_node) -> None:
 
 
 # ---- segmentations ----------------------------------------------------------------------------
-def segment_layers_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
-    """The segmentation as a core ``Segments`` on ``reference_node``'s voxel grid, exported as labelmaps.
+def segments_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
+    """The segmentation as a core ``Segments`` on ``reference_node``'s voxel grid, exported as labelmaps
+    (``.masks`` / ``.colors`` give one bool mask / colour per segment name).
 
     One export per labelmap layer of the segmentation (segments sharing a layer never overlap; an
     organ and its lesion sit in different layers, so every voxel is kept), each a small-integer
@@ -165,14 +132,10 @@ def segment_layers_from_node(segmentation_node, reference_node, segmentations_lo
     """
     from .io.segments import Segments, unique_names
 
-    if segmentation_node is None:
-        raise InputError("no segmentation selected; choose a segmentation with organ segments")
+    check_segmentation(segmentation_node)
     grid = volume_from_node(reference_node)
     segmentation = segmentation_node.GetSegmentation()
     ids = list(segmentation.GetSegmentIDs())
-    if not ids:
-        raise InputError(f"segmentation '{segmentation_node.GetName()}' has no segments; "
-                         "add organ segments (e.g. with TotalSegmentator) first")
     by_name = dict(zip(unique_names([segmentation.GetSegment(i).GetName() for i in ids]), ids))
     if segment_names is not None:
         missing = [n for n in segment_names if n not in by_name]
@@ -214,23 +177,6 @@ def segment_layers_from_node(segmentation_node, reference_node, segmentations_lo
     order = {name: n for n, name in enumerate(by_name)}  # entries in the segmentation's order
     entries.sort(key=lambda e: order[e[0]])
     return Segments.from_layers(layers, entries, grid)
-
-
-def segment_masks_from_node(segmentation_node, reference_node, segmentations_logic,
-                            segment_names=None) -> tuple[Volume, dict, dict]:
-    """Each segment of ``segmentation_node`` as a bool mask on ``reference_node``'s voxel grid.
-
-    Returns ``(grid, masks, colors)``: the reference grid as a Volume, name → mask (z, y, x) and
-    name → (r, g, b). Exported as labelmap layers (:func:`segment_layers_from_node`); for many
-    segments use that function, which keeps the layers instead of one mask per segment.
-    """
-    segments = segment_layers_from_node(segmentation_node, reference_node, segmentations_logic, segment_names)
-    return volume_from_node(reference_node), segments.masks, segments.colors
-
-
-def segments_from_node(segmentation_node, reference_node, segmentations_logic, segment_names=None):
-    """The segmentation as a core ``Segments`` object on the reference volume's grid (labelmap layers)."""
-    return segment_layers_from_node(segmentation_node, reference_node, segmentations_logic, segment_names)
 
 
 def add_segmentation_node(scene, masks: dict, reference_node, segmentations_logic,
@@ -443,179 +389,6 @@ def setup_volume_rendering(saliency_node, volume_rendering_logic, window: tuple[
     return vr_display
 
 
-# ---- tables and plots -------------------------------------------------------------------------
-def add_predictions_table(scene, class_names, probabilities, logits=None, name: str = "Predictions"):
-    """A table node: class, probability (and logit), one row per class."""
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    columns = {"class": [str(c) for c in class_names],
-               "probability": np.asarray(probabilities, dtype=float).ravel()}
-    if logits is not None:
-        columns["logit"] = np.asarray(logits, dtype=float).ravel()
-    _fill_table(table, columns)
-    table.SetColumnDescription("probability", "model output probability for the class")
-    return table
-
-
-def add_metrics_table(scene, rows: list[dict], name: str = "Saliency metrics", metrics_info=None):
-    """A table node with one row per segment and one column per key of ``rows`` (evaluate()'s rows).
-
-    ``metrics_info`` (metrics.METRICS: key → info with name / meaning) gives column titles and
-    descriptions, so the table's tooltips say what each number means.
-    """
-    if not rows:
-        raise InputError("no metric rows to show; the segmentation gave no segments to score")
-    keys = list(rows[0].keys())
-    columns = {}
-    for key in keys:
-        values = [row.get(key) for row in rows]
-        if all(isinstance(v, (int, float, np.floating, np.integer, bool)) or v is None for v in values) \
-                and not all(v is None for v in values):
-            columns[key] = np.array([np.nan if v is None else float(v) for v in values])
-        else:
-            columns[key] = ["" if v is None else str(v) for v in values]
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    _fill_table(table, columns)
-    for key in keys:
-        info = (metrics_info or {}).get(key)
-        if info is None:
-            continue
-        title = _info_get(info, "name")
-        meaning = _info_get(info, "meaning") or _info_get(info, "description")
-        if title:
-            table.SetColumnTitle(key, str(title))
-        if meaning:
-            table.SetColumnDescription(key, str(meaning))
-    return table
-
-
-def table_columns(table_node) -> dict:
-    """A table node's columns as name → list (numbers as float, text as str)."""
-    table = table_node.GetTable()
-    out = {}
-    for c in range(table.GetNumberOfColumns()):
-        column = table.GetColumn(c)
-        values = [column.GetValue(r) for r in range(table.GetNumberOfRows())]
-        if column.IsA("vtkStringArray"):
-            out[column.GetName()] = [str(v) for v in values]
-        else:
-            out[column.GetName()] = [float(v) for v in values]
-    return out
-
-
-def add_roc_chart(scene, curves: dict, colors: dict | None = None, name: str = "ROC curves"):
-    """A plot chart of ROC curves, one Scatter series per segment (Line series space X evenly).
-
-    ``curves``: segment name → (false positive rates, true positive rates). The curve points are
-    stored in one table node (columns ``<segment> FPR`` / ``<segment> TPR``). Returns the chart node.
-    """
-    colors = colors or {}
-    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
-    chart.SetTitle(name)
-    chart.SetXAxisTitle("false positive rate")
-    chart.SetYAxisTitle("true positive rate")
-    # the ranges are ignored while the chart's automatic ranges are on (vtkMRMLPlotChartNode)
-    chart.SetXAxisRangeAuto(False)
-    chart.SetYAxisRangeAuto(False)
-    chart.SetXAxisRange(0.0, 1.0)
-    chart.SetYAxisRange(0.0, 1.0)
-    for segment, (fpr, tpr) in curves.items():
-        fpr = np.asarray(fpr, dtype=float).ravel()
-        tpr = np.asarray(tpr, dtype=float).ravel()
-        if fpr.shape != tpr.shape:
-            raise ValueError(f"ROC curve '{segment}': FPR and TPR lengths differ")
-        # one table per curve: curves have different numbers of points
-        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {segment}")
-        _fill_table(table, {"FPR": fpr, "TPR": tpr})
-        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", str(segment))
-        series.SetAndObserveTableNodeID(table.GetID())
-        series.SetXColumnName("FPR")
-        series.SetYColumnName("TPR")
-        series.SetPlotType(series.PlotTypeScatter)
-        series.SetMarkerStyle(series.MarkerStyleNone)
-        series.SetLineStyle(series.LineStyleSolid)
-        if segment in colors:
-            series.SetColor(*[float(c) for c in colors[segment]])
-        chart.AddAndObservePlotSeriesNodeID(series.GetID())
-    return chart
-
-
-def add_trust_table(scene, card, name: str = "Trust card"):
-    """A table node of the trust card (:class:`evaluate.trust.TrustCard`): one row per method, three
-    columns per criterion (``<key>_value``, ``<key>_baseline``, ``<key>_verdict``) titled and
-    described from :data:`evaluate.trust.CRITERIA` (its rule in the verdict column's tooltip)."""
-    from .scoring.trust import CRITERIA
-
-    rows = card.table()
-    if not rows:
-        raise InputError("the trust card has no methods to show")
-    columns = {"method": [str(r["method"]) for r in rows]}
-    for key in CRITERIA:
-        for part in ("value", "baseline"):
-            columns[f"{key}_{part}"] = np.array([np.nan if r[f"{key}_{part}"] is None else float(r[f"{key}_{part}"])
-                                                 for r in rows])
-        columns[f"{key}_verdict"] = [str(r[f"{key}_verdict"]) for r in rows]
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    _fill_table(table, columns)
-    for key, c in CRITERIA.items():
-        table.SetColumnTitle(f"{key}_value", c.name)
-        table.SetColumnDescription(f"{key}_value", c.measures)
-        table.SetColumnTitle(f"{key}_baseline", f"{c.name} baseline")
-        table.SetColumnDescription(f"{key}_baseline", c.baseline)
-        table.SetColumnTitle(f"{key}_verdict", f"{c.name} verdict")
-        table.SetColumnDescription(f"{key}_verdict", c.rule)
-    return table
-
-
-def add_randomization_chart(scene, card, name: str = "Randomization"):
-    """A plot chart of SSIM to the original map per randomization step, one Scatter series per
-    method plus its baseline (dashed). Each method's points are in a table node with columns
-    ``step``, ``block``, ``ssim``, ``spearman``, ``baseline``. Returns the chart node."""
-    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
-    chart.SetTitle(f"{name}: SSIM to the original map, output block first")
-    chart.SetXAxisTitle("randomization step (0 = trained model)")
-    chart.SetYAxisTitle("SSIM")
-    for method, curve in card.curves.items():
-        verdict = card.rows.get(method, {}).get("randomization")
-        baseline = verdict.baseline if verdict is not None and verdict.baseline is not None else np.nan
-        steps = np.arange(len(curve.blocks), dtype=float)
-        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {method}")
-        _fill_table(table, {"step": steps, "block": list(curve.blocks), "ssim": np.asarray(curve.ssim, float),
-                            "spearman": np.asarray(curve.spearman, float),
-                            "baseline": np.full(len(steps), float(baseline))})
-        for column, style in (("ssim", "LineStyleSolid"), ("baseline", "LineStyleDash")):
-            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
-                                             method if column == "ssim" else f"{method} baseline")
-            series.SetAndObserveTableNodeID(table.GetID())
-            series.SetXColumnName("step")
-            series.SetYColumnName(column)
-            series.SetPlotType(series.PlotTypeScatter)
-            series.SetLineStyle(getattr(series, style))
-            if column == "baseline":
-                series.SetMarkerStyle(series.MarkerStyleNone)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
-    return chart
-
-
-# ---- layout -----------------------------------------------------------------------------------
-def set_compare_layout(layout_node) -> int:
-    """Register (once) and switch to the compare layout; returns its id."""
-    if not layout_node.IsLayoutDescription(COMPARE_LAYOUT_ID):
-        layout_node.AddLayoutDescription(COMPARE_LAYOUT_ID, COMPARE_LAYOUT_XML)
-    layout_node.SetViewArrangement(COMPARE_LAYOUT_ID)
-    return COMPARE_LAYOUT_ID
-
-
-def show_table_and_chart(app_logic, table_node=None, chart_node=None) -> None:
-    """Show the table and the chart in the layout's table/plot views (application logic)."""
-    selection = app_logic.GetSelectionNode()
-    if table_node is not None:
-        selection.SetActiveTableID(table_node.GetID())
-        app_logic.PropagateTableSelection()
-    if chart_node is not None:
-        selection.SetActivePlotChartID(chart_node.GetID())
-        app_logic.PropagatePlotChartSelection()
-
-
 # ---- helpers ----------------------------------------------------------------------------------
 def _ijk_to_ras(volume_node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
@@ -648,57 +421,3 @@ def _lookup_table(volume_node):
         lookup.SetHueRange(0.0, 0.15)
         lookup.Build()
     return lookup
-
-
-def _fill_table(table_node, columns: dict) -> None:
-    """Replace the table's content with ``columns`` (name → numbers or strings), all equal length."""
-    table = vtk.vtkTable()
-    for name, values in columns.items():
-        if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
-            array = vtk.vtkDoubleArray()
-            for v in values:
-                array.InsertNextValue(float(v))
-        else:
-            array = vtk.vtkStringArray()
-            for v in values:
-                array.InsertNextValue(str(v))
-        array.SetName(str(name))
-        table.AddColumn(array)
-    table_node.SetAndObserveTable(table)
-
-
-def _info_get(info, key):
-    return info.get(key) if isinstance(info, dict) else getattr(info, key, None)
-
-
-# ---- fidelity --------------------------------------------------------------------------------------
-def add_fidelity_nodes(scene, result: dict, name: str = "Fidelity"):
-    """A table of the fidelity summary (F, its random-map chance line, the AUCs, how it was made)
-    and a plot chart of the deletion (MIF) and LIF curves with the random map's, from
-    ``FidelityResult.to_dict()``. Returns ``(table node, chart node)``."""
-    keys = ["F", "random_F", "auc_mif", "auc_lif", "random_auc_mif", "random_auc_lif", "F_logit"]
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    _fill_table(table, {"measure": np.array(keys + ["replacement", "steps"], dtype=object),
-                        "value": np.array([f"{result[k]:.4f}" for k in keys]
-                                          + [result["replacement"], str(result["steps"])], dtype=object)})
-    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} curves")
-    chart.SetTitle(f"{name}: class probability as voxels are replaced")
-    chart.SetXAxisTitle("fraction of voxels replaced")
-    chart.SetYAxisTitle("class probability")
-    fractions = np.asarray(result["fractions"], dtype=float)
-    curves = {"deletion (MIF)": result["mif_probability"], "LIF": result["lif_probability"],
-              "random MIF": result.get("random_mif_probability"), "random LIF": result.get("random_lif_probability")}
-    for label, values in curves.items():
-        if values is None:
-            continue
-        points = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} {label}")
-        _fill_table(points, {"fraction": fractions, "probability": np.asarray(values, dtype=float)})
-        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", label)
-        series.SetAndObserveTableNodeID(points.GetID())
-        series.SetXColumnName("fraction")
-        series.SetYColumnName("probability")
-        series.SetPlotType(series.PlotTypeScatter)
-        series.SetMarkerStyle(series.MarkerStyleNone)
-        series.SetLineStyle(series.LineStyleDash if label.startswith("random") else series.LineStyleSolid)
-        chart.AddAndObservePlotSeriesNodeID(series.GetID())
-    return table, chart

@@ -1,4 +1,4 @@
-"""Agreement with readers' gaze (evaluate/gaze.py): pysaliency's metrics, known answers, coordinates, bad input."""
+"""Agreement with readers' gaze (scoring/gaze.py, fixations.py): pysaliency's metrics, known answers, coordinates, bad input."""
 
 import importlib.util
 import json
@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.scoring import gaze
+from saliency_inspector.scoring import fixations, gaze
 from saliency_inspector.io.volume import Volume
 
 
@@ -68,9 +68,9 @@ def reader_case():
     lesion = blob_map([(20.0, 30.0, 30.0), (60.0, 55.0, 70.0)], sigma_mm=6.0)
     rng = np.random.default_rng(7)
     unrelated = lesion.with_array(ndimage.gaussian_filter(rng.random(lesion.shape), 3).astype(np.float32))
-    fx = gaze.sample_fixations(lesion, 400, seed=3, reader="r1")
-    fx2 = gaze.sample_fixations(lesion, 300, seed=4, reader="r2")
-    both = gaze._concat([fx, fx2])
+    fx = fixations.sample_fixations(lesion, 400, seed=3, reader="r1")
+    fx2 = fixations.sample_fixations(lesion, 300, seed=4, reader="r2")
+    both = fixations.Fixations.concat([fx, fx2])
     return lesion, unrelated, both
 
 
@@ -95,7 +95,7 @@ def test_density_is_a_duration_weighted_gaussian_inside_the_body():
     body = np.zeros(grid.shape, bool)
     body[:, :, :10] = True
     centre = grid.index_to_physical(np.array([[5.0, 10.0, 10.0], [14.0, 10.0, 10.0]]))
-    fx = gaze.Fixations(centre, np.array([3.0, 1.0]), np.array(["a", "a"], dtype=object))
+    fx = fixations.Fixations(centre, np.array([3.0, 1.0]), np.array(["a", "a"], dtype=object))
     d = gaze.density(fx, grid, body, sigma_mm=4.0)
     assert d.sum() == pytest.approx(1.0) and not d[~body].any()
     assert d[10, 10, 5] > d[10, 10, 2] > 0  # peak at the first fixation, Gaussian fall-off
@@ -107,14 +107,14 @@ def test_density_is_a_duration_weighted_gaussian_inside_the_body():
 def test_ras_and_lps_files_and_markups_give_the_same_numbers(reader_case, tmp_path):
     lesion, _, fx = reader_case
     flipped = blob_map([(20.0, 30.0, 30.0), (60.0, 55.0, 70.0)], sigma_mm=6.0, direction=np.diag([-1.0, 1.0, 1.0]))
-    lps = gaze.write_fixations_csv(fx, tmp_path / "lps.csv", "LPS")
-    ras = gaze.write_fixations_csv(fx, tmp_path / "ras.csv", "RAS")
+    lps = fixations.write_fixations_csv(fx, tmp_path / "lps.csv", "LPS")
+    ras = fixations.write_fixations_csv(fx, tmp_path / "ras.csv", "RAS")
     plain = tmp_path / "ras_plain.csv"  # no '# space:' line: the space comes from the option
     plain.write_text("\n".join(ras.read_text().splitlines()[1:]) + "\n")
-    a, b = gaze.read_fixations(lps), gaze.read_fixations(ras)
-    c = gaze.read_fixations(plain, space="RAS")
+    a, b = fixations.read_fixations(lps), fixations.read_fixations(ras)
+    c = fixations.read_fixations(plain, space="RAS")
     assert np.allclose(a.points, b.points) and np.allclose(a.points, c.points)
-    assert not np.allclose(gaze.read_fixations(plain).points, a.points)  # read as LPS: mirrored
+    assert not np.allclose(fixations.read_fixations(plain).points, a.points)  # read as LPS: mirrored
     markups = {"@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                           "Resources/Schema/markups-schema-v1.0.3.json#",
                "markups": [{"type": "Fiducial", "name": r, "coordinateSystem": "RAS", "coordinateUnits": "mm",
@@ -124,7 +124,7 @@ def test_ras_and_lps_files_and_markups_give_the_same_numbers(reader_case, tmp_pa
                            for r in fx.readers]}
     path = tmp_path / "gaze.mrk.json"
     path.write_text(json.dumps(markups))
-    m = gaze.read_fixations(path)
+    m = fixations.read_fixations(path)
     assert np.allclose(m.points, a.points, atol=1e-3) and m.readers == ["r1", "r2"]
     for volume in (lesion, flipped):  # the same physical map stored flipped
         results = [gaze.compare_with_gaze(volume, f, sigma_mm=6.0, seed=0, n_bootstrap=50).metrics for f in (a, b, m)]
@@ -136,8 +136,9 @@ def test_ras_and_lps_files_and_markups_give_the_same_numbers(reader_case, tmp_pa
 
 def test_fixations_outside_the_ct_are_counted_dropped_and_said(reader_case):
     lesion, _, fx = reader_case
-    far = gaze.Fixations(np.array([[-500.0, 0, 0], [0, 900.0, 0]]), np.ones(2), np.array(["r1", "r1"], dtype=object))
-    mixed = gaze._concat([fx, far])
+    far = fixations.Fixations(np.array([[-500.0, 0, 0], [0, 900.0, 0]]), np.ones(2),
+                              np.array(["r1", "r1"], dtype=object))
+    mixed = fixations.Fixations.concat([fx, far])
     res = gaze.compare_with_gaze(lesion, mixed, sigma_mm=6.0, seed=0, n_bootstrap=20)
     assert any("2 of 702 fixations lie outside the CT and were dropped" in n for n in res.notes), res.notes
     assert res.n_fixations == 700
@@ -149,23 +150,23 @@ def test_bad_fixation_files_are_named(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("# space: LPS\n\n")
     with pytest.raises(InputError, match="empty"):
-        gaze.read_fixations(empty)
+        fixations.read_fixations(empty)
     header_only = tmp_path / "h.csv"
     header_only.write_text("x,y,z\n")
     with pytest.raises(InputError, match="no fixations"):
-        gaze.read_fixations(header_only)
+        fixations.read_fixations(header_only)
     wrong = tmp_path / "w.csv"
     wrong.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="x, y, z"):
-        gaze.read_fixations(wrong)
+        fixations.read_fixations(wrong)
     conflict = tmp_path / "c.csv"
     conflict.write_text("# space: RAS\nx,y,z\n1,2,3\n")
     with pytest.raises(InputError, match="remove one"):
-        gaze.read_fixations(conflict, space="LPS")
+        fixations.read_fixations(conflict, space="LPS")
     no_points = tmp_path / "none.mrk.json"
     no_points.write_text(json.dumps({"@schema": "x", "markups": [{"type": "Fiducial", "controlPoints": []}]}))
     with pytest.raises(InputError, match="no control points"):
-        gaze.read_fixations(no_points)
+        fixations.read_fixations(no_points)
 
 
 def test_a_reader_heatmap_volume_is_accepted(reader_case, tmp_path):
@@ -173,7 +174,7 @@ def test_a_reader_heatmap_volume_is_accepted(reader_case, tmp_path):
 
     lesion, unrelated, _ = reader_case
     path = write_volume(lesion, tmp_path / "heatmap.nrrd")
-    heat = gaze.read_attention(path)
+    heat = fixations.read_attention(path)
     own = gaze.compare_with_gaze(lesion, heat, sigma_mm=6.0, seed=0, n_bootstrap=50)
     other = gaze.compare_with_gaze(unrelated, heat, sigma_mm=6.0, seed=0, n_bootstrap=50)
     assert own.metrics["cc"] == pytest.approx(1.0, abs=1e-9) and own.metrics["sim"] == pytest.approx(1.0, abs=1e-9)

@@ -21,7 +21,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 import offscreen_views as ov  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from saliency_inspector import mrml  # noqa: E402
+from saliency_inspector import mrml, mrml_charts  # noqa: E402
 from saliency_inspector.errors import InputError  # noqa: E402
 from saliency_inspector.io.volume import Volume  # noqa: E402
 
@@ -147,7 +147,8 @@ def test_segments_come_back_as_the_masks_put_in(scene, app):
     seg_node = mrml.add_segmentation_node(scene, masks, ct_node, app.segmentations_logic, colors)
     n_nodes = scene.GetNumberOfNodes()
 
-    grid, back, back_colors = mrml.segment_masks_from_node(seg_node, ct_node, app.segmentations_logic)
+    segments = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic)
+    grid, back, back_colors = segments.grid, segments.masks, segments.colors
     assert grid.same_grid(ct)
     assert list(back) == list(masks)
     for name in masks:
@@ -156,10 +157,10 @@ def test_segments_come_back_as_the_masks_put_in(scene, app):
         assert back_colors[name] == pytest.approx(colors[name])
     assert scene.GetNumberOfNodes() == n_nodes  # the temporary export node is gone
 
-    _, only, _ = mrml.segment_masks_from_node(seg_node, ct_node, app.segmentations_logic, ["lesion_liver"])
+    only = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic, ["lesion_liver"]).masks
     assert list(only) == ["lesion_liver"]
     with pytest.raises(InputError, match="no segment named spleen"):
-        mrml.segment_masks_from_node(seg_node, ct_node, app.segmentations_logic, ["spleen"])
+        mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic, ["spleen"])
 
 
 def test_segments_onto_another_grid_are_resampled_in_physical_space(scene, app):
@@ -171,7 +172,7 @@ def test_segments_onto_another_grid_are_resampled_in_physical_space(scene, app):
     block = np.zeros(fine.shape, bool)
     block[10:20, 8:24, 4:30] = True  # z 10..19, y 8..23, x 4..29 mm
     seg_node = mrml.add_segmentation_node(scene, {"block": block}, fine_node, app.segmentations_logic)
-    _, back, _ = mrml.segment_masks_from_node(seg_node, coarse_node, app.segmentations_logic)
+    back = mrml.segments_from_node(seg_node, coarse_node, app.segmentations_logic).masks
     expected = np.zeros(coarse.shape, bool)
     expected[5:10, 4:12, 2:15] = True  # coarse voxel centres 0.5 + 2n inside the block
     assert np.array_equal(back["block"], expected)
@@ -204,7 +205,8 @@ def test_phantom_seg_nrrd_read_by_slicer_matches_the_phantom_masks(scene, app, t
     assert storage.ReadData(seg_node) == 1
     scene.RemoveNode(storage)
     ct_node = mrml.add_volume_node(scene, case.ct, "CT")
-    grid, masks, colors = mrml.segment_masks_from_node(seg_node, ct_node, app.segmentations_logic)
+    segments = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic)
+    grid, masks, colors = segments.grid, segments.masks, segments.colors
     assert grid.same_grid(case.ct)
     assert list(masks) == case.organs.names
     for name in case.organs.names:
@@ -233,8 +235,8 @@ def test_explain_on_a_volume_node_gives_saliency_nodes_on_its_grid(scene):
         node = mrml.add_saliency_node(scene, saliency, ct_node, f"{method} {name}")
         np.testing.assert_allclose(ijk_to_ras_of(node), ijk_to_ras_of(ct_node), atol=1e-12)
         np.testing.assert_array_equal(mrml.volume_from_node(node).array, saliency.array)
-    table = mrml.add_predictions_table(scene, result.class_names, result.probabilities, result.logits)
-    columns = mrml.table_columns(table)
+    table = mrml_charts.add_predictions_table(scene, result.class_names, result.probabilities, result.logits)
+    columns = mrml_charts.table_columns(table)
     np.testing.assert_allclose(columns["probability"], 1 / (1 + np.exp(-np.asarray(columns["logit"]))), rtol=1e-6)
 
 
@@ -256,9 +258,9 @@ def test_bad_input_is_a_clear_input_error_and_changes_nothing(scene, app):
         (lambda: mrml.volume_from_node(None), "no CT volume selected"),
         (lambda: mrml.volume_from_node(rgb), "not a scalar volume"),
         (lambda: mrml.volume_from_node(flat), "2D image"),
-        (lambda: mrml.segment_masks_from_node(None, ct_node, app.segmentations_logic), "no segmentation"),
-        (lambda: mrml.segment_masks_from_node(empty_seg, ct_node, app.segmentations_logic), "has no segments"),
-        (lambda: mrml.add_metrics_table(scene, []), "no metric rows"),
+        (lambda: mrml.segments_from_node(None, ct_node, app.segmentations_logic), "no segmentation"),
+        (lambda: mrml.segments_from_node(empty_seg, ct_node, app.segmentations_logic), "has no segments"),
+        (lambda: mrml_charts.add_metrics_table(scene, []), "no metric rows"),
     ]
     for call, message in cases:
         with pytest.raises(InputError, match=message) as info:
@@ -269,8 +271,8 @@ def test_bad_input_is_a_clear_input_error_and_changes_nothing(scene, app):
 
 # ---- tables, plots, layout --------------------------------------------------------------------
 def test_predictions_table(scene):
-    table = mrml.add_predictions_table(scene, ["lung_left", "liver"], [0.25, 0.875], [-1.1, 1.95])
-    assert mrml.table_columns(table) == {"class": ["lung_left", "liver"], "probability": [0.25, 0.875],
+    table = mrml_charts.add_predictions_table(scene, ["lung_left", "liver"], [0.25, 0.875], [-1.1, 1.95])
+    assert mrml_charts.table_columns(table) == {"class": ["lung_left", "liver"], "probability": [0.25, 0.875],
                                          "logit": [-1.1, 1.95]}
 
 
@@ -278,8 +280,8 @@ def test_metrics_table_holds_the_rows_given(scene):
     rows = [{"segment": "liver", "dice": 0.5, "roc_auc": 0.9, "pointing_game": True, "note": None},
             {"segment": "spleen", "dice": 0.0, "roc_auc": None, "pointing_game": False, "note": "empty"}]
     info = {"dice": {"name": "Dice", "meaning": "overlap of thresholded map and mask"}}
-    table = mrml.add_metrics_table(scene, rows, metrics_info=info)
-    columns = mrml.table_columns(table)
+    table = mrml_charts.add_metrics_table(scene, rows, metrics_info=info)
+    columns = mrml_charts.table_columns(table)
     assert columns["segment"] == ["liver", "spleen"]
     assert columns["dice"] == [0.5, 0.0]
     assert columns["roc_auc"][0] == 0.9 and np.isnan(columns["roc_auc"][1])
@@ -303,8 +305,8 @@ def test_metrics_table_matches_evaluate(scene, app):
                              .astype(np.float32))
     segments = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic)
     table = metrics.evaluate(saliency, segments, region="all")
-    node = mrml.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
-    columns = mrml.table_columns(node)
+    node = mrml_charts.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
+    columns = mrml_charts.table_columns(node)
     assert columns["segment"] == [row["segment"] for row in table.rows]
     for key in ("dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game"):
         expected = [np.nan if row[key] is None else float(row[key]) for row in table.rows]
@@ -314,23 +316,23 @@ def test_metrics_table_matches_evaluate(scene, app):
 
 def test_roc_chart_is_scatter_series_with_the_curve_points(scene):
     curves = {"liver": ([0.0, 0.1, 1.0], [0.0, 0.8, 1.0]), "spleen": ([0.0, 0.5, 0.7, 1.0], [0.0, 0.2, 0.6, 1.0])}
-    chart = mrml.add_roc_chart(scene, curves, colors={"liver": (1.0, 0.0, 0.0)})
+    chart = mrml_charts.add_roc_chart(scene, curves, colors={"liver": (1.0, 0.0, 0.0)})
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     for n, (name, (fpr, tpr)) in enumerate(curves.items()):
         series = chart.GetNthPlotSeriesNode(n)
         assert series.GetName() == name
         assert series.GetPlotType() == series.PlotTypeScatter  # Line would space X evenly
-        columns = mrml.table_columns(series.GetTableNode())
+        columns = mrml_charts.table_columns(series.GetTableNode())
         assert columns[series.GetXColumnName()] == fpr and columns[series.GetYColumnName()] == tpr
     assert chart.GetNthPlotSeriesNode(0).GetColor() == pytest.approx((1.0, 0.0, 0.0))
 
 
 def test_compare_layout_registered_and_selected(scene):
     layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
-    assert mrml.set_compare_layout(layout) == mrml.COMPARE_LAYOUT_ID
-    assert layout.GetViewArrangement() == mrml.COMPARE_LAYOUT_ID
-    assert "PlotView1" in layout.GetLayoutDescription(mrml.COMPARE_LAYOUT_ID)
-    assert mrml.set_compare_layout(layout) == mrml.COMPARE_LAYOUT_ID  # idempotent
+    assert mrml_charts.set_compare_layout(layout) == mrml_charts.COMPARE_LAYOUT_ID
+    assert layout.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    assert "PlotView1" in layout.GetLayoutDescription(mrml_charts.COMPARE_LAYOUT_ID)
+    assert mrml_charts.set_compare_layout(layout) == mrml_charts.COMPARE_LAYOUT_ID  # idempotent
     scene.RemoveNode(layout)
 
 
@@ -481,7 +483,7 @@ def test_segments_export_as_labelmap_layers_with_duplicate_names(scene, app):
     segmentation.CollapseBinaryLabelmaps(False)  # as Slicer stores them: non-overlapping share a layer
     slicer_layers = segmentation.GetNumberOfLayers()
     assert slicer_layers == 2
-    segments = mrml.segment_layers_from_node(seg_node, ct_node, app.segmentations_logic)
+    segments = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic)
     assert segments.names == ["liver", "lesion", "liver (2)"]
     assert len(segments.layers) == slicer_layers < len(segments)
     for name, mask in (("liver", organ), ("lesion", inside), ("liver (2)", beside)):

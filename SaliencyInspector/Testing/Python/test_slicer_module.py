@@ -28,7 +28,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 import offscreen_views as ov  # noqa: E402
 import slicer_standins  # noqa: E402
 
-from saliency_inspector import mrml  # noqa: E402
+from saliency_inspector import mrml, mrml_charts  # noqa: E402
 from saliency_inspector.errors import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -90,7 +90,7 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     scene = app.scene
 
     # the nodes: maps of both methods for every class, each on the CT's own grid, one run id
-    classes = mrml.table_columns(predictions)["class"]
+    classes = mrml_charts.table_columns(predictions)["class"]
     assert set(nodes) == {(m, c) for m in ("hirescam", "gradcam") for c in classes}
     runs = {node.GetAttribute("SaliencyInspector.Run") for node in nodes.values()}
     assert len(runs) == 1 and re.fullmatch(r"[0-9a-f]{32}", runs.pop())
@@ -100,13 +100,13 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     segment_names = [organs.GetSegmentation().GetNthSegment(i).GetName()
                      for i in range(organs.GetSegmentation().GetNumberOfSegments())]
     organ_names = [n for n in segment_names if n.lower() != "body"]  # the body is the region scored in
-    assert mrml.table_columns(table)["segment"] == organ_names
+    assert mrml_charts.table_columns(table)["segment"] == organ_names
     assert [chart.GetNthPlotSeriesNode(i).GetName() for i in range(chart.GetNumberOfPlotSeriesNodes())] == organ_names
     assert not chart.GetXAxisRangeAuto() and tuple(chart.GetXAxisRange()) == (0.0, 1.0)
 
     # the compare layout, HiResCAM in Red and Grad-CAM in Yellow over the CT
     hires, grad = nodes[("hirescam", "liver")], nodes[("gradcam", "liver")]
-    assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml.COMPARE_LAYOUT_ID
+    assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
     shown = _composites(scene)
     assert shown["Red"] == (ct.GetID(), hires.GetID()) and shown["Yellow"] == (ct.GetID(), grad.GetID())
     assert app.app_logic.GetSelectionNode().GetActiveTableID() == table.GetID()
@@ -221,7 +221,7 @@ def test_fidelity_adds_a_table_and_a_chart_of_the_curves(explained):
     before = node_count(app.scene)
     table, chart, result = logic.fidelity(ct, saliency, model="demo", device="cpu", steps=4)
     assert result.forwards == 2 * 2 * 4 and result.curves.F == pytest.approx(result.curves.auc_lif - result.curves.auc_mif)
-    columns = mrml.table_columns(table)
+    columns = mrml_charts.table_columns(table)
     assert list(columns["measure"][:2]) == ["F", "random_F"]
     assert float(columns["value"][0]) == pytest.approx(result.curves.F, abs=1e-4)
     assert chart.GetNumberOfPlotSeriesNodes() == 4 and node_count(app.scene) > before
@@ -382,7 +382,7 @@ def test_sample_data_download_sample_gets_the_phantom_through_the_url_rewrite_ru
     storage.SetFileName(str(files[1]))
     assert storage.ReadData(organs) == 1 and source.loadFileTypes == ["VolumeFile", "SegmentationFile"]
     ct = mrml.add_volume_node(app.scene, case.ct, "ct")
-    _, masks, _ = mrml.segment_masks_from_node(organs, ct, app.segmentations_logic)
+    masks = mrml.segments_from_node(organs, ct, app.segmentations_logic).masks
     assert list(masks) == case.organs.names
     assert all(np.array_equal(masks[name], case.organs.mask(name)) for name in case.organs.names)
 
@@ -602,7 +602,7 @@ def test_apply_ends_in_the_compare_layout_and_the_widget_keeps_it(monkeypatch, t
             sys.modules.pop(name, None)
     shown = result["shown"]
     pair = mrml.same_run_maps(app.scene, shown)
-    assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml.COMPARE_LAYOUT_ID
+    assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
     views = _composites(app.scene)
     assert views["Red"][1] == pair["hirescam"].GetID() and views["Yellow"][1] == pair["gradcam"].GetID()
     assert widget._parameterNode.shownSaliency is shown and widget.ui.statusLabel.text == result["message"]

@@ -206,20 +206,20 @@ def test_ui_custom_widgets_are_declared():
 
 
 def test_logic_is_a_thin_layer_and_the_glue_never_uses_slicer_singletons():
-    """Nodes are made by saliency_inspector.mrml (tested on real MRML), not by the module's Logic;
-    the glue takes the scene and logics as arguments."""
+    """Nodes are made by saliency_inspector.mrml / mrml_charts (tested on real MRML), not by the
+    module's Logic; the glue takes the scene and logics as arguments."""
     found = classes()
     logic_source = ast.get_source_segment(MODULE_PY.read_text(), found["SaliencyInspectorLogic"])
     assert "AddNewNodeByClass" not in logic_source
     assert "mrml." in logic_source
-    glue = (MODULE / "saliency_inspector" / "mrml.py").read_text()
-    tree = ast.parse(glue)
-    attributes = {f"{n.value.id}.{n.attr}" for n in ast.walk(tree)
-                  if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
-    assert not {"slicer.mrmlScene", "slicer.app", "slicer.modules", "slicer.util"} & attributes
-    imports = {alias.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-               for alias in n.names}
-    assert not {"qt", "ctk", "slicer.util"} & imports
+    for glue in ("mrml.py", "mrml_charts.py"):
+        tree = ast.parse((MODULE / "saliency_inspector" / glue).read_text())
+        attributes = {f"{n.value.id}.{n.attr}" for n in ast.walk(tree)
+                      if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+        assert not {"slicer.mrmlScene", "slicer.app", "slicer.modules", "slicer.util"} & attributes, glue
+        imports = {alias.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                   for alias in n.names}
+        assert not {"qt", "ctk", "slicer.util"} & imports, glue
 
 
 def test_core_package_does_not_import_slicer_or_qt():

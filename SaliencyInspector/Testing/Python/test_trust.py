@@ -168,14 +168,14 @@ def test_models_with_different_classes_are_refused_naming_them(case, demo):
 
 
 def test_cli_trust_with_fixations_outside_the_ct_and_bad_input(case, tmp_path, capsys):
-    from saliency_inspector.scoring import gaze
+    from saliency_inspector.scoring import fixations
 
     ct_path = write_volume(case.ct, tmp_path / "ct.nrrd")
     truth = si.explain(si.load_classifier("demo", device="cpu"), case.ct, methods=["hirescam"], classes="lung_left")
-    fx = gaze.sample_fixations(truth.map("hirescam", "lung_left"), 200, seed=1)
-    fx = gaze._concat([fx, gaze.Fixations(np.array([[900.0, 900.0, 900.0]]), np.ones(1),
+    fx = fixations.sample_fixations(truth.map("hirescam", "lung_left"), 200, seed=1)
+    fx = fixations.Fixations.concat([fx, fixations.Fixations(np.array([[900.0, 900.0, 900.0]]), np.ones(1),
                                           np.array(["reader"], dtype=object))])
-    fx_path = gaze.write_fixations_csv(fx, tmp_path / "fx.csv", "RAS")
+    fx_path = fixations.write_fixations_csv(fx, tmp_path / "fx.csv", "RAS")
     rc = main(["trust", str(ct_path), "--model", "demo", "--method", "hirescam", "--class", "lung_left",
                "--fixations", str(fx_path), "--out", str(tmp_path / "out")])
     out = capsys.readouterr()

@@ -14,7 +14,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 
 import offscreen_views as ov  # noqa: E402
 
-from saliency_inspector import mrml  # noqa: E402
+from saliency_inspector import mrml, mrml_charts  # noqa: E402
 from saliency_inspector.scoring import trust  # noqa: E402
 from saliency_inspector.io.volume import Volume  # noqa: E402
 
@@ -29,15 +29,15 @@ def card():
     moving = trust.randomization_curve([("original", base)] + [(f"block{n}", m) for n, m in enumerate(noise)], "moving")
     alike = [base.with_array(0.8 * base.array + 0.2 * m.array) for m in noise[:2]]  # "other cases": similar maps
     baseline = trust.baseline_similarity([(base, alike[0]), (base, alike[1])], source="test")
-    rows = trust.judge_all({"still": {"curve": still, "baseline": baseline},
-                            "moving": {"curve": moving, "baseline": baseline}})
+    rows = trust.judge_all({"still": trust.Evidence(curve=still, baseline=baseline),
+                            "moving": trust.Evidence(curve=moving, baseline=baseline)})
     return trust.TrustCard(rows=rows, curves={"still": still, "moving": moving})
 
 
 def test_trust_table_is_the_card_with_titles_and_rules_from_the_registry(card):
     app = ov.make_app()
-    table = mrml.add_trust_table(app.scene, card)
-    columns = mrml.table_columns(table)
+    table = mrml_charts.add_trust_table(app.scene, card)
+    columns = mrml_charts.table_columns(table)
     assert columns["method"] == ["still", "moving"]
     assert columns["randomization_verdict"] == ["fail", "pass"]
     assert columns["randomization_value"] == pytest.approx([1.0, card.curves["moving"].ssim[-1]])
@@ -50,12 +50,12 @@ def test_trust_table_is_the_card_with_titles_and_rules_from_the_registry(card):
 
 def test_randomization_chart_holds_each_curve_and_its_baseline(card):
     app = ov.make_app()
-    chart = mrml.add_randomization_chart(app.scene, card)
+    chart = mrml_charts.add_randomization_chart(app.scene, card)
     assert chart.GetNumberOfPlotSeriesNodes() == 4
     for n, (method, curve) in enumerate(card.curves.items()):
         ssim_series, base_series = chart.GetNthPlotSeriesNode(2 * n), chart.GetNthPlotSeriesNode(2 * n + 1)
         assert ssim_series.GetName() == method and ssim_series.GetPlotType() == ssim_series.PlotTypeScatter
-        columns = mrml.table_columns(ssim_series.GetTableNode())
+        columns = mrml_charts.table_columns(ssim_series.GetTableNode())
         assert columns["ssim"] == pytest.approx(curve.ssim) and columns["block"] == curve.blocks
         assert columns[base_series.GetYColumnName()] == pytest.approx(
             [card.rows[method]["randomization"].baseline] * len(curve.blocks))
@@ -80,7 +80,7 @@ def test_logic_trust_puts_the_card_of_the_shown_map_in_a_table_and_a_chart(monke
     finally:
         for name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
             sys.modules.pop(name, None)
-    columns = mrml.table_columns(table)
+    columns = mrml_charts.table_columns(table)
     assert columns["method"] == ["hirescam"] and columns["randomization_verdict"] == ["pass"]
     assert columns["repeatability_verdict"] == ["not measured"]
     assert columns["localization_verdict"][0] in ("pass", "fail")  # measured against the liver segments

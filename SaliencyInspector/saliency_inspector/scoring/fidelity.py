@@ -24,16 +24,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.volume import Volume, resample_to
 
+if TYPE_CHECKING:
+    import torch
+
 REPLACEMENTS = ("air", "mean", "blur", "impute")
 
 
-@dataclass
+class ScoredModel(Protocol):
+    """What fidelity needs of a classifier: the network (logits) and logits -> probabilities."""
+
+    module: Any  # torch.nn.Module
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
 class Curves:
     """Deletion (MIF) and LIF curves of one map: scores at each fraction p of replaced voxels."""
 
@@ -61,13 +73,15 @@ class Curves:
         """The same on the logit curves."""
         return auc(self.fractions, self.lif_logit) - auc(self.fractions, self.mif_logit)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, float]:
+        """The curves' summaries: AUC_MIF, AUC_LIF, F and F on the logits."""
         return {"auc_mif": self.auc_mif, "auc_lif": self.auc_lif, "F": self.F, "F_logit": self.F_logit}
 
 
-@dataclass
+@dataclass(frozen=True)
 class FidelityResult:
-    """Curves of the map and of a seeded random map (the chance line), and how they were made."""
+    """Curves of the map and of a seeded random map (the chance line), and how they were made
+    (``info``: steps and batch size)."""
 
     curves: Curves
     random: Curves | None
@@ -75,9 +89,11 @@ class FidelityResult:
     target: int
     forwards: int
     seconds: float
-    info: dict = field(default_factory=dict)
+    info: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: replacement, class index, forwards, seconds, the summaries, the curves and the
+        random map's (``random_*``)."""
         out = {"replacement": self.replacement, "class_index": self.target, "forwards": self.forwards,
                "seconds": round(self.seconds, 4), **self.curves.summary(),
                "fractions": self.curves.fractions.tolist(),
@@ -90,7 +106,7 @@ class FidelityResult:
         return out
 
 
-def auc(x, y) -> float:
+def auc(x: np.ndarray, y: np.ndarray) -> float:
     """Trapezoid area under y(x)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0)
@@ -104,7 +120,8 @@ def map_on_input_grid(saliency: Volume, grid: Volume, axes: str = "zyx") -> np.n
     return on if axes == "zyx" else on.transpose(2, 1, 0)
 
 
-def replacement_tensor(x, kind: str, *, air_value=None, body=None, blur_mm: float = 10.0, spacing_zyx=None):
+def replacement_tensor(x: torch.Tensor, kind: str, *, air_value: float | None = None, body: np.ndarray | None = None,
+                       blur_mm: float = 10.0, spacing_zyx: tuple[float, ...] | None = None) -> torch.Tensor | None:
     """The values put in place of removed voxels (a tensor like ``x``); ``impute`` is per removal set
     and has no fixed replacement (returns None)."""
     import torch
@@ -171,9 +188,11 @@ def impute(image: np.ndarray, removed: np.ndarray, noise: float, rng: np.random.
     return out
 
 
-def fidelity(classifier, x, saliency, target: int, *, steps: int = 20, replacement: str = "blur",
-             air_value=None, body=None, blur_mm: float = 10.0, spacing_zyx=None, impute_noise: float = 0.01,
-             seed: int = 0, random_baseline: bool = True, batch_size: int = 8) -> FidelityResult:
+def fidelity(classifier: ScoredModel, x: torch.Tensor, saliency: np.ndarray | torch.Tensor, target: int, *,
+             steps: int = 20, replacement: str = "blur", air_value: float | None = None,
+             body: np.ndarray | None = None, blur_mm: float = 10.0, spacing_zyx: tuple[float, ...] | None = None,
+             impute_noise: float = 0.01, seed: int = 0, random_baseline: bool = True,
+             batch_size: int = 8) -> FidelityResult:
     """Deletion (MIF) and LIF curves of ``saliency`` for class ``target``.
 
     ``saliency``: a map on the input grid (array/tensor of ``x``'s spatial shape, tensor order);

@@ -1,4 +1,4 @@
-"""The trust card as an HTML page: the card table (from :data:`evaluate.trust.CRITERIA`), the
+"""The trust card as an HTML page: the card table (from :data:`scoring.trust.CRITERIA`), the
 randomization curves, a slice grid of the randomized maps (original → fully random), the
 localization baselines and the gaze comparison. Pictures are PNGs beside the page."""
 
@@ -7,22 +7,28 @@ from __future__ import annotations
 import math
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from .report import _STYLE, method_label
 
+if TYPE_CHECKING:
+    from ..io.volume import Volume
+    from ..scoring.trust import RandomizationCurve, TrustCard, Verdict
+
 _VERDICT_STYLE = {"pass": "color:#0a7a2f;font-weight:bold", "fail": "color:#b00020;font-weight:bold",
                   "not measured": "color:#999"}
 
 
-def _num(v, digits=3) -> str:
+def _num(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def plot_randomization(curves: dict, baselines: dict, out_png) -> Path:
+def plot_randomization(curves: Mapping[str, RandomizationCurve], verdicts: Mapping[str, Verdict],
+                       out_png: str | Path) -> Path:
     """SSIM and Spearman to the original map per randomization step, one line per method, its
-    baseline dashed in the same colour."""
+    baseline (from the method's randomization verdict) dashed in the same colour."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -36,10 +42,10 @@ def plot_randomization(curves: dict, baselines: dict, out_png) -> Path:
         x = np.arange(len(curve.blocks))
         axes[0].plot(x, curve.ssim, "o-", color=colour, label=method_label(method))
         axes[1].plot(x, curve.spearman, "o-", color=colour, label=method_label(method))
-        base = baselines.get(method)
-        if base:
-            axes[0].axhline(base["ssim"], color=colour, linestyle="--", linewidth=1)
-            axes[1].axhline(base["spearman"], color=colour, linestyle="--", linewidth=1)
+        verdict = verdicts.get(method)
+        if verdict is not None and verdict.baseline is not None:
+            axes[0].axhline(verdict.baseline, color=colour, linestyle="--", linewidth=1)
+            axes[1].axhline(verdict.details["spearman_baseline"], color=colour, linestyle="--", linewidth=1)
     for ax, what in zip(axes, ("SSIM", "Spearman")):
         ax.set_xticks(np.arange(len(longest.blocks)))
         ax.set_xticklabels(longest.blocks, rotation=60, ha="right", fontsize=7)
@@ -53,7 +59,8 @@ def plot_randomization(curves: dict, baselines: dict, out_png) -> Path:
     return out_png
 
 
-def plot_slice_grid(curves: dict, out_png, normalisation: dict) -> Path:
+def plot_slice_grid(curves: Mapping[str, RandomizationCurve], out_png: str | Path,
+                    normalisation: Mapping[str, str]) -> Path:
     """One row per method: the axial slice through the original map's peak at every step."""
     import matplotlib
 
@@ -85,7 +92,7 @@ def plot_slice_grid(curves: dict, out_png, normalisation: dict) -> Path:
     return out_png
 
 
-def write_trust_report(out_html, card, ct=None) -> Path:
+def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None = None) -> Path:
     """Write the trust card page and its pictures; returns the page's path."""
     from ..scoring.gaze import GAZE_INFO, GAZE_KEYS
     from ..scoring.trust import CRITERIA
@@ -125,10 +132,8 @@ def write_trust_report(out_html, card, ct=None) -> Path:
 
     # randomization
     if card.curves:
-        baselines = {m: {"ssim": row["randomization"].baseline,
-                         "spearman": row["randomization"].details.get("spearman_baseline")}
-                     for m, row in card.rows.items() if row["randomization"].baseline is not None}
-        curves_png = plot_randomization(card.curves, baselines, base / "trust_randomization.png")
+        verdicts = {m: row["randomization"] for m, row in card.rows.items()}
+        curves_png = plot_randomization(card.curves, verdicts, base / "trust_randomization.png")
         grid_png = plot_slice_grid(card.curves, base / "trust_randomized_maps.png", ctx.get("normalisation", {}))
         parts.append("<h2>Randomization</h2>"
                      f"<figure><img src='{curves_png.name}' alt='randomization curves'></figure>"

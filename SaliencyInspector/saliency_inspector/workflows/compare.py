@@ -15,7 +15,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -171,12 +171,10 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     """
     import torch
 
-    from ..scoring.fidelity import fidelity, map_on_input_grid
     from ..scoring.metrics import _mask_source, body_mask, evaluate
-    from ..explainers.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
+    from ..explainers.attribution import supervoxels, xrai_rank, get_estimator
     from ..explainers.explanation import _class_name, explain
-    from ..io.volume import Volume, resample_to
-    from ..models.preprocess import preprocess
+    from .fidelity import map_fidelity, model_input
 
     say = progress or (lambda _m: None)
     if int(steps) < 2:
@@ -197,24 +195,13 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     if not mask.any():
         raise InputError(f"segment {segment!r} is empty on the CT grid; choose another with --segment")
 
-    prepared = preprocess(ct, classifier.card.input, device=classifier.device)
-    x = prepared.tensor
-    s = for_input(settings_from(settings), prepared, classifier.card)
     body_name = next((n for n in masks.names if n.lower() == "body"), None)
     body_ct = masks.mask(body_name) if body_name else body_mask(ct)
-    grid = prepared.grid
-
-    def to_input(array, interpolation):
-        vol = Volume(np.asarray(array, np.uint8), ct.spacing, ct.origin, ct.direction)
-        geometry = Volume(np.zeros(grid.shape, np.uint8), grid.spacing, grid.origin, grid.direction)
-        on = resample_to(vol, geometry, interpolation).array.astype(bool)
-        return on if prepared.axes == "zyx" else on.transpose(2, 1, 0)
-
-    body_in, mask_in = to_input(body_ct, "nearest"), to_input(mask, "nearest")
-    s = replace(s, body=body_in)
+    inputs = model_input(classifier, ct, settings, body=body_ct)  # shared by every method's fidelity
+    x, grid, s, body_in = inputs.prepared.tensor, inputs.prepared.grid, inputs.settings, inputs.body
+    mask_in = inputs.mask_on_input(mask)
     say(f"supervoxels of the input ({'×'.join(map(str, x.shape[2:]))}) at scales {list(s.xrai_scales)}")
     regions = supervoxels(x[0, 0].detach().cpu().numpy(), s.spacing_zyx, body_in, s.xrai_scales, s.xrai_dilation)
-    per_forward = min(64, batch_size(classifier.module, x, s, backward=False, what="perturbed input"))
 
     rows, curves, maps = [], {}, {}
     region_flat = body_ct.ravel()
@@ -228,12 +215,12 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         table = evaluate(volume, {segment: mask}, region=body_ct, ct=ct)
         row = table.rows[0]
         dice, k = best_topk_dice(np.maximum(volume.array.ravel()[region_flat], 0), mask.ravel()[region_flat])
-        on_input = map_on_input_grid(res.raw[(name, class_name)], grid, prepared.axes)
+        on_input = inputs.map_on_input(res.raw[(name, class_name)])
         _scores, order = xrai_rank(on_input, regions, body_in)
         rdice, rcount = region_dice(order, mask_in)
         say(f"{name}: fidelity, {steps} steps, {replacement}")
-        fid = fidelity(classifier, x, on_input, target, steps=steps, replacement=replacement, air_value=s.air_value,
-                       body=body_in, blur_mm=blur_mm, spacing_zyx=s.spacing_zyx, seed=seed, batch_size=per_forward)
+        fid = map_fidelity(classifier, ct, on_input, class_name, steps=steps, replacement=replacement,
+                           blur_mm=blur_mm, seed=seed, inputs=inputs)
         curves[name] = fid
         rows.append({"method": name, "family": get_estimator(method).family,
                      "roc_auc": row["roc_auc"], "auprc": row["auprc"], "auprc_chance": row["auprc_chance"],

@@ -1,9 +1,10 @@
-"""The trust card for one CT and one class: every criterion of :data:`evaluate.trust.CRITERIA` for
+"""The trust card for one CT and one class: every criterion of :data:`scoring.trust.CRITERIA` for
 every method, written as ``trust.json`` and ``trust.html``.
 
-This module wires the model side (``explain/randomization.py``: maps on the model-input grid, the
-randomized copies) to the judging side (``evaluate/trust.py``, ``evaluate/gaze.py``); it is the
-only place that knows both, like ``demo.py``.
+This module wires the model side (``explainers/randomization.py``: maps on the model-input grid, the
+randomized copies) to the judging side (``scoring/trust.py``, ``scoring/gaze.py``): per method it
+measures an :class:`scoring.trust.Evidence` and the criteria judge it. It is the only place that
+knows both, like ``demo.py``; the CLI and the Slicer module both call :func:`run_trust`.
 
 Where the maps are compared: randomization, repeatability and the baseline on the model-input grid
 (what the network sees; maps of two models on different input grids are resampled in physical
@@ -22,33 +23,41 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    from ..io.segments import Segments
+    from ..io.volume import Volume
+    from ..models.loading import Classifier
+    from ..scoring.fixations import Fixations
+    from ..scoring.trust import TrustCard
+
 BASELINE_SEEDS = 1000  # phantoms for a single-CT baseline use seeds 1000, 1001, ...
 MAX_BASELINE_PAIRS = 50
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrustResult:
     """The card, where it was written, and the run's timings."""
 
-    card: object  # evaluate.trust.TrustCard
+    card: TrustCard
     json_path: Path | None
     report: Path | None
     seconds: float
 
 
-def default_normalisation(method) -> str:
+def default_normalisation(method: str | Callable[..., Any]) -> str:
     """ReLU for CAMs (their negative part means "against the class"), |map| for anything else."""
     from ..explainers.cam import METHODS
 
     return "relu" if isinstance(method, str) and method in METHODS else "abs"
 
 
-def same_classes_or_error(models) -> None:
+def same_classes_or_error(models: Sequence[Classifier]) -> None:
     """InputError naming the classes that differ when the models' class lists are not the same."""
     first = models[0].card.classes
     for other in models[1:]:
@@ -62,7 +71,7 @@ def same_classes_or_error(models) -> None:
             raise InputError(f"repeatability/reproducibility needs models with the same classes; {what}")
 
 
-def architecture_of(classifier) -> str:
+def architecture_of(classifier: Classifier) -> str:
     """What makes two models "the same architecture": the card's architecture (name + kwargs) when it
     has one, else the module's class name."""
     arch = classifier.card.architecture
@@ -71,7 +80,8 @@ def architecture_of(classifier) -> str:
     return type(classifier.module).__name__
 
 
-def _class_mask(segments, class_name, segment=None, note=None):
+def _class_mask(segments: Segments, class_name: str, segment: str | None = None,
+                note: Callable[[str], None] | None = None) -> tuple[str, np.ndarray]:
     """(mask name, bool mask on the segments' grid): ``segment`` if given, else the union of the
     segments whose name contains the class name, else the union of all segments."""
     names = segments.names
@@ -89,23 +99,28 @@ def _class_mask(segments, class_name, segment=None, note=None):
     return " + ".join(chosen), mask
 
 
-def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, masks=None, segment=None,
-              fixations=None, fixations_space=None, sigma_mm=10.0, out_dir=None, mode="cascading", seed=0,
-              cohort=None, n_baseline=4, layer=None, normalisation=None, randomize=True,
-              progress=None) -> TrustResult:
+def run_trust(ct: Volume, models: Sequence[Classifier],
+              methods: str | Callable[..., Any] | Sequence[str | Callable[..., Any]] = ("hirescam", "gradcam"),
+              class_name: str | None = None, masks: Segments | None = None, segment: str | None = None,
+              fixations: str | Path | Fixations | Volume | None = None, fixations_space: str | None = None,
+              sigma_mm: float = 10.0, out_dir: str | Path | None = None, mode: str = "cascading", seed: int = 0,
+              cohort: Sequence[Volume | tuple[Volume, Segments | None]] | None = None, n_baseline: int = 4,
+              layer: str | None = None, normalisation: str | None = None, randomize: bool = True,
+              progress: Callable[[str], None] | None = None) -> TrustResult:
     """Fill the trust card for ``ct`` (Volume) and ``class_name`` with each of ``methods``.
 
     ``models``: one or two :class:`Classifier` (two: repeatability when their architectures match,
     else reproducibility; their classes must match). ``methods``: CAM names, registered estimator
     names or callables ``fn(model, x, target)``. ``masks``: Segments of the finding (localization);
     ``segment``: which one (default: named after the class). ``fixations``: a path (CSV, .mrk.json, a
-    heatmap volume), :class:`evaluate.gaze.Fixations` or a Volume. ``cohort``: other cases, a list of
+    heatmap volume), :class:`scoring.fixations.Fixations` or a Volume. ``cohort``: other cases, a list of
     (CT Volume, Segments or None), for the baseline and the location prior. ``mode``: cascading or
     independent randomization; ``randomize=False`` skips it (the card says "not measured").
     ``out_dir``: where trust.json and trust.html go (None: nothing written).
     """
-    from ..scoring import gaze as gz
     from ..scoring import trust
+    from ..scoring.fixations import read_attention
+    from ..scoring.gaze import compare_with_gaze
     from ..scoring.metrics import body_mask
     from ..scoring.similarity import compare_maps
     from ..explainers.estimators import resolve
@@ -127,11 +142,11 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     class_label = names[target] if names else str(target)
     methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
     resolved = [resolve(m) for m in methods]
-    notes = []
+    notes: list[str] = []
 
     attention = None
     if fixations is not None:
-        attention = gz.read_attention(fixations, fixations_space) if isinstance(fixations, (str, Path)) else fixations
+        attention = read_attention(fixations, fixations_space) if isinstance(fixations, (str, Path)) else fixations
 
     prepared = prepare(clf, ct)
     body_in = body_mask(ct, prepared.grid)
@@ -157,13 +172,13 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
             prior = trust.location_prior(body_ct, [(_class_mask(s, class_label, segment)[1], b) for s, b in others])
     mask_name, mask_ct = None, None
     if masks is not None:
-        on_ct = masks.resampled_to(ct)
-        mask_name, mask_ct = _class_mask(on_ct, class_label, segment, notes.append)
+        masks_on_ct = masks.resampled_to(ct)
+        mask_name, mask_ct = _class_mask(masks_on_ct, class_label, segment, notes.append)
 
     evidence, curves, timings = {}, {}, {}
     for (name, _function), method in zip(resolved, methods):
         norm = normalisation or default_normalisation(method)
-        ev = {}
+        curve = None
         if randomize:
             say(f"{name}: {mode} randomization")
             t0 = time.time()
@@ -172,7 +187,6 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
                 name, mode, norm, body_in, progress=say)
             timings[name] = {"randomization_s": round(time.time() - t0, 2)}
             curves[name] = curve
-            ev["curve"] = curve
             original = curve.maps[0]
         else:
             original = input_map(clf.module, prepared, method, target, layer).volume
@@ -186,46 +200,54 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
         if len(pairs) > MAX_BASELINE_PAIRS:
             rng = np.random.default_rng(seed)
             pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_BASELINE_PAIRS, replace=False))]
-        ev["baseline"] = trust.baseline_similarity(pairs, norm, baseline_source)
+        baseline = trust.baseline_similarity(pairs, norm, baseline_source)
         if cohort and len(pairs) < 20:
             note = f"the baseline rests on {len(pairs)} pairs of cases (fewer than 20): give at least 7 cohort cases"
             if note not in notes:
                 notes.append(note)
 
-        # repeatability / reproducibility
+        # repeatability / reproducibility: the same architecture trained twice, or another one
+        repeatability = reproducibility = repeatability_why = reproducibility_why = models_compared = None
         if len(models) == 2:
             other = models[1]
-            kind = "repeatability" if architecture_of(other) == architecture_of(clf) else "reproducibility"
+            same = architecture_of(other) == architecture_of(clf)
             p2 = prepare(other, ct)
             second = input_map(other.module, p2, method, class_index(other, class_label), layer).volume
-            ev[kind] = compare_maps(original, second, norm, body_in)
-            ev["models"] = [clf.card.name, other.card.name]
-            missing = "reproducibility" if kind == "repeatability" else "repeatability"
-            ev[f"{missing}_why"] = f"the two models are {'the same' if kind == 'repeatability' else 'different'} architectures"
+            similarity = compare_maps(original, second, norm, body_in)
+            why = f"the two models are {'the same' if same else 'different'} architectures"
+            if same:
+                repeatability, reproducibility_why = similarity, why
+            else:
+                reproducibility, repeatability_why = similarity, why
+            models_compared = [clf.card.name, other.card.name]
 
         # localization and gaze on the CT grid
         on_ct = None
         if mask_ct is not None or attention is not None:
             on_ct = resample_to(original, ct, "linear")
+        localization = localization_why = None
         if mask_ct is not None:
             try:
-                ev["localization"] = trust.localization(on_ct, mask_ct, body_ct, ct.with_array(ct.array.astype(np.float32)),
-                                                        prior, norm)
-                ev["mask_name"] = mask_name
+                localization = trust.localization(on_ct, mask_ct, body_ct, ct.with_array(ct.array.astype(np.float32)),
+                                                  prior, norm)
             except InputError as err:
-                ev["localization_why"] = str(err)
+                localization_why = str(err)
+        gaze = None
         if attention is not None:
-            ev["gaze"] = gz.compare_with_gaze(on_ct, attention, body_ct, sigma_mm, norm, seed=seed)
-        evidence[name] = ev
+            gaze = compare_with_gaze(on_ct, attention, body_ct, sigma_mm, norm, seed=seed)
+        evidence[name] = trust.Evidence(
+            baseline=baseline, curve=curve, repeatability=repeatability, reproducibility=reproducibility,
+            repeatability_why=repeatability_why, reproducibility_why=reproducibility_why, models=models_compared,
+            localization=localization, localization_why=localization_why, mask_name=mask_name, gaze=gaze)
 
-    card = trust.TrustCard(rows=trust.judge_all(evidence), curves=curves, notes=notes)
-    card.context = {
+    context = {
         "ct": ct.describe_grid(), "class": class_label, "models": [m.card.name for m in models],
         "methods": [n for n, _ in resolved], "randomization_mode": mode, "seed": seed,
         "baseline": baseline_source, "comparison_grid": prepared.grid.describe_grid(),
         "normalisation": {n: normalisation or default_normalisation(m) for (n, _), m in zip(resolved, methods)},
         "timings": timings,
     }
+    card = trust.TrustCard(rows=trust.judge_all(evidence), context=context, curves=curves, notes=notes)
     json_path = report = None
     if out_dir is not None:
         from ..view.trust_report import write_trust_report

@@ -1,0 +1,105 @@
+"""Fidelity of a map on one case: does the model need what the map shows?
+
+One pipeline for every caller: :func:`workflows.compare.compare_estimators` (each estimator's map)
+and the Slicer module's ``Logic.fidelity`` (the shown map node) both call :func:`map_fidelity`.
+The CT is prepared for the model once (:func:`model_input`: the input tensor, the estimator
+settings completed for it, the body on the input grid, how many perturbed inputs fit one forward);
+a map on any grid is brought onto the model-input grid through physical space; the deletion (MIF)
+and LIF curves and a seeded random map's (the chance line) come from :func:`scoring.fidelity.fidelity`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..explainers.attribution import EstimatorSettings
+    from ..io.volume import Volume
+    from ..models.loading import Classifier
+    from ..models.preprocess import Prepared
+    from ..scoring.fidelity import FidelityResult
+
+MAX_PER_FORWARD = 64  # perturbed inputs per forward at most (fewer when the memory budget says so)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A CT as the model sees it, with what fidelity needs: the prepared input, the estimator
+    settings completed for it (voxel size, the input value of air, ``body`` on the input grid) and
+    how many perturbed inputs go through the network per forward."""
+
+    prepared: Prepared
+    settings: EstimatorSettings
+    per_forward: int
+
+    @property
+    def body(self) -> np.ndarray:
+        """The body on the input grid (tensor order)."""
+        return np.asarray(self.settings.body)
+
+    def mask_on_input(self, mask: np.ndarray) -> np.ndarray:
+        """A bool mask on the CT's grid brought onto the input grid (nearest), in tensor order."""
+        return _mask_on_input(mask, self.prepared)
+
+    def map_on_input(self, saliency: Volume) -> np.ndarray:
+        """A map on any grid (the CT's, a feature grid) on the input grid (linear), in tensor order."""
+        from ..scoring.fidelity import map_on_input_grid
+
+        return map_on_input_grid(saliency, self.prepared.grid, self.prepared.axes)
+
+
+def model_input(classifier: Classifier, ct: Volume, settings: EstimatorSettings | Mapping[str, Any] | None = None,
+                body: np.ndarray | None = None) -> ModelInput:
+    """Prepare ``ct`` for ``classifier`` once for every map scored on it. ``settings``: estimator
+    settings (None: the defaults); ``body``: bool mask on the CT's grid (default: the CT's body,
+    :func:`scoring.metrics.body_mask`)."""
+    from ..explainers.attribution import batch_size, for_input, settings_from
+    from ..models.preprocess import preprocess
+    from ..scoring.metrics import body_mask
+
+    prepared = preprocess(ct, classifier.card.input, device=classifier.device)
+    completed = for_input(settings_from(settings), prepared, classifier.card)
+    completed = replace(completed, body=_mask_on_input(body_mask(ct) if body is None else body, prepared))
+    per_forward = min(MAX_PER_FORWARD, batch_size(classifier.module, prepared.tensor, completed, backward=False,
+                                                  what="perturbed input"))
+    return ModelInput(prepared, completed, per_forward)
+
+
+def map_fidelity(classifier: Classifier, ct: Volume, saliency: Volume | np.ndarray, class_name: str, *,
+                 steps: int = 20, replacement: str = "blur", blur_mm: float = 10.0, seed: int = 0,
+                 settings: EstimatorSettings | Mapping[str, Any] | None = None,
+                 inputs: ModelInput | None = None) -> FidelityResult:
+    """Deletion (MIF) and LIF curves of ``saliency`` for ``class_name`` on the model-input grid, with
+    a seeded random map's as the chance line (:func:`scoring.fidelity.fidelity`).
+
+    ``saliency``: a map Volume on any grid, or an array already on the input grid (tensor order).
+    ``steps``: p = 0 … 100 % in that many steps; ``replacement``: air, mean (over the body), blur
+    (``blur_mm``) or impute; ``seed``: tie-break and random map. ``inputs``: :func:`model_input` of
+    this CT when the caller scores several maps (``settings`` are then ignored).
+    """
+    from ..scoring.fidelity import fidelity
+
+    names = classifier.card.classes or []
+    if class_name not in names:
+        raise InputError(f"class {class_name!r} is not one of the model's classes: {', '.join(names)}")
+    inputs = inputs or model_input(classifier, ct, settings)
+    on_input = saliency if isinstance(saliency, np.ndarray) else inputs.map_on_input(saliency)
+    s = inputs.settings
+    return fidelity(classifier, inputs.prepared.tensor, on_input, names.index(class_name), steps=steps,
+                    replacement=replacement, air_value=s.air_value, body=inputs.body, blur_mm=blur_mm,
+                    spacing_zyx=s.spacing_zyx, seed=seed, batch_size=inputs.per_forward)
+
+
+def _mask_on_input(mask: np.ndarray, prepared: Prepared) -> np.ndarray:
+    from ..io.volume import Volume, resample_to
+
+    ct, grid = prepared.ct, prepared.grid
+    vol = Volume(np.asarray(mask, np.uint8), ct.spacing, ct.origin, ct.direction)
+    geometry = Volume(np.zeros(grid.shape, np.uint8), grid.spacing, grid.origin, grid.direction)
+    on = resample_to(vol, geometry, "nearest").array.astype(bool)
+    return on if prepared.axes == "zyx" else on.transpose(2, 1, 0)
