@@ -138,7 +138,8 @@ def explain_case(classifier, ct, settings: BatchSettings):
 
 def run_case(case, job: CaseJob, classifier) -> dict:
     """Explain and score one case and write its files; never raises for a bad case (status failed)."""
-    from ..scoring.metrics import METRICS, evaluate
+    from ..scoring.evaluation import evaluate
+    from ..scoring.metrics import METRICS
     from ..explainers.explanation import safe_name
     from ..io.volume import read_volume, write_volume
 

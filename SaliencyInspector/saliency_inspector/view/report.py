@@ -146,7 +146,8 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     one with ``validation_roc_auc`` the card's validation ROC AUC. Every picture must exist (ValueError if not),
     so the report never points at a missing file.
     """
-    from ..scoring.metrics import METRICS, REFERENCE_KEYS, TOPK_NOTE
+    from ..scoring.metrics import METRICS, REFERENCE_KEYS
+    from ..scoring.thresholds import TOPK_NOTE
 
     out_html = Path(out_html)
     base = out_html.parent

@@ -78,7 +78,7 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     before any case starts.
     """
     from ..explainers.cam import METHODS
-    from ..scoring.metrics import parse_threshold
+    from ..scoring.thresholds import parse_threshold
     from ..io.manifest import read_manifest
     from ..cohort.executors import make_executor
 

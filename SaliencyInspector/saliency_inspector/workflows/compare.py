@@ -172,7 +172,8 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     import torch
 
     from ..scoring.fidelity import fidelity, map_on_input_grid
-    from ..scoring.metrics import _mask_source, body_mask, evaluate
+    from ..scoring.evaluation import evaluate
+    from ..scoring.masks import body_mask, mask_source
     from ..explainers.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
     from ..explainers.explanation import _class_name, explain
     from ..io.volume import Volume, resample_to
@@ -191,7 +192,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         raise InputError("the model has no class names; give a model card with 'classes'")
     class_name = _class_name(classifier.card.classes, class_name)
     target = classifier.card.classes.index(class_name)
-    masks = _mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
+    masks = mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
     segment = _choose_segment(masks.names, class_name, segment)
     mask = masks.mask(segment)
     if not mask.any():

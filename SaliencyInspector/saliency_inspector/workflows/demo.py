@@ -57,7 +57,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
     from ..explainers.explanation import explain, safe_name
-    from ..scoring.metrics import evaluate, roc_curve, thin_curve
+    from ..scoring.curves import roc_curve, thin_curve
+    from ..scoring.evaluation import evaluate
     from ..models.demo_model import LESION_SCALE
     from ..synth.phantom import make_phantom, write_phantom_case
     from ..view.render import render_overlay

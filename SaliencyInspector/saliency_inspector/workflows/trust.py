@@ -106,7 +106,7 @@ def run_trust(ct, models, methods=("hirescam", "gradcam"), class_name=None, mask
     """
     from ..scoring import gaze as gz
     from ..scoring import trust
-    from ..scoring.metrics import body_mask
+    from ..scoring.masks import body_mask
     from ..scoring.similarity import compare_maps
     from ..explainers.estimators import resolve
     from ..explainers.randomization import class_index, input_map, prepare, randomized_maps
