@@ -9,8 +9,8 @@ from matplotlib.image import imread
 
 from saliency_inspector.scoring.curves import roc_curve
 from saliency_inspector.scoring.evaluation import evaluate
-from saliency_inspector.scoring.metrics import METRICS
-from saliency_inspector.view.report import TABLE_METRICS, plot_roc, write_report
+from saliency_inspector.scoring.metrics import METRICS, TABLE_KEYS
+from saliency_inspector.view.report import plot_roc, write_report
 from saliency_inspector.io.volume import Volume
 
 
@@ -107,7 +107,7 @@ def test_report_references_existing_pictures_and_holds_the_metrics(tmp_path, sco
     assert set(by_segment) == names
     for r in table.rows:
         cells = by_segment[r["segment"]]["cells"]
-        for column, key in enumerate(TABLE_METRICS, start=1):
+        for column, key in enumerate(TABLE_KEYS, start=1):
             value = r[key]
             expected = "n/a" if np.isnan(value) else f"{value:.3f}"
             assert cells[column].startswith(expected), (r["segment"], key, cells[column])

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.records import finite
 from ..synth.cohort import CLASS_ORGANS, DISTRACTOR_ORGANS, LESION_SCALE  # noqa: F401 - re-exported
 from .loading import (Classifier, ModelCard, build_network, load_weights, register_architecture,
                       register_source, resolve_device)
@@ -453,9 +454,6 @@ def validate(model, x, y, organ_masks, body) -> dict:
         total = s[region].sum()
         masses.append(float(s[organ].sum() / total) if total > 0 else 0.0)
         uniforms.append(float(organ.sum() / region.sum()))
-    def finite(value):  # JSON has no NaN: undefined values (a class never present) become null
-        return float(value) if np.isfinite(value) else None
-
     return {
         "n_cases": int(len(x)),
         "accuracy": float((pred == truth).mean()),

@@ -4,20 +4,16 @@ localization baselines and the gaze comparison. Pictures are PNGs beside the pag
 
 from __future__ import annotations
 
-import math
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
+from ..io.records import format_cell as _num
 from .report import _STYLE, method_label
 
 _VERDICT_STYLE = {"pass": "color:#0a7a2f;font-weight:bold", "fail": "color:#b00020;font-weight:bold",
                   "not measured": "color:#999"}
-
-
-def _num(v, digits=3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def plot_randomization(curves: dict, baselines: dict, out_png) -> Path:
