@@ -5,7 +5,7 @@ folder, referenced by relative paths (so the folder can be zipped, moved or open
 It shows the CT's geometry, the predictions (and the truth when known), per class a row of
 pictures with one column per method (HiResCAM next to Grad-CAM), the metrics tables per
 (method, class), ROC curves and a one-line meaning of every metric, all taken from
-:data:`saliency_inspector.metrics.METRICS`.
+:data:`saliency_inspector.scoring.metrics.METRICS`.
 """
 
 from __future__ import annotations
