@@ -695,7 +695,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         segment), an ROC plot chart node (None when ``rocChart`` is False) and the core
         ``EvaluationTable``.
         """
-        from saliency_inspector.scoring import metrics
+        from saliency_inspector.scoring import evaluation, metrics
+        from saliency_inspector.scoring.curves import roc_curve, thin_curve
         from saliency_inspector import mrml, mrml_charts
 
         saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
@@ -703,7 +704,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         mrml.check_segmentation(segmentationNode)
         referenceNode = volumeNode or saliencyNode
         segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
-        table = metrics.evaluate(saliency, segments, region="auto", ct=ct)
+        table = evaluation.evaluate(saliency, segments, region="auto", ct=ct)
         scene = slicer.mrmlScene
         tableNode = mrml_charts.add_metrics_table(scene, table.rows,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} metrics"),
@@ -715,8 +716,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             for name in segments.names:
                 if name.lower() == "body" or not segments.mask(name).any():
                     continue
-                fpr, tpr, _thresholds = metrics.roc_curve(saliency, segments.mask(name), region)
-                curves[name] = metrics.thin_curve(fpr, tpr, points=ROC_PLOT_POINTS)
+                fpr, tpr, _thresholds = roc_curve(saliency, segments.mask(name), region)
+                curves[name] = thin_curve(fpr, tpr, points=ROC_PLOT_POINTS)
             chartNode = mrml_charts.add_roc_chart(scene, curves, colors=segments.colors,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
@@ -1009,14 +1010,14 @@ def _emptyCudaCache() -> None:
 
 def _evaluationRegion(table, segments, ct, saliency):
     """The region mask the metrics used (body segment, CT body, or None = all) for the ROC curves."""
-    from saliency_inspector.scoring import metrics
+    from saliency_inspector.scoring.masks import body_mask
 
     region = str(table.region)
     if region.startswith("body (segment"):
         body = next(n for n in segments.names if n.lower() == "body")
         return segments.mask(body)
     if region.startswith("body") and ct is not None:
-        return metrics.body_mask(ct, saliency)
+        return body_mask(ct, saliency)
     return None
 
 

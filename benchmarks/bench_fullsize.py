@@ -59,7 +59,7 @@ def cli(*args):
 API_SCRIPT = r"""
 import json, resource, sys, time
 import saliency_inspector as si
-from saliency_inspector.scoring.metrics import evaluate
+from saliency_inspector.scoring.evaluation import evaluate
 from saliency_inspector.models.demo_model import demo_classifier
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = {}

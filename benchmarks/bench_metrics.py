@@ -35,7 +35,7 @@ import tracemalloc
 import numpy as np
 from scipy import ndimage
 
-from saliency_inspector.scoring.metrics import evaluate
+from saliency_inspector.scoring.evaluation import evaluate
 from saliency_inspector.scoring.ranking import Ranking, _resolve_device
 from saliency_inspector.io.volume import Volume
 

@@ -71,7 +71,7 @@ def step_times(name, repeats):
 
 
 def shortcut_numbers(full: bool, work: Path):
-    from saliency_inspector import shortcut as S
+    from saliency_inspector.workflows import shortcut as S
     from saliency_inspector.models.loaders import load_classifier
 
     t0 = time.perf_counter()

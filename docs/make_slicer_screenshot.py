@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "SaliencyInspector" / "Testing" / "Python"))
 
 import offscreen_views as ov  # noqa: E402  (sets the EGL window before VTK renders)
 
-from saliency_inspector.scoring import metrics  # noqa: E402
+from saliency_inspector.scoring import evaluation, metrics  # noqa: E402
 
 from saliency_inspector import mrml, mrml_charts  # noqa: E402
 from saliency_inspector.models.demo_model import LESION_SCALE  # noqa: E402
@@ -94,7 +94,7 @@ def main(argv=None) -> Path:
         # score against organs and lesion together (masks from the nodes, on the CT grid)
         masks = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic).masks
         lesion_masks = mrml.segments_from_node(lesion_node, ct_node, app.segmentations_logic).masks
-        table = metrics.evaluate(saliency, {**masks, **lesion_masks}, region="auto", ct=ct)
+        table = evaluation.evaluate(saliency, {**masks, **lesion_masks}, region="auto", ct=ct)
         table_node = mrml_charts.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
 
     lesion_ras = np.array(lesion["center_lps"]) * [-1, -1, 1]

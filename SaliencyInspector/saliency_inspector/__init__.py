@@ -31,7 +31,7 @@ _EXPORTS = {
     "explain": "explainers.explanation", "Explanation": "explainers.explanation",
     "register_estimator": "explainers.attribution", "EstimatorSettings": "explainers.attribution",
     "ESTIMATORS": "explainers.attribution", "attribute": "explainers.attribution",
-    "evaluate": "scoring.metrics", "METRICS": "scoring.metrics",
+    "evaluate": "scoring.evaluation", "METRICS": "scoring.metrics",
     "check_same_body": "scoring.consistency",
     "fidelity": "scoring.fidelity",
     "render_overlay": "view.render",

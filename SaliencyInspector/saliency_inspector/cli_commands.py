@@ -95,7 +95,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .scoring.metrics import evaluate
+    from .scoring.evaluation import evaluate
     from .io.segments import read_segments
     from .io.volume import read_volume
 

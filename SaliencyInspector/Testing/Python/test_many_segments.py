@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from saliency_inspector.cli import main
-from saliency_inspector.scoring.metrics import evaluate
+from saliency_inspector.scoring.evaluation import evaluate
 from saliency_inspector.io.segments import Segment, Segments, read_segments, write_segments
 from saliency_inspector.io.volume import Volume, write_volume
 
@@ -112,13 +112,13 @@ def test_segments_from_bool_masks_pack_into_layers():
 
 
 def test_split_by_label_in_chunks_equals_one_comparison_per_label():
-    from saliency_inspector.scoring.metrics import _split_by_label
+    from saliency_inspector.scoring.masks import split_by_label
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 9, 1000).astype(np.uint8)
     group_of = rng.integers(0, 50, 1000).astype(np.int32)
     for chunk in (7, 64, 4096):
-        split = _split_by_label(labels, group_of, [1, 3, 8, 9], chunk=chunk)
+        split = split_by_label(labels, group_of, [1, 3, 8, 9], chunk=chunk)
         for label in (1, 3, 8, 9):
             want = np.sort(group_of[labels == label])
             np.testing.assert_array_equal(np.sort(split[label]), want)

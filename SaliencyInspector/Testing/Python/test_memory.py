@@ -19,7 +19,7 @@ import json, resource, sys, tracemalloc
 import numpy as np
 import torch
 import saliency_inspector as si
-from saliency_inspector.scoring.metrics import evaluate
+from saliency_inspector.scoring.evaluation import evaluate
 from saliency_inspector.io.segments import Segments
 from saliency_inspector.models.demo_model import demo_classifier
 

@@ -10,8 +10,10 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from skimage.filters import threshold_otsu
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.scoring.metrics import (METRICS, ROW_KEYS, body_mask, evaluate, pr_curve, roc_curve,
-                                        score_masks)
+from saliency_inspector.scoring.curves import pr_curve, roc_curve
+from saliency_inspector.scoring.evaluation import evaluate, score_masks
+from saliency_inspector.scoring.masks import body_mask
+from saliency_inspector.scoring.metrics import METRICS, ROW_KEYS
 from saliency_inspector.scoring.ranking import Ranking, _dense_ranks_numpy, _dense_ranks_torch
 from saliency_inspector.io.segments import Segment, Segments
 from saliency_inspector.io.volume import Volume
@@ -397,7 +399,7 @@ def test_registry_describes_every_metric():
 def test_roc_curves_are_thinned_for_plotting_keeping_the_end_points():
     import numpy as np
 
-    from saliency_inspector.scoring.metrics import thin_curve as thin
+    from saliency_inspector.scoring.curves import thin_curve as thin
 
     fpr = np.linspace(0, 1, 5000) ** 2
     tpr = np.sqrt(np.linspace(0, 1, 5000))

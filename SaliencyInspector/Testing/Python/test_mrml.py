@@ -293,6 +293,7 @@ def test_metrics_table_holds_the_rows_given(scene):
 
 def test_metrics_table_matches_evaluate(scene, app):
     metrics = pytest.importorskip("saliency_inspector.scoring.metrics")
+    evaluation = pytest.importorskip("saliency_inspector.scoring.evaluation")
     segments_module = pytest.importorskip("saliency_inspector.io.segments")
     ct = oblique_ct(shape=(24, 28, 32))
     ct_node = mrml.add_volume_node(scene, ct, "CT")
@@ -304,7 +305,7 @@ def test_metrics_table_matches_evaluate(scene, app):
     saliency = ct.with_array((np.exp(-((i - 13) ** 2 + (j - 14) ** 2 + (k - 12) ** 2) / 30.0) - 0.1)
                              .astype(np.float32))
     segments = mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic)
-    table = metrics.evaluate(saliency, segments, region="all")
+    table = evaluation.evaluate(saliency, segments, region="all")
     node = mrml_charts.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
     columns = mrml_charts.table_columns(node)
     assert columns["segment"] == [row["segment"] for row in table.rows]

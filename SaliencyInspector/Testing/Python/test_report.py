@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from saliency_inspector.scoring.metrics import METRICS, evaluate, roc_curve
-from saliency_inspector.view.report import TABLE_METRICS, plot_roc, write_report
+from saliency_inspector.scoring.curves import roc_curve
+from saliency_inspector.scoring.evaluation import evaluate
+from saliency_inspector.scoring.metrics import METRICS, TABLE_KEYS
+from saliency_inspector.view.report import plot_roc, write_report
 from saliency_inspector.io.volume import Volume
 
 
@@ -52,7 +54,7 @@ def parse(path) -> Page:
 
 @pytest.fixture(scope="module")
 def scored():
-    """A map peaking inside 'target' (and not in 'other'), scored by metrics.evaluate."""
+    """A map peaking inside 'target' (and not in 'other'), scored by evaluation.evaluate."""
     k, j, i = np.mgrid[0:12, 0:20, 0:20]
     saliency = Volume((np.exp(-((i - 5) ** 2 + (j - 6) ** 2 + (k - 6) ** 2) / 8.0) - 0.05).astype(np.float32),
                       spacing=(1.0, 1.0, 2.0))
@@ -105,7 +107,7 @@ def test_report_references_existing_pictures_and_holds_the_metrics(tmp_path, sco
     assert set(by_segment) == names
     for r in table.rows:
         cells = by_segment[r["segment"]]["cells"]
-        for column, key in enumerate(TABLE_METRICS, start=1):
+        for column, key in enumerate(TABLE_KEYS, start=1):
             value = r[key]
             expected = "n/a" if np.isnan(value) else f"{value:.3f}"
             assert cells[column].startswith(expected), (r["segment"], key, cells[column])

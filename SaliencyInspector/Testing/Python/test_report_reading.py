@@ -18,7 +18,9 @@ import torch
 from matplotlib.image import imread
 
 from saliency_inspector.cli import main
-from saliency_inspector.scoring.metrics import REFERENCE_KEYS, TOPK_NOTE, evaluate, score_masks
+from saliency_inspector.scoring.evaluation import evaluate, score_masks
+from saliency_inspector.scoring.metrics import REFERENCE_KEYS
+from saliency_inspector.scoring.thresholds import TOPK_NOTE
 from saliency_inspector.io.segments import MIN_COLOR_DISTANCE, distinct_colors, read_segments
 from saliency_inspector.io.volume import Volume, read_volume, write_volume
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from saliency_inspector import shortcut as S
+from saliency_inspector.workflows import shortcut as S
 
 
 def test_shortcut_demo_marker_evidence_drops_and_liver_ioa_rises_with_the_mask_loss(tmp_path, capsys):
@@ -44,3 +44,27 @@ def test_shipped_shortcut_cards_record_how_they_were_trained():
             S.TRAINING[k] for k in ("seed", "epochs", "batch_size", "patience"))
         assert (t["learning_rate"], t["dilation_mm"]) == (S.TRAINING["learning_rate"], S.TRAINING["dilation_mm"])
         assert t["n_train"] == int(0.6 * S.TRAINING["n_cases"]) and t["torch_threads"] == 1
+
+
+def test_shortcut_ioa_is_the_metric_registry_ioa(monkeypatch):
+    """One IoA: the shortcut demonstration calls the registry's metric (voxels strictly above the
+    threshold × max), so the two definitions cannot diverge."""
+    import dataclasses
+
+    from saliency_inspector.scoring.evaluation import score_masks
+    from saliency_inspector.scoring.metrics import METRICS
+
+    saliency = np.zeros((1, 2, 4), np.float32)
+    saliency[0, 0] = [1.0, 0.5, 0.5, 0.2]  # two voxels tie at exactly 0.5 × max
+    saliency[0, 1] = [-1.0, 0.0, 0.0, 0.1]
+    organ = np.zeros(saliency.shape, bool)
+    organ[0, 0, 0] = True
+    # kept at 0.5: only the maximum (> 0.5, not ≥), which is in the organ
+    assert S.ioa(saliency, organ, 0.5) == 1.0
+    for t in (0.05, 0.15, 0.5, 0.9):
+        registry = score_masks(saliency, {"m": organ}, threshold=f"fixed:{t}").row("m")["ioa"]
+        assert S.ioa(saliency, organ, t) == registry
+    assert np.isnan(S.ioa(np.zeros(saliency.shape), organ, 0.5))  # an all-zero map: undefined, not 0
+
+    monkeypatch.setitem(METRICS, "ioa", dataclasses.replace(METRICS["ioa"], function=lambda ms: 0.123))
+    assert S.ioa(saliency, organ, 0.5) == 0.123

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.records import json_default
 
 KEEP_MAPS = ("none", "feature", "ct")
 RESULT_FILE = "result.json"
@@ -138,7 +139,8 @@ def explain_case(classifier, ct, settings: BatchSettings):
 
 def run_case(case, job: CaseJob, classifier) -> dict:
     """Explain and score one case and write its files; never raises for a bad case (status failed)."""
-    from ..scoring.metrics import METRICS, evaluate
+    from ..scoring.evaluation import evaluate
+    from ..scoring.metrics import METRICS
     from ..explainers.explanation import safe_name
     from ..io.volume import read_volume, write_volume
 
@@ -273,14 +275,8 @@ def _write_case_page(folder: Path, case, ct, explanation, rows, predictions) -> 
 
 def _write_atomically(path: Path, record: dict) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(record, indent=1, allow_nan=False, default=json_default) + "\n")
     os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _file_identity(path) -> list | None:

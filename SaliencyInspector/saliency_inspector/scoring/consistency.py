@@ -7,7 +7,7 @@ Two measurements, each with the rule that refuses:
   it (share 1); masks of another scan placed elsewhere do not. Refused below :data:`MIN_FOV_SHARE`.
 - **body outline** (when the CT and a segment named ``body`` both exist): the surface Dice at
   :data:`OUTLINE_TOLERANCE_MM` of the segment's outline and the CT's own body outline
-  (CT > -500 HU, see :func:`~.metrics.body_mask`), i.e. the share of both outlines lying within the
+  (CT > -500 HU, see :func:`~.masks.body_mask`), i.e. the share of both outlines lying within the
   tolerance of the other (Nikolov et al. 2018, "surface DSC"), taken per axial slice inside the
   masks' own field of view. Volume overlap is not enough: two different phantoms have body
   volumes with Dice 0.98, yet only 9-79 % of their outlines agree within 4 mm, while the same
@@ -50,7 +50,7 @@ def same_body(segments, image: Volume, ct: Volume | None = None) -> dict:
                         f"({image.describe_grid()})")
     outline = in_body = None
     if ct is not None and fov > 0:
-        from .metrics import body_mask
+        from .masks import body_mask
 
         small = _coarse_grid(ct)
         ct_small = resample_to(ct, small, "linear", default_value=-1024.0)  # dtype kept: no float copy

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.records import finite
 from ..errors import InputError
 from ..models.demo_model import (DEFAULT_ARCH_KWARGS, DEMO_CLASSES, DEMO_NAME, LESION_SCALE, MODELS_DIR, POOLING,
                                  build_demo_network, demo_card, lesion_cells, make_dataset)
@@ -195,9 +196,6 @@ def validate(model, x, y, organ_masks, body) -> dict:
         total = s[region].sum()
         masses.append(float(s[organ].sum() / total) if total > 0 else 0.0)
         uniforms.append(float(organ.sum() / region.sum()))
-    def finite(value):  # JSON has no NaN: undefined values (a class never present) become null
-        return float(value) if np.isfinite(value) else None
-
     return {
         "n_cases": int(len(x)),
         "accuracy": float((pred == truth).mean()),

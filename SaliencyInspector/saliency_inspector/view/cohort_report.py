@@ -9,25 +9,17 @@ Inputs are the plain rows the batch writes (``cohort.csv``, ``per_case.csv``, ``
 
 from __future__ import annotations
 
-import math
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
+from ..io.records import format_cell as _num, is_missing
 from .report import _STYLE, method_label
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 WORST = 10  # rows of the worst-cases table per method
 SPLITS = ("all", "present", "absent", "correct", "incorrect")
-
-
-def _finite(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _num(value, digits=3) -> str:
-    return f"{value:.{digits}f}" if _finite(value) else "n/a"
 
 
 def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) -> Path | None:
@@ -45,7 +37,7 @@ def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) 
                 if s["metric"] == metric and s["group"] == "all"}
     values = {}
     for r in rows:
-        if _finite(r.get(metric)):
+        if not is_missing(r.get(metric)):
             values.setdefault((r["method"], r["class"], r["segment"]), []).append(float(r[metric]))
     if not any((m, c, seg(c)) in values for m in methods for c in classes for _, seg in panels):
         return None
@@ -62,7 +54,7 @@ def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) 
                 ax.scatter(x + rng.uniform(-0.25, 0.25, len(ys)) * width, ys, s=9, color=color, alpha=0.45,
                            linewidths=0, label=method_label(method) if i == 0 else None)
                 s = interval.get(key)
-                if s and _finite(s["mean"]):
+                if s and not is_missing(s["mean"]):
                     low, high = s["ci_low"], s["ci_high"]
                     ax.errorbar([x], [s["mean"]], yerr=[[s["mean"] - low], [high - s["mean"]]], fmt="_",
                                 color="black", markersize=14, capsize=4, lw=1.5)
@@ -134,7 +126,7 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
     label = {(p["case_id"], p["class"]): p for p in predictions}
     for method in dict.fromkeys(r["method"] for r in rows):
         candidates = [r for r in rows if r["method"] == method and r["segment"] == r["class"]
-                      and _finite(r.get(worst_metric))
+                      and not is_missing(r.get(worst_metric))
                       and label.get((r["case_id"], r["class"]), {}).get("label") in (1, None)]
         candidates.sort(key=lambda r: (float(r[worst_metric]), r["case_id"]))
         parts.append(f"<h3>{escape(method_label(method))}</h3><table><tr><th class='name'>case</th>"

@@ -3,12 +3,12 @@ deletion/LIF curves of every estimator in one plot, and the table beside the ran
 
 from __future__ import annotations
 
-import math
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
+from ..io.records import format_cell, is_missing
 from .report import _STYLE, method_label
 
 LABELS = {"gradient": "Gradient", "inputxgradient": "Input × Gradient", "smoothgrad": "SmoothGrad",
@@ -95,9 +95,7 @@ def plot_fidelity_curves(curves: dict, out_png, title="") -> Path:
 
 
 def _cell(value, digits=3):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else escape(str(value))
+    return format_cell(value, digits) if is_missing(value) or isinstance(value, float) else escape(str(value))
 
 
 def write_compare_report(comparison, ct, mask, out_dir) -> Path:

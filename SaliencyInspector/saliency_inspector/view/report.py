@@ -5,22 +5,19 @@ folder, referenced by relative paths (so the folder can be zipped, moved or open
 It shows the CT's geometry, the predictions (and the truth when known), per class a row of
 pictures with one column per method (HiResCAM next to Grad-CAM), the metrics tables per
 (method, class), ROC curves and a one-line meaning of every metric, all taken from
-:data:`saliency_inspector.metrics.METRICS`.
+:data:`saliency_inspector.scoring.metrics.METRICS`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
-# Columns of the metrics tables, in order; a metric with a chance level shows it in brackets.
-TABLE_METRICS = ("dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "peak_distance_mm",
-                 "rank_accuracy")
+from ..io.records import format_cell, is_missing
 
 # How the field writes the method names (keys are cam.METHODS's).
 METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
@@ -61,7 +58,7 @@ def plot_roc(curves, out_png, title=None) -> Path:
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":", linewidth=1, label="chance (0.5)")
     for label, fpr, tpr, auc in curves:
-        text = label if auc is None or (isinstance(auc, float) and math.isnan(auc)) else f"{label} (AUC {auc:.3f})"
+        text = label if is_missing(auc) else f"{label} (AUC {auc:.3f})"
         ax.plot(fpr, tpr, linewidth=1.6, label=text, drawstyle="default")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
@@ -79,12 +76,10 @@ def plot_roc(curves, out_png, title=None) -> Path:
 
 
 def _num(value, digits=3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return f"{value:.{digits}f}"
+    if is_missing(value) or isinstance(value, (int, float)):
+        return format_cell(value, digits)
     return escape(str(value))
 
 
@@ -94,11 +89,11 @@ def _rows_of(table):
 
 def _metrics_table_html(table, focus=()) -> str:
     """An HTML table of one EvaluationTable (or list of row dicts); rows of ``focus`` segments in bold."""
-    from ..scoring.metrics import METRICS
+    from ..scoring.metrics import METRICS, TABLE_KEYS
 
     rows = _rows_of(table)
     head = "<tr><th class='name'>segment</th>"
-    for key in TABLE_METRICS:
+    for key in TABLE_KEYS:
         info = METRICS[key]
         base = f" <span class='muted'>({escape(METRICS[info.baseline_key].name.lower())})</span>" \
             if info.baseline_key else ""
@@ -108,7 +103,7 @@ def _metrics_table_html(table, focus=()) -> str:
     for row in rows:
         cls = " class='focus'" if row["segment"] in focus else ""
         cells = [f"<td class='name'>{escape(row['segment'])}</td>"]
-        for key in TABLE_METRICS:
+        for key in TABLE_KEYS:
             text = _num(row.get(key))
             base = METRICS[key].baseline_key
             if base:
@@ -146,7 +141,8 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     one with ``validation_roc_auc`` the card's validation ROC AUC. Every picture must exist (ValueError if not),
     so the report never points at a missing file.
     """
-    from ..scoring.metrics import METRICS, REFERENCE_KEYS, TOPK_NOTE
+    from ..scoring.metrics import METRICS, REFERENCE_KEYS
+    from ..scoring.thresholds import TOPK_NOTE
 
     out_html = Path(out_html)
     base = out_html.parent

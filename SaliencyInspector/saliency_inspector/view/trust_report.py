@@ -4,13 +4,13 @@ localization baselines and the gaze comparison. Pictures are PNGs beside the pag
 
 from __future__ import annotations
 
-import math
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from ..io.records import format_cell as _num
 from .report import _STYLE, method_label
 
 if TYPE_CHECKING:
@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 
 _VERDICT_STYLE = {"pass": "color:#0a7a2f;font-weight:bold", "fail": "color:#b00020;font-weight:bold",
                   "not measured": "color:#999"}
-
-
-def _num(v: float | None, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def plot_randomization(curves: Mapping[str, RandomizationCurve], verdicts: Mapping[str, Verdict],

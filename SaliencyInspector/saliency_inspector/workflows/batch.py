@@ -17,15 +17,13 @@ failed), 1 when every case failed, 2 for bad input found before any work.
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.records import write_csv, write_json
 from ..cohort.case import KEEP_MAPS, BatchSettings, CaseJob, case_folder, finished_result
 from ..cohort.stats import AUC_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics, model_auc
 
@@ -78,7 +76,7 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     before any case starts.
     """
     from ..explainers.cam import METHODS
-    from ..scoring.metrics import parse_threshold
+    from ..scoring.thresholds import parse_threshold
     from ..io.manifest import read_manifest
     from ..cohort.executors import make_executor
 
@@ -151,10 +149,10 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     result.files, result.stats, result.auc = write_cohort_tables(out, cohort, done, failed, settings,
                                                                  resamples=resamples, seed=seed)
     result.seconds = time.perf_counter() - start
-    _write_json(out / "batch.json", {"settings": asdict(settings), "fingerprint": fingerprint,
-                                     "manifest": str(Path(manifest).resolve()), "summary": result.summary(),
-                                     "computed": computed, "skipped": skipped, "failed": failed,
-                                     "resamples": resamples, "seed": seed})
+    write_json(out / "batch.json", {"settings": asdict(settings), "fingerprint": fingerprint,
+                                    "manifest": str(Path(manifest).resolve()), "summary": result.summary(),
+                                    "computed": computed, "skipped": skipped, "failed": failed,
+                                    "resamples": resamples, "seed": seed}, indent=1)
     say(result.summary())
     if failed and result.exit_code == 0:
         say(f"warning: {len(failed)} case(s) failed; their reasons are in {out / 'errors.csv'}")
@@ -190,20 +188,20 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
     stats = cohort_statistics(rows, predictions, metrics, resamples=resamples, seed=seed)
     auc = model_auc(predictions, resamples=resamples, seed=seed)
     files = {
-        "per_case": _write_csv(out / "per_case.csv", rows,
-                               ["case_id", "method", "class", "segment", *metrics, *CONTEXT_KEYS]),
-        "predictions": _write_csv(out / "predictions.csv", predictions,
-                                  ["case_id", "class", "label", "probability", "logit", "predicted", "correct"]),
-        "errors": _write_csv(out / "errors.csv", errors, ["case_id", "ct", "error"]),
-        "cohort_csv": _write_csv(out / "cohort.csv", stats, list(STAT_KEYS)),
-        "model_auc": _write_csv(out / "model_auc.csv", auc, list(AUC_KEYS)),
+        "per_case": write_csv(out / "per_case.csv", rows,
+                              ["case_id", "method", "class", "segment", *metrics, *CONTEXT_KEYS]),
+        "predictions": write_csv(out / "predictions.csv", predictions,
+                                 ["case_id", "class", "label", "probability", "logit", "predicted", "correct"]),
+        "errors": write_csv(out / "errors.csv", errors, ["case_id", "ct", "error"]),
+        "cohort_csv": write_csv(out / "cohort.csv", stats, list(STAT_KEYS)),
+        "model_auc": write_csv(out / "model_auc.csv", auc, list(AUC_KEYS)),
     }
-    files["cohort_json"] = _write_json(out / "cohort.json", {
+    files["cohort_json"] = write_json(out / "cohort.json", {
         "cases": len(cohort), "done": len(done), "failed": len(failed), "resamples": resamples, "seed": seed,
         "confidence": 0.95, "interval": "percentile bootstrap of the mean over cases",
         "settings": asdict(settings), "statistics": stats, "model_auc": auc, "errors": errors,
         "metrics": {k: {"name": m.name, "meaning": m.meaning, "range": m.range,
-                        "higher_is_better": m.higher_is_better} for k, m in METRICS.items()}})
+                        "higher_is_better": m.higher_is_better} for k, m in METRICS.items()}}, indent=1)
     pages = {case.case_id: str(case_folder(out, case.case_id).relative_to(out) / "report.html")
              for case in cohort if case.case_id in done}
     files["report"] = write_cohort_report(
@@ -211,38 +209,6 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages,
         title=f"SaliencyInspector cohort: {len(cohort)} cases, model {settings.model}")
     return files, stats, auc
-
-
-def _write_csv(path: Path, rows: list, columns: list) -> Path:
-    """CSV with these columns; None and NaN as empty cells, floats as Python writes them (exact)."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: _cell(row.get(c)) for c in columns})
-    return path
-
-
-def _cell(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value
-
-
-def _write_json(path: Path, record) -> Path:
-    path.write_text(json.dumps(_finite(record), indent=1) + "\n", encoding="utf-8")
-    return path
-
-
-def _finite(value):
-    """NaN -> None recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _stderr(message: str) -> None:

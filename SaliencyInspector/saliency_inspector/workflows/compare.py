@@ -11,9 +11,6 @@ whether model-centric (fidelity) and mask-centric (ROC, Dice) rankings agree.
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.records import finite, format_cell, is_missing, write_csv, write_json
+from ..scoring.metrics import METRICS
 
-# measure key -> (column title, higher is better)
+# measure key -> (column title, higher is better); the mask metrics' titles are the registry's names
 MEASURES = {
-    "roc_auc": ("ROC AUC", True),
-    "auprc": ("AUPRC", True),
+    "roc_auc": (METRICS["roc_auc"].name, True),
+    "auprc": (METRICS["auprc"].name, True),
     "best_dice": ("Dice@best k", True),
     "region_dice": ("Region Dice", True),
-    "mass_in_mask": ("Mass in mask", True),
+    "mass_in_mask": (METRICS["mass_in_mask"].name, True),
     "fidelity_F": ("Fidelity F", True),
     "seconds": ("Time s", False),
 }
@@ -60,7 +59,7 @@ class Comparison:
         for key, (_title, higher) in MEASURES.items():
             def sort_key(row, key=key, higher=higher):
                 v = row.get(key)
-                bad = v is None or (isinstance(v, float) and math.isnan(v))
+                bad = is_missing(v)
                 return (bad, 0.0 if bad else (-v if higher else v))
             out[key] = [r["method"] for r in sorted(self.rows, key=sort_key)]
         return out
@@ -69,26 +68,19 @@ class Comparison:
         return self.rankings[measure].index(method) + 1
 
     def to_records(self) -> list:
-        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in self.rows]
+        """Rows with NaN turned into None (JSON has no NaN)."""
+        return [finite(row) for row in self.rows]
 
     def write_json(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"class": self.class_name, "segment": self.segment, "rows": self.to_records(),
+        """The table, rankings, fidelity curves and run info as JSON (NaN as null)."""
+        data = {"class": self.class_name, "segment": self.segment, "rows": self.rows,
                 "rankings": self.rankings, "curves": {m: r.to_dict() for m, r in self.curves.items()}, **self.info}
-        path.write_text(json.dumps(data, indent=2, default=float) + "\n")
-        return path
+        return write_json(path, data)
 
     def write_csv(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS + [f"rank_{k}" for k in MEASURES])
-            writer.writeheader()
-            for record in self.to_records():
-                ranks = {f"rank_{k}": self.rank_of(record["method"], k) for k in MEASURES}
-                writer.writerow({**{k: "" if record.get(k) is None else record.get(k) for k in COLUMNS}, **ranks})
-        return path
+        """One row per method: :data:`COLUMNS` then its rank per measure (NaN as an empty cell)."""
+        rows = [{**row, **{f"rank_{k}": self.rank_of(row["method"], k) for k in MEASURES}} for row in self.rows]
+        return write_csv(path, rows, COLUMNS + [f"rank_{k}" for k in MEASURES])
 
     def format(self) -> str:
         """Fixed-width table with each value's rank in brackets."""
@@ -101,7 +93,7 @@ class Comparison:
             cells = []
             for key in MEASURES:
                 v = r.get(key)
-                text = "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+                text = format_cell(v)
                 if key == "best_dice" and r.get("best_dice_k") is not None:
                     text += f"@{r['best_dice_k']}%"
                 cells.append(f"{text} ({self.rank_of(r['method'], key)})".rjust(16))
@@ -171,7 +163,8 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     """
     import torch
 
-    from ..scoring.metrics import _mask_source, body_mask, evaluate
+    from ..scoring.evaluation import evaluate
+    from ..scoring.masks import body_mask, mask_source
     from ..explainers.attribution import supervoxels, xrai_rank, get_estimator
     from ..explainers.explanation import _class_name, explain
     from .fidelity import map_fidelity, model_input
@@ -189,7 +182,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         raise InputError("the model has no class names; give a model card with 'classes'")
     class_name = _class_name(classifier.card.classes, class_name)
     target = classifier.card.classes.index(class_name)
-    masks = _mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
+    masks = mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
     segment = _choose_segment(masks.names, class_name, segment)
     mask = masks.mask(segment)
     if not mask.any():

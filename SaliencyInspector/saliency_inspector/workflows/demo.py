@@ -10,7 +10,6 @@ Output folder: ``ct.nrrd``, ``organs.seg.nrrd``, ``lesions.seg.nrrd``, ``case.js
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.records import write_csv, write_json
 
 DEMO_SIZE = (256, 256, 100)  # voxels (x, y, z) of the demo phantom: 1.56 x 1.56 x 3 mm over 400x400x300 mm
 ROC_POINTS = 2000  # a ROC curve over millions of voxels is thinned to this many points for plotting
@@ -57,7 +57,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
     from ..explainers.explanation import explain, safe_name
-    from ..scoring.metrics import evaluate, roc_curve, thin_curve
+    from ..scoring.curves import roc_curve, thin_curve
+    from ..scoring.evaluation import evaluate
     from ..models.demo_model import LESION_SCALE
     from ..synth.phantom import make_phantom, write_phantom_case
     from ..view.render import render_overlay
@@ -241,15 +242,6 @@ def _class_point(case, name, first_map, peak_point):
 
 def _write_metrics(records, out: Path) -> None:
     """metrics.json (list of row objects, NaN as null) and metrics.csv (one row per method/class/segment)."""
-    import csv
-
-    (out / "metrics.json").write_text(json.dumps(records, indent=2) + "\n")
-    if not records:
-        return
-    columns = list(records[0])
-    with (out / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in records:
-            writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                             for k, v in r.items()})
+    write_json(out / "metrics.json", records)
+    if records:
+        write_csv(out / "metrics.csv", records, list(records[0]))

@@ -57,10 +57,10 @@ def model_input(classifier: Classifier, ct: Volume, settings: EstimatorSettings 
                 body: np.ndarray | None = None) -> ModelInput:
     """Prepare ``ct`` for ``classifier`` once for every map scored on it. ``settings``: estimator
     settings (None: the defaults); ``body``: bool mask on the CT's grid (default: the CT's body,
-    :func:`scoring.metrics.body_mask`)."""
+    :func:`scoring.masks.body_mask`)."""
     from ..explainers.attribution import batch_size, for_input, settings_from
     from ..models.preprocess import preprocess
-    from ..scoring.metrics import body_mask
+    from ..scoring.masks import body_mask
 
     prepared = preprocess(ct, classifier.card.input, device=classifier.device)
     completed = for_input(settings_from(settings), prepared, classifier.card)

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.records import format_cell
 
 CONFOUNDED = "liver"
 CLASSES = ["lung_left", "lung_right", "liver", "kidney"]
-MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 NAMES = {"plain": "shortcut-plain", "maskloss": "shortcut-maskloss"}
 COHORT_SIZE = (64, 64, 32)  # CT voxels (x, y, z) of every cohort case: ~6 x 6 x 9 mm
 MARKER_NEIGHBOURHOOD_MM = 15.0  # the marker (1 cm radius) is smaller than a feature cell: count mass near it
@@ -89,15 +90,14 @@ def _case_maps(classifier, case, class_index, names):
 
 
 def ioa(saliency: np.ndarray, organ: np.ndarray, threshold: float) -> float:
-    """Draelos's OrganIOU: of the voxels whose ReLU(map)/max ≥ ``threshold``, the fraction inside
-    ``organ`` (a precision). NaN when no voxel passes (an all-zero map) — the reference code scores
-    that case 0; we leave it out and count it instead."""
-    pos = np.maximum(saliency, 0)
-    top = pos.max()
-    if top <= 0:
-        return float("nan")
-    kept = pos >= threshold * top
-    return float((kept & organ).sum() / kept.sum())
+    """Draelos's OrganIOU over the whole field of view: the metric registry's IoA
+    (:func:`saliency_inspector.scoring.overlap.ioa`) under the rule ``fixed:threshold``, i.e. of the
+    voxels whose ReLU(map)/max is above ``threshold``, the fraction inside ``organ`` (a precision).
+    NaN when undefined (an all-zero or constant map, an empty organ) — the reference code scores an
+    all-zero map 0; we leave it out and count it instead."""
+    from ..scoring.evaluation import score_masks
+
+    return score_masks(saliency, {"organ": organ}, region=None, threshold=f"fixed:{threshold}").row("organ")["ioa"]
 
 
 def marker_region(cases, ct, radius_mm=MARKER_NEIGHBOURHOOD_MM) -> np.ndarray:
@@ -259,8 +259,7 @@ def format_shortcut(record) -> str:
     lines = [f"{'test split (marker independent of the label)':<44}{'plain BCE':>12}{'+ mask loss':>14}"]
     for label, get in rows:
         cells = [get(models[k]) for k in ("plain", "maskloss")]
-        lines.append(f"{label:<44}" + "".join(f"{'n/a' if v is None else f'{v:.3f}':>{w}}"
-                                             for v, w in zip(cells, (12, 14))))
+        lines.append(f"{label:<44}" + "".join(f"{format_cell(v):>{w}}" for v, w in zip(cells, (12, 14))))
     gain = record.get("ioa_relative_gain")
     lines.append(f"IoA gain with the mask loss: {'n/a' if gain is None else f'{100 * gain:+.0f} %'} "
                  f"(published: {record['published_gain']})")

@@ -121,7 +121,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     from ..scoring import trust
     from ..scoring.fixations import read_attention
     from ..scoring.gaze import compare_with_gaze
-    from ..scoring.metrics import body_mask
+    from ..scoring.masks import body_mask
     from ..scoring.similarity import compare_maps
     from ..explainers.estimators import resolve
     from ..explainers.randomization import class_index, input_map, prepare, randomized_maps
