@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import _STYLE, method_label
+from ..explainers.registry import method_label
+from .report import _STYLE
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 WORST = 10  # rows of the worst-cases table per method

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import _STYLE, method_label
+from ..explainers.registry import method_label
+from .report import _STYLE
 
 _VERDICT_STYLE = {"pass": "color:#0a7a2f;font-weight:bold", "fail": "color:#b00020;font-weight:bold",
                   "not measured": "color:#999"}

@@ -173,8 +173,11 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
 
     from ..scoring.fidelity import fidelity, map_on_input_grid
     from ..scoring.metrics import _mask_source, body_mask, evaluate
-    from ..explainers.attribution import batch_size, for_input, settings_from, supervoxels, xrai_rank, get_estimator
-    from ..explainers.explanation import _class_name, explain
+    from ..explainers.explanation import class_name_of, explain
+    from ..explainers.memory import batch_size
+    from ..explainers.registry import get_method
+    from ..explainers.settings import for_input, settings_from
+    from ..explainers.xrai import supervoxels, xrai_rank
     from ..io.volume import Volume, resample_to
     from ..models.preprocess import preprocess
 
@@ -184,12 +187,10 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
         raise InputError("give at least one method to compare")
-    names = [m if isinstance(m, str) else get_estimator(m).name for m in methods]
-    for m in methods:
-        get_estimator(m)  # unknown names fail here, before any work
+    names = [get_method(m).name for m in methods]  # unknown names fail here, before any work
     if classifier.card.classes is None:
         raise InputError("the model has no class names; give a model card with 'classes'")
-    class_name = _class_name(classifier.card.classes, class_name)
+    class_name = class_name_of(classifier.card.classes, class_name)
     target = classifier.card.classes.index(class_name)
     masks = _mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
     segment = _choose_segment(masks.names, class_name, segment)
@@ -235,7 +236,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         fid = fidelity(classifier, x, on_input, target, steps=steps, replacement=replacement, air_value=s.air_value,
                        body=body_in, blur_mm=blur_mm, spacing_zyx=s.spacing_zyx, seed=seed, batch_size=per_forward)
         curves[name] = fid
-        rows.append({"method": name, "family": get_estimator(method).family,
+        rows.append({"method": name, "family": get_method(method).family,
                      "roc_auc": row["roc_auc"], "auprc": row["auprc"], "auprc_chance": row["auprc_chance"],
                      "best_dice": dice, "best_dice_k": k, "region_dice": rdice, "region_count": rcount,
                      "mass_in_mask": row["mass_in_mask"], "mass_baseline": row["mass_baseline"],
