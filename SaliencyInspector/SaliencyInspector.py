@@ -38,15 +38,9 @@ REQUIREMENTS_PATH = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
 HOMEPAGE = "https://github.com/saliency-inspector/SlicerSaliencyInspector"
 # The core's own floor (pyproject.toml); what pip will install may need a newer torch (computed).
 MINIMUM_TORCH = ">=2.2"
-METHOD_LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
-                 # estimators beyond CAMs (saliency_inspector.explainers.attribution): logic.explain(methods=...)
-                 "gradient": "Gradient", "inputxgradient": "Input x Gradient", "smoothgrad": "SmoothGrad",
-                 "smoothgrad_sq": "SmoothGrad squared", "vargrad": "VarGrad", "ig": "Integrated Gradients",
-                 "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion", "xrai3d": "XRAI-3D"}
-# methods with their own check box (and parameter); every other registered estimator is in the list
+# methods with their own check box (and parameter); every other method of the registry
+# (saliency_inspector.explainers.registry.METHODS: labels, families, descriptions) is in the list
 CHECKBOX_METHODS = ("hirescam", "gradcam")
-# group titles of the method list, by registry family (saliency_inspector.explainers.attribution.FAMILIES)
-FAMILY_LABELS = {"CAM": "CAMs", "gradient": "gradient-based", "perturbation": "perturbation", "custom": "custom"}
 PHANTOM_SAMPLE_NAME = "SaliencyPhantom"
 # the phantom's Sample Data URIs (never fetched from a network) and the files they stand for
 PHANTOM_FILES = {"phantom://ct": "SaliencyPhantom-ct.nrrd", "phantom://organs": "SaliencyPhantom-organs.seg.nrrd"}
@@ -83,19 +77,26 @@ class SaliencyInspector(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-def methodGroups(estimators=None) -> list:
-    """The estimators offered beside the HiResCAM / Grad-CAM check boxes, grouped by their family in
-    the registry (``saliency_inspector.explainers.attribution.ESTIMATORS``): ``[(group title, [method
-    name, ...]), ...]`` in the registry's FAMILIES order, empty groups left out."""
-    from saliency_inspector.explainers.attribution import ESTIMATORS, FAMILIES
+def methodGroups(methods=None) -> list:
+    """The methods offered beside the HiResCAM / Grad-CAM check boxes, grouped by their family in
+    the method registry (``saliency_inspector.explainers.registry.METHODS``): ``[(group title,
+    [method name, ...]), ...]`` in the registry's FAMILIES order, empty groups left out."""
+    from saliency_inspector.explainers.registry import FAMILIES, FAMILY_LABELS, METHODS
 
-    estimators = ESTIMATORS if estimators is None else estimators
+    methods = METHODS if methods is None else methods
     groups = []
     for family in FAMILIES:
-        names = [n for n, info in estimators.items() if info.family == family and n not in CHECKBOX_METHODS]
+        names = [n for n, info in methods.items() if info.family == family and n not in CHECKBOX_METHODS]
         if names:
             groups.append((_(FAMILY_LABELS.get(family, family)), names))
     return groups
+
+
+def methodLabel(name: str) -> str:
+    """The display name of a method (the registry's label; an unknown name as it is)."""
+    from saliency_inspector.explainers.registry import method_label
+
+    return method_label(name)
 
 
 def registerSampleData():
@@ -294,7 +295,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # ---- the method list (estimators from the registry, grouped by family) ------------------
     def _fillMethodList(self) -> None:
-        from saliency_inspector.explainers.attribution import ESTIMATORS
+        from saliency_inspector.explainers.registry import METHODS
 
         listWidget = self.ui.moreMethodsListWidget
         listWidget.clear()
@@ -303,9 +304,9 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             header.setFlags(qt.Qt.NoItemFlags)  # a group title, not a choice
             listWidget.addItem(header)
             for name in names:
-                item = qt.QListWidgetItem("    " + METHOD_LABELS.get(name, name))
+                item = qt.QListWidgetItem("    " + METHODS[name].label)
                 item.setData(qt.Qt.UserRole, name)
-                item.setToolTip(f"{ESTIMATORS[name].meaning} (cost: {ESTIMATORS[name].cost})")
+                item.setToolTip(f"{METHODS[name].description} (cost: {METHODS[name].cost})")
                 listWidget.addItem(item)
 
     def _selectMoreMethods(self, names) -> None:
@@ -675,7 +676,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         run = uuid.uuid4().hex
         for method, className in list(explanation.maps):
             saliency = explanation.map(method, className)  # one map on the CT grid at a time
-            name = scene.GenerateUniqueName(f"{volumeNode.GetName()} {METHOD_LABELS.get(method, method)} {className}")
+            name = scene.GenerateUniqueName(f"{volumeNode.GetName()} {methodLabel(method)} {className}")
             node = mrml.add_saliency_node(scene, saliency, volumeNode, name, ct=ct)
             mrml.set_saliency_display(node, mrml.display_window(saliency), threshold=0.2)
             node.SetAttribute("SaliencyInspector.Method", method)

@@ -1,7 +1,7 @@
 """Cost of the importance estimators against the bare Captum call with the same settings.
 
 Model: MONAI DenseNet121 (3D), 1×1×S³ input, 4 classes, random weights (cost does not depend on
-the weights). For each estimator: our call (``explain.attribution.attribute``: memory-budgeted
+the weights). For each estimator: our call (``explainers.attribution.attribute``: memory-budgeted
 batches, channel sum, checks) next to the bare Captum call with the same settings and batch size;
 IG and SmoothGrad cost per step/sample relative to one forward+backward; fidelity (20 steps,
 MIF + LIF, blur replacement, batched) in forward-equivalents per curve. Timings are medians over
@@ -42,7 +42,7 @@ def setup(size, device):
 
 
 def settings_for(mode):
-    from saliency_inspector.explainers.attribution import EstimatorSettings
+    from saliency_inspector.explainers.settings import EstimatorSettings
 
     steps, samples = (32, 25) if mode == "full" else (4, 4)
     # spacing 2 mm: a 50 mm occlusion window is 25 voxels, stride 50 mm
@@ -55,14 +55,15 @@ def variants(model, x, mode):
     import torch
     from captum.attr import GuidedGradCam, InputXGradient, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
-    from saliency_inspector.explainers import attribution as A
+    from saliency_inspector.explainers.attribution import attribute
     from saliency_inspector.explainers.cam import get_layer
+    from saliency_inspector.explainers.memory import batch_size
 
     s = settings_for(mode)
     target = 0
-    nt_batch = min(s.samples, A.batch_size(model, x, s))
-    ig_batch = min(s.steps, A.batch_size(model, x, s))
-    occ_batch = A.batch_size(model, x, s, backward=False)
+    nt_batch = min(s.samples, batch_size(model, x, s))
+    ig_batch = min(s.steps, batch_size(model, x, s))
+    occ_batch = batch_size(model, x, s, backward=False)
     sigma = s.noise * float(x.max() - x.min())
     window = tuple(round(s.occlusion_window_mm / v) for v in s.spacing_zyx)
     stride = tuple(round(s.occlusion_stride_mm / v) for v in s.spacing_zyx)
@@ -82,25 +83,25 @@ def variants(model, x, mode):
                                                       abs=False)
 
     pairs = {
-        "gradient": (lambda: A.attribute("gradient", model, x, target, s),
+        "gradient": (lambda: attribute("gradient", model, x, target, s),
                      lambda: Saliency(model).attribute(x, target=target, abs=False)),
-        "inputxgradient": (lambda: A.attribute("inputxgradient", model, x, target, s),
+        "inputxgradient": (lambda: attribute("inputxgradient", model, x, target, s),
                            lambda: InputXGradient(model).attribute(x, target=target)),
-        "smoothgrad": (lambda: A.attribute("smoothgrad", model, x, target, s), smooth),
-        "ig": (lambda: A.attribute("ig", model, x, target, s),
+        "smoothgrad": (lambda: attribute("smoothgrad", model, x, target, s), smooth),
+        "ig": (lambda: attribute("ig", model, x, target, s),
                lambda: IntegratedGradients(model).attribute(x, baselines=0.0, target=target, n_steps=s.steps,
                                                            internal_batch_size=ig_batch,
                                                            return_convergence_delta=True)),
-        "occlusion": (lambda: A.attribute("occlusion", model, x, target, s),
+        "occlusion": (lambda: attribute("occlusion", model, x, target, s),
                       lambda: Occlusion(model).attribute(x, sliding_window_shapes=(1, *window), strides=(1, *stride),
                                                          baselines=0.0, target=target,
                                                          perturbations_per_eval=occ_batch)),
-        "guided_gradcam": (lambda: A.attribute("guided_gradcam", model, x, target, s),
+        "guided_gradcam": (lambda: attribute("guided_gradcam", model, x, target, s),
                            lambda: GuidedGradCam(model, get_layer(model, LAYER)).attribute(
                                x, target=target, interpolate_mode="trilinear")),
     }
     singles = {"forward (no_grad)": forward, "forward+backward": forward_backward,
-               "xrai3d (ours, no Captum peer)": lambda: A.attribute("xrai3d", model, x, target, s),
+               "xrai3d (ours, no Captum peer)": lambda: attribute("xrai3d", model, x, target, s),
                "fidelity 20 steps, blur (ours)": lambda: fidelity_run(model, x, s)}
     runs = dict(singles)
     for name, (ours, captum) in pairs.items():
@@ -125,10 +126,10 @@ def fidelity_run(model, x, s):
     import torch
 
     from saliency_inspector.scoring.fidelity import fidelity
-    from saliency_inspector.explainers import attribution as A
+    from saliency_inspector.explainers.memory import batch_size
 
     saliency = torch.rand(x.shape[2:], generator=torch.Generator().manual_seed(0))
-    batch = min(21, A.batch_size(model, x, s, backward=False))
+    batch = min(21, batch_size(model, x, s, backward=False))
     return fidelity(_Clf(model), x, saliency, 0, steps=20, replacement="blur", spacing_zyx=s.spacing_zyx,
                     blur_mm=10.0, random_baseline=False, batch_size=batch)
 
@@ -177,7 +178,7 @@ def peak_memory_child(size, device, key, mode):
     runs, _meta = variants(model, x, mode)
     runs["forward (no_grad)"]()
     if key.startswith("ours"):  # the memory probe runs once per model: not part of a call's peak
-        from saliency_inspector.explainers.attribution import sample_bytes
+        from saliency_inspector.explainers.memory import sample_bytes
 
         sample_bytes(model, x)
     if str(device).startswith("cuda"):
@@ -215,7 +216,9 @@ def demo_costs():
     default settings, as a multiple of one forward+backward (median of 3 after a warm-up)."""
     import torch
 
-    from saliency_inspector.explainers import attribution as A
+    from saliency_inspector.explainers.attribution import attribute
+    from saliency_inspector.explainers.registry import METHODS
+    from saliency_inspector.explainers.settings import EstimatorSettings, for_input
     from saliency_inspector.models.demo_model import demo_classifier
     from saliency_inspector.models.preprocess import preprocess
     from saliency_inspector.synth.phantom import make_phantom
@@ -224,7 +227,7 @@ def demo_costs():
     prepared = preprocess(make_phantom(seed=3, size=(128, 128, 60), lesions=["lung_left"], lesion_scale=1.8).ct,
                           clf.card.input)
     x, model = prepared.tensor, clf.module
-    s = A.for_input(A.EstimatorSettings(), prepared, clf.card)
+    s = for_input(EstimatorSettings(), prepared, clf.card)
 
     def fb():
         xr = x.clone().requires_grad_(True)
@@ -243,9 +246,9 @@ def demo_costs():
     print(f"demo model, input {tuple(x.shape)}: forward+backward {base * 1000:.0f} ms")
     costs = {}
     for name in ("hirescam", "gradient", "inputxgradient", "smoothgrad", "vargrad", "ig", "occlusion", "xrai3d"):
-        t = median_time(lambda: A.attribute(name, model, x, 0, s), n=1 if name in ("occlusion", "xrai3d") else 3)
+        t = median_time(lambda: attribute(name, model, x, 0, s), n=1 if name in ("occlusion", "xrai3d") else 3)
         costs[name] = t / base
-        print(f"  {name:16s} {t * 1000:8.0f} ms  {t / base:7.1f} × forward+backward  ({A.ESTIMATORS[name].cost})")
+        print(f"  {name:16s} {t * 1000:8.0f} ms  {t / base:7.1f} × forward+backward  ({METHODS[name].cost})")
     return costs
 
 

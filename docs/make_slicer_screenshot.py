@@ -27,11 +27,10 @@ from saliency_inspector.scoring import evaluation, metrics  # noqa: E402
 from saliency_inspector import mrml, mrml_charts  # noqa: E402
 from saliency_inspector.models.demo_model import LESION_SCALE  # noqa: E402
 from saliency_inspector.explainers.explanation import explain  # noqa: E402
+from saliency_inspector.explainers.registry import method_label  # noqa: E402
 from saliency_inspector.models.demo_model import demo_classifier  # noqa: E402
 from saliency_inspector.models.loaders import load_classifier  # noqa: E402
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case  # noqa: E402
-
-LABELS = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
 
 
 def main(argv=None) -> Path:
@@ -64,7 +63,7 @@ def main(argv=None) -> Path:
         nodes = {}
         for method in ("hirescam", "gradcam"):
             saliency = result.map(method, class_name)
-            node = mrml.add_saliency_node(scene, saliency, ct_node, f"{LABELS[method]} {class_name}", ct=ct)
+            node = mrml.add_saliency_node(scene, saliency, ct_node, f"{method_label(method)} {class_name}", ct=ct)
             window = mrml.display_window(saliency)
             mrml.set_saliency_display(node, window, threshold=0.25, color_node_id=inferno)
             nodes[method] = (node, window, saliency)

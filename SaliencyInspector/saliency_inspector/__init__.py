@@ -29,8 +29,10 @@ _EXPORTS = {
     "preprocess": "models.preprocess", "resample_map": "models.preprocess",
     "ORIENTATION_CODES": "models.preprocess", "orientation_direction": "models.preprocess",
     "explain": "explainers.explanation", "Explanation": "explainers.explanation",
-    "register_estimator": "explainers.attribution", "EstimatorSettings": "explainers.attribution",
-    "ESTIMATORS": "explainers.attribution", "attribute": "explainers.attribution",
+    "register_method": "explainers.registry", "METHODS": "explainers.registry", "Method": "explainers.registry",
+    "get_method": "explainers.registry",
+    "register_estimator": "explainers.registry", "ESTIMATORS": "explainers.registry",  # deprecated names
+    "EstimatorSettings": "explainers.settings", "attribute": "explainers.attribution",
     "evaluate": "scoring.evaluation", "METRICS": "scoring.metrics",
     "check_same_body": "scoring.consistency",
     "fidelity": "scoring.fidelity",

@@ -32,26 +32,55 @@ def add_model_options(p, arch_help="architecture for a state dict", repeated=Fal
     p.add_argument("--arch", help=arch_help)
 
 
+def _setting_options() -> dict:
+    """CLI option -> the EstimatorSettings fields it sets (in field order), from the fields' metadata."""
+    from dataclasses import fields
+
+    from .explainers.settings import EstimatorSettings
+
+    options = {}
+    for f in fields(EstimatorSettings):
+        if f.metadata.get("option"):
+            options.setdefault(f.metadata["option"], []).append(f)
+    return options
+
+
 def add_estimator_options(p) -> None:
-    """The gradient/perturbation estimators' settings (explain, compare)."""
+    """The estimators' settings (explain, compare): one option per EstimatorSettings field that names
+    one (two fields sharing an option are its two values), default and help from the field."""
     g = p.add_argument_group("estimator settings (gradient, smoothgrad, ig, occlusion, xrai3d, …)")
-    g.add_argument("--noise", type=float, default=0.15, help="SmoothGrad sigma as a fraction of the input range")
-    g.add_argument("--samples", type=int, default=25, help="SmoothGrad/VarGrad noisy samples")
-    g.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps")
-    g.add_argument("--baseline", default="air", help="IG/occlusion baseline: air (-1000 HU), min, blur")
-    g.add_argument("--occlusion-mm", type=float, nargs=2, default=(50.0, 50.0), metavar=("WINDOW", "STRIDE"),
-                   help="occlusion window and stride in mm")
-    g.add_argument("--memory-gb", type=float, default=2.0, help="memory budget for one batch of steps/samples")
-    g.add_argument("--seed", type=int, default=0, help="noise seed")
+    for option, group in _setting_options().items():
+        first = group[0]
+        kind = type(first.default)
+        if len(group) == 1:
+            g.add_argument(option, type=kind, default=first.default, help=first.metadata["help"])
+        else:
+            g.add_argument(option, type=kind, nargs=len(group), default=tuple(f.default for f in group),
+                           metavar=tuple(f.metadata["metavar"] for f in group), help=first.metadata["help"])
 
 
 def estimator_settings(args) -> dict:
-    return {"noise": args.noise, "samples": args.samples, "steps": args.steps, "baseline": args.baseline,
-            "occlusion_window_mm": args.occlusion_mm[0], "occlusion_stride_mm": args.occlusion_mm[1],
-            "memory_gb": args.memory_gb, "seed": args.seed}
+    """The EstimatorSettings fields set by the options of :func:`add_estimator_options`."""
+    settings = {}
+    for option, group in _setting_options().items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        settings.update({group[0].name: value} if len(group) == 1 else
+                        {f.name: v for f, v in zip(group, value)})
+    return settings
 
 
-# ---- parser ---------------------------------------------------------------------------------------
+def method_help(default: str, cam_only: bool = False) -> str:
+    """``--method`` help listing the registry's methods by family (or its CAMs)."""
+    from .explainers.registry import FAMILY_LABELS, METHODS
+
+    by_family = {}
+    for name, m in METHODS.items():
+        if m.is_cam or not cam_only:
+            by_family.setdefault(m.family, []).append(name)
+    listed = "; ".join(f"{FAMILY_LABELS.get(f, f)}: {', '.join(names)}" for f, names in by_family.items())
+    return f"{listed} (repeatable; default {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,10 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="saliency maps for a CT, one NRRD per (method, class)")
     p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
     add_model_options(p, arch_help="architecture for a state dict, e.g. 'DenseNet121' or a JSON spec")
-    p.add_argument("--method", action="append",
-                   help="CAMs: hirescam, gradcam, gradcampp; gradient-based: gradient, inputxgradient, smoothgrad, "
-                        "smoothgrad_sq, vargrad, ig, guided_gradcam; perturbation: occlusion, xrai3d "
-                        "(repeatable; default hirescam and gradcam)")
+    p.add_argument("--method", action="append", help=method_help("hirescam and gradcam"))
     p.add_argument("--class", dest="target_class", default="all", help="class name or index, or 'all'")
     p.add_argument("--layer", help="target layer (module name); default: the card's, else the last spatial layer")
     p.add_argument("--out", type=Path, default=Path("saliency-output"), help="output folder")
@@ -135,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", required=True, help=".seg.nrrd or labelmap holding the lesion/organ mask")
     p.add_argument("--segment", help="the segment to score against (default: the only one, or the one named like the class)")
     p.add_argument("--class", dest="target_class", required=True, help="class name or index")
-    p.add_argument("--method", action="append", help="estimator (repeatable; default hirescam gradcam gradient smoothgrad ig)")
+    p.add_argument("--method", action="append", help=method_help("hirescam gradcam gradient smoothgrad ig"))
     p.add_argument("--fidelity-steps", type=int, default=20, help="deletion/LIF steps (p = 0 … 100 %%)")
     p.add_argument("--replacement", default="blur", help="fidelity replacement: air, mean, blur, impute")
     p.add_argument("--blur-mm", type=float, default=10.0, help="sigma of the blur replacement (mm)")
@@ -163,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="CSV or JSON-lines manifest: case_id, ct, optional organs, lesions, "
                    "one 0/1 column per class")
     add_model_options(p)
-    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp (repeatable; default hirescam and gradcam)")
+    p.add_argument("--method", action="append", help=method_help("hirescam and gradcam", cam_only=True))
     p.add_argument("--class", dest="target_class", action="append", help="class to explain (repeatable; default all)")
     p.add_argument("--keep-maps", choices=["none", "feature", "ct"], default="none",
                    help="write each case's maps: none, feature (small, the feature grid) or ct (the CT grid)")
@@ -181,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trust", help="the trust card: localization, randomization, repeatability, gaze per method")
     p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
     add_model_options(p, arch_help="architecture for state dicts, e.g. 'DenseNet121'", repeated=True)
-    p.add_argument("--method", action="append", help="hirescam, gradcam, gradcampp or a registered estimator (repeatable)")
+    p.add_argument("--method", action="append", help=method_help("hirescam and gradcam"))
     p.add_argument("--class", dest="target_class", required=True, help="class name or index")
     p.add_argument("--masks", help="segmentation of the finding (.seg.nrrd or labelmap): localization")
     p.add_argument("--segment", help="the segment to localize (default: the ones named after the class)")

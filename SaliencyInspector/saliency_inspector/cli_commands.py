@@ -176,7 +176,7 @@ def _render_title(map_path: Path) -> str | None:
     """'HiResCAM · class liver · p = 0.20' for a map written by `explain` (name and predictions.json)."""
     import json
 
-    from .view.report import method_label
+    from .explainers.registry import method_label
 
     predictions = map_path.parent / "predictions.json"
     stem = map_path.name.split(".")[0]

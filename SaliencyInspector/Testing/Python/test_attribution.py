@@ -1,5 +1,7 @@
 """Estimators beyond CAMs: each equals a direct Captum call, keeps the CT's geometry, known answers."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,10 @@ from torch import nn
 import saliency_inspector as si
 from saliency_inspector import cli
 from saliency_inspector.errors import InputError
-from saliency_inspector.explainers import attribution as A
+from saliency_inspector.explainers.attribution import attribute
+from saliency_inspector.explainers.registry import METHODS
+from saliency_inspector.explainers.settings import EstimatorSettings
+from saliency_inspector.explainers.xrai import supervoxels, xrai_rank
 from saliency_inspector.explainers.explanation import explain
 
 from test_explain import DIRECTION, ORIGIN, SHAPE, SPACING, blob_classifier, lesion_ct
@@ -40,7 +45,7 @@ def tiny():
     return TinyNet().eval(), torch.rand(1, 2, 6, 8, 7)
 
 
-SETTINGS = A.EstimatorSettings(samples=5, steps=8, noise=0.2, seed=7, occlusion_window_mm=2.0,
+SETTINGS = EstimatorSettings(samples=5, steps=8, noise=0.2, seed=7, occlusion_window_mm=2.0,
                                occlusion_stride_mm=1.0, spacing_zyx=(1.0, 1.0, 1.0), air_value=0.0, layer="features")
 
 
@@ -72,7 +77,7 @@ def direct(name, model, x, target, batch=None):
                                   "occlusion", "guided_gradcam"])
 def test_each_estimator_equals_a_direct_captum_call(tiny, name):
     model, x = tiny
-    ours = A.attribute(name, model, x, 0, SETTINGS)
+    ours = attribute(name, model, x, 0, SETTINGS)
     theirs = direct(name, model, x, 0, ours.info.get("batch")).detach().sum(1)[0]  # channels summed: both are the one CT
     assert ours.map.shape == x.shape[2:]
     torch.testing.assert_close(ours.map, theirs, rtol=1e-5, atol=1e-7)
@@ -85,10 +90,10 @@ def test_inputxgradient_is_x_times_gradient_and_smoothgrad_without_noise_is_the_
     model1 = nn.Sequential(nn.Conv3d(1, 2, 1, bias=False), model)  # one input channel: no summing
     with torch.no_grad():
         model1[0].weight.copy_(torch.tensor([1.0, 0.5]).view(2, 1, 1, 1, 1))
-    grad = A.attribute("gradient", model1, x1, 0, SETTINGS).map
-    ixg = A.attribute("inputxgradient", model1, x1, 0, SETTINGS).map
+    grad = attribute("gradient", model1, x1, 0, SETTINGS).map
+    ixg = attribute("inputxgradient", model1, x1, 0, SETTINGS).map
     torch.testing.assert_close(ixg, x1[0, 0] * grad, rtol=1e-6, atol=1e-8)
-    still = A.attribute("smoothgrad", model1, x1, 0, A.replace(SETTINGS, noise=0.0)).map
+    still = attribute("smoothgrad", model1, x1, 0, replace(SETTINGS, noise=0.0)).map
     torch.testing.assert_close(still, grad, rtol=1e-5, atol=1e-8)
 
 
@@ -143,12 +148,12 @@ def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     image[cube] += 0.3
     x = torch.as_tensor(image)[None, None]
     body = image > 0.1
-    settings = A.EstimatorSettings(steps=8, spacing_zyx=(2.0, 1.0, 1.0), air_value=0.0, body=body,
+    settings = EstimatorSettings(steps=8, spacing_zyx=(2.0, 1.0, 1.0), air_value=0.0, body=body,
                                    xrai_scales=(8, 16, 32))
-    result = A.attribute("xrai3d", CubeModel(shape, cube), x, 0, settings)
-    regions = A.supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 1)
-    ig = A.attribute("ig", CubeModel(shape, cube), x, 0, settings).map.numpy()
-    scores, order = A.xrai_rank(ig, regions, body)
+    result = attribute("xrai3d", CubeModel(shape, cube), x, 0, settings)
+    regions = supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 1)
+    ig = attribute("ig", CubeModel(shape, cube), x, 0, settings).map.numpy()
+    scores, order = xrai_rank(ig, regions, body)
     np.testing.assert_array_equal(result.map.numpy(), scores.astype(np.float32))
     assert ((order > 0) == body).all()  # every body voxel in exactly one region, nothing outside
     first = order == 1
@@ -160,8 +165,8 @@ def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     assert first.any() and (first & near_cube).sum() >= 0.95 * first.sum()  # regions are dilated by one voxel
     assert (first & in_cube).sum() > 0.66 * first.sum()
     assert scores[in_cube].mean() > scores[body & ~in_cube].mean()
-    undilated = A.attribute("xrai3d", CubeModel(shape, cube), x, 0, A.replace(settings, xrai_dilation=0)).info
-    _, order0 = A.xrai_rank(ig, A.supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 0), body)
+    undilated = attribute("xrai3d", CubeModel(shape, cube), x, 0, replace(settings, xrai_dilation=0)).info
+    _, order0 = xrai_rank(ig, supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 0), body)
     assert undilated["regions"] == order0.max() and in_cube[order0 == 1].mean() > 0.95
 
 
@@ -174,27 +179,27 @@ def test_a_users_callable_registers_and_explains(tmp_path):
         return x[0, 0]
 
     name = "intensity_test"
-    A.ESTIMATORS.pop(name, None)
-    si.register_estimator(name, intensity)
+    METHODS.pop(name, None)
+    si.register_method(name, intensity)
     try:
         res = si.explain(blob_classifier(), ct, methods=["hirescam", name, intensity], classes="lesion")
         assert res.methods == ["hirescam", name, "intensity"]
         np.testing.assert_allclose(res.raw[(name, "lesion")].array, res.raw[("intensity", "lesion")].array)
         assert res.map(name, "lesion").same_grid(ct, atol=0)
-        assert A.ESTIMATORS[name].family == "custom"
+        assert METHODS[name].family == "custom"
         with pytest.raises(InputError, match="exists already"):
-            si.register_estimator(name, intensity)
+            si.register_method(name, intensity)
     finally:
-        A.ESTIMATORS.pop(name, None)
+        METHODS.pop(name, None)
 
 
 def test_bad_input_is_a_clear_error(tiny, tmp_path, capsys):
     model, x = tiny
     with pytest.raises(InputError, match="unknown method 'nope'; choose from hirescam, gradcam.*xrai3d"):
-        A.attribute("nope", model, x, 0)
+        attribute("nope", model, x, 0)
     demo = si.demo_classifier()
     with pytest.raises(InputError, match=r"guided_gradcam needs every activation.*lesion_map.1 \(Sigmoid\)"):
-        A.attribute("guided_gradcam", demo.module, torch.zeros(1, 1, 32, 64, 64), 0)
+        attribute("guided_gradcam", demo.module, torch.zeros(1, 1, 32, 64, 64), 0)
 
     class Functional(nn.Module):
         def __init__(self):
@@ -206,11 +211,11 @@ def test_bad_input_is_a_clear_error(tiny, tmp_path, capsys):
             return self.head(torch.tanh(self.conv(x)).flatten(1))
 
     with pytest.raises(InputError, match="calls tanh as a function"):
-        A.attribute("guided_gradcam", Functional().eval(), x, 0, A.replace(SETTINGS, layer="conv"))
+        attribute("guided_gradcam", Functional().eval(), x, 0, replace(SETTINGS, layer="conv"))
     with pytest.raises(InputError, match="memory budget 1e-09 GB is too small for one IG step"):
-        A.attribute("ig", model, x, 0, A.replace(SETTINGS, memory_gb=1e-9))
+        attribute("ig", model, x, 0, replace(SETTINGS, memory_gb=1e-9))
     with pytest.raises(InputError, match="baseline 'zero' is not one of air, min, blur"):
-        A.attribute("ig", model, x, 0, {"baseline": "zero"})
+        attribute("ig", model, x, 0, {"baseline": "zero"})
     # at the command line: one line, exit 2
     from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
 

@@ -156,8 +156,12 @@ def test_cardless_pt2_on_the_cts_own_grid(tmp_path):
     # exported with static shapes (the linear head pins them): the program's own input shape is used
     program = torch.export.export(net, (torch.zeros((1, 1) + SHAPE),))
     torch.export.save(program, str(path))
-    res = explain(load_classifier(path, device="cpu"), ct, methods=["hirescam"])
+    clf = load_classifier(path, device="cpu")
+    res = explain(clf, ct, methods=["hirescam"])
     assert res.class_names == ["0", "1", "2"]
+    assert clf.card.classes is None  # explain names the outputs in its result, never in the caller's card
+    one = explain(clf, ct, methods=["hirescam"], classes="1")
+    assert one.classes == ["1"] and list(one.raw) == [("hirescam", "1")] and clf.card.classes is None
     assert res.map("hirescam", "2").same_grid(ct)
     # the program's own input size, on the LPS box around the (oblique) CT
     assert f"size {'×'.join(map(str, SHAPE[::-1]))} (x×y×z)" in res.info["input_grid"]

@@ -3,7 +3,8 @@
 - ``io/`` uses nothing of ours but ``errors``;
 - the generic loader (``models/loaders.py`` with ``card``, ``weights``, ``bundle``) does not know the demo model;
 - only ``mrml.py`` imports ``slicer``;
-- dependencies point down the concerns: explainers → models, io; scoring, view → io;
+- dependencies point down the concerns: explainers → models, io; scoring, view → io (view also reads
+  the method registry of explainers for display labels);
 - nothing but the CLI (``cli.py``, ``cli_commands.py``), the Slicer module and other workflows imports ``workflows/``.
 """
 
@@ -24,7 +25,8 @@ ALLOWED = {
     "models": {"io", "synth"},  # synth: the demo model trains on phantoms
     "explainers": {"models", "io"},
     "scoring": {"io"},
-    "view": {"io", "scoring"},  # the report reads the metric registry for its legend
+    # the report reads the metric registry for its legend and the method registry for its labels
+    "view": {"io", "scoring", "explainers"},
     "synth": {"io"},
     # the mask loss needs the explain engine's differentiable HiResCAM and the models it trains; as
     # part of models/ it would make models <-> explain a cycle, so training is its own concern

@@ -681,17 +681,18 @@ class _ListWidget:
 def test_method_list_offers_the_registrys_other_estimators_grouped_by_family(module_env, monkeypatch):
     import types
 
-    from saliency_inspector.explainers import attribution
+    from saliency_inspector.explainers import registry as methods
 
     module, recorder, app = module_env
-    registry = attribution.ESTIMATORS
+    registry = methods.METHODS
     groups = module.methodGroups()
     assert [title for title, _ in groups] == ["CAMs", "gradient-based", "perturbation"]
     for title, names in groups:  # each group holds exactly its family's estimators, in registry order
-        family = next(f for f, label in module.FAMILY_LABELS.items() if label == title)
+        family = next(f for f, label in methods.FAMILY_LABELS.items() if label == title)
         assert names == [n for n, info in registry.items() if info.family == family and n not in ("hirescam", "gradcam")]
     # an estimator registered later joins the list in its family's group
-    monkeypatch.setitem(registry, "intensity", attribution.EstimatorInfo("intensity", "custom", False, "1 forward", "x"))
+    entry = methods.Method("intensity", "Intensity", "custom", "signed", "signed", "x", cost="1 forward")
+    monkeypatch.setitem(registry, "intensity", entry)
     assert module.methodGroups()[-1] == ("custom", ["intensity"])
 
     # the list widget: a title item per group, one item per estimator carrying its name

@@ -11,12 +11,12 @@ import saliency_inspector as si
 from saliency_inspector.cli import main
 from saliency_inspector.errors import InputError
 from saliency_inspector.scoring import trust
-from saliency_inspector.explainers import estimators
+from saliency_inspector.explainers.registry import register_method, unregister_method
 from saliency_inspector.explainers.randomization import randomization_blocks
 from saliency_inspector.io.volume import write_volume
 from saliency_inspector.models.demo_model import MODELS_DIR
 from saliency_inspector.synth.phantom import make_phantom
-from saliency_inspector.workflows.trust import run_trust
+from saliency_inspector.workflows.trust import ct_intensity, run_trust
 
 SEED1 = MODELS_DIR / "demo-phantom-lesions-seed1.pt"
 
@@ -36,9 +36,9 @@ def demo():
 def ct_echo():
     """The CT intensity as a custom estimator: a callable taking model and input (and the class)."""
     name = "ct_echo_test"
-    estimators.register_estimator(name, lambda model, x, target: x[0, 0].clone(), "returns the input")
+    register_method(name, ct_intensity, description="returns the input")
     yield name
-    estimators.unregister_estimator(name)
+    unregister_method(name)
 
 
 @pytest.fixture(scope="module")

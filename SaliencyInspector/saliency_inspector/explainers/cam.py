@@ -7,8 +7,11 @@ the target layer runs without recording a graph (parameters are temporarily set 
 ``requires_grad=False`` and A is detached), so the whole computation costs about one plain forward
 pass plus the (small) backward from the logits to A, per class.
 
-Each method is a small pure function of (A, G) in :data:`METHODS`; maps are kept raw and signed
-at feature resolution. ReLU and normalisation are display choices (:func:`for_display`).
+Each method is a small pure function of (A, G), referenced by its entry in the method registry
+(:data:`registry.METHODS`, where a CAM of your own joins with ``register_method(..., cam=True)``);
+maps are kept raw and signed at feature resolution. ReLU and normalisation are display choices
+(:func:`for_display`). One routine (:func:`cam_pass`) serves both the no-grad engine
+(:func:`compute_cams`) and the differentiable maps of the mask loss (:func:`differentiable_cams`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import InputError
+from .settings import Attribution
 
 
 # ---- methods: pure functions of A (B, K, *spatial) and G (B, K, *spatial) -> (B, *spatial) ---------
@@ -47,9 +51,6 @@ def gradcampp(A, G):
     return (weights * A).sum(1)
 
 
-METHODS = {"hirescam": hirescam, "gradcam": gradcam, "gradcampp": gradcampp}
-
-
 def for_display(raw):
     """Display map: ReLU of the raw map scaled to [0, 1] by its maximum (all zeros stay zeros)."""
     pos = raw.clamp(min=0) if hasattr(raw, "clamp") else raw.clip(min=0)
@@ -59,16 +60,21 @@ def for_display(raw):
 
 # ---- hooks --------------------------------------------------------------------------------------
 @contextmanager
-def capture(module, layer_name: str):
-    """Capture the output A of ``module.<layer_name>`` as a gradient leaf; yields a dict.
+def capture(module, layer_name: str, in_graph: bool = False):
+    """Capture the output A of ``module.<layer_name>``; yields a dict (``"A"``, ``"calls"``).
 
-    The hook detaches the layer's output and marks it ``requires_grad`` (so the backward pass
-    stops there), and hands the rest of the network a *clone*. The clone matters for in-place
-    ReLU (MONAI's default): a following ``ReLU(inplace=True)`` would otherwise overwrite A with
-    ReLU(A) and the map would silently belong to the next layer. MONAI instead sets
-    ``inplace=False`` on the hooked module only, which does not protect against the next one.
-    Parameters are frozen for the duration so that no graph is recorded before the layer; all
-    state is restored and the hook removed on every exit path, errors included.
+    ``in_graph=False`` (explaining): the hook detaches the layer's output and marks it
+    ``requires_grad`` (so the backward pass stops there), and parameters are frozen for the
+    duration so that no graph is recorded before the layer. ``in_graph=True`` (training): nothing
+    is detached or frozen, so maps built from A and ∂y/∂A stay differentiable with respect to every
+    weight, before the layer and after it.
+
+    Either way the rest of the network gets a *clone* of A. The clone matters for in-place ReLU
+    (MONAI's default): a following ``ReLU(inplace=True)`` would otherwise overwrite A with ReLU(A)
+    and the map would silently belong to the next layer (and autograd would refuse the second
+    derivative). MONAI instead sets ``inplace=False`` on the hooked module only, which does not
+    protect against the next one. All state is restored and the hook removed on every exit path,
+    errors included.
     """
     import torch
 
@@ -80,11 +86,10 @@ def capture(module, layer_name: str):
             raise InputError(f"layer {layer_name!r}: its output is a {type(output).__name__}, not a "
                              "tensor; choose a layer that outputs a feature map")
         store["calls"] += 1
-        activations = output.detach().requires_grad_(True)
-        store["A"] = activations
-        return activations.clone()
+        store["A"] = output if in_graph else output.detach().requires_grad_(True)
+        return store["A"].clone()
 
-    frozen = [p for p in module.parameters() if p.requires_grad]
+    frozen = [] if in_graph else [p for p in module.parameters() if p.requires_grad]
     handle = layer.register_forward_hook(hook)
     try:
         for p in frozen:
@@ -177,21 +182,30 @@ class CamResult:
     activation_shape: tuple
 
 
-def compute_cams(module, x, methods=("hirescam", "gradcam"), class_indices=None, layer=None) -> CamResult:
-    """All requested CAM maps for all requested classes from one forward pass.
+def cam_functions(methods) -> dict:
+    """``{name: cam(A, G)}`` of the CAM entries ``methods`` (names) in the method registry;
+    InputError naming the CAMs when one is not a CAM entry."""
+    from .registry import METHODS  # the registry refers to this module's CAM functions
 
-    ``module``: an eval-mode network; ``x``: input (B, C, *spatial) on its device; ``methods``:
-    names from :data:`METHODS`; ``class_indices``: list of ints (None: all outputs); ``layer``:
-    module name (None: :func:`find_target_layer`).
+    cams = {name: m.cam for name, m in METHODS.items() if m.cam is not None}
+    unknown = [m for m in methods if m not in cams]
+    if unknown or not methods:
+        raise InputError(f"unknown CAM method(s) {unknown or list(methods)}; choose from {', '.join(cams)}")
+    return {m: cams[m] for m in methods}
+
+
+def cam_pass(module, x, layer: str, cams: dict, class_indices=None, differentiable: bool = False) -> CamResult:
+    """The CAM routine: one forward pass, G = ∂y_c/∂A per class, every ``cams`` function of (A, G).
+
+    ``cams``: name -> cam(A, G); ``class_indices``: list of ints (None: all outputs).
+    ``differentiable=False``: A is a detached leaf (:func:`capture`), the maps and logits come back
+    detached. ``differentiable=True``: G is taken with ``create_graph=True`` and A stays in the
+    graph, so a loss on the maps trains the network (Draelos's mask loss): its gradient reaches
+    the weights after the layer (through G) and before it (through A); the logits stay in the graph.
     """
     import torch
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise InputError(f"unknown CAM method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
-    if layer is None:
-        layer = find_target_layer(module, x)
-    with capture(module, layer) as store, torch.enable_grad():
+    with capture(module, layer, in_graph=differentiable) as store, torch.enable_grad():
         logits = module(x)
         if "A" not in store:
             raise InputError(f"target layer {layer!r} did not run in the forward pass; choose another")
@@ -210,83 +224,56 @@ def compute_cams(module, x, methods=("hirescam", "gradcam"), class_indices=None,
         bad = [c for c in class_indices if not 0 <= c < logits.shape[1]]
         if bad:
             raise InputError(f"class index {bad[0]} out of range: the model has {logits.shape[1]} outputs")
+        if differentiable and not A.requires_grad:
+            raise InputError(f"layer {layer!r} does not depend on trainable weights; choose a later layer")
         if not logits.requires_grad:
             raise InputError(f"the logits do not depend on layer {layer!r}; choose a layer on the path "
                              "to the output")
         grads = []
         for n, c in enumerate(class_indices):
-            # Summing over the batch gives each sample its own gradient (samples do not interact in eval).
-            (g,) = torch.autograd.grad(logits[:, c].sum(), A, retain_graph=n < len(class_indices) - 1)
+            # Summing over the batch gives each sample its own gradient (samples do not interact in
+            # eval; in training, no layer after ``layer`` may mix samples, e.g. BatchNorm in the head).
+            (g,) = torch.autograd.grad(logits[:, c].sum(), A, create_graph=differentiable,
+                                       retain_graph=differentiable or n < len(class_indices) - 1)
             grads.append(g)
-    with torch.no_grad():
-        maps = {m: torch.stack([METHODS[m](A, g) for g in grads], dim=1) for m in methods}
-    return CamResult(maps=maps, logits=logits.detach(), layer=layer, class_indices=list(class_indices),
-                     activation_shape=tuple(A.shape))
+        with torch.set_grad_enabled(differentiable):
+            maps = {m: torch.stack([cam(A, g) for g in grads], dim=1) for m, cam in cams.items()}
+    return CamResult(maps=maps, logits=logits if differentiable else logits.detach(), layer=layer,
+                     class_indices=list(class_indices), activation_shape=tuple(A.shape))
 
 
-# ---- training-time engine (differentiable maps) ---------------------------------------------------
-@contextmanager
-def capture_in_graph(module, layer_name: str):
-    """Capture ``module.<layer_name>``'s output A *inside* the autograd graph (for training).
+def compute_cams(module, x, methods=("hirescam", "gradcam"), class_indices=None, layer=None) -> CamResult:
+    """All requested CAM maps for all requested classes from one forward pass (no graph kept).
 
-    Unlike :func:`capture`, nothing is detached or frozen: the maps built from A and ∂y/∂A stay
-    differentiable with respect to every weight, before the layer and after it. The rest of the
-    network gets a clone of A, for the same reason as in :func:`capture` (a following in-place
-    ReLU would otherwise overwrite A, and autograd would refuse the second derivative).
+    ``module``: an eval-mode network; ``x``: input (B, C, *spatial) on its device; ``methods``:
+    names of CAM entries of the method registry; ``class_indices``: list of ints (None: all
+    outputs); ``layer``: module name (None: :func:`find_target_layer`).
     """
-    import torch
-
-    layer = get_layer(module, layer_name)
-    store = {"calls": 0}
-
-    def hook(_module, _inputs, output):
-        if not torch.is_tensor(output):
-            raise InputError(f"layer {layer_name!r}: its output is a {type(output).__name__}, not a "
-                             "tensor; choose a layer that outputs a feature map")
-        store["calls"] += 1
-        store["A"] = output
-        return output.clone()
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
+    cams = cam_functions(methods)
+    if layer is None:
+        layer = find_target_layer(module, x)
+    return cam_pass(module, x, layer, cams, class_indices)
 
 
 def differentiable_cams(module, x, layer: str, methods=("hirescam",), class_indices=None):
-    """(logits, {method: maps (B, C, *spatial)}) with the maps part of the autograd graph.
+    """(logits, {method: maps (B, C, *spatial)}) with the maps part of the autograd graph (training).
 
-    The same methods (:data:`METHODS`) and checks as :func:`compute_cams`, but G = ∂y_c/∂A is
-    taken with ``create_graph=True`` so a loss on the maps trains the network (Draelos's mask
-    loss): its gradient reaches the weights after the layer (through G) and before it (through A).
-    Costs one extra backward from the logits to the layer per class. ``module`` may be in
-    training mode; the batch sum used for G assumes no layer *after* ``layer`` mixes samples
-    (no BatchNorm in the head).
+    The same routine and checks as :func:`compute_cams` (:func:`cam_pass` with
+    ``differentiable=True``); costs one extra backward from the logits to the layer per class.
+    ``module`` may be in training mode; the batch sum used for G assumes no layer *after*
+    ``layer`` mixes samples (no BatchNorm in the head).
     """
-    import torch
+    result = cam_pass(module, x, layer, cam_functions(methods), class_indices, differentiable=True)
+    return result.logits, result.maps
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise InputError(f"unknown CAM method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
-    with capture_in_graph(module, layer) as store, torch.enable_grad():
-        logits = module(x)
-        if "A" not in store:
-            raise InputError(f"target layer {layer!r} did not run in the forward pass; choose another")
-        if store["calls"] > 1:
-            raise InputError(f"target layer {layer!r} runs {store['calls']} times per forward pass (a shared "
-                             "module); choose a layer that runs once, e.g. the block that contains it")
-        A = store["A"]
-        if A.ndim != x.ndim or A.shape[0] != x.shape[0]:
-            raise InputError(f"target layer {layer!r} outputs shape {tuple(A.shape)}, not a spatial "
-                             f"feature map (B, C, {', '.join('…' for _ in x.shape[2:])}); choose another layer")
-        if logits.ndim != 2:
-            raise InputError(f"the model's output has shape {tuple(logits.shape)}; a classifier must "
-                             "return logits (B, K)")
-        if class_indices is None:
-            class_indices = list(range(logits.shape[1]))
-        if not A.requires_grad:
-            raise InputError(f"layer {layer!r} does not depend on trainable weights; choose a later layer")
-        grads = [torch.autograd.grad(logits[:, c].sum(), A, create_graph=True)[0] for c in class_indices]
-    maps = {m: torch.stack([METHODS[m](A, g) for g in grads], dim=1) for m in methods}
-    return logits, maps
+
+def cam_estimator(name: str):
+    """CAM ``name`` as an estimator ``(model, x, target, settings) -> Attribution``: the engine for
+    one class (``explain`` runs all CAMs of a call in one pass instead); the map is on the feature grid."""
+
+    def estimator(model, x, target, settings):
+        result = compute_cams(model, x, methods=[name], class_indices=[int(target)], layer=settings.layer)
+        return Attribution(result.maps[name][0, 0], info={"layer": result.layer}, logits=result.logits)
+
+    estimator.__name__ = name
+    return estimator

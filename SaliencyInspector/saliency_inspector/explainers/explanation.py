@@ -93,7 +93,7 @@ class Explanation:
         from ..models.preprocess import resample_map
 
         if not isinstance(class_name, str) or class_name not in self.class_names:
-            class_name = _class_name(self.class_names, class_name)
+            class_name = class_name_of(self.class_names, class_name)
         key = (method, class_name)
         if key not in self.raw:
             raise InputError(f"no map for method {method!r} and class {class_name!r}; computed: "
@@ -140,7 +140,9 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "_"
 
 
-def _class_name(names, wanted) -> str:
+def class_name_of(names, wanted) -> str:
+    """The class name ``wanted`` names in ``names``: itself, or a class index (int or digits);
+    InputError when there is none."""
     if isinstance(wanted, (int, np.integer)) or (isinstance(wanted, str) and wanted.lstrip("-").isdigit()
                                                  and wanted not in names):
         index = int(wanted)
@@ -152,12 +154,13 @@ def _class_name(names, wanted) -> str:
     return wanted
 
 
-def _select_classes(names, classes) -> list:
+def select_classes(names, classes) -> list:
+    """The class names chosen by ``classes`` ("all"/None, a name or index, or a list), in order, once each."""
     if classes is None or (isinstance(classes, str) and classes == "all"):
         return list(names)
     if isinstance(classes, (str, int, np.integer)):
         classes = [classes]
-    return list(dict.fromkeys(_class_name(names, c) for c in classes))
+    return list(dict.fromkeys(class_name_of(names, c) for c in classes))
 
 
 def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="all", layer=None,
@@ -165,26 +168,29 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     """Saliency maps for every (method, class) on the CT's own grid, from one forward pass.
 
     ``classifier``: a :class:`models.Classifier`; ``ct``: a Volume in HU; ``methods``: names in
-    :data:`cam.METHODS`; ``classes``: "all", a class name or index, or a list; ``layer``: module
-    name (default: the card's target layer, else the last layer with a spatial output);
-    ``progress``: optional callable taking one-line messages. ``methods`` may also name any
-    estimator of :data:`attribution.ESTIMATORS` (gradient, smoothgrad, ig, occlusion, xrai3d, …) or
-    be a callable (see :func:`attribution.register_estimator`); ``settings``: their
-    :class:`attribution.EstimatorSettings` (or a dict of its fields).
+    the method registry (:data:`registry.METHODS`: the CAMs hirescam, gradcam, gradcampp, computed
+    together in one engine pass, and the estimators gradient, smoothgrad, ig, occlusion, xrai3d, …)
+    or callables (see :func:`registry.register_method`); ``classes``: "all", a class name or index,
+    or a list; ``layer``: module name (default: the card's target layer, else the last layer with a
+    spatial output); ``progress``: optional callable taking one-line messages; ``settings``: the
+    estimators' :class:`settings.EstimatorSettings` (or a dict of its fields). The model card is
+    not changed (a card-less model's outputs are named "0", "1", … in the result only).
     """
-    from .cam import METHODS, compute_cams
+    from .cam import compute_cams
     from ..models.preprocess import geometry, preprocess
 
-    from .attribution import estimator_names, get_estimator, settings_from
+    from .registry import get_method, method_names
+    from .settings import settings_from
 
     say = progress or (lambda _msg: None)
     methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
-    estimators = {get_estimator(m).name: m for m in methods if m not in METHODS}  # InputError when unknown
-    methods = [m if m in METHODS else get_estimator(m).name for m in methods]
-    if not methods:
-        raise InputError(f"unknown method(s) (none given); choose from {', '.join(estimator_names())}")
+    entries = [get_method(m) for m in methods]  # InputError when unknown
+    if not entries:
+        raise InputError(f"unknown method(s) (none given); choose from {', '.join(method_names())}")
+    estimators = {e.name: m for e, m in zip(entries, methods) if not e.is_cam}  # name -> name or callable
+    cam_methods = [e.name for e in entries if e.is_cam]  # all in the one engine pass
+    methods = [e.name for e in entries]
     settings = settings_from(settings)
-    cam_methods = [m for m in methods if m in METHODS]
     card = classifier.card
     say(f"preprocessing CT ({ct.describe_grid()}) for the model, in orientation {card.input.orientation}")
     if card.extra.get("input_notes"):
@@ -195,7 +201,7 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     names = card.classes
     indices = None
     if names is not None:
-        indices = [names.index(c) for c in _select_classes(names, classes)]
+        indices = [names.index(c) for c in select_classes(names, classes)]
     if cam_methods:
         say(f"forward pass and gradients at layer {layer or '(automatic)'} for "
             f"{'all classes' if indices is None else len(indices)} ({', '.join(cam_methods)})")
@@ -209,11 +215,10 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     except (RuntimeError, ValueError) as err:  # the network refused the input (channels, dims, size)
         raise InputError(_model_input_message(classifier, x, err)) from None
     n_out = result.logits.shape[1]
-    if names is None:  # a card-less .pt2: class names are the output indices
+    if names is None:  # a card-less .pt2: class names are the output indices (the card stays as it is)
         names = [str(i) for i in range(n_out)]
-        card.classes = names
         if classes not in (None, "all"):
-            keep = [names.index(c) for c in _select_classes(names, classes)]
+            keep = [names.index(c) for c in select_classes(names, classes)]
             result.maps = {m: v[:, keep] for m, v in result.maps.items()}
             result.class_indices = keep
     elif len(names) != n_out:

@@ -58,30 +58,25 @@ def class_index(classifier, class_name) -> int:
 def input_map(module, prepared, method, target: int, layer=None) -> InputMap:
     """The raw, signed map of ``method`` for class index ``target`` on the model-input grid.
 
-    ``method``: a CAM name, a registered estimator name or a callable ``fn(model, x, target)``.
+    ``method``: any name of the method registry or a callable ``fn(model, x, target)``, run by
+    :func:`attribution.attribute` with default settings (and ``layer`` for the methods that use one).
     """
     import torch
 
-    from .cam import compute_cams
-    from .estimators import resolve
+    from .attribution import attribute
+    from .settings import EstimatorSettings
     from ..models.preprocess import resample_tensor
 
-    name, function = resolve(method)
     x = prepared.tensor
-    if function is None:
-        result = compute_cams(module, x, methods=[name], class_indices=[int(target)], layer=layer)
-        raw, logits = result.maps[name][0, 0], result.logits[0]
-    else:
-        with torch.enable_grad():
-            raw = function(module, x, int(target))
+    result = attribute(method, module, x, int(target), EstimatorSettings(layer=layer))
+    raw, logits = result.map, result.logits
+    if logits is None:  # the method's own pass gave no logits: one plain forward
         with torch.no_grad():
-            logits = module(x)[0]
-        raw = torch.as_tensor(np.asarray(raw) if not torch.is_tensor(raw) else raw)
-        while raw.ndim > 3 and raw.shape[0] == 1:
-            raw = raw[0]
-        if raw.ndim != 3:
-            raise InputError(f"estimator {name!r} returned shape {tuple(raw.shape)}; it must return a 3D map "
-                             f"(optionally with leading 1-dims) for input {tuple(x.shape)}")
+            logits = module(x)
+    logits = logits[0]
+    if raw.ndim != 3:
+        raise InputError(f"method {getattr(method, '__name__', method)!r} gave a {raw.ndim}D map; the "
+                         f"randomization check needs a 3D map, for input {tuple(x.shape)}")
     raw = raw.detach().float()
     if prepared.axes == "xyz":
         raw = raw.permute(2, 1, 0)

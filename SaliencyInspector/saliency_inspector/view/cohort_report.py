@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..explainers.registry import method_label
 from ..io.records import format_cell as _num, is_missing
-from .report import _STYLE, method_label
+from .report import _STYLE
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 WORST = 10  # rows of the worst-cases table per method

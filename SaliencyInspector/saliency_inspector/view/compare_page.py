@@ -8,17 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..explainers.registry import method_label
 from ..io.records import format_cell, is_missing
-from .report import _STYLE, method_label
-
-LABELS = {"gradient": "Gradient", "inputxgradient": "Input × Gradient", "smoothgrad": "SmoothGrad",
-          "smoothgrad_sq": "SmoothGrad²", "vargrad": "VarGrad", "ig": "Integrated Gradients",
-          "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion", "xrai3d": "XRAI-3D"}
-
-
-def label(method: str) -> str:
-    return LABELS.get(method, method_label(method))
-
+from .report import _STYLE
 
 def _matplotlib():
     import matplotlib
@@ -55,7 +47,7 @@ def plot_slice_grid(ct, maps: dict, mask, out_png) -> Path:
             if row == 0:
                 ax.set_title(name, fontsize=9)
             if col == 0:
-                ax.set_ylabel(label(method), fontsize=9)
+                ax.set_ylabel(method_label(method), fontsize=9)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +64,9 @@ def plot_fidelity_curves(curves: dict, out_png, title="") -> Path:
     chance = next(iter(curves.values())).random if curves else None
     for method, result in curves.items():
         c = result.curves
-        left.plot(c.fractions * 100, c.mif_probability, linewidth=1.5, label=f"{label(method)} (AUC {c.auc_mif:.3f})")
-        right.plot(c.fractions * 100, c.lif_probability, linewidth=1.5, label=f"{label(method)} (AUC {c.auc_lif:.3f})")
+        name = method_label(method)
+        left.plot(c.fractions * 100, c.mif_probability, linewidth=1.5, label=f"{name} (AUC {c.auc_mif:.3f})")
+        right.plot(c.fractions * 100, c.lif_probability, linewidth=1.5, label=f"{name} (AUC {c.auc_lif:.3f})")
     if chance is not None:
         left.plot(chance.fractions * 100, chance.mif_probability, "k--", linewidth=1, label=f"random (AUC {chance.auc_mif:.3f})")
         right.plot(chance.fractions * 100, chance.lif_probability, "k--", linewidth=1, label=f"random (AUC {chance.auc_lif:.3f})")
@@ -121,11 +114,12 @@ def write_compare_report(comparison, ct, mask, out_dir) -> Path:
             if key == "auprc":
                 text += f" <span class='muted'>(chance {_cell(r.get('auprc_chance'))})</span>"
             cells.append(f"<td>{text} <b>#{rankings[key].index(r['method']) + 1}</b></td>")
-        rows.append(f"<tr><td class='name'>{escape(label(r['method']))}</td><td class='name'>{escape(r['family'])}</td>"
+        rows.append(f"<tr><td class='name'>{escape(method_label(r['method']))}</td>"
+                    f"<td class='name'>{escape(r['family'])}</td>"
                     + "".join(cells) + "</tr>")
     table = f"<table><tr><th class='name'>estimator</th><th class='name'>family</th>{head}</tr>{''.join(rows)}</table>"
     rank_rows = "".join("<tr><td>" + str(n + 1) + "</td>" + "".join(
-        f"<td class='name'>{escape(label(rankings[k][n]))}</td>" for k in measures) + "</tr>"
+        f"<td class='name'>{escape(method_label(rankings[k][n]))}</td>" for k in measures) + "</tr>"
         for n in range(len(comparison.rows)))
     ranking = f"<table><tr><th>rank</th>{head}</tr>{rank_rows}</table>"
     page = out_dir / "compare.html"

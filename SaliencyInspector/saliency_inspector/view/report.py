@@ -17,16 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..explainers.registry import method_label
 from ..io.records import format_cell, is_missing
-
-# How the field writes the method names (keys are cam.METHODS's).
-METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
-
-
-def method_label(key: str) -> str:
-    """Display name of a method key ('hirescam' -> 'HiResCAM'); unknown keys are shown as they are."""
-    return METHOD_NAMES.get(key, key)
-
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px; color: #1d1d1f;

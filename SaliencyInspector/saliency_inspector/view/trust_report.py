@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from ..explainers.registry import method_label
 from ..io.records import format_cell as _num
-from .report import _STYLE, method_label
+from .report import _STYLE
 
 if TYPE_CHECKING:
     from ..io.volume import Volume

@@ -75,16 +75,17 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     process after each computed case. Bad input (manifest, methods, options) raises InputError
     before any case starts.
     """
-    from ..explainers.cam import METHODS
+    from ..explainers.registry import METHODS
     from ..scoring.thresholds import parse_threshold
     from ..io.manifest import read_manifest
     from ..cohort.executors import make_executor
 
     start = time.perf_counter()
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    cams = [n for n, m in METHODS.items() if m.is_cam]  # the cohort workflow runs the CAMs
+    unknown = [m for m in methods if m not in cams]
     if unknown or not methods:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(cams)}")
     if keep_maps not in KEEP_MAPS:
         raise InputError(f"--keep-maps {keep_maps!r}: choose one of {', '.join(KEEP_MAPS)}")
     parse_threshold(threshold)
@@ -161,12 +162,12 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
 
 def _check_classes(settings: BatchSettings) -> None:
     """The requested classes exist in the model (loaded once here, on the driver, for its card)."""
-    from ..explainers.explanation import _select_classes
+    from ..explainers.explanation import select_classes
     from ..cohort.case import load_model
 
     names = load_model(settings).card.classes
     if names is not None:  # a card-less .pt2 names its outputs 0..K-1 only once it has run
-        _select_classes(names, list(settings.classes))
+        select_classes(names, list(settings.classes))
 
 
 def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: BatchSettings,

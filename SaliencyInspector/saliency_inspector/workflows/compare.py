@@ -165,8 +165,9 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
 
     from ..scoring.evaluation import evaluate
     from ..scoring.masks import body_mask, mask_source
-    from ..explainers.attribution import supervoxels, xrai_rank, get_estimator
-    from ..explainers.explanation import _class_name, explain
+    from ..explainers.explanation import class_name_of, explain
+    from ..explainers.registry import get_method
+    from ..explainers.xrai import supervoxels, xrai_rank
     from .fidelity import map_fidelity, model_input
 
     say = progress or (lambda _m: None)
@@ -175,12 +176,10 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
         raise InputError("give at least one method to compare")
-    names = [m if isinstance(m, str) else get_estimator(m).name for m in methods]
-    for m in methods:
-        get_estimator(m)  # unknown names fail here, before any work
+    names = [get_method(m).name for m in methods]  # unknown names fail here, before any work
     if classifier.card.classes is None:
         raise InputError("the model has no class names; give a model card with 'classes'")
-    class_name = _class_name(classifier.card.classes, class_name)
+    class_name = class_name_of(classifier.card.classes, class_name)
     target = classifier.card.classes.index(class_name)
     masks = mask_source(masks, ct, say)  # masks are made on demand from labelmap layers
     segment = _choose_segment(masks.names, class_name, segment)
@@ -215,7 +214,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         fid = map_fidelity(classifier, ct, on_input, class_name, steps=steps, replacement=replacement,
                            blur_mm=blur_mm, seed=seed, inputs=inputs)
         curves[name] = fid
-        rows.append({"method": name, "family": get_estimator(method).family,
+        rows.append({"method": name, "family": get_method(method).family,
                      "roc_auc": row["roc_auc"], "auprc": row["auprc"], "auprc_chance": row["auprc_chance"],
                      "best_dice": dice, "best_dice_k": k, "region_dice": rdice, "region_count": rcount,
                      "mass_in_mask": row["mass_in_mask"], "mass_baseline": row["mass_baseline"],

@@ -62,7 +62,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     from ..models.demo_model import LESION_SCALE
     from ..synth.phantom import make_phantom, write_phantom_case
     from ..view.render import render_overlay
-    from ..view.report import method_label, plot_roc, write_report
+    from ..explainers.registry import method_label
+    from ..view.report import plot_roc, write_report
     from ..io.segments import Segments
     from ..io.volume import write_volume
 

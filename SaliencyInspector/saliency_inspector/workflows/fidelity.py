@@ -20,7 +20,7 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from ..explainers.attribution import EstimatorSettings
     from ..io.volume import Volume
-    from ..models.loading import Classifier
+    from ..models.loaders import Classifier
     from ..models.preprocess import Prepared
     from ..scoring.fidelity import FidelityResult
 
@@ -82,15 +82,16 @@ def map_fidelity(classifier: Classifier, ct: Volume, saliency: Volume | np.ndarr
     (``blur_mm``) or impute; ``seed``: tie-break and random map. ``inputs``: :func:`model_input` of
     this CT when the caller scores several maps (``settings`` are then ignored).
     """
+    from ..explainers.randomization import class_index
     from ..scoring.fidelity import fidelity
 
-    names = classifier.card.classes or []
-    if class_name not in names:
-        raise InputError(f"class {class_name!r} is not one of the model's classes: {', '.join(names)}")
+    # InputError for a class the model does not have; a card-less model's classes are its output
+    # indices ("0", "1", …)
+    target = class_index(classifier, class_name)
     inputs = inputs or model_input(classifier, ct, settings)
     on_input = saliency if isinstance(saliency, np.ndarray) else inputs.map_on_input(saliency)
     s = inputs.settings
-    return fidelity(classifier, inputs.prepared.tensor, on_input, names.index(class_name), steps=steps,
+    return fidelity(classifier, inputs.prepared.tensor, on_input, target, steps=steps,
                     replacement=replacement, air_value=s.air_value, body=inputs.body, blur_mm=blur_mm,
                     spacing_zyx=s.spacing_zyx, seed=seed, batch_size=inputs.per_forward)
 

@@ -32,7 +32,7 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from ..io.segments import Segments
     from ..io.volume import Volume
-    from ..models.loading import Classifier
+    from ..models.loaders import Classifier
     from ..scoring.fixations import Fixations
     from ..scoring.trust import TrustCard
 
@@ -52,9 +52,16 @@ class TrustResult:
 
 def default_normalisation(method: str | Callable[..., Any]) -> str:
     """ReLU for CAMs (their negative part means "against the class"), |map| for anything else."""
-    from ..explainers.cam import METHODS
+    from ..explainers.registry import get_method
 
-    return "relu" if isinstance(method, str) and method in METHODS else "abs"
+    return "relu" if get_method(method).is_cam else "abs"
+
+
+def ct_intensity(model, x, target):
+    """The model input itself (the windowed CT, channel 0): a "method" that ignores the model; the
+    trust card's known-answer negative control and its localization baseline (c). Register it
+    (``register_method("ct_intensity", ct_intensity)``) to put it on a card."""
+    return x[0, 0].detach()
 
 
 def same_classes_or_error(models: Sequence[Classifier]) -> None:
@@ -123,7 +130,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     from ..scoring.gaze import compare_with_gaze
     from ..scoring.masks import body_mask
     from ..scoring.similarity import compare_maps
-    from ..explainers.estimators import resolve
+    from ..explainers.registry import get_method
     from ..explainers.randomization import class_index, input_map, prepare, randomized_maps
     from ..io.volume import Volume, resample_to
 
@@ -141,7 +148,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     target = class_index(clf, class_name)
     class_label = names[target] if names else str(target)
     methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
-    resolved = [resolve(m) for m in methods]
+    resolved = [get_method(m).name for m in methods]  # InputError naming every method when one is unknown
     notes: list[str] = []
 
     attention = None
@@ -176,7 +183,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
         mask_name, mask_ct = _class_mask(masks_on_ct, class_label, segment, notes.append)
 
     evidence, curves, timings = {}, {}, {}
-    for (name, _function), method in zip(resolved, methods):
+    for name, method in zip(resolved, methods):
         norm = normalisation or default_normalisation(method)
         curve = None
         if randomize:
@@ -242,9 +249,9 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
 
     context = {
         "ct": ct.describe_grid(), "class": class_label, "models": [m.card.name for m in models],
-        "methods": [n for n, _ in resolved], "randomization_mode": mode, "seed": seed,
+        "methods": list(resolved), "randomization_mode": mode, "seed": seed,
         "baseline": baseline_source, "comparison_grid": prepared.grid.describe_grid(),
-        "normalisation": {n: normalisation or default_normalisation(m) for (n, _), m in zip(resolved, methods)},
+        "normalisation": {n: normalisation or default_normalisation(m) for n, m in zip(resolved, methods)},
         "timings": timings,
     }
     card = trust.TrustCard(rows=trust.judge_all(evidence), context=context, curves=curves, notes=notes)
