@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError
+from .io.files import check_distinct_outputs, resolve_path
 
 PROG = "saliency-inspector"
 
@@ -67,9 +68,9 @@ def _input_paths(inputs) -> list:
 
 
 def _is_one_of(path: Path, inputs) -> bool:
-    resolved = path.resolve()
+    resolved = resolve_path(path)  # a symbolic link loop: one error line, not a traceback
     for other in inputs:
-        if resolved == other.resolve():
+        if resolved == resolve_path(other):
             return True
         try:
             if path.exists() and other.exists() and os.path.samefile(path, other):  # hard links
@@ -137,7 +138,8 @@ def cmd_phantom_cohort(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explainers.explanation import explain, safe_name
+    from .explainers.explanation import explain
+    from .io.names import safe_name
     from .io.volume import read_volume
     from .models import demo_model  # noqa: F401 - registers the "demo" model source and architecture
     from .models.loading import load_classifier
@@ -174,6 +176,7 @@ def cmd_evaluate(args) -> int:
     from .scoring.consistency import check_same_body
 
     guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv])
+    check_distinct_outputs({"--json": args.json, "--csv": args.csv})
     saliency = read_volume(args.map)
     ct = read_volume(args.ct) if args.ct else None
     segments = read_segments(args.masks, names=args.names)
@@ -211,6 +214,7 @@ def cmd_compare(args) -> int:
     from .view.compare_page import write_compare_report
 
     guard_outputs([args.ct, args.masks, args.model, args.card], files=[args.json, args.csv], folders=[args.out])
+    check_distinct_outputs({"--json": args.json, "--csv": args.csv})
     ct = read_volume(args.ct)
     segments = read_segments(args.masks, reference=ct, note=progress)
     progress(f"loading model {args.model}")
@@ -270,7 +274,7 @@ def _render_title(map_path: Path) -> str | None:
     title = f"{method_label(method)} · class {name}"
     try:
         record = json.loads(predictions.read_text())
-        from .explainers.explanation import safe_name
+        from .io.names import safe_name
 
         names = [safe_name(c) for c in record["class_names"]]
         title += f" · p = {record['probabilities'][names.index(name)]:.2f}"
