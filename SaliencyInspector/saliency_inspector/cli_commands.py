@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cli_guard import guard_outputs, refuse_shipped_models
 from .errors import InputError
+from .io.files import check_distinct_outputs
 
 PROG = "saliency-inspector"
 
@@ -68,7 +69,8 @@ def cmd_phantom_cohort(args) -> int:
 
 def cmd_explain(args) -> int:
     from .cli import estimator_settings
-    from .explainers.explanation import explain, safe_name
+    from .explainers.explanation import explain
+    from .io.names import safe_name
     from .io.volume import read_volume
 
     model_path = Path(args.model)
@@ -102,6 +104,8 @@ def cmd_evaluate(args) -> int:
     from .scoring.consistency import check_same_body
 
     guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv])
+
+    check_distinct_outputs({'--json': args.json, '--csv': args.csv})
     saliency = read_volume(args.map)
     ct = read_volume(args.ct) if args.ct else None
     segments = read_segments(args.masks, names=args.names)
@@ -133,6 +137,8 @@ def cmd_compare(args) -> int:
     from .workflows.compare import compare_estimators
 
     guard_outputs([args.ct, args.masks, args.model, args.card], files=[args.json, args.csv], folders=[args.out])
+
+    check_distinct_outputs({'--json': args.json, '--csv': args.csv})
     ct = read_volume(args.ct)
     segments = read_segments(args.masks, reference=ct, note=progress)
     classifier = load_model(args.model, args.card, args.arch, args.device)
@@ -186,7 +192,7 @@ def _render_title(map_path: Path) -> str | None:
     title = f"{method_label(method)} · class {name}"
     try:
         record = json.loads(predictions.read_text())
-        from .explainers.explanation import safe_name
+        from .io.names import safe_name
 
         names = [safe_name(c) for c in record["class_names"]]
         title += f" · p = {record['probabilities'][names.index(name)]:.2f}"

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from .errors import InputError
+from .io.files import resolve_path
 
 
 def guard_outputs(inputs=(), files=(), folders=()) -> None:
@@ -56,9 +57,9 @@ def _input_paths(inputs) -> list:
 
 
 def _is_one_of(path: Path, inputs) -> bool:
-    resolved = path.resolve()
+    resolved = resolve_path(path)  # a symbolic link loop: one error line, not a traceback
     for other in inputs:
-        if resolved == other.resolve():
+        if resolved == resolve_path(other):
             return True
         try:
             if path.exists() and other.exists() and os.path.samefile(path, other):  # hard links

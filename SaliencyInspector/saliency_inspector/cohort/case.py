@@ -77,7 +77,7 @@ def case_key(case, fingerprint: str) -> str:
 
 
 def case_folder(out_dir, case_id: str) -> Path:
-    from ..explainers.explanation import safe_name
+    from ..io.names import safe_name
 
     return Path(out_dir) / "cases" / safe_name(case_id)
 
@@ -141,7 +141,7 @@ def run_case(case, job: CaseJob, classifier) -> dict:
     """Explain and score one case and write its files; never raises for a bad case (status failed)."""
     from ..scoring.evaluation import evaluate
     from ..scoring.metrics import METRICS
-    from ..explainers.explanation import safe_name
+    from ..io.names import safe_name
     from ..io.volume import read_volume, write_volume
 
     settings = job.settings
@@ -274,9 +274,12 @@ def _write_case_page(folder: Path, case, ct, explanation, rows, predictions) -> 
 
 
 def _write_atomically(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False, default=json_default) + "\n")
-    os.replace(tmp, path)
+    """JSON under a temporary name, renamed into place: no partial file, even on a full disk."""
+    from ..io.files import written_atomically
+
+    text = json.dumps(record, indent=1, allow_nan=False, default=json_default) + "\n"
+    with written_atomically(path) as tmp:
+        tmp.write_text(text)
 
 
 def _file_identity(path) -> list | None:

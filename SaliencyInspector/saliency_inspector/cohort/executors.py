@@ -15,6 +15,9 @@ manifest's paths themselves and write their own files; only paths go out and sma
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from collections import deque
 from contextlib import contextmanager
 
@@ -71,9 +74,39 @@ class InProcessExecutor:
 _PROCESS_WORKER = None
 
 
-def _start_process_worker(job: CaseJob) -> None:
+def _start_process_worker(job: CaseJob, parent: int | None = None) -> None:
     global _PROCESS_WORKER
+    if parent is not None:
+        die_with_parent(parent)
     _PROCESS_WORKER = CaseWorker(job)
+
+
+def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this process when process ``parent`` dies, even by ``kill -9`` (which gives the pool no
+    chance to stop its workers: they would sit idle, holding a model's memory, for ever).
+
+    On Linux the kernel sends SIGKILL (prctl PR_SET_PDEATHSIG); everywhere a daemon thread checks
+    every ``poll_s`` seconds that this process's parent is still ``parent``. (Linux ties the signal
+    to the thread that started the worker: the pool is made and used by one thread, as here.)
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            PR_SET_PDEATHSIG = 1  # linux/prctl.h
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the watchdog below still works
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _run_in_process_worker(case) -> dict:
@@ -104,7 +137,7 @@ class ProcessPoolCaseExecutor:
         while todo:
             finished = False
             pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_start_process_worker, initargs=(job,))
+                                       initializer=_start_process_worker, initargs=(job, os.getpid()))
             broken = False
             try:
                 with thread_limits(job.threads):  # spawn-started processes start at submit()

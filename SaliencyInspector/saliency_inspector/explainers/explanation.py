@@ -4,7 +4,6 @@ one at a time when asked (raw maps stay at feature resolution)."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.names import safe_name
 from ..io.volume import Volume, write_volume
 
 
@@ -133,11 +133,6 @@ class Explanation:
         path.write_text(json.dumps(self.predictions(), indent=2) + "\n")
         written.append(path)
         return written
-
-
-def safe_name(name: str) -> str:
-    """A class name usable in a file name (anything but letters, digits, '.', '-', '_' becomes '_')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "_"
 
 
 def class_name_of(names, wanted) -> str:

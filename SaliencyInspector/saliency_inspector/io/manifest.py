@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .files import resolve_path
+from .names import safe_name
 
 PATH_COLUMNS = ("ct", "organs", "lesions", "marker", "fixations")
 RESERVED_COLUMNS = ("case_id", "split") + PATH_COLUMNS
@@ -72,7 +74,7 @@ def read_manifest(path, classes=None, require=("ct",)) -> Manifest:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; the columns are "
                          f"{', '.join(columns) or '(none)'}")
     label_columns = list(classes) if classes is not None else [c for c in columns if c not in RESERVED_COLUMNS]
-    seen, cases = {}, []
+    seen, folders, cases = {}, {}, []
     for number, row in enumerate(rows, start=1):
         case_id = str(row.get("case_id") or "").strip()
         where = f"row {number}" + (f" ({case_id})" if case_id else "")
@@ -82,6 +84,13 @@ def read_manifest(path, classes=None, require=("ct",)) -> Manifest:
             problems.append(f"{where}: duplicate case_id (also row {seen[case_id]})")
         else:
             seen[case_id] = number
+            # each case gets the folder cases/<safe_name(id)>: two ids must never share one, also
+            # where the file system ignores case (macOS, Windows)
+            folder = safe_name(case_id).casefold()
+            if folder in folders:
+                problems.append(f"{where}: case_id would share its output folder with row {folders[folder][0]} "
+                                f"({folders[folder][1]}); rename one of them")
+            folders.setdefault(folder, (number, case_id))
         paths = {}
         for column in PATH_COLUMNS:
             value = str(row.get(column) or "").strip()
@@ -90,7 +99,12 @@ def read_manifest(path, classes=None, require=("ct",)) -> Manifest:
                 if column in require:
                     problems.append(f"{where}: no {column} given")
                 continue
-            resolved = (path.parent / value).resolve() if not Path(value).is_absolute() else Path(value)
+            try:
+                resolved = resolve_path(path.parent / value) if not Path(value).is_absolute() else Path(value)
+            except InputError as err:  # a symbolic link loop
+                problems.append(f"{where}: {column} {err}")
+                paths[column] = None
+                continue
             if not resolved.exists():
                 problems.append(f"{where}: {column} {value} does not exist")
             paths[column] = resolved

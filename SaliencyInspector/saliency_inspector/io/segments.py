@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .files import written_atomically
 from .volume import Volume, overlap_fraction, read_volume, resample_to
 
 # Colours for segments without one (Slicer's GenericAnatomyColors where a name matches).
@@ -299,7 +300,9 @@ def _is_slicer_segmentation(path: Path) -> bool:
     try:
         header = nrrd.read_header(str(path))
     except Exception as err:  # pynrrd raises its own NRRDError and also ValueError/UnicodeError
-        raise InputError(f"{path}: cannot be read as NRRD ({str(err).splitlines()[0][:200]})") from None
+        reason = next(iter(str(err).splitlines()), "") or ("the file is empty" if path.stat().st_size == 0
+                                                            else type(err).__name__)
+        raise InputError(f"{path}: cannot be read as NRRD ({reason[:200]})") from None
     return path.name.lower().endswith(".seg.nrrd") or any(
         key.startswith(("Segment0_", "Segmentation_")) for key in header)
 
@@ -328,8 +331,14 @@ def _read_seg_nrrd(path: Path) -> Segments:
         name = info.get("name", info["id"])  # Slicer allows duplicates: Segments keeps them apart
         layer = int(info.get("layer", 0) or 0)
         label = int(info.get("labelValue", index + 1))
+        if not 0 <= layer < len(layers):  # a damaged or hand-edited header
+            raise InputError(f"{path}: segment {name!r} is in layer {layer}, but the file has "
+                             f"{len(layers)} layer(s); re-export the segmentation from Slicer")
         entries.append((name, layer, label, tuple(info.get("color", default_color(name, index)))))
     return Segments.from_layers(layers, entries, grid)  # may be empty: a segmentation with no segments is valid
+
+
+LABEL_LIMIT = 2**31 - 1  # the largest label value (vtkSegment's label value is a 32-bit int)
 
 
 def _read_labelmap(path: Path, names) -> Segments:
@@ -339,17 +348,17 @@ def _read_labelmap(path: Path, names) -> Segments:
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise InputError(f"{path}: has non-integer voxel values, so it is an image, not a labelmap; "
                              "give a .seg.nrrd or an integer labelmap as masks")
-        array = array.astype(np.int64)
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    low, high = int(array.min()), int(array.max())
-    flat = array.ravel()
-    present = np.zeros(high - min(low, 0) + 1, dtype=np.int64)
-    for start in range(0, flat.size, 1 << 23):  # chunks: bincount casts to int64 (0.8 GB at full size)
-        part = flat[start:start + (1 << 23)]
-        part = np.bincount(part.astype(np.int64) - low if low < 0 else part)
-        present[:part.size] += part
-    labels = [int(v) + min(low, 0) for v in np.flatnonzero(present) if int(v) + min(low, 0) != 0]
+    low, high = array.min().item(), array.max().item()  # Python numbers: no unsigned wrap-around
+    if min(low, -high) < -LABEL_LIMIT:  # Slicer keeps a segment's label value in a 32-bit int
+        raise InputError(f"{path}: has the label value {float(low if -low > high else high):.15g}, outside the range "
+                         f"of labelmap labels (±{LABEL_LIMIT}); is it an image rather than a labelmap? Give "
+                         "a .seg.nrrd or a labelmap with small whole-number labels")
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.int64)
+    low, high = int(low), int(high)
+    labels = [label for label in _label_values(array, low, high) if label != 0]
     if not labels:
         raise InputError(f"{path}: the labelmap has no labels (every voxel is 0); give masks with organs in them")
     table = _read_name_table(names) if names is not None else {}
@@ -360,6 +369,24 @@ def _read_labelmap(path: Path, names) -> Segments:
     entries = [(table.get(label, f"label_{label}"), 0, label, default_color(table.get(label, f"label_{label}"), index))
                for index, label in enumerate(labels)]
     return Segments.from_layers([layer], entries, volume)
+
+
+def _label_values(array: np.ndarray, low: int, high: int) -> list:
+    """The distinct values of an integer array (``low``/``high``: its min and max), in increasing
+    order, in memory that grows with the number of distinct values and not with the largest one:
+    a table of presence where the values span a small range (uint8/uint16 labelmaps), else the
+    unique values chunk by chunk (one voxel labelled 2e9 must not cost a 2e9-entry table)."""
+    flat = array.ravel()
+    chunk = 1 << 23  # voxels at a time: bincount and unique copy what they are given
+    if high - low < 1 << 20:
+        present = np.zeros(high - low + 1, dtype=bool)
+        for start in range(0, flat.size, chunk):
+            counts = np.bincount(flat[start:start + chunk].astype(np.int64) - low)
+            present[:counts.size] |= counts > 0
+        return [int(v) + low for v in np.flatnonzero(present)]
+    values = np.unique(np.concatenate([np.unique(flat[start:start + chunk])
+                                       for start in range(0, flat.size, chunk)]))
+    return [int(v) for v in values]
 
 
 def _read_name_table(names) -> dict:
@@ -416,7 +443,12 @@ def write_segments(segments: Segments, path) -> Path:
     voxels = np.stack(layers) if len(layers) > 1 else layers[0]
     seg = {"voxels": voxels.T if voxels.ndim == 3 else voxels.transpose(0, 3, 2, 1),  # (z,y,x) -> (i,j,k)
            "ijkToLPS": segments.grid.ijk_to_lps(), "segments": infos}
-    slicerio.write_segmentation(str(path), seg)
+    try:
+        with written_atomically(path) as tmp:  # a failed write (disk full) leaves no truncated file
+            slicerio.write_segmentation(str(tmp), seg)
+    except OSError as err:
+        raise InputError(f"{path}: cannot be written ({err.strerror or err}); choose a folder you can "
+                         "write to, with space left") from None
     return path
 
 

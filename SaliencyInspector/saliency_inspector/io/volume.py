@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .files import written_atomically
 
 # LPS <-> RAS: flip the first two physical axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -269,7 +270,8 @@ def _check_slice_spacing(folder: Path, files) -> None:
 
 
 def write_volume(volume: Volume, path, compression_level: int = -1) -> Path:
-    """Write a Volume as NRRD, NIfTI or MHA (by suffix), compressed; returns the path.
+    """Write a Volume as NRRD, NIfTI or MHA (by suffix), compressed; returns the path. The file is
+    written under a temporary name and renamed into place, so a failure leaves no partial file.
 
     ``compression_level`` is zlib's (1 fastest … 9 smallest; -1 ITK's default): saliency maps are
     written with 1, about twice as fast for files a fifth larger (float maps compress poorly anyway).
@@ -279,7 +281,8 @@ def write_volume(volume: Volume, path, compression_level: int = -1) -> Path:
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(_WRITABLE_SUFFIXES)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(to_sitk(volume), str(path), True, int(compression_level))
+        with written_atomically(path) as tmp:  # a failed write leaves no truncated file behind
+            sitk.WriteImage(to_sitk(volume), str(tmp), True, int(compression_level))
     except (OSError, RuntimeError) as err:  # ITK reports "Permission denied" etc. as RuntimeError
         raise InputError(f"{path}: cannot be written ({_first_line(err)}); choose a folder you can "
                          "write to") from None

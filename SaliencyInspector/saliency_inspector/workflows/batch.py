@@ -79,6 +79,7 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     from ..scoring.thresholds import parse_threshold
     from ..io.manifest import read_manifest
     from ..cohort.executors import make_executor
+    from ..cohort.lock import output_lock
 
     start = time.perf_counter()
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -105,59 +106,60 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
         raise InputError(f"--out {out} holds the manifest; give a separate output folder (batch writes "
                          "cohort.json, report.html and cases/ there)")
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = settings.fingerprint()
-    job = CaseJob(settings, fingerprint, out.resolve())
-    say = progress if callable(progress) else (_stderr if progress else (lambda message: None))
+    with output_lock(out):  # a second run into this folder is refused, not run twice
+        fingerprint = settings.fingerprint()
+        job = CaseJob(settings, fingerprint, out.resolve())
+        say = progress if callable(progress) else (_stderr if progress else (lambda message: None))
 
-    done = {}
-    todo = []
-    for case in cohort:
-        stored = finished_result(out, case, fingerprint)
-        if stored is not None:
-            done[case.case_id] = stored
-        else:
-            todo.append(case)
-    skipped = list(done)
-    say(f"{len(cohort)} cases: {len(skipped)} already done with these inputs and settings, {len(todo)} to run")
-
-    executor = executor or make_executor(workers, ray)
-    computed, failed = [], {}
-    bar = _progress_bar(len(todo), progress is True)
-    try:
-        for result in executor.run(todo, job) if todo else ():
-            case_id = result["case_id"]
-            if result["status"] == "ok":
-                done[case_id] = result
-                computed.append(case_id)
-                failed.pop(case_id, None)
+        done = {}
+        todo = []
+        for case in cohort:
+            stored = finished_result(out, case, fingerprint)
+            if stored is not None:
+                done[case.case_id] = stored
             else:
-                failed[case_id] = result["error"]
-                if bar is None:
-                    say(f"case {case_id} failed: {result['error']}")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"failed {len(failed)}" if failed else "", refresh=False)
-            if on_result is not None:
-                on_result(result)
-    finally:
-        if bar is not None:
-            bar.close()
-        if executor is not None and hasattr(executor, "close"):
-            executor.close()
+                todo.append(case)
+        skipped = list(done)
+        say(f"{len(cohort)} cases: {len(skipped)} already done with these inputs and settings, {len(todo)} to run")
 
-    seconds = time.perf_counter() - start
-    result = BatchResult(out, computed, skipped, failed, seconds)
-    result.files, result.stats, result.auc = write_cohort_tables(out, cohort, done, failed, settings,
-                                                                 resamples=resamples, seed=seed)
-    result.seconds = time.perf_counter() - start
-    write_json(out / "batch.json", {"settings": asdict(settings), "fingerprint": fingerprint,
-                                    "manifest": str(Path(manifest).resolve()), "summary": result.summary(),
-                                    "computed": computed, "skipped": skipped, "failed": failed,
-                                    "resamples": resamples, "seed": seed}, indent=1)
-    say(result.summary())
-    if failed and result.exit_code == 0:
-        say(f"warning: {len(failed)} case(s) failed; their reasons are in {out / 'errors.csv'}")
-    return result
+        executor = executor or make_executor(workers, ray)
+        computed, failed = [], {}
+        bar = _progress_bar(len(todo), progress is True)
+        try:
+            for result in executor.run(todo, job) if todo else ():
+                case_id = result["case_id"]
+                if result["status"] == "ok":
+                    done[case_id] = result
+                    computed.append(case_id)
+                    failed.pop(case_id, None)
+                else:
+                    failed[case_id] = result["error"]
+                    if bar is None:
+                        say(f"case {case_id} failed: {result['error']}")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"failed {len(failed)}" if failed else "", refresh=False)
+                if on_result is not None:
+                    on_result(result)
+        finally:
+            if bar is not None:
+                bar.close()
+            if executor is not None and hasattr(executor, "close"):
+                executor.close()
+
+        seconds = time.perf_counter() - start
+        result = BatchResult(out, computed, skipped, failed, seconds)
+        result.files, result.stats, result.auc = write_cohort_tables(out, cohort, done, failed, settings,
+                                                                     resamples=resamples, seed=seed)
+        result.seconds = time.perf_counter() - start
+        write_json(out / "batch.json", {"settings": asdict(settings), "fingerprint": fingerprint,
+                                        "manifest": str(Path(manifest).resolve()), "summary": result.summary(),
+                                        "computed": computed, "skipped": skipped, "failed": failed,
+                                        "resamples": resamples, "seed": seed}, indent=1)
+        say(result.summary())
+        if failed and result.exit_code == 0:
+            say(f"warning: {len(failed)} case(s) failed; their reasons are in {out / 'errors.csv'}")
+        return result
 
 
 def _check_classes(settings: BatchSettings) -> None:

@@ -56,7 +56,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     (mm) for every picture's slices instead of each class's lesion / organ centre. Prints the metrics
     of the predicted/true classes and the report's path on stdout; progress goes to ``progress``.
     """
-    from ..explainers.explanation import explain, safe_name
+    from ..explainers.explanation import explain
+    from ..io.names import safe_name
     from ..scoring.curves import roc_curve, thin_curve
     from ..scoring.evaluation import evaluate
     from ..models.demo_model import LESION_SCALE

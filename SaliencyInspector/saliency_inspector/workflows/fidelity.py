@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError
 
 if TYPE_CHECKING:
     from ..explainers.attribution import EstimatorSettings
