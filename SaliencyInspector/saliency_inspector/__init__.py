@@ -4,7 +4,7 @@ on the CT's own grid, agreement metrics against organ masks, pictures and report
 Subpackages by concern: ``io`` (volumes, segmentations), ``models`` (loading, preprocessing, the
 demo model), ``explain`` (CAMs, ``explain()``), ``evaluate`` (metrics, ranking), ``view`` (pictures,
 report), ``synth`` (phantom), ``training`` (BCE + HiResCAM mask loss).
-No Slicer or Qt imports here; ``mrml.py`` is the only module that
+The public names are listed, typed, in ``__init__.pyi``. No Slicer or Qt imports here; ``mrml.py`` is the only module that
 touches MRML (scene passed in). Heavy modules (torch, VTK) are imported lazily, on first use of the
 names that need them, so Slicer's start-up does not import torch.
 """
@@ -47,6 +47,11 @@ _EXPORTS = {
     "run_trust": "workflows.trust",
     "train": "training.loop", "mask_loss": "training.mask_loss",
     "run_shortcut_demo": "workflows.shortcut",
+    # result types (typed, documented in __init__.pyi)
+    "Attribution": "explainers.settings", "Prepared": "models.preprocess", "Manifest": "io.manifest",
+    "EvaluationTable": "scoring.evaluation", "FidelityResult": "scoring.fidelity", "Fixations": "scoring.fixations",
+    "GazeResult": "scoring.gaze", "Similarity": "scoring.similarity", "Comparison": "workflows.compare",
+    "DemoResult": "workflows.demo", "TrustResult": "workflows.trust",
 }
 # Models shipped with the project register themselves with the generic loader when imported;
 # `si.load_classifier("demo")` should work without the caller knowing that.

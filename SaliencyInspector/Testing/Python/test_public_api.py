@@ -30,7 +30,8 @@ def stub_tree() -> ast.Module:
 
 def stub_all() -> list:
     for node in stub_tree().body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__all__":
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if getattr(target, "id", "") == "__all__" and node.value is not None:
             return list(ast.literal_eval(node.value))
     raise AssertionError("the stub has no __all__")
 
