@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
+from saliency_inspector.io.names import safe_name
 import torch
 from torch import nn
 
@@ -114,7 +116,10 @@ def test_save_writes_nrrd_with_the_ct_geometry_and_predictions(case, tmp_path):
     ct, _center, res = case
     written = res.save(tmp_path / "out")
     names = sorted(p.name for p in written)
-    assert "hirescam_no_lesion.nrrd" in names and "predictions.json" in names
+    # "no lesion" is not a safe file name: it is sanitised and made unique with a short stable hash
+    # (io/names.py), so a class "no_lesion" could never share its file
+    assert f"hirescam_{safe_name('no lesion')}.nrrd" in names and "predictions.json" in names
+    assert safe_name("no lesion").startswith("no_lesion~") and "hirescam_no_lesion.nrrd" not in names
     image = sitk.ReadImage(str(tmp_path / "out" / "hirescam_lesion.nrrd"))
     assert image.GetSize() == ct.size_xyz
     np.testing.assert_allclose(image.GetSpacing(), ct.spacing)

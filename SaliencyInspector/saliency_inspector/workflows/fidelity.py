@@ -57,7 +57,8 @@ def model_input(classifier: Classifier, ct: Volume, settings: EstimatorSettings 
     """Prepare ``ct`` for ``classifier`` once for every map scored on it. ``settings``: estimator
     settings (None: the defaults); ``body``: bool mask on the CT's grid (default: the CT's body,
     :func:`scoring.masks.body_mask`)."""
-    from ..explainers.attribution import batch_size, for_input, settings_from
+    from ..explainers.memory import batch_size
+    from ..explainers.settings import for_input, settings_from
     from ..models.preprocess import preprocess
     from ..scoring.masks import body_mask
 
