@@ -13,25 +13,11 @@ from saliency_inspector.errors import InputError
 from saliency_inspector.explainers import attribution as A
 from saliency_inspector.explainers.explanation import explain
 
-from test_explain import DIRECTION, ORIGIN, SHAPE, SPACING, blob_classifier, lesion_ct
+from test_explain import DIRECTION, ORIGIN, SHAPE, SPACING, lesion_ct
+from toy_models import BoxMeanModel, TanhAsFunction, TinyNet, blob_classifier
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-class TinyNet(nn.Module):
-    """Two channels in (so channel summing is exercised), ReLU modules only, a linear head."""
-
-    def __init__(self, shape=(6, 8, 7), classes=3):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4 * int(np.prod(shape)), classes)
-        with torch.no_grad():
-            self.head.weight[0].abs_()  # class 0 likes every feature: its Grad-CAM is not all zero
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
 
 
 @pytest.fixture(scope="module")
@@ -121,19 +107,6 @@ def test_ig_completeness_within_one_percent_at_32_steps_on_the_demo_model():
     assert info["completeness_relative"] < 0.01, info
 
 
-class CubeModel(nn.Module):
-    """Logit = mean of the input over a known cube (and its negative for class 1)."""
-
-    def __init__(self, shape, cube):
-        super().__init__()
-        self.register_buffer("mask", torch.zeros(shape))
-        self.mask[cube] = 1.0
-
-    def forward(self, x):
-        score = (x[:, 0] * self.mask).flatten(1).sum(1) / self.mask.sum()
-        return torch.stack([score, -score], 1)
-
-
 def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     shape = (16, 20, 18)
     cube = (slice(4, 11), slice(5, 13), slice(6, 13))
@@ -145,9 +118,9 @@ def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     body = image > 0.1
     settings = A.EstimatorSettings(steps=8, spacing_zyx=(2.0, 1.0, 1.0), air_value=0.0, body=body,
                                    xrai_scales=(8, 16, 32))
-    result = A.attribute("xrai3d", CubeModel(shape, cube), x, 0, settings)
+    result = A.attribute("xrai3d", BoxMeanModel(shape, cube), x, 0, settings)
     regions = A.supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 1)
-    ig = A.attribute("ig", CubeModel(shape, cube), x, 0, settings).map.numpy()
+    ig = A.attribute("ig", BoxMeanModel(shape, cube), x, 0, settings).map.numpy()
     scores, order = A.xrai_rank(ig, regions, body)
     np.testing.assert_array_equal(result.map.numpy(), scores.astype(np.float32))
     assert ((order > 0) == body).all()  # every body voxel in exactly one region, nothing outside
@@ -160,7 +133,7 @@ def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     assert first.any() and (first & near_cube).sum() >= 0.95 * first.sum()  # regions are dilated by one voxel
     assert (first & in_cube).sum() > 0.66 * first.sum()
     assert scores[in_cube].mean() > scores[body & ~in_cube].mean()
-    undilated = A.attribute("xrai3d", CubeModel(shape, cube), x, 0, A.replace(settings, xrai_dilation=0)).info
+    undilated = A.attribute("xrai3d", BoxMeanModel(shape, cube), x, 0, A.replace(settings, xrai_dilation=0)).info
     _, order0 = A.xrai_rank(ig, A.supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 0), body)
     assert undilated["regions"] == order0.max() and in_cube[order0 == 1].mean() > 0.95
 
@@ -196,17 +169,8 @@ def test_bad_input_is_a_clear_error(tiny, tmp_path, capsys):
     with pytest.raises(InputError, match=r"guided_gradcam needs every activation.*lesion_map.1 \(Sigmoid\)"):
         A.attribute("guided_gradcam", demo.module, torch.zeros(1, 1, 32, 64, 64), 0)
 
-    class Functional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv3d(2, 2, 3, padding=1)
-            self.head = nn.Linear(2 * 6 * 8 * 7, 2)
-
-        def forward(self, x):
-            return self.head(torch.tanh(self.conv(x)).flatten(1))
-
     with pytest.raises(InputError, match="calls tanh as a function"):
-        A.attribute("guided_gradcam", Functional().eval(), x, 0, A.replace(SETTINGS, layer="conv"))
+        A.attribute("guided_gradcam", TanhAsFunction().eval(), x, 0, A.replace(SETTINGS, layer="conv"))
     with pytest.raises(InputError, match="memory budget 1e-09 GB is too small for one IG step"):
         A.attribute("ig", model, x, 0, A.replace(SETTINGS, memory_gb=1e-9))
     with pytest.raises(InputError, match="baseline 'zero' is not one of air, min, blur"):

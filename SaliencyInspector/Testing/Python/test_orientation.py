@@ -11,8 +11,6 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
-from torch import nn
 
 from saliency_inspector.cli import main
 from saliency_inspector.errors import InputError
@@ -23,6 +21,7 @@ from saliency_inspector.models.preprocess import (ORIENTATION_CODES, covering_gr
                                                   orientation_direction, preprocess, resample_tensor)
 
 from dicom_series import write_dicom_series
+from toy_models import MaxPoolLesionDetector, XyzTwin, ZyxNet
 
 
 @pytest.fixture(scope="module")
@@ -132,22 +131,6 @@ def test_unknown_orientation_code_is_one_line(tmp_path, capsys):
 
 
 # ---- oblique storage with a spacing-fixed card ----------------------------------------------------------
-class MaxPoolLesionDetector(nn.Module):
-    """Fully convolutional lesion detector of any input size: bright-blob filter → ReLU → global max."""
-
-    def __init__(self):
-        super().__init__()
-        self.blob = nn.Conv3d(1, 1, 3, padding=1)
-        self.pool = nn.MaxPool3d(2)
-        with torch.no_grad():
-            self.blob.weight.fill_(1.0 / 27)
-            self.blob.bias.fill_(-0.6)  # windowed soft tissue ≈ 0.48 stays below, the lesion (1.0) above
-
-    def forward(self, x):
-        a = torch.relu(self.pool(self.blob(x)))
-        return torch.stack([a.amax(dim=(1, 2, 3, 4)) * 8.0 - 2.0, 2.0 - a.amax(dim=(1, 2, 3, 4)) * 8.0], 1)
-
-
 def _lesion_ct(direction, shape=(40, 56, 48), spacing=(2.0, 2.0, 2.5), center=(4.0, -6.0, 12.0)):
     """Soft tissue with a 9 mm lesion at a physical point, on a grid centred at the origin."""
     direction = np.asarray(direction, dtype=float)
@@ -181,37 +164,6 @@ def test_oblique_30_degrees_with_a_spacing_card():
 
 
 # ---- xyz cards (every MONAI bundle) against their zyx twin ---------------------------------------------------
-class ZyxNet(nn.Module):
-    """Conv features → flatten → linear on (D, H, W) tensors; non-cubic, so axis mix-ups change shapes."""
-
-    def __init__(self, shape=(12, 16, 20)):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2))
-        self.head = nn.Linear(4 * int(np.prod(np.asarray(shape) // 2)), 3)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
-
-
-class Permute(nn.Module):
-    def forward(self, x):
-        return x.permute(0, 1, 4, 3, 2)
-
-
-class XyzTwin(nn.Module):
-    """The same network fed (X, Y, Z) tensors; its target layer's output is in x, y, z order."""
-
-    def __init__(self, zyx: ZyxNet):
-        super().__init__()
-        self.net = zyx
-        self.to_xyz = Permute()
-
-    def forward(self, x):
-        features_xyz = self.to_xyz(self.net.features(x.permute(0, 1, 4, 3, 2)))
-        return self.net.head(features_xyz.permute(0, 1, 4, 3, 2).flatten(1))
-
-
 def test_xyz_card_maps_equal_its_zyx_twin_on_a_non_cubic_oblique_ct():
     from test_preprocess import oblique_ct
 
