@@ -97,11 +97,11 @@ def test_estimator_maps_keep_the_ct_geometry_on_an_oblique_ct_and_find_the_lesio
     assert "completeness_error" in res.info["estimators"]["ig"]["lesion"]
 
 
-def test_ig_completeness_within_one_percent_at_32_steps_on_the_demo_model():
+def test_ig_completeness_within_one_percent_at_32_steps_on_the_demo_model(demo_cpu):
     from saliency_inspector.synth.phantom import make_phantom
 
     case = make_phantom(seed=3, size=(64, 64, 32), lesions=["lung_left"], lesion_scale=1.8)
-    res = explain(si.demo_classifier(), case.ct, methods=["ig"], classes="lung_left")
+    res = explain(demo_cpu, case.ct, methods=["ig"], classes="lung_left")
     info = res.info["estimators"]["ig"]["lung_left"]
     assert info["steps"] == 32 and abs(info["output_difference"]) > 0.1
     assert info["completeness_relative"] < 0.01, info
@@ -161,13 +161,12 @@ def test_a_users_callable_registers_and_explains(tmp_path):
         A.ESTIMATORS.pop(name, None)
 
 
-def test_bad_input_is_a_clear_error(tiny, tmp_path, capsys):
+def test_bad_input_is_a_clear_error(tiny, demo_cpu, small_phantom_files, tmp_path, capsys):
     model, x = tiny
     with pytest.raises(InputError, match="unknown method 'nope'; choose from hirescam, gradcam.*xrai3d"):
         A.attribute("nope", model, x, 0)
-    demo = si.demo_classifier()
     with pytest.raises(InputError, match=r"guided_gradcam needs every activation.*lesion_map.1 \(Sigmoid\)"):
-        A.attribute("guided_gradcam", demo.module, torch.zeros(1, 1, 32, 64, 64), 0)
+        A.attribute("guided_gradcam", demo_cpu.module, torch.zeros(1, 1, 32, 64, 64), 0)
 
     with pytest.raises(InputError, match="calls tanh as a function"):
         A.attribute("guided_gradcam", TanhAsFunction().eval(), x, 0, A.replace(SETTINGS, layer="conv"))
@@ -176,9 +175,7 @@ def test_bad_input_is_a_clear_error(tiny, tmp_path, capsys):
     with pytest.raises(InputError, match="baseline 'zero' is not one of air, min, blur"):
         A.attribute("ig", model, x, 0, {"baseline": "zero"})
     # at the command line: one line, exit 2
-    from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
-
-    paths = write_phantom_case(make_phantom(seed=1, size=(32, 32, 16)), tmp_path / "case")
+    paths = small_phantom_files
     for method, message in (("nope", "unknown method 'nope'"), ("guided_gradcam", "nn.ReLU module")):
         code = cli.main(["explain", str(paths["ct"]), "--model", "demo", "--method", method, "--out",
                          str(tmp_path / "out"), "--device", "cpu"])

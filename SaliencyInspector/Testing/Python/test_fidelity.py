@@ -77,11 +77,11 @@ def test_imputation_solves_the_six_neighbour_mean():
     np.testing.assert_allclose(out[removed], np.nanmean(neighbours, 0)[removed], atol=1e-5)
 
 
-def test_hirescam_beats_a_random_map_on_the_demo_model_with_a_lung_lesion():
+def test_hirescam_beats_a_random_map_on_the_demo_model_with_a_lung_lesion(demo_cpu):
     from saliency_inspector.models.preprocess import preprocess
     from saliency_inspector.synth.phantom import make_phantom
 
-    clf = si.demo_classifier(device="cpu")
+    clf = demo_cpu
     case = make_phantom(seed=3, size=(96, 96, 48), lesions=["lung_left"], lesion_scale=1.8)
     res = si.explain(clf, case.ct, methods=["hirescam"], classes="lung_left")
     prepared = preprocess(case.ct, clf.card.input)

@@ -31,13 +31,6 @@ def phantom():
     return make_phantom(seed=3, size=(128, 128, 60), lesions=["liver", "lung_left"], lesion_scale=1.8)
 
 
-@pytest.fixture(scope="module")
-def demo():
-    from saliency_inspector.models.demo_model import demo_classifier
-
-    return demo_classifier(device="cpu")
-
-
 def stored_as(ct: Volume, code: str) -> Volume:
     """The same voxels stored along other axes (ITK's DICOMOrient: a pure permutation/flip)."""
     return from_sitk(sitk.DICOMOrient(to_sitk(ct), code))
@@ -80,9 +73,9 @@ def _assert_same_maps(a, b, reference_ct, other_ct, classes=("lung_left", "liver
             assert corr >= 0.99, (method, name, corr)
 
 
-def test_same_probabilities_and_maps_for_every_storage(phantom, demo, tmp_path):
+def test_same_probabilities_and_maps_for_every_storage(phantom, demo_cpu, tmp_path):
     ct = phantom.ct
-    reference = _explain_everywhere(demo, ct)
+    reference = _explain_everywhere(demo_cpu, ct)
     assert reference.info["orientation"] == "LPS"
     stored = {code: stored_as(ct, code) for code in ("RAS", "PLS", "PSL")}
     nifti = write_volume(stored["RAS"], tmp_path / "ct.nii.gz")  # NIfTI as dcm2niix writes it (RAS axes)
@@ -90,13 +83,13 @@ def test_same_probabilities_and_maps_for_every_storage(phantom, demo, tmp_path):
     np.testing.assert_allclose(stored["nifti"].direction, np.diag([-1.0, -1.0, 1.0]), atol=1e-6)
     stored["dicom"] = read_volume(write_dicom_series(ct, tmp_path / "dicom"))
     for label, other in stored.items():
-        res = _explain_everywhere(demo, other)
+        res = _explain_everywhere(demo_cpu, other)
         np.testing.assert_allclose(res.probabilities, reference.probabilities, atol=1e-4, err_msg=label)
         _assert_same_maps(res, reference, other, ct)
         assert "LPS orientation" in res.info["orientation_note"]
 
 
-def test_stored_card_keeps_the_file_order_and_says_so(phantom, demo, tmp_path):
+def test_stored_card_keeps_the_file_order_and_says_so(phantom, demo_cpu, tmp_path):
     ct = stored_as(phantom.ct, "RAS")
     spec = InputSpec(size=(32, 64, 64), window=(-200.0, 300.0), orientation="stored")
     prepared = preprocess(ct, spec)
@@ -105,7 +98,7 @@ def test_stored_card_keeps_the_file_order_and_says_so(phantom, demo, tmp_path):
     assert prepared.grid.same_grid(grid)
     want = resample_tensor(ct.array[None].astype(np.float32), ct, grid)[0]
     np.testing.assert_allclose(prepared.tensor[0, 0].numpy(), np.clip((want + 200) / 500, 0, 1), atol=1e-6)
-    card = dict(demo.card.to_dict(), input=dict(demo.card.to_dict()["input"], orientation="stored"))
+    card = dict(demo_cpu.card.to_dict(), input=dict(demo_cpu.card.to_dict()["input"], orientation="stored"))
     card_path = tmp_path / "stored.json"
     card_path.write_text(json.dumps(card))
     path = write_volume(ct, tmp_path / "ct.nrrd")
