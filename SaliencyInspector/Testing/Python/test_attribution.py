@@ -97,6 +97,7 @@ def test_estimator_maps_keep_the_ct_geometry_on_an_oblique_ct_and_find_the_lesio
     assert "completeness_error" in res.info["estimators"]["ig"]["lesion"]
 
 
+@pytest.mark.slow
 def test_ig_completeness_within_one_percent_at_32_steps_on_the_demo_model(demo_cpu):
     from saliency_inspector.synth.phantom import make_phantom
 

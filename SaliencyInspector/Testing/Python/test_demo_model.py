@@ -183,6 +183,7 @@ def test_demo_classifier_through_the_public_pipeline_matches_the_direct_path(shi
 
 
 # ---- training ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_demo_is_reproducible_from_a_seed(tmp_path):
     small = dict(n_train=12, n_validation=4, epochs=1)
     a = dm.train_demo_model(tmp_path / "a", seed=3, **small)
