@@ -112,6 +112,7 @@ def test_bootstrap_interval_equals_a_direct_numpy_computation():
     assert np.array_equal(bootstrap_indices(values.size, 2000, 11), idx)
 
 
+@pytest.mark.slow
 def test_cohort_rows_equal_direct_computations_and_leave_undefined_values_out(local_two_workers):
     out = local_two_workers.out_dir
     rows, predictions = read_rows(out / "per_case.csv"), read_rows(out / "predictions.csv")

@@ -124,6 +124,7 @@ UNSEEN = [  # (phantom seed, lesion organs): seeds < 1_000_000 are never used in
 ]
 
 
+@pytest.mark.slow
 def test_unseen_phantoms_hirescam_points_at_the_lesion_organ_and_lungs_are_predicted(shipped):
     """On phantoms it never saw, at a CT size other than the model's: the HiResCAM map of a present
     class (mapped onto the CT's own grid) has far more mass in that organ than a uniform map would,

@@ -333,6 +333,7 @@ def test_bad_input_gives_one_clear_line_and_adds_no_node(module_env):
     assert recorder.messages == []  # the Logic raises; the widget shows each in one box
 
 
+@pytest.mark.slow
 def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_env, monkeypatch):
     module, recorder, app = module_env
     # the phantom needs only what Slicer ships: with monai and slicerio unimportable it still loads
