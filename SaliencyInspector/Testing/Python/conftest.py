@@ -1,4 +1,8 @@
-"""Shared fixtures: small synthetic volumes with known geometry, and a small phantom case."""
+"""Shared fixtures: small synthetic volumes with known geometry, a small phantom case (in memory and on
+disk), and the shipped demo classifier on the CPU.
+
+The session-scoped ones are built once for the whole run: tests must only read them.
+"""
 
 from __future__ import annotations
 
@@ -40,3 +44,19 @@ def small_phantom():
     from saliency_inspector.synth.phantom import make_phantom
 
     return make_phantom(seed=3, size=(48, 48, 32), lesions=["liver", "lung_left"])
+
+
+@pytest.fixture(scope="session")
+def small_phantom_files(small_phantom, tmp_path_factory):
+    """`small_phantom` written once: paths of ct.nrrd, organs.seg.nrrd, lesions.seg.nrrd and case.json."""
+    from saliency_inspector.synth.phantom import write_phantom_case
+
+    return write_phantom_case(small_phantom, tmp_path_factory.mktemp("small_phantom"))
+
+
+@pytest.fixture(scope="session")
+def demo_cpu():
+    """The shipped demo classifier on the CPU (explain leaves it as it was; never change its weights)."""
+    from saliency_inspector.models.demo_model import demo_classifier
+
+    return demo_classifier(device="cpu")

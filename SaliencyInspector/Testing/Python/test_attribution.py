@@ -18,25 +18,11 @@ from saliency_inspector.explainers.settings import EstimatorSettings
 from saliency_inspector.explainers.xrai import supervoxels, xrai_rank
 from saliency_inspector.explainers.explanation import explain
 
-from test_explain import DIRECTION, ORIGIN, SHAPE, SPACING, blob_classifier, lesion_ct
+from test_explain import DIRECTION, ORIGIN, SHAPE, SPACING, lesion_ct
+from toy_models import BoxMeanModel, TanhAsFunction, TinyNet, blob_classifier
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-class TinyNet(nn.Module):
-    """Two channels in (so channel summing is exercised), ReLU modules only, a linear head."""
-
-    def __init__(self, shape=(6, 8, 7), classes=3):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4 * int(np.prod(shape)), classes)
-        with torch.no_grad():
-            self.head.weight[0].abs_()  # class 0 likes every feature: its Grad-CAM is not all zero
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
 
 
 @pytest.fixture(scope="module")
@@ -116,27 +102,15 @@ def test_estimator_maps_keep_the_ct_geometry_on_an_oblique_ct_and_find_the_lesio
     assert "completeness_error" in res.info["estimators"]["ig"]["lesion"]
 
 
-def test_ig_completeness_within_one_percent_at_32_steps_on_the_demo_model():
+@pytest.mark.slow
+def test_ig_completeness_within_one_percent_at_32_steps_on_the_demo_model(demo_cpu):
     from saliency_inspector.synth.phantom import make_phantom
 
     case = make_phantom(seed=3, size=(64, 64, 32), lesions=["lung_left"], lesion_scale=1.8)
-    res = explain(si.demo_classifier(), case.ct, methods=["ig"], classes="lung_left")
+    res = explain(demo_cpu, case.ct, methods=["ig"], classes="lung_left")
     info = res.info["estimators"]["ig"]["lung_left"]
     assert info["steps"] == 32 and abs(info["output_difference"]) > 0.1
     assert info["completeness_relative"] < 0.01, info
-
-
-class CubeModel(nn.Module):
-    """Logit = mean of the input over a known cube (and its negative for class 1)."""
-
-    def __init__(self, shape, cube):
-        super().__init__()
-        self.register_buffer("mask", torch.zeros(shape))
-        self.mask[cube] = 1.0
-
-    def forward(self, x):
-        score = (x[:, 0] * self.mask).flatten(1).sum(1) / self.mask.sum()
-        return torch.stack([score, -score], 1)
 
 
 def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
@@ -150,9 +124,9 @@ def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     body = image > 0.1
     settings = EstimatorSettings(steps=8, spacing_zyx=(2.0, 1.0, 1.0), air_value=0.0, body=body,
                                    xrai_scales=(8, 16, 32))
-    result = attribute("xrai3d", CubeModel(shape, cube), x, 0, settings)
+    result = attribute("xrai3d", BoxMeanModel(shape, cube), x, 0, settings)
     regions = supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 1)
-    ig = attribute("ig", CubeModel(shape, cube), x, 0, settings).map.numpy()
+    ig = attribute("ig", BoxMeanModel(shape, cube), x, 0, settings).map.numpy()
     scores, order = xrai_rank(ig, regions, body)
     np.testing.assert_array_equal(result.map.numpy(), scores.astype(np.float32))
     assert ((order > 0) == body).all()  # every body voxel in exactly one region, nothing outside
@@ -165,7 +139,7 @@ def test_xrai3d_regions_cover_the_body_once_and_start_in_the_cube():
     assert first.any() and (first & near_cube).sum() >= 0.95 * first.sum()  # regions are dilated by one voxel
     assert (first & in_cube).sum() > 0.66 * first.sum()
     assert scores[in_cube].mean() > scores[body & ~in_cube].mean()
-    undilated = attribute("xrai3d", CubeModel(shape, cube), x, 0, replace(settings, xrai_dilation=0)).info
+    undilated = attribute("xrai3d", BoxMeanModel(shape, cube), x, 0, replace(settings, xrai_dilation=0)).info
     _, order0 = xrai_rank(ig, supervoxels(image, (2.0, 1.0, 1.0), body, (8, 16, 32), 0), body)
     assert undilated["regions"] == order0.max() and in_cube[order0 == 1].mean() > 0.95
 
@@ -193,33 +167,21 @@ def test_a_users_callable_registers_and_explains(tmp_path):
         METHODS.pop(name, None)
 
 
-def test_bad_input_is_a_clear_error(tiny, tmp_path, capsys):
+def test_bad_input_is_a_clear_error(tiny, demo_cpu, small_phantom_files, tmp_path, capsys):
     model, x = tiny
     with pytest.raises(InputError, match="unknown method 'nope'; choose from hirescam, gradcam.*xrai3d"):
         attribute("nope", model, x, 0)
-    demo = si.demo_classifier()
     with pytest.raises(InputError, match=r"guided_gradcam needs every activation.*lesion_map.1 \(Sigmoid\)"):
-        attribute("guided_gradcam", demo.module, torch.zeros(1, 1, 32, 64, 64), 0)
-
-    class Functional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv3d(2, 2, 3, padding=1)
-            self.head = nn.Linear(2 * 6 * 8 * 7, 2)
-
-        def forward(self, x):
-            return self.head(torch.tanh(self.conv(x)).flatten(1))
+        attribute("guided_gradcam", demo_cpu.module, torch.zeros(1, 1, 32, 64, 64), 0)
 
     with pytest.raises(InputError, match="calls tanh as a function"):
-        attribute("guided_gradcam", Functional().eval(), x, 0, replace(SETTINGS, layer="conv"))
+        attribute("guided_gradcam", TanhAsFunction().eval(), x, 0, replace(SETTINGS, layer="conv"))
     with pytest.raises(InputError, match="memory budget 1e-09 GB is too small for one IG step"):
         attribute("ig", model, x, 0, replace(SETTINGS, memory_gb=1e-9))
     with pytest.raises(InputError, match="baseline 'zero' is not one of air, min, blur"):
         attribute("ig", model, x, 0, {"baseline": "zero"})
     # at the command line: one line, exit 2
-    from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
-
-    paths = write_phantom_case(make_phantom(seed=1, size=(32, 32, 16)), tmp_path / "case")
+    paths = small_phantom_files
     for method, message in (("nope", "unknown method 'nope'"), ("guided_gradcam", "nn.ReLU module")):
         code = cli.main(["explain", str(paths["ct"]), "--model", "demo", "--method", method, "--out",
                          str(tmp_path / "out"), "--device", "cpu"])

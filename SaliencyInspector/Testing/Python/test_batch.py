@@ -59,6 +59,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_local_processes_and_ray_actors_give_identical_tables(cohort, local_two_workers, ray_session, tmp_path):
     ray_out = tmp_path / "ray"
     result = batch(cohort, out_dir=ray_out, executor=RayExecutor(workers=2), keep_maps="ct", **FAST)
@@ -76,6 +77,7 @@ def test_local_processes_and_ray_actors_give_identical_tables(cohort, local_two_
     assert saved.same_grid(ct)
 
 
+@pytest.mark.slow
 def test_a_killed_ray_worker_loses_only_its_case_and_no_row_is_duplicated(cohort, local_two_workers,
                                                                          ray_session, tmp_path):
     executor = RayExecutor(workers=2)
@@ -110,6 +112,7 @@ def test_bootstrap_interval_equals_a_direct_numpy_computation():
     assert np.array_equal(bootstrap_indices(values.size, 2000, 11), idx)
 
 
+@pytest.mark.slow
 def test_cohort_rows_equal_direct_computations_and_leave_undefined_values_out(local_two_workers):
     out = local_two_workers.out_dir
     rows, predictions = read_rows(out / "per_case.csv"), read_rows(out / "predictions.csv")
@@ -168,6 +171,7 @@ def test_model_auc_matches_scikit_learn_and_its_interval_covers_it():
 
 
 # ---- resume ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_recomputes_only_what_changed(cohort, tmp_path, monkeypatch):
     counts = {"loads": 0, "explains": 0}
     load, explain = case_module.load_model, case_module.explain_case
@@ -204,6 +208,7 @@ def test_resume_recomputes_only_what_changed(cohort, tmp_path, monkeypatch):
 
 
 # ---- faults and bad input -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_corrupt_ct_and_masks_elsewhere_are_error_rows_and_the_rest_goes_on(cohort, tmp_path, capsys):
     manifest = copy_cohort(cohort, tmp_path / "cohort")
     (manifest.parent / "case0001" / "ct.nrrd").write_bytes(b"NRRD0004\nthis is not an image\n")
@@ -245,6 +250,7 @@ def test_every_case_failing_exits_1(cohort, tmp_path, capsys):
     assert len(read_rows(tmp_path / "run" / "errors.csv")) == 6
 
 
+@pytest.mark.slow
 def test_a_broken_local_pool_gives_its_cases_to_a_fresh_one(cohort, tmp_path):
     executor = ProcessPoolCaseExecutor(2)
     killed = []
@@ -295,6 +301,7 @@ def test_manifest_fixture_is_what_the_tests_assume(cohort):
     assert len(m) == 6 and m.classes == ["lung_left", "lung_right", "liver", "kidney"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_loses_only_the_case_in_flight(cohort, tmp_path, monkeypatch):
     explain, calls = case_module.explain_case, []
 

@@ -6,44 +6,14 @@ peers are MONAI's GradCAM/GradCAMpp and Captum's LayerGradCam/LayerGradientXActi
 
 import pytest
 import torch
-from torch import nn
 
 from saliency_inspector.explainers.cam import capture, compute_cams, find_target_layer, gradcam, hirescam
 from saliency_inspector.explainers.registry import METHODS
 from saliency_inspector.errors import InputError
 
+from toy_models import ConvFlatLinear, ConvGapLinear, TinyViT
+
 torch.set_num_threads(1)
-
-
-class ConvFlatLinear(nn.Module):
-    """conv → flatten → one linear layer: HiResCAM at ``features`` sums to logit − bias."""
-
-    def __init__(self, dims=3, in_channels=1, classes=4, size=8, inplace=False):
-        super().__init__()
-        conv = nn.Conv3d if dims == 3 else nn.Conv2d
-        self.features = nn.Sequential(conv(in_channels, 6, 3, padding=1), nn.ReLU(inplace=inplace),
-                                      conv(6, 5, 3, padding=1, stride=2))
-        self.act = nn.ReLU(inplace=inplace)
-        self.head = nn.Linear(5 * (size // 2) ** dims, classes)
-
-    def forward(self, x):
-        return self.head(self.act(self.features(x)).flatten(1))
-
-
-class ConvGapLinear(nn.Module):
-    """conv → ReLU → global average pool → linear (the CAM architecture)."""
-
-    def __init__(self, dims=3, classes=3):
-        super().__init__()
-        conv = nn.Conv3d if dims == 3 else nn.Conv2d
-        pool = nn.AdaptiveAvgPool3d(1) if dims == 3 else nn.AdaptiveAvgPool2d(1)
-        self.early = nn.Sequential(conv(1, 4, 3, padding=1), nn.ReLU())
-        self.late = nn.Sequential(conv(4, 6, 3, padding=1), nn.ReLU())
-        self.pool = pool
-        self.head = nn.Linear(6, classes)
-
-    def forward(self, x):
-        return self.head(self.pool(self.late(self.early(x))).flatten(1))
 
 
 def _input(shape, seed=0):
@@ -193,24 +163,6 @@ def test_non_spatial_layer_and_unknown_method_are_input_errors():
         compute_cams(model, x, layer="head")
     with pytest.raises(InputError, match="hirescam"):
         compute_cams(model, x, methods=["scorecam"])
-
-
-class TinyViT(nn.Module):
-    """A ViT in miniature: patch-embedding conv → tokens (B, N, C) → transformer → mean → linear.
-
-    (MONAI's ViT needs einops, which is not installed here; this has the same structure.)
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.patch_embedding = nn.Conv3d(1, 16, 8, stride=8)
-        self.blocks = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), num_layers=1)
-        self.head = nn.Linear(16, 2)
-
-    def forward(self, x):
-        tokens = self.patch_embedding(x).flatten(2).transpose(1, 2)
-        return self.head(self.blocks(tokens).mean(1))
 
 
 def test_vit_has_no_spatial_map():

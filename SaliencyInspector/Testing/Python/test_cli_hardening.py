@@ -359,6 +359,7 @@ def two_patients(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["evaluate", "render"])
 def test_masks_of_another_patient_are_refused_or_warned(two_patients, capfd, command, tmp_path):
     a, b, hmap = two_patients / "a", two_patients / "b", two_patients / "map.nrrd"

@@ -33,6 +33,7 @@ def case_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_compare_estimators_table_rankings_files_and_report(case_dir, tmp_path, capsys):
     code = cli.main(["compare", str(case_dir / "ct.nrrd"), "--model", "demo", "--masks",
                      str(case_dir / "lesions.seg.nrrd"), "--class", "lung_left", "--method", "hirescam",

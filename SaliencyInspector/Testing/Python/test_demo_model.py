@@ -124,6 +124,7 @@ UNSEEN = [  # (phantom seed, lesion organs): seeds < 1_000_000 are never used in
 ]
 
 
+@pytest.mark.slow
 def test_unseen_phantoms_hirescam_points_at_the_lesion_organ_and_lungs_are_predicted(shipped):
     """On phantoms it never saw, at a CT size other than the model's: the HiResCAM map of a present
     class (mapped onto the CT's own grid) has far more mass in that organ than a uniform map would,
@@ -183,6 +184,7 @@ def test_demo_classifier_through_the_public_pipeline_matches_the_direct_path(shi
 
 
 # ---- training ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_demo_is_reproducible_from_a_seed(tmp_path):
     from saliency_inspector.training.demo_recipe import train_demo_model
 
@@ -239,7 +241,7 @@ def test_a_multichannel_lesion_map_gives_class_specific_gradcam_and_keeps_the_ex
     assert gradcam_correlations(8).max() < 0.9
 
 
-def test_shipped_model_gives_each_class_its_own_gradcam(shipped):
+def test_shipped_model_gives_each_class_its_own_gradcam(shipped, demo_cpu):
     """On a phantom with lesions in two organs, the shipped model's Grad-CAM maps (raw, at the target
     layer) differ between every pair of classes (|Pearson r| < 0.9): with a one-channel target layer
     they were one picture scaled (r = 1), whatever the class."""
@@ -247,7 +249,7 @@ def test_shipped_model_gives_each_class_its_own_gradcam(shipped):
     from saliency_inspector.synth.phantom import make_phantom
 
     case = make_phantom(seed=31, size=(96, 96, 40), lesions=["liver", "lung_left"], lesion_scale=dm.LESION_SCALE)
-    res = si.explain(si.demo_classifier(device="cpu"), case.ct, methods=("gradcam", "hirescam"), classes="all")
+    res = si.explain(demo_cpu, case.ct, methods=("gradcam", "hirescam"), classes="all")
     for method in ("gradcam", "hirescam"):
         maps = np.stack([res.raw[(method, c)].array.ravel() for c in dm.DEMO_CLASSES])
         r = np.abs(np.corrcoef(maps)[np.triu_indices(len(maps), 1)])

@@ -17,6 +17,8 @@ from saliency_inspector.models.card import ModelCard
 from saliency_inspector.models.loaders import load_classifier
 from saliency_inspector.io.volume import Volume, read_volume, write_volume
 
+from toy_models import BlobDetector, blob_classifier
+
 torch.set_num_threads(1)
 
 DIRECTION = np.array([[0.9553, -0.1555, 0.2513],  # a rotation: tilted about two axes
@@ -28,29 +30,6 @@ ORIGIN = (-31.0, 12.5, 140.0)
 SHAPE = (24, 48, 44)  # z, y, x
 
 
-class BlobDetector(nn.Module):
-    """A hand-built lesion detector: mean filter minus a threshold → ReLU → flatten → linear.
-
-    Responds only where the windowed CT is brighter than soft tissue, i.e. at the lesion.
-    """
-
-    def __init__(self, feature_shape, classes=2):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU())
-        with torch.no_grad():
-            self.features[0].weight.fill_(1.0 / 27)
-            self.features[0].bias.copy_(torch.tensor([-0.6, -0.65]))
-        n = 2 * int(np.prod(feature_shape))
-        self.head = nn.Linear(n, classes)
-        with torch.no_grad():
-            self.head.weight.fill_(1.0)
-            self.head.weight[1] = -1.0  # class 1 says "no lesion"
-            self.head.bias.fill_(0.25)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
-
-
 def lesion_ct(center_lps, radius_mm=5.0, seed=0):
     """Soft tissue (40 HU, noisy) with a bright spherical lesion (300 HU) at a physical point."""
     grid = Volume(np.zeros(SHAPE, np.int16), SPACING, ORIGIN, DIRECTION)
@@ -60,13 +39,6 @@ def lesion_ct(center_lps, radius_mm=5.0, seed=0):
     rng = np.random.default_rng(seed)
     hu = np.where(inside, 300.0, 40.0) + rng.normal(0, 5, SHAPE)
     return grid.with_array(hu.astype(np.int16))
-
-
-def blob_classifier(size=(16, 32, 32)):
-    card = ModelCard.from_dict({"name": "blob", "classes": ["lesion", "no lesion"], "multilabel": False,
-                                "input": {"size": list(size), "window": [-1000, 500]},
-                                "target_layer": "features"})
-    return load_classifier(BlobDetector(size).eval(), card=card, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -3,32 +3,20 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import saliency_inspector as si
 from saliency_inspector.errors import InputError
 from saliency_inspector.scoring import fidelity as fid
+
+from toy_models import BoxMeanModel
 
 torch.set_num_threads(1)
 SHAPE = (10, 12, 11)
 BOX = (slice(2, 6), slice(3, 9), slice(4, 8))
 
 
-class BoxModel(nn.Module):
-    """Logit of class 0 = mean of the input over a known box (class 1: its negative)."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mask", torch.zeros(SHAPE))
-        self.mask[BOX] = 1.0
-
-    def forward(self, x):
-        score = (x[:, 0] * self.mask).flatten(1).sum(1) / self.mask.sum()
-        return torch.stack([score, -score], 1)
-
-
 class Softmax:
-    module = BoxModel().eval()
+    module = BoxMeanModel(SHAPE, BOX).eval()
 
     @staticmethod
     def probabilities(logits):
@@ -89,11 +77,11 @@ def test_imputation_solves_the_six_neighbour_mean():
     np.testing.assert_allclose(out[removed], np.nanmean(neighbours, 0)[removed], atol=1e-5)
 
 
-def test_hirescam_beats_a_random_map_on_the_demo_model_with_a_lung_lesion():
+def test_hirescam_beats_a_random_map_on_the_demo_model_with_a_lung_lesion(demo_cpu):
     from saliency_inspector.models.preprocess import preprocess
     from saliency_inspector.synth.phantom import make_phantom
 
-    clf = si.demo_classifier(device="cpu")
+    clf = demo_cpu
     case = make_phantom(seed=3, size=(96, 96, 48), lesions=["lung_left"], lesion_scale=1.8)
     res = si.explain(clf, case.ct, methods=["hirescam"], classes="lung_left")
     prepared = preprocess(case.ct, clf.card.input)

@@ -156,6 +156,7 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
         fake.unlink()
 
 
+@pytest.mark.slow
 def test_public_api_names_resolve_lazily_and_explain_stays_a_function():
     code = (
         "import sys, saliency_inspector as si\n"
@@ -170,6 +171,7 @@ def test_public_api_names_resolve_lazily_and_explain_stays_a_function():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_a_wheel_ships_every_subpackage_and_its_cli_runs(tmp_path):
     """pyproject finds the subpackages: a wheel built from a copy of the sources, installed into an
     empty folder placed first on sys.path, imports every subpackage and runs `--help`."""

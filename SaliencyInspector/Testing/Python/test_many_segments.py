@@ -49,7 +49,7 @@ def test_duplicate_names_kept_apart(many):
     assert segments.mask("liver (2)").sum() == 10 * 15 * 12
 
 
-@pytest.mark.parametrize("region", ["all", "box"])
+@pytest.mark.parametrize("region", [pytest.param("all", marks=pytest.mark.slow), "box"])
 def test_117_labels_equal_per_segment_scikit_learn_and_bool_masks(many, region):
     _grid, segments, saliency = many
     if region == "box":

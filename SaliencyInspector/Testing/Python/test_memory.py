@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a fresh process on a mid-size phantom: seconds
+
 SCRIPT = r"""
 import json, resource, sys, tracemalloc
 import numpy as np

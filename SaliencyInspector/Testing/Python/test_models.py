@@ -11,18 +11,9 @@ from saliency_inspector.errors import InputError
 from saliency_inspector.models.card import ModelCard
 from saliency_inspector.models.loaders import load_classifier
 
+from toy_models import SmallNet
+
 torch.set_num_threads(1)
-
-
-class SmallNet(nn.Module):
-    def __init__(self, classes=3):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv3d(4, 4, 3, padding=1, stride=2), nn.ReLU(inplace=True))
-        self.head = nn.Linear(4 * 4 * 4 * 4, classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
 
 
 SMALL_DENSENET = {"name": "DenseNet", "kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [2, 2],

@@ -11,8 +11,6 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
-from torch import nn
 
 from saliency_inspector.cli import main
 from saliency_inspector.errors import InputError
@@ -24,6 +22,7 @@ from saliency_inspector.models.preprocess import (ORIENTATION_CODES, covering_gr
                                                   orientation_direction, preprocess, resample_tensor)
 
 from dicom_series import write_dicom_series
+from toy_models import MaxPoolLesionDetector, XyzTwin, ZyxNet
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +30,6 @@ def phantom():
     from saliency_inspector.synth.phantom import make_phantom
 
     return make_phantom(seed=3, size=(128, 128, 60), lesions=["liver", "lung_left"], lesion_scale=1.8)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    from saliency_inspector.models.demo_model import demo_classifier
-
-    return demo_classifier(device="cpu")
 
 
 def stored_as(ct: Volume, code: str) -> Volume:
@@ -82,9 +74,9 @@ def _assert_same_maps(a, b, reference_ct, other_ct, classes=("lung_left", "liver
             assert corr >= 0.99, (method, name, corr)
 
 
-def test_same_probabilities_and_maps_for_every_storage(phantom, demo, tmp_path):
+def test_same_probabilities_and_maps_for_every_storage(phantom, demo_cpu, tmp_path):
     ct = phantom.ct
-    reference = _explain_everywhere(demo, ct)
+    reference = _explain_everywhere(demo_cpu, ct)
     assert reference.info["orientation"] == "LPS"
     stored = {code: stored_as(ct, code) for code in ("RAS", "PLS", "PSL")}
     nifti = write_volume(stored["RAS"], tmp_path / "ct.nii.gz")  # NIfTI as dcm2niix writes it (RAS axes)
@@ -92,13 +84,13 @@ def test_same_probabilities_and_maps_for_every_storage(phantom, demo, tmp_path):
     np.testing.assert_allclose(stored["nifti"].direction, np.diag([-1.0, -1.0, 1.0]), atol=1e-6)
     stored["dicom"] = read_volume(write_dicom_series(ct, tmp_path / "dicom"))
     for label, other in stored.items():
-        res = _explain_everywhere(demo, other)
+        res = _explain_everywhere(demo_cpu, other)
         np.testing.assert_allclose(res.probabilities, reference.probabilities, atol=1e-4, err_msg=label)
         _assert_same_maps(res, reference, other, ct)
         assert "LPS orientation" in res.info["orientation_note"]
 
 
-def test_stored_card_keeps_the_file_order_and_says_so(phantom, demo, tmp_path):
+def test_stored_card_keeps_the_file_order_and_says_so(phantom, demo_cpu, tmp_path):
     ct = stored_as(phantom.ct, "RAS")
     spec = InputSpec(size=(32, 64, 64), window=(-200.0, 300.0), orientation="stored")
     prepared = preprocess(ct, spec)
@@ -107,7 +99,7 @@ def test_stored_card_keeps_the_file_order_and_says_so(phantom, demo, tmp_path):
     assert prepared.grid.same_grid(grid)
     want = resample_tensor(ct.array[None].astype(np.float32), ct, grid)[0]
     np.testing.assert_allclose(prepared.tensor[0, 0].numpy(), np.clip((want + 200) / 500, 0, 1), atol=1e-6)
-    card = dict(demo.card.to_dict(), input=dict(demo.card.to_dict()["input"], orientation="stored"))
+    card = dict(demo_cpu.card.to_dict(), input=dict(demo_cpu.card.to_dict()["input"], orientation="stored"))
     card_path = tmp_path / "stored.json"
     card_path.write_text(json.dumps(card))
     path = write_volume(ct, tmp_path / "ct.nrrd")
@@ -133,22 +125,6 @@ def test_unknown_orientation_code_is_one_line(tmp_path, capsys):
 
 
 # ---- oblique storage with a spacing-fixed card ----------------------------------------------------------
-class MaxPoolLesionDetector(nn.Module):
-    """Fully convolutional lesion detector of any input size: bright-blob filter → ReLU → global max."""
-
-    def __init__(self):
-        super().__init__()
-        self.blob = nn.Conv3d(1, 1, 3, padding=1)
-        self.pool = nn.MaxPool3d(2)
-        with torch.no_grad():
-            self.blob.weight.fill_(1.0 / 27)
-            self.blob.bias.fill_(-0.6)  # windowed soft tissue ≈ 0.48 stays below, the lesion (1.0) above
-
-    def forward(self, x):
-        a = torch.relu(self.pool(self.blob(x)))
-        return torch.stack([a.amax(dim=(1, 2, 3, 4)) * 8.0 - 2.0, 2.0 - a.amax(dim=(1, 2, 3, 4)) * 8.0], 1)
-
-
 def _lesion_ct(direction, shape=(40, 56, 48), spacing=(2.0, 2.0, 2.5), center=(4.0, -6.0, 12.0)):
     """Soft tissue with a 9 mm lesion at a physical point, on a grid centred at the origin."""
     direction = np.asarray(direction, dtype=float)
@@ -182,37 +158,6 @@ def test_oblique_30_degrees_with_a_spacing_card():
 
 
 # ---- xyz cards (every MONAI bundle) against their zyx twin ---------------------------------------------------
-class ZyxNet(nn.Module):
-    """Conv features → flatten → linear on (D, H, W) tensors; non-cubic, so axis mix-ups change shapes."""
-
-    def __init__(self, shape=(12, 16, 20)):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2))
-        self.head = nn.Linear(4 * int(np.prod(np.asarray(shape) // 2)), 3)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
-
-
-class Permute(nn.Module):
-    def forward(self, x):
-        return x.permute(0, 1, 4, 3, 2)
-
-
-class XyzTwin(nn.Module):
-    """The same network fed (X, Y, Z) tensors; its target layer's output is in x, y, z order."""
-
-    def __init__(self, zyx: ZyxNet):
-        super().__init__()
-        self.net = zyx
-        self.to_xyz = Permute()
-
-    def forward(self, x):
-        features_xyz = self.to_xyz(self.net.features(x.permute(0, 1, 4, 3, 2)))
-        return self.net.head(features_xyz.permute(0, 1, 4, 3, 2).flatten(1))
-
-
 def test_xyz_card_maps_equal_its_zyx_twin_on_a_non_cubic_oblique_ct():
     from test_preprocess import oblique_ct
 

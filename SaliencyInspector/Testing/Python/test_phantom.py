@@ -9,8 +9,7 @@ import pytest
 import slicerio
 
 from saliency_inspector.errors import InputError
-from saliency_inspector.synth.phantom import (DEFAULT_SIZE, FIELD_OF_VIEW_MM, ORGANS, make_phantom,
-                                       write_phantom_case)
+from saliency_inspector.synth.phantom import DEFAULT_SIZE, FIELD_OF_VIEW_MM, ORGANS, make_phantom
 from saliency_inspector.io.segments import read_segments
 from saliency_inspector.io.volume import read_volume
 
@@ -144,8 +143,8 @@ def test_lesion_requests():
         make_phantom(size=(2, 2, 2))
 
 
-def test_write_phantom_case(small_phantom, tmp_path):
-    paths = write_phantom_case(small_phantom, tmp_path / "case")
+def test_write_phantom_case(small_phantom, small_phantom_files):
+    paths = small_phantom_files  # written by write_phantom_case
     assert {p.name for p in paths.values()} == {"ct.nrrd", "organs.seg.nrrd", "lesions.seg.nrrd", "case.json"}
     ct = read_volume(paths["ct"])
     assert ct.same_grid(small_phantom.ct) and np.array_equal(ct.array, small_phantom.ct.array)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 
@@ -16,6 +18,7 @@ def python_section() -> str:
     return text[text.index("\n## Python\n"):text.index("\n### Model card")]
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs_as_written(tmp_path):
     section = python_section()
     # the command the README says to run first, as written (./run.sh cli -> this interpreter's CLI)

@@ -58,6 +58,7 @@ def test_display_map_is_relu_over_max_and_peak_is_the_argmax():
     assert np.linalg.norm(peak_point(saliency) - LESION) <= np.linalg.norm(np.asarray(saliency.spacing)) / 2
 
 
+@pytest.mark.slow
 def test_png_shows_heat_at_the_lesion_grey_ct_and_organ_outlines(tmp_path):
     ct, saliency, organs = make_case()
     out = render_overlay(ct, saliency, organs, tmp_path / "overlay.png", title="liver / hirescam", with_3d=False)

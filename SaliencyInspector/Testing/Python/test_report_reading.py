@@ -116,13 +116,12 @@ def test_3d_orientation_marker_follows_the_camera(phantom):
 
 # ---- items 8, 9, 11: the demo's pictures and report ------------------------------------------------
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, demo_cpu):
     from saliency_inspector.workflows.demo import run_demo
-    from saliency_inspector.models.demo_model import demo_classifier
 
     out = tmp_path_factory.mktemp("demo")
     with contextlib.redirect_stdout(io.StringIO()):
-        result = run_demo(out, device="cpu", size=(64, 64, 32), classifier=demo_classifier(device="cpu"),
+        result = run_demo(out, device="cpu", size=(64, 64, 32), classifier=demo_cpu,
                           panel_px=140)
     return out, result
 

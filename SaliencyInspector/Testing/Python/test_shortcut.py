@@ -10,6 +10,7 @@ import pytest
 from saliency_inspector.workflows import shortcut as S
 
 
+@pytest.mark.slow
 def test_shortcut_demo_marker_evidence_drops_and_liver_ioa_rises_with_the_mask_loss(tmp_path, capsys):
     """The shipped pair (trained by `train-shortcut` on 200 liver-confounded cases) on 24 new cases
     (seed unseen in training; test split: marker independent of the label): the plain model keeps

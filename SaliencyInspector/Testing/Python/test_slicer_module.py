@@ -67,6 +67,7 @@ def ijk_to_ras(node):
 
 
 # ---- the README, verbatim -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypatch, tmp_path):
     ok, reason = _egl()
     if not ok:
@@ -267,6 +268,7 @@ def test_run_ids_stay_unique_after_the_scene_is_saved_and_loaded(explained, tmp_
     assert {n.GetAttribute("SaliencyInspector.Run") for n in again.values()}.isdisjoint({old_run})
 
 
+@pytest.mark.slow
 def test_show_comparison_prefers_the_map_passed(explained):
     module, recorder, app, logic, ct, organs, nodes = explained
     new_nodes, _, _ = logic.explain(ct, model="demo", methods=("hirescam", "gradcam"), device="cpu")
@@ -282,6 +284,7 @@ def test_show_comparison_prefers_the_map_passed(explained):
     assert shown["Yellow"][1] in (nodes[("gradcam", "liver")].GetID(), new_nodes[("gradcam", "liver")].GetID())
 
 
+@pytest.mark.slow
 def test_slider_changes_act_on_the_maps_shown_and_keep_the_comparison(explained):
     module, recorder, app, logic, ct, organs, nodes = explained
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow", "Green"))
@@ -330,6 +333,7 @@ def test_bad_input_gives_one_clear_line_and_adds_no_node(module_env):
     assert recorder.messages == []  # the Logic raises; the widget shows each in one box
 
 
+@pytest.mark.slow
 def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_env, monkeypatch):
     module, recorder, app = module_env
     # the phantom needs only what Slicer ships: with monai and slicerio unimportable it still loads
@@ -349,6 +353,7 @@ def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_
     assert node_count(app.scene) > n and recorder.messages == []
 
 
+@pytest.mark.slow
 def test_sample_data_download_sample_gets_the_phantom_through_the_url_rewrite_rule(module_env, monkeypatch):
     """SampleData.downloadSample() (Slicer >= 5.10): each URI goes through the rewrite rules, is
     fetched with urllib into the cache, then loaded (SampleData.py downloadFile/downloadFromSource)."""
@@ -568,6 +573,7 @@ class _ComboBox:
         return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
 
 
+@pytest.mark.slow
 def test_apply_ends_in_the_compare_layout_and_the_widget_keeps_it(monkeypatch, tmp_path):
     """process() with a main window ends in the compare layout; storing its outputs in the parameter
     node (which makes the 'shown map' selector emit currentNodeChanged, as the real GUI connector

@@ -2,7 +2,6 @@
 computation), its gradient path, reproducibility, augmentation in physical space, bad input."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,18 +13,7 @@ from saliency_inspector.explainers.cam import compute_cams, differentiable_cams
 from saliency_inspector.training import loop
 from saliency_inspector.training.mask_loss import forbidden_cells, mask_loss, to_feature_grid
 
-
-class Toy(torch.nn.Module):
-    """conv (``features``) → 1×1×1 conv (``head_map``, target layer, 2 channels) → flatten → linear."""
-
-    def __init__(self, k=2, size=(2, 4, 4)):
-        super().__init__()
-        self.features = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.ReLU())
-        self.head_map = torch.nn.Conv3d(3, 2, 1)
-        self.classifier = torch.nn.Linear(2 * math.prod(size), k)
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.head_map(self.features(x)), 1))
+from toy_models import MaskLossToy
 
 
 # ---- the loss -------------------------------------------------------------------------------------
@@ -48,7 +36,7 @@ def test_mask_loss_is_zero_inside_the_allowed_region_and_grows_with_mass_outside
 
 def test_differentiable_cams_equal_the_explain_engine():
     torch.manual_seed(0)
-    model = Toy().eval()
+    model = MaskLossToy().eval()
     x = torch.rand(3, 1, 2, 4, 4)
     logits, maps = differentiable_cams(model, x, "head_map", methods=("hirescam", "gradcam"))
     ref = compute_cams(model, x, methods=("hirescam", "gradcam"), layer="head_map")
@@ -61,7 +49,7 @@ def test_mask_loss_equals_a_hand_computation_on_a_toy_network():
     """HiResCAM at the layer feeding flatten → linear is Σ_k W^c_k ⊙ A_k (G = W^c); the loss is the
     mean softplus over the forbidden cells minus log 2, computed here with numpy from the weights."""
     torch.manual_seed(1)
-    model = Toy().eval()
+    model = MaskLossToy().eval()
     x = torch.rand(2, 1, 2, 4, 4)
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     allowed = torch.zeros(2, 2, 2, 4, 4, dtype=torch.bool)
@@ -85,7 +73,7 @@ def test_mask_loss_equals_a_hand_computation_on_a_toy_network():
 
 def test_mask_loss_gradient_reaches_weights_before_the_target_layer():
     torch.manual_seed(2)
-    model = Toy()
+    model = MaskLossToy()
     x = torch.rand(2, 1, 2, 4, 4)
     labels = torch.zeros(2, 2)  # absent: the whole map is forbidden
     _, maps = differentiable_cams(model, x, "head_map")

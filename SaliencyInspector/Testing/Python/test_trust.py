@@ -167,6 +167,7 @@ def test_models_with_different_classes_are_refused_naming_them(case, demo):
         run_trust(case.ct, [demo, other], methods=["hirescam"], class_name="liver")
 
 
+@pytest.mark.slow
 def test_cli_trust_with_fixations_outside_the_ct_and_bad_input(case, tmp_path, capsys):
     from saliency_inspector.scoring import fixations
 
@@ -210,6 +211,7 @@ def test_cli_trust_with_fixations_outside_the_ct_and_bad_input(case, tmp_path, c
         assert message in last and last.startswith("saliency-inspector: error:"), last
 
 
+@pytest.mark.slow
 def test_a_cohort_gives_the_baseline_pairs_and_the_location_prior(case, demo):
     others = [make_phantom(seed=s, size=(64, 64, 32), lesions=["lung_left"], lesion_scale=1.8) for s in (11, 12, 13)]
     result = run_trust(case.ct, [demo], methods=["hirescam"], class_name="lung_left", masks=case.lesions,
@@ -236,6 +238,7 @@ def test_location_prior_moves_masks_by_the_body_box():
     assert prior.sum() == pytest.approx(mask.sum() * 8, rel=0.05) and prior.max() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_another_training_seed_is_repeatability_below_one_and_another_architecture_reproducibility(
         case, demo, tmp_path):
     """Two trainings of the same architecture (a short seed-1 training here) are compared as

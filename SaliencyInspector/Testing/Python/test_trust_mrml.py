@@ -62,6 +62,7 @@ def test_randomization_chart_holds_each_curve_and_its_baseline(card):
         assert base_series.GetLineStyle() == base_series.LineStyleDash
 
 
+@pytest.mark.slow
 def test_logic_trust_puts_the_card_of_the_shown_map_in_a_table_and_a_chart(monkeypatch, tmp_path):
     """The module's Logic.trust, imported as Slicer imports it (slicer_standins for the application
     only), on real MRML: the shown map's method and class go through the card into the nodes."""
