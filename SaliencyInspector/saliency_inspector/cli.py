@@ -147,7 +147,14 @@ def cmd_explain(args) -> int:
     if model_path.is_file():
         inputs.append(model_path.with_suffix(".json"))  # the card beside the weights
     guard_outputs(inputs, files=[args.out / "predictions.json"], folders=[args.out])
-    ct = read_volume(args.ct, series=args.series, note=progress)
+    if bool(args.dicomweb) != bool(args.study) or (args.push and not args.dicomweb) or \
+            bool(args.dicomweb) == bool(args.ct):
+        raise InputError("give a CT, or --dicomweb URL with --study UID (and --push only with --dicomweb)")
+    if args.dicomweb:  # PACS in: pull the study's CT series through a temporary folder (io/dicomweb.py)
+        from .io.dicomweb import read_study_ct
+        ct, source = read_study_ct(args.dicomweb, args.study, series=args.series, note=progress)
+    else:
+        ct = read_volume(args.ct, series=args.series, note=progress)
     progress(f"loading model {args.model}")
     classifier = load_classifier(args.model, card=args.card, arch=args.arch, device=args.device)
     methods = args.method or ["hirescam", "gradcam"]
@@ -161,6 +168,17 @@ def cmd_explain(args) -> int:
                      progress=progress, settings=estimator_settings(args))
     guard_outputs(inputs, files=map_files(result.classes))
     written = result.save(args.out)
+    if args.dicom_out or args.push:  # PACS out: Parametric Maps + SEG (io/dicom_out.py), pushed with --push
+        from .io import dicom_out
+        if not args.dicomweb:
+            source = dicom_out.DicomSource.from_folder(args.ct, args.series) if Path(args.ct).is_dir() \
+                else dicom_out.DicomSource.standalone(ct)
+        objects = dicom_out.write_explanation(result, args.dicom_out or args.out / "dicom", source)
+        written += objects
+        if args.push:
+            from .io.dicomweb import push
+            push(args.dicomweb, objects)
+            progress(f"stored {len(objects)} objects in study {source.study_uid} on {args.dicomweb}")
     for path in written:
         print(path)
     return 0
@@ -509,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_phantom_cohort)
 
     p = sub.add_parser("explain", help="saliency maps for a CT, one NRRD per (method, class)")
-    p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
+    p.add_argument("ct", nargs="?", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder (none with --dicomweb)")
     p.add_argument("--model", required=True, help=".pt2 export, MONAI bundle folder, state dict (with --arch) or 'demo'")
     p.add_argument("--card", help="model card JSON when it is not beside the model")
     p.add_argument("--arch", help="architecture for a state dict, e.g. 'DenseNet121' or a JSON spec")
@@ -524,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimator_options(p)
     p.add_argument("--series", metavar="UID", help="for a DICOM folder: the SeriesInstanceUID to use "
                    "(default: the CT series with the most slices)")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write each map as a DICOM Parametric Map "
+                   "and the top-5%% maps as a DICOM SEG there (needs the 'dicom' extra)")
+    p.add_argument("--dicomweb", metavar="URL", help="pull the CT from this DICOMweb server ("
+                   "credentials from SALIENCY_DICOMWEB_TOKEN or SALIENCY_DICOMWEB_USER/PASSWORD)")
+    p.add_argument("--study", metavar="UID", help="with --dicomweb: the StudyInstanceUID")
+    p.add_argument("--push", action="store_true", help="with --dicomweb: store the DICOM objects in the study (STOW-RS)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="agreement of a saliency map with organ masks, one row per segment")
