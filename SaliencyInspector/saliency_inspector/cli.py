@@ -173,7 +173,7 @@ def cmd_explain(args) -> int:
         if not args.dicomweb:
             source = dicom_out.DicomSource.from_folder(args.ct, args.series) if Path(args.ct).is_dir() \
                 else dicom_out.DicomSource.standalone(ct)
-        objects = dicom_out.write_explanation(result, args.dicom_out or args.out / "dicom", source)
+        objects = dicom_out.write_saliency(result.maps, args.dicom_out or args.out / "dicom", source)
         written += objects
         if args.push:
             from .io.dicomweb import push

@@ -190,3 +190,35 @@ def test_study_without_ct_and_a_single_slice_ct_from_pydicom_test_data(orthanc, 
 def test_http_error_is_one_clear_line(orthanc):
     with pytest.raises(InputError, match="answered 404"):
         dicomweb.read_study_ct(orthanc.replace("/dicom-web", "/no-such-root"), STUDY_UID)
+
+
+@pytest.mark.parametrize("input_kind", ["nrrd", "dicom"])
+def test_cli_dicom_out_objects_pass_dciodvfy(phantom, input_kind, tmp_path, capsys):
+    """``explain --dicom-out`` from an NRRD (new study, no references) and from a DICOM folder
+    (references its series); every object is checked with dciodvfy (dicom3tools) where installed."""
+    import shutil
+    import subprocess
+
+    from saliency_inspector.io.volume import write_volume
+
+    ct = _grids(phantom.ct)["flipped"]
+    if input_kind == "nrrd":
+        given = write_volume(ct, tmp_path / "ct.nrrd")
+    else:
+        given = write_dicom_series(ct.with_array(ct.array.astype(np.int16)), tmp_path / "ct")
+    out = tmp_path / "dicom"
+    assert main(["explain", str(given), "--model", "demo", "--method", "gradcam", "--out", str(tmp_path / "o"),
+                 "--dicom-out", str(out)]) == 0, capsys.readouterr().err
+    assert len(list(out.glob("*.dcm"))) == len(list((tmp_path / "o").glob("*.nrrd"))) + 1
+    source = dicom_out.DicomSource.standalone(ct) if input_kind == "nrrd" else dicom_out.DicomSource.from_folder(given)
+    dicom_out.write_segments_dicom(phantom.organs.resampled_to(read_volume(given)), out / "organs.seg.dcm", source)
+    objects = sorted(out.glob("*.dcm"))
+    for path in objects:
+        ds = pydicom.dcmread(path)
+        assert ("ReferencedSeriesSequence" in ds) == (input_kind == "dicom")
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools): highdicom's own checks only")
+    for path in objects:
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, (path.name, errors)

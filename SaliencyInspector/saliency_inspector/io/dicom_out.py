@@ -234,6 +234,12 @@ def parametric_map(volume: Volume, source: DicomSource, method: str, class_name:
         window_center=(low + high) / 2, window_width=max(high - low, 1e-6),
         content_description=what, content_label="SALIENCY", series_description=what,
         **_planes(volume))
+    # General Series Laterality is type 2C (paired body parts); dciodvfy asks for it on a
+    # Parametric Map: present and empty (unknown) is valid.
+    pm.Laterality = ""
+    # Saliency values are small floats: a window under 1 is only valid with LINEAR_EXACT (dciodvfy).
+    for voi in pm.SharedFunctionalGroupsSequence[0].get("FrameVOILUTSequence", []):
+        voi.VOILUTFunction = "LINEAR_EXACT"
     if not source.from_dicom:
         _drop_references(pm)
     return pm
@@ -295,25 +301,26 @@ def binarise(volume: Volume, top_percent: float = 5.0) -> np.ndarray:
 
 
 # ---- writing a whole explanation -----------------------------------------------------------------
-def write_explanation(explanation, out_dir, source: DicomSource, top_percent: float = 5.0,
-                      segments=None) -> list:
+def write_saliency(maps, out_dir, source: DicomSource, top_percent: float = 5.0, segments=None) -> list:
     """Write one Parametric Map per map (``<method>_<class>.pm.dcm``), one SEG of the binarised
     maps (``saliency_top<P>.seg.dcm``: the top ``top_percent`` % of voxels of each map) and, with
     ``segments`` (a :class:`~saliency_inspector.io.segments.Segments` on the CT grid), one SEG of
-    the organ masks (``organs.seg.dcm``). Returns the paths written."""
-    from ..explainers.explanation import safe_name
-
+    the organ masks (``organs.seg.dcm``). ``maps``: ``{(method, class): Volume}`` on the CT grid,
+    e.g. ``Explanation.maps`` (one map is made at a time). Returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, binary = [], {}
-    for number, (method, name) in enumerate(explanation.raw, start=1):
-        volume = explanation.map(method, name)
-        path = out_dir / f"{method}_{safe_name(name)}.pm.dcm"
+    written, binary, grid = [], {}, None
+    for number, ((method, name), volume) in enumerate(maps.items(), start=1):
+        # file names as Explanation.save names the NRRD maps (explainers.explanation.safe_name)
+        path = out_dir / f"{method}_{re.sub(r'[^A-Za-z0-9._-]+', '_', str(name)) or '_'}.pm.dcm"
         parametric_map(volume, source, method, name, SALIENCY_SERIES_NUMBER + number).save_as(path)
         written.append(path)
         binary[f"{method} {name}"] = binarise(volume, top_percent)
+        grid = volume
+    if grid is None:
+        raise InputError("no saliency maps to write as DICOM")
     path = out_dir / f"saliency_top{top_percent:g}.seg.dcm"
-    segmentation(binary, explanation.grid, source, description=f"saliency, top {top_percent:g}% of voxels",
+    segmentation(binary, grid, source, description=f"saliency, top {top_percent:g}% of voxels",
                  kind="saliency", series_number=SEG_SERIES_NUMBER + 1).save_as(path)
     written.append(path)
     if segments is not None:
