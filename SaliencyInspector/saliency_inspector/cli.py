@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_phantom_cohort)
 
     p = sub.add_parser("explain", help="saliency maps for a CT, one NRRD per (method, class)")
-    p.add_argument("ct", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder")
+    p.add_argument("ct", nargs="?", help="CT volume: NRRD, NIfTI, MHA or a DICOM series folder (none with --dicomweb)")
     add_model_options(p, arch_help="architecture for a state dict, e.g. 'DenseNet121' or a JSON spec")
     p.add_argument("--method", action="append", help=method_help("hirescam and gradcam"))
     p.add_argument("--class", dest="target_class", default="all", help="class name or index, or 'all'")
@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimator_options(p)
     p.add_argument("--series", metavar="UID", help="for a DICOM folder: the SeriesInstanceUID to use "
                    "(default: the CT series with the most slices)")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write each map as a DICOM Parametric Map "
+                   "and the top-5%% maps as a DICOM SEG there (needs the 'dicom' extra)")
+    p.add_argument("--dicomweb", metavar="URL", help="pull the CT from this DICOMweb server ("
+                   "credentials from SALIENCY_DICOMWEB_TOKEN or SALIENCY_DICOMWEB_USER/PASSWORD)")
+    p.add_argument("--study", metavar="UID", help="with --dicomweb: the StudyInstanceUID")
+    p.add_argument("--push", action="store_true", help="with --dicomweb: store the DICOM objects in the study (STOW-RS)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="agreement of a saliency map with organ masks, one row per segment")

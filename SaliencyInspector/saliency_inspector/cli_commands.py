@@ -78,7 +78,14 @@ def cmd_explain(args) -> int:
     if model_path.is_file():
         inputs.append(model_path.with_suffix(".json"))  # the card beside the weights
     guard_outputs(inputs, files=[args.out / "predictions.json"], folders=[args.out])
-    ct = read_volume(args.ct, series=args.series, note=progress)
+    if bool(args.dicomweb) != bool(args.study) or (args.push and not args.dicomweb) or \
+            bool(args.dicomweb) == bool(args.ct):
+        raise InputError("give a CT, or --dicomweb URL with --study UID (and --push only with --dicomweb)")
+    if args.dicomweb:  # PACS in: pull the study's CT series through a temporary folder (io/dicomweb.py)
+        from .io.dicomweb import read_study_ct
+        ct, source = read_study_ct(args.dicomweb, args.study, series=args.series, note=progress)
+    else:
+        ct = read_volume(args.ct, series=args.series, note=progress)
     classifier = load_model(args.model, args.card, args.arch, args.device)
     methods = args.method or ["hirescam", "gradcam"]
 
@@ -91,6 +98,17 @@ def cmd_explain(args) -> int:
                      progress=progress, settings=estimator_settings(args))
     guard_outputs(inputs, files=map_files(result.classes))
     written = result.save(args.out)
+    if args.dicom_out or args.push:  # PACS out: Parametric Maps + SEG (io/dicom_out.py), pushed with --push
+        from .io import dicom_out
+        if not args.dicomweb:
+            source = dicom_out.DicomSource.from_folder(args.ct, args.series) if Path(args.ct).is_dir() \
+                else dicom_out.DicomSource.standalone(ct)
+        objects = dicom_out.write_saliency(result.maps, args.dicom_out or args.out / "dicom", source)
+        written += objects
+        if args.push:
+            from .io.dicomweb import push
+            push(args.dicomweb, objects)
+            progress(f"stored {len(objects)} objects in study {source.study_uid} on {args.dicomweb}")
     for path in written:
         print(path)
     return 0
