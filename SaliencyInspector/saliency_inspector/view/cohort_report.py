@@ -16,7 +16,7 @@ import numpy as np
 
 from ..explainers.registry import method_label
 from ..io.records import format_cell as _num, is_missing
-from .report import _STYLE
+from .figures import PAGE_STYLE, pyplot, save_figure
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 WORST = 10  # rows of the worst-cases table per method
@@ -26,10 +26,7 @@ SPLITS = ("all", "present", "absent", "correct", "incorrect")
 def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) -> Path | None:
     """One PNG for one metric: per class and method, cases as points and mean ± interval as a bar,
     against the class's organ (left) and the class's lesion (right). None when nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     classes = list(dict.fromkeys(r["class"] for r in rows))
@@ -67,11 +64,7 @@ def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) 
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{metric}: {meaning} — points: cases; bar: mean and 95 % bootstrap interval", fontsize=9)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metrics, case_pages,
@@ -87,7 +80,7 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
     out_html = Path(out_html)
     base = out_html.parent
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>",
+             f"<style>{PAGE_STYLE}</style></head><body><h1>{escape(title)}</h1>",
              f"<p class='muted'>{len(case_pages)} cases done, {len(errors)} failed. Intervals: percentile "
              "bootstrap 95 % of the mean over cases. Maps are scored with ReLU(map) over the body.</p>"]
 

@@ -10,21 +10,13 @@ import numpy as np
 
 from ..explainers.registry import method_label
 from ..io.records import format_cell, is_missing
-from .report import _STYLE
-
-def _matplotlib():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from .figures import PAGE_STYLE, pyplot, save_figure
 
 
 def plot_slice_grid(ct, maps: dict, mask, out_png) -> Path:
     """One row per map, columns axial / coronal / sagittal through the mask's centroid (voxel space),
     the CT in grey, ReLU(map)/max in colour and the mask outlined."""
-    plt = _matplotlib()
+    plt = pyplot()
     mask = np.asarray(mask, bool)
     k, j, i = (int(round(c)) for c in np.argwhere(mask).mean(0)) if mask.any() else \
         (s // 2 for s in ct.shape)
@@ -49,17 +41,13 @@ def plot_slice_grid(ct, maps: dict, mask, out_png) -> Path:
             if col == 0:
                 ax.set_ylabel(method_label(method), fontsize=9)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def plot_fidelity_curves(curves: dict, out_png, title="") -> Path:
     """Deletion (MIF) and LIF probability curves of every estimator, one panel each, with the random
     map's curves as the chance line."""
-    plt = _matplotlib()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=100)
     chance = next(iter(curves.values())).random if curves else None
     for method, result in curves.items():
@@ -80,11 +68,7 @@ def plot_fidelity_curves(curves: dict, out_png, title="") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def _cell(value, digits=3):
@@ -125,7 +109,7 @@ def write_compare_report(comparison, ct, mask, out_dir) -> Path:
     page = out_dir / "compare.html"
     page.write_text(
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Estimators compared</title>"
-        f"<style>{_STYLE}</style></head><body><h1>Estimators compared · class {escape(comparison.class_name)}</h1>"
+        f"<style>{PAGE_STYLE}</style></head><body><h1>Estimators compared · class {escape(comparison.class_name)}</h1>"
         f"<p class='muted'>scored against segment {escape(comparison.segment)} over the body; fidelity on the "
         f"model-input grid ({escape(str(comparison.info.get('fidelity_replacement')))}, "
         f"{comparison.info.get('fidelity_steps')} steps); p(class) = {_cell(comparison.info.get('probability'))}. "

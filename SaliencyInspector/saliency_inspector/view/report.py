@@ -19,34 +19,13 @@ import numpy as np
 
 from ..explainers.registry import method_label
 from ..io.records import format_cell, is_missing
+from .figures import PAGE_STYLE, pyplot, save_figure
 
-_STYLE = """
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px; color: #1d1d1f;
-       background: #fafafa; max-width: 1700px; }
-h1 { margin-bottom: 4px; } h2 { margin-top: 32px; border-bottom: 1px solid #ccc; padding-bottom: 4px; }
-table { border-collapse: collapse; margin: 8px 0 16px 0; font-size: 13px; background: white; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
-th { background: #eee; } td.name, th.name { text-align: left; }
-tr.focus td { font-weight: bold; background: #fff4d6; }
-.muted { color: #666; font-size: 12px; }
-.pictures { display: grid; gap: 12px; align-items: start; }
-figure { margin: 0; background: white; border: 1px solid #ddd; padding: 6px; }
-figure img { width: 100%; height: auto; display: block; }
-figcaption { font-size: 13px; margin-top: 4px; }
-.yes { color: #0a7a2f; font-weight: bold; } .no { color: #999; }
-details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
-"""
 
 
 def plot_roc(curves, out_png, title=None) -> Path:
     """Write a ROC plot (matplotlib PNG). ``curves``: iterable of (label, fpr, tpr, auc)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":", linewidth=1, label="chance (0.5)")
     for label, fpr, tpr, auc in curves:
@@ -62,9 +41,7 @@ def plot_roc(curves, out_png, title=None) -> Path:
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def _num(value, digits=3) -> str:
@@ -152,7 +129,7 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     classes.sort(key=lambda c: (c not in focus_classes, order[c]))  # focus classes first
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-             f"<style>{_STYLE}</style></head><body>",
+             f"<style>{PAGE_STYLE}</style></head><body>",
              f"<h1>{escape(title)}</h1>",
              f"<p class='muted'>written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by SaliencyInspector · "
              "maps are shown as ReLU(map)/max; metrics use ReLU(map)</p>"]

@@ -17,8 +17,6 @@ from ..io.volume import Volume, overlap_fraction
 from .display import (BACKGROUND, DEFAULT_THRESHOLD, DEFAULT_WINDOW, HEAT_ALPHA, PEAK_CROSS_COLOR, PEAK_CROSS_PX,
                       display_map, heat_colors, peak_point, segment_colors, segment_groups)
 
-from ..io.volume import Volume, overlap_fraction
-
 # Axes of LPS space: 0 = x (towards patient Left), 1 = y (Posterior), 2 = z (Superior).
 # Each panel: (name, column axis, row axis, axis normal to the plane, letters at left/right/top/bottom).
 # Image columns and rows both run along increasing LPS coordinates except the superior axis, which

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..explainers.registry import method_label
 from ..io.records import format_cell as _num
-from .report import _STYLE
+from .figures import PAGE_STYLE, pyplot, save_figure
 
 if TYPE_CHECKING:
     from ..io.volume import Volume
@@ -26,10 +26,7 @@ def plot_randomization(curves: Mapping[str, RandomizationCurve], verdicts: Mappi
                        out_png: str | Path) -> Path:
     """SSIM and Spearman to the original map per randomization step, one line per method, its
     baseline (from the method's randomization verdict) dashed in the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_png = Path(out_png)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
@@ -51,18 +48,13 @@ def plot_randomization(curves: Mapping[str, RandomizationCurve], verdicts: Mappi
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def plot_slice_grid(curves: Mapping[str, RandomizationCurve], out_png: str | Path,
                     normalisation: Mapping[str, str]) -> Path:
     """One row per method: the axial slice through the original map's peak at every step."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from ..scoring.similarity import normalise
 
@@ -84,9 +76,7 @@ def plot_slice_grid(curves: Mapping[str, RandomizationCurve], out_png: str | Pat
                         ha="right", va="center", fontsize=8)
     fig.suptitle("randomized maps, axial slice through the original map's peak (original → fully random)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None = None) -> Path:
@@ -99,7 +89,7 @@ def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None 
     base.mkdir(parents=True, exist_ok=True)
     ctx = card.context
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Trust card</title>"
-             f"<style>{_STYLE}</style></head><body><h1>Can these maps be trusted?</h1>",
+             f"<style>{PAGE_STYLE}</style></head><body><h1>Can these maps be trusted?</h1>",
              f"<p class='muted'>class <b>{escape(str(ctx.get('class')))}</b> · models "
              f"{escape(', '.join(ctx.get('models', [])))} · CT {escape(str(ctx.get('ct', '')))}</p>"]
 
