@@ -128,7 +128,7 @@ def bootstrap_mean_ci(values: Any, resamples: int = ..., seed: int = 0,
 def render_overlay(ct: Volume, saliency: Volume, segments: Segments | None, out_png: StrPath,
                    title: str | None = None, *, point: Sequence[float] | None = None, window: Sequence[float] = ...,
                    threshold: float = ..., panel_px: int = 384, with_3d: bool = True, scale: float | None = None,
-                   point_label: str | None = None) -> Path: ...
+                   point_label: str | None = None, signed: bool = False, banner: str | None = None) -> Path: ...
 def write_report(out_html: StrPath, *, title: str = "SaliencyInspector report", ct: Volume | None = None,
                  case_info: Mapping[str, Any] | None = None, predictions: Sequence[Any] = (),
                  images: Any = None, tables: Any = None, class_segments: Any = None,

@@ -11,6 +11,7 @@ starts, so a long run does not stop after an hour on row 900.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,8 @@ def _read_rows(path: Path):
             rows.append({str(k): v for k, v in row.items()})
         columns = list(dict.fromkeys(k for row in rows for k in row))
         return columns, rows
-    reader = csv.DictReader(text.splitlines())
+    # a StringIO keeps a quoted field's newline (splitlines() dropped it: "a\nb" became the id "ab")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
     return columns, rows
