@@ -14,7 +14,7 @@ from saliency_inspector.io.volume import Volume
 
 # outline colours the pictures keep as they are (green, purple: outside the heat and negative scales)
 LIVER_RGB = (0.2, 0.85, 0.3)
-LUNG_RGB = (0.8, 0.35, 1.0)
+LUNG_RGB = (0.65, 1.0, 0.4)
 LESION = np.array([-30.0, 4.0, -10.0])  # LPS mm: on the patient's right (-x), a bit inferior
 
 
@@ -134,9 +134,9 @@ def test_3d_view_shows_heat_on_the_patients_right_and_organ_surfaces():
     assert heat.sum() > 20
     # seen from the front, the patient's right (the lesion) is on the image's left
     assert np.nonzero(heat)[1].mean() < image.shape[1] / 2
-    # the lung surface (purple: blue well above green) appears on the other side
-    purple = (image[..., 2] > image[..., 1] + 0.15) & (image[..., 2] > 0.2)
-    assert purple.sum() > 20 and np.nonzero(purple)[1].mean() > image.shape[1] / 2
+    # the lung surface (lime: green well above blue, and not heat) appears on the other side
+    lime = (image[..., 1] > image[..., 2] + 0.15) & (image[..., 1] > image[..., 0]) & (image[..., 1] > 0.2)
+    assert lime.sum() > 20 and np.nonzero(lime)[1].mean() > image.shape[1] / 2
 
 
 def test_map_outside_the_ct_is_an_input_error(tmp_path):

@@ -20,7 +20,8 @@ COOL_LOW, COOL_HIGH = (0.10, 0.20, 0.75), (0.45, 0.65, 1.0)  # negative evidence
 BODY_COLOR = (0.62, 0.62, 0.72)  # the body outline: one neutral grey-lavender in every picture
 # Outline colours: greens and purples only, outside the heat scale (red-orange-yellow), the negative
 # scale (blue) and the peak cross (cyan), so an outline never reads as saliency.
-OUTLINE_PALETTE = ((0.20, 0.85, 0.30), (0.80, 0.35, 1.00), (0.65, 1.00, 0.40), (1.00, 0.40, 0.95),
+LESION_COLOR = (1.00, 0.35, 0.95)  # every lesion (the truth a reader looks for): magenta, kept out of the palette
+OUTLINE_PALETTE = ((0.20, 0.85, 0.30), (0.55, 0.25, 0.95), (0.65, 1.00, 0.40),
                    (0.05, 0.75, 0.50), (0.60, 0.45, 1.00), (0.60, 1.00, 0.80), (0.90, 0.70, 1.00),
                    (0.45, 0.80, 0.15), (1.00, 0.70, 1.00), (0.30, 1.00, 0.55), (0.75, 0.25, 0.75),
                    (0.80, 1.00, 0.60), (0.55, 0.75, 0.45))
@@ -82,27 +83,29 @@ def outline_color_allowed(rgb) -> bool:
 
 
 def segment_colors(segments) -> dict:
-    """name -> outline colour of every segment in the pictures: ``body`` always :data:`BODY_COLOR`;
-    another segment keeps its own colour (from the file) when :func:`outline_color_allowed` and
+    """name -> outline colour of every segment in the pictures: ``body`` always :data:`BODY_COLOR`,
+    a ``lesion…`` always :data:`LESION_COLOR`; another segment keeps its own colour (from the file) when :func:`outline_color_allowed` and
     distinct from those before it, else gets the next free colour of :data:`OUTLINE_PALETTE`. The
     order is the segments' order, so the organs of a case have the same colours in every picture."""
     names = [s.name for group in segment_groups(segments) for s in group]
     given = {s.name: s.color for group in segment_groups(segments) for s in group}
     chosen: dict = {}
 
-    def far(rgb):
-        return all(np.linalg.norm(np.subtract(rgb, c)) >= 0.35 for c in chosen.values())
+    def far(rgb):  # from the organs chosen so far and the two fixed colours (whatever the order)
+        taken = [c for n, c in chosen.items() if n.lower() != "body" and not n.lower().startswith("lesion")]
+        return all(np.linalg.norm(np.subtract(rgb, c)) >= 0.35 for c in taken + [BODY_COLOR, LESION_COLOR])
 
-    # lesions (the truth a reader looks for) choose first, so they keep their own colour
-    for name in sorted(names, key=lambda n: not n.lower().startswith("lesion")):
-        if name.lower() == "body":
-            chosen[name] = BODY_COLOR
+    for name in names:
+        if name.lower() == "body" or name.lower().startswith("lesion"):
+            # fixed colours, so adding lesions to a picture never changes the organs' colours
+            chosen[name] = BODY_COLOR if name.lower() == "body" else LESION_COLOR
             continue
         rgb = tuple(float(c) for c in given[name][:3])
         if not (outline_color_allowed(rgb) and far(rgb)):
             spare = [c for c in OUTLINE_PALETTE if far(c)]
             rgb = spare[0] if spare else max(  # palette used up: the colour farthest from those chosen
-                OUTLINE_PALETTE, key=lambda c: min(np.linalg.norm(np.subtract(c, o)) for o in chosen.values()))
+                OUTLINE_PALETTE, key=lambda c: min(np.linalg.norm(np.subtract(c, o))
+                                                   for o in [*chosen.values(), BODY_COLOR, LESION_COLOR]))
         chosen[name] = tuple(rgb)
     return {n: chosen[n] for n in names}
 
