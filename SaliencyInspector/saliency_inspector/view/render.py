@@ -168,7 +168,7 @@ def render_overlay(ct: Volume, saliency: Volume, segments, out_png, title=None, 
     ax.text(6, y0 + 12, head, fontsize=12, weight="bold", color="white", va="center")
     scale_text = f"{'|map|' if signed else 'ReLU(map)'}/{scale:.3g}" if scale is not None else \
         ("map/max |map|" if signed else "ReLU(map)/max")
-    sub = f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · cyan + = the map's peak"
+    sub = f"slices through LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm ({where}) · cyan + = peak"
     if overlay.notes:
         sub = overlay.notes[0]
     ax.text(6, y0 + 33, sub, va="center", **{**text, "fontsize": 9.5})
