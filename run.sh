@@ -5,30 +5,44 @@
 #   ./run.sh cli ARGS...          any saliency-inspector sub-command
 #   ./run.sh bench [--full]       the benchmarks (ratios against peers, one run; quick by default, ≤ 2 min)
 set -euo pipefail
-cd "$(dirname "$0")"
-VENV=.venv
+# No cd: the caller's working directory is kept, so relative paths (--out run/) land where the user
+# stands. The repository and its .venv are reached by absolute path.
+ROOT="$(cd "$(dirname "$0")" && pwd)"
+VENV="$ROOT/.venv"
 STAMP="$VENV/.setup-stamp"
-WANT=$(cat pyproject.toml constraints-dev.txt | sha1sum | cut -d' ' -f1)
+LOG="$VENV/setup.log"
+WANT=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints-dev.txt" | sha1sum | cut -d' ' -f1)
+
+step() {  # one progress line per step; pip's own output goes to the log
+  echo "[setup] $1 ($(date +%H:%M:%S); details in $LOG)" >&2
+}
 
 setup() {
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then return; fi
-  echo "[setup] creating $VENV (once; later runs re-use it)" >&2
+  echo "[setup] creating $VENV (once, a few minutes; later runs re-use it)" >&2
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  : > "$LOG"
+  step "1/3 upgrading pip"
+  "$VENV/bin/python" -m pip install --upgrade pip >> "$LOG" 2>&1 || { tail -20 "$LOG" >&2; exit 1; }
   # torch first, pinned, so nothing below can pull a multi-GB CUDA build.
-  "$VENV/bin/python" -m pip install -q -c constraints-dev.txt "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q -c constraints-dev.txt -e ".[test]"
+  step "2/3 installing torch 2.13.0 (CPU, about 200 MB)"
+  "$VENV/bin/python" -m pip install -c "$ROOT/constraints-dev.txt" "torch==2.13.0" >> "$LOG" 2>&1 \
+    || { tail -20 "$LOG" >&2; exit 1; }
+  step "3/3 installing SaliencyInspector and MONAI, Captum, SimpleITK, VTK, slicer-core"
+  "$VENV/bin/python" -m pip install -c "$ROOT/constraints-dev.txt" -e "$ROOT[test]" >> "$LOG" 2>&1 \
+    || { tail -20 "$LOG" >&2; exit 1; }
   echo "$WANT" > "$STAMP"
+  echo "[setup] done" >&2
 }
 
 cmd=${1:-}
 shift || true
 case "$cmd" in
   demo)  setup; exec "$VENV/bin/saliency-inspector" demo "$@" ;;
-  test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  setup; cd "$ROOT"; exec "$VENV/bin/python" -m pytest "$@" ;;  # the suite runs from the repository
   cli)   setup; exec "$VENV/bin/saliency-inspector" "$@" ;;
   bench) setup  # quick by default; --full (and any other arguments) go to the benches that take --full
-         for b in benchmarks/bench_*.py; do
+         for b in "$ROOT"/benchmarks/bench_*.py; do
            if grep -q -- '"--full"' "$b"; then "$VENV/bin/python" "$b" "$@"; else "$VENV/bin/python" "$b"; fi
          done ;;
   setup) setup ;;

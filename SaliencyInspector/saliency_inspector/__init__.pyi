@@ -128,7 +128,7 @@ def bootstrap_mean_ci(values: Any, resamples: int = ..., seed: int = 0,
 def render_overlay(ct: Volume, saliency: Volume, segments: Segments | None, out_png: StrPath,
                    title: str | None = None, *, point: Sequence[float] | None = None, window: Sequence[float] = ...,
                    threshold: float = ..., panel_px: int = 384, with_3d: bool = True, scale: float | None = None,
-                   point_label: str | None = None) -> Path: ...
+                   point_label: str | None = None, signed: bool = False, banner: str | None = None) -> Path: ...
 def write_report(out_html: StrPath, *, title: str = "SaliencyInspector report", ct: Volume | None = None,
                  case_info: Mapping[str, Any] | None = None, predictions: Sequence[Any] = (),
                  images: Any = None, tables: Any = None, class_segments: Any = None,
@@ -146,7 +146,7 @@ def compare_estimators(classifier: Classifier, ct: Volume, masks: Masks, class_n
                        methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam", "gradient", "smoothgrad", "ig"),
                        segment: str | None = None, settings: EstimatorSettings | Mapping[str, Any] | None = None,
                        steps: int = 20, replacement: str = "blur", blur_mm: float = 10.0, seed: int = 0,
-                       progress: Progress = None) -> Comparison: ...
+                       progress: Progress = None, allow_mismatch: bool = False) -> Comparison: ...
 def run_trust(ct: Volume, models: Sequence[Classifier],
               methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam"),
               class_name: str | None = None, masks: Segments | None = None, segment: str | None = None,
@@ -154,7 +154,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
               sigma_mm: float = 10.0, out_dir: StrPath | None = None, mode: str = "cascading", seed: int = 0,
               cohort: Sequence[Volume | tuple[Volume, Segments | None]] | None = None, n_baseline: int = 4,
               layer: str | None = None, normalisation: str | None = None, randomize: bool = True,
-              progress: Progress = None) -> TrustResult: ...
+              progress: Progress = None, allow_mismatch: bool = False) -> TrustResult: ...
 def batch(manifest: StrPath, model: StrPath | Classifier, out_dir: StrPath, *,
           methods: str | Sequence[str] = ("hirescam", "gradcam"), classes: str | Sequence[str] = "all",
           keep_maps: str = "none", card: StrPath | ModelCard | None = None, arch: str | None = None,

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the table, rankings and curves as JSON")
     p.add_argument("--csv", type=Path, help="write the table with ranks as CSV")
     p.add_argument("--out", type=Path, help="folder for compare.html and its pictures")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="score masks that do not seem to belong to this CT (with a loud warning)")
     p.add_argument("--device", **device)
     add_estimator_options(p)
     p.set_defaults(func=cmd_compare)
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-randomization", action="store_true", help="only the other criteria (randomization: not measured)")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations and samplers")
     p.add_argument("--layer", help="target layer for the CAMs (default: the card's)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="use masks that do not seem to belong to their CT (with a loud warning)")
     p.add_argument("--out", type=Path, default=Path("trust-output"), help="output folder (trust.json, trust.html)")
     p.add_argument("--device", **device)
     p.set_defaults(func=cmd_trust)

@@ -4,6 +4,7 @@ stdout stays for results."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -124,6 +125,9 @@ def cmd_evaluate(args) -> int:
     guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv])
 
     check_distinct_outputs({'--json': args.json, '--csv': args.csv})
+    if args.names and str(args.masks).lower().endswith((".seg.nrrd", ".seg.nhdr")):
+        raise InputError(f"--names {args.names}: names the labels of a labelmap, and {args.masks} is a .seg.nrrd "
+                         "whose segments carry their own names; leave --names out")
     saliency = read_volume(args.map)
     ct = read_volume(args.ct) if args.ct else None
     segments = read_segments(args.masks, names=args.names)
@@ -164,7 +168,7 @@ def cmd_compare(args) -> int:
     result = compare_estimators(classifier, ct, segments, args.target_class, methods=methods, segment=args.segment,
                                 settings=estimator_settings(args), steps=args.fidelity_steps,
                                 replacement=args.replacement, blur_mm=args.blur_mm, seed=args.seed,
-                                progress=progress)
+                                progress=progress, allow_mismatch=args.allow_mismatch)
     write_tables(result, args.json, args.csv)
     if args.out:
         page = write_compare_report(result, ct, segments.masks[result.segment], args.out)
@@ -176,12 +180,19 @@ def cmd_compare(args) -> int:
 def cmd_render(args) -> int:
     from .view.render import render_overlay
     from .io.segments import read_segments
-    from .io.volume import read_volume
+    from .io.volume import overlap_fraction, read_volume
 
     out = render_path(args.out, args.map)
     guard_outputs([args.ct, args.map, args.masks], files=[out])
     ct = read_volume(args.ct)
     saliency = read_volume(args.map)
+    if not saliency.same_grid(ct):  # a map of another CT would be drawn over this one without a word
+        cover = overlap_fraction(saliency, ct)
+        if cover < 0.9:
+            raise InputError(f"{args.map}: the map ({saliency.describe_grid()}) covers only {cover:.0%} of the CT "
+                             f"({ct.describe_grid()}); give the CT the map was computed for")
+        progress(f"note: the map is on another grid than the CT ({saliency.describe_grid()}); it is drawn "
+                 "through physical space")
     segments = None
     if args.masks:
         from .scoring.consistency import check_same_body
@@ -189,34 +200,60 @@ def cmd_render(args) -> int:
         segments = read_segments(args.masks)
         check_same_body(segments, ct, ct, allow_mismatch=args.allow_mismatch, warn=progress, source=args.masks)
         segments = segments.resampled_to(ct) if len(segments) else segments
-    title = args.title or _render_title(Path(args.map))
-    path = render_overlay(ct, saliency, segments, out, title=title,
-                          point=parse_point(args.at) if args.at else None)
+    title, signed, banner = _render_context(Path(args.map))
+    path = render_overlay(ct, saliency, segments, out, title=args.title or title,
+                          point=parse_point(args.at) if args.at else None, signed=signed, banner=banner)
     print(path)
     return 0
 
 
 def _render_title(map_path: Path) -> str | None:
     """'HiResCAM · class liver · p = 0.20' for a map written by `explain` (name and predictions.json)."""
+    return _render_context(map_path)[0]
+
+
+def _render_context(map_path: Path) -> tuple:
+    """(title, signed, banner) for a map written by `explain` (its name and predictions.json):
+    'HiResCAM · class liver · p = 0.20'; whether the method's map is signed (negative evidence shown);
+    a warning when the model calls the class absent, with how much its map is magnified against the
+    strongest map of the same method in the folder."""
     import json
 
-    from .explainers.registry import method_label
+    import numpy as np
 
-    predictions = map_path.parent / "predictions.json"
+    from .explainers.registry import METHODS, method_label
+    from .io.names import safe_name
+
     stem = map_path.name.split(".")[0]
     method, _, name = stem.partition("_")
-    if not name:
-        return None
+    if not name or method not in METHODS:
+        return None, False, None
+    signed = METHODS[method].meaning == "signed"
     title = f"{method_label(method)} · class {name}"
     try:
-        record = json.loads(predictions.read_text())
-        from .io.names import safe_name
-
+        record = json.loads((map_path.parent / "predictions.json").read_text())
         names = [safe_name(c) for c in record["class_names"]]
-        title += f" · p = {record['probabilities'][names.index(name)]:.2f}"
-    except (OSError, ValueError, KeyError, IndexError):
-        pass
-    return title
+        p = float(record["probabilities"][names.index(name)])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return title, signed, None
+    title += f" · p = {p:.2f}"
+    absent = p < 0.5 if record.get("multilabel", record.get("activation") == "sigmoid") else \
+        p < max(record["probabilities"])
+    if not absent:
+        return title, signed, None
+    from .io.volume import read_volume
+
+    peaks = {}
+    for other in names:
+        sibling = map_path.parent / map_path.name.replace(f"{method}_{name}", f"{method}_{other}", 1)
+        try:
+            peaks[other] = max(float(np.nanmax(read_volume(sibling).array)), 0.0)
+        except (InputError, OSError, ValueError):
+            continue
+    own, strongest = peaks.get(name, 0.0), max(peaks.values(), default=0.0)
+    gain = f" · map magnified ×{strongest / own:.1f} vs this method's strongest class" \
+        if own > 0 and strongest / own >= 1.05 else " · weak evidence, not a finding"
+    return title, signed, f"ABSENT (p = {p:.2f}){gain}"
 
 
 def render_path(out, map_path) -> Path:
@@ -243,8 +280,8 @@ def parse_point(text: str):
         values = [float(v) for v in str(text).replace(" ", "").split(",")]
     except ValueError:
         values = []
-    if len(values) != 3:
-        raise InputError(f"--at {text!r}: give three numbers x,y,z in mm (LPS), e.g. --at -40,10,-120")
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--at {text!r}: give three finite numbers x,y,z in mm (LPS), e.g. --at -40,10,-120")
     return values
 
 
@@ -363,7 +400,8 @@ def cmd_trust(args) -> int:
                        masks=masks, segment=args.segment, fixations=args.fixations,
                        fixations_space=args.fixations_space, sigma_mm=args.sigma_mm, out_dir=args.out,
                        mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer,
-                       randomize=not args.skip_randomization, progress=progress)
+                       randomize=not args.skip_randomization, progress=progress,
+                       allow_mismatch=args.allow_mismatch)
     print(result.card.format())
     print(result.json_path)
     print(result.report)

@@ -62,8 +62,10 @@ def test_compare_estimators_table_rankings_files_and_report(case_dir, tmp_path, 
 
 
 def test_compare_bad_input_exits_2(case_dir, tmp_path, capsys):
+    # --allow-mismatch: at 64×64×32 the phantom's own body segment fails the outline check (76 %, also in
+    # `evaluate` on main: a known false positive of scoring/consistency.py, reported in docs/harden23b.md)
     base = ["compare", str(case_dir / "ct.nrrd"), "--model", "demo", "--masks", str(case_dir / "organs.seg.nrrd"),
-            "--device", "cpu"]
+            "--device", "cpu", "--allow-mismatch"]
     for extra, message in ((["--class", "liver", "--fidelity-steps", "1"], "at least 2 steps"),
                            (["--class", "liver", "--method", "nope"], "unknown method 'nope'"),
                            (["--class", "kidney"], "say which segment"),  # kidney_left or kidney_right?

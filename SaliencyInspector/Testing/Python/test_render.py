@@ -12,8 +12,9 @@ from saliency_inspector.view.slices import slice_panels
 from saliency_inspector.io.segments import Segment, Segments
 from saliency_inspector.io.volume import Volume
 
-LIVER_RGB = (0.87, 0.51, 0.31)
-LUNG_RGB = (0.2, 0.5, 1.0)
+# outline colours the pictures keep as they are (green, purple: outside the heat and negative scales)
+LIVER_RGB = (0.2, 0.85, 0.3)
+LUNG_RGB = (0.65, 1.0, 0.4)
 LESION = np.array([-30.0, 4.0, -10.0])  # LPS mm: on the patient's right (-x), a bit inferior
 
 
@@ -133,9 +134,9 @@ def test_3d_view_shows_heat_on_the_patients_right_and_organ_surfaces():
     assert heat.sum() > 20
     # seen from the front, the patient's right (the lesion) is on the image's left
     assert np.nonzero(heat)[1].mean() < image.shape[1] / 2
-    # the lung surface (blue) appears on the other side
-    blue = (image[..., 2] > image[..., 0] + 0.1) & (image[..., 2] > 0.2)
-    assert blue.sum() > 20 and np.nonzero(blue)[1].mean() > image.shape[1] / 2
+    # the lung surface (lime: green well above blue, and not heat) appears on the other side
+    lime = (image[..., 1] > image[..., 2] + 0.15) & (image[..., 1] > image[..., 0]) & (image[..., 1] > 0.2)
+    assert lime.sum() > 20 and np.nonzero(lime)[1].mean() > image.shape[1] / 2
 
 
 def test_map_outside_the_ct_is_an_input_error(tmp_path):

@@ -220,6 +220,10 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
         raise InputError(f"the model card lists {len(names)} classes but the model has {n_out} outputs; "
                          "fix the card's 'classes'")
     explained = [names[i] for i in result.class_indices]
+    if cam_methods and all(int(n) == 1 for n in result.activation_shape[2:]):
+        raise InputError(f"the target layer {result.layer!r} has a 1×1×1 output, so every CAM there is one "
+                         "constant value over the whole CT; choose a layer with a spatial output (--layer, or "
+                         "the card's target_layer)")
     warnings = []
     if cam_methods and result.activation_shape[1] == 1 and any(m in ("gradcam", "gradcampp") for m in cam_methods):
         warnings.append(single_channel_warning(result.layer))
@@ -253,7 +257,7 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     return Explanation(raw=raw, grid=geometry(ct.shape, ct.spacing, ct.origin, ct.direction),
                        logits=logits.numpy(), probabilities=probabilities,
                        class_names=list(names), methods=methods, classes=explained, layer=result.layer,
-                       multilabel=card.multilabel, model=card.name, info=info)
+                       multilabel=card.multilabel or len(names) == 1, model=card.name, info=info)
 
 
 def _logits_only(classifier, x, indices, layer):

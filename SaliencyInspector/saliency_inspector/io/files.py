@@ -36,13 +36,30 @@ def written_atomically(path):
     path = Path(path)
     if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
         raise PermissionError(13, "Permission denied", str(path))
+    if path.exists() and not path.is_file() and not path.is_dir():  # a device or pipe (/dev/stdout): in place
+        try:
+            yield path
+        except OSError as err:
+            raise _naming(err, path) from None
+        return
     tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.part.{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _naming(err, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` with ``path`` as its file name when it names none or the temporary (a failed write()
+    names no file: "No space left on device" alone does not say which output failed)."""
+    if err.filename is None or ".part." in str(err.filename):
+        return type(err)(err.errno, err.strerror or str(err), str(path))
+    return err
 
 
 def check_distinct_outputs(outputs: dict) -> None:

@@ -11,6 +11,7 @@ starts, so a long run does not stop after an hour on row 900.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +77,13 @@ def read_manifest(path, classes=None, require=("ct",)) -> Manifest:
     label_columns = list(classes) if classes is not None else [c for c in columns if c not in RESERVED_COLUMNS]
     seen, folders, cases = {}, {}, []
     for number, row in enumerate(rows, start=1):
-        case_id = str(row.get("case_id") or "").strip()
-        where = f"row {number}" + (f" ({case_id})" if case_id else "")
+        raw_id = str(row.get("case_id") or "")
+        case_id = raw_id.strip()
+        where = f"row {number}" + ((f" ({case_id})" if case_id.isprintable() else f" ({case_id!r})") if case_id else "")
         if not case_id:
             problems.append(f"{where}: empty case_id")
+        elif any(ord(c) < 32 or ord(c) == 127 for c in raw_id):  # a newline would vanish from tables and names
+            problems.append(f"{where}: case_id holds a newline, tab or other control character; give one-line ids")
         elif case_id in seen:
             problems.append(f"{where}: duplicate case_id (also row {seen[case_id]})")
         else:
@@ -157,7 +161,8 @@ def _read_rows(path: Path):
             rows.append({str(k): v for k, v in row.items()})
         columns = list(dict.fromkeys(k for row in rows for k in row))
         return columns, rows
-    reader = csv.DictReader(text.splitlines())
+    # a StringIO keeps a quoted field's newline (splitlines() dropped it: "a\nb" became the id "ab")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
     return columns, rows

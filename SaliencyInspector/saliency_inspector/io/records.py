@@ -49,9 +49,12 @@ def json_text(record, indent: int = 2) -> str:
 
 def write_json(path, record, indent: int = 2) -> Path:
     """Write :func:`json_text` of ``record`` to ``path`` (UTF-8; its folder made) and return the path."""
+    from .files import written_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json_text(record, indent), encoding="utf-8")
+    with written_atomically(path) as tmp:  # a full disk leaves no truncated file under the name
+        tmp.write_text(json_text(record, indent), encoding="utf-8")
     return path
 
 
@@ -63,10 +66,12 @@ def csv_cell(value):
 def write_csv(path, rows, columns) -> Path:
     """Write ``rows`` (dicts) as CSV with a header of ``columns``, in that order (keys not among the
     columns are left out, missing ones are empty; see :func:`csv_cell`). UTF-8; the folder is made."""
+    from .files import written_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(columns)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with written_atomically(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:

@@ -74,11 +74,14 @@ class Classifier:
             return self.module(x.to(self.device))
 
     def probabilities(self, logits):
-        """Sigmoid (multi-label) or softmax (single-label) of logits, as the card says."""
+        """Sigmoid (multi-label) or softmax (single-label) of logits, as the card says; a model with
+        one output is always read with a sigmoid (softmax over one logit is 1.0 whatever the input)."""
         import torch
 
         logits = torch.as_tensor(logits)
-        return torch.sigmoid(logits) if self.card.multilabel else torch.softmax(logits, dim=-1)
+        if self.card.multilabel or logits.shape[-1] == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=-1)
 
     def __repr__(self):
         return (f"Classifier({self.card.name!r}, {self.kind}, classes={self.class_names}, "

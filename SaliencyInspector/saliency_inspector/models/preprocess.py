@@ -210,14 +210,34 @@ class Prepared:
         return out
 
 
+MIN_SPACING_MM, MAX_SPACING_MM = 0.01, 50.0  # outside: not a CT in mm (a file in metres or micrometres)
+
+
 def check_ct(ct: Volume, name: str = "CT") -> None:
-    """InputError when the CT holds NaN or infinite values or has a broken direction matrix."""
+    """InputError when the CT cannot be a CT in Hounsfield units that a volumetric classifier can
+    read: a single voxel or slice, a spacing outside 0.01-50 mm, 8-bit voxels (cannot hold HU: air
+    is -1000), every voxel the same value, NaN or infinite values, a broken direction matrix."""
     check_direction(ct, name)
+    size = "×".join(str(n) for n in ct.size_xyz)
+    if min(ct.size_xyz) < 2:
+        raise InputError(f"{name}: is {size} voxels, a single {'voxel' if max(ct.size_xyz) < 2 else 'slice'}; "
+                         "a volumetric classifier needs a 3-D CT (at least 2 voxels along each axis)")
+    spacing = [float(s) for s in ct.spacing]
+    if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
+        raise InputError(f"{name}: its spacing {' × '.join(f'{s:g}' for s in spacing)} mm is not a CT's "
+                         f"({MIN_SPACING_MM:g}-{MAX_SPACING_MM:g} mm); is the file's unit mm? fix the header's spacing")
+    if ct.array.dtype in (np.int8, np.uint8):
+        info = np.iinfo(ct.array.dtype)
+        raise InputError(f"{name}: its voxels are {ct.array.dtype} ({info.min}..{info.max}), which cannot hold "
+                         "Hounsfield units (air is -1000 HU); give the CT in HU (int16 or float)")
     if np.issubdtype(ct.array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(ct.array)))
         if bad:
             raise InputError(f"{name}: {bad} voxel{'s are' if bad != 1 else ' is'} NaN or infinite; fill them (e.g. with -1000 HU "
                              "for air) before computing saliency")
+    lo, hi = float(np.min(ct.array)), float(np.max(ct.array))
+    if lo == hi:
+        raise InputError(f"{name}: every voxel is {lo:g}; a constant image holds nothing to classify or explain")
 
 
 def preprocess(ct: Volume, spec, device="cpu") -> Prepared:

@@ -15,11 +15,21 @@ Two measurements, each with the rule that refuses:
   :data:`MIN_OUTLINE_DICE`.
 
 Without a body segment, the organs must lie inside the CT's body (share ≥ :data:`MIN_IN_BODY`).
+
+- **left and right** (where the names allow): a body outline is nearly symmetric, so masks
+  mirrored left/right pass both checks above (the phantom's liver ROC AUC fell from 0.910 to 0.450
+  with mirrored masks, unflagged). Segments named with a ``left``/``right`` token (``lung_left``,
+  ``kidney_right``, TotalSegmentator's ``rib_left_3``) are checked in patient LPS coordinates (+x is
+  the patient's left): a left/right pair whose left member's centre lies to the patient's right
+  of its partner's, or a sided segment whose centre lies more than :data:`SIDE_MARGIN_MM` on the
+  wrong side of the body's midline, is refused.
 Both run on a grid of at most :data:`CHECK_DIM` voxels per axis, so a 512×512×400 CT costs well
 under a second.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -31,6 +41,7 @@ OUTLINE_TOLERANCE_MM = 4.0  # same CT on other grids: 1.00; other phantoms: 0.09
 MIN_OUTLINE_DICE = 0.9
 MIN_IN_BODY = 0.9
 CHECK_DIM = 128
+SIDE_MARGIN_MM = 20.0  # a sided organ's centre may lie this far across the body's midline (a near-midline organ)
 _SAMPLE = 200_000  # foreground voxels sampled for the field-of-view share
 
 
@@ -75,7 +86,55 @@ def same_body(segments, image: Volume, ct: Volume | None = None) -> dict:
                 in_body = float((organs & ct_body).sum() / organs.sum())
                 if in_body < MIN_IN_BODY:
                     problems.append(f"only {in_body:.0%} of the masks lie inside the CT's body")
+    midline = None
+    if ct is not None and fov > 0 and ct_body is not None and ct_body.any():
+        k, j, i = (np.mean(n) for n in np.nonzero(ct_body))
+        midline = float(small.index_to_physical([i, j, k])[0])
+    problems += side_problems(segments, midline)
     return {"fov_share": fov, "outline_dice": outline, "in_body": in_body, "problems": problems}
+
+
+def _side(name: str):
+    """("left" or "right", the name with that token swapped) for a sided segment name, else None."""
+    tokens = re.split(r"([^a-z0-9]+)", name.lower())
+    for n, token in enumerate(tokens):
+        if token in ("left", "right"):
+            other = "right" if token == "left" else "left"
+            return token, "".join(tokens[:n] + [other] + tokens[n + 1:])
+    return None
+
+
+def centre_x(segments, name: str) -> float | None:
+    """The LPS x (mm; + is the patient's left) of segment ``name``'s centre of mass, None when empty."""
+    k, j, i = np.nonzero(segments.mask(name))
+    if k.size == 0:
+        return None
+    return float(segments.grid.index_to_physical([i.mean(), j.mean(), k.mean()])[0])
+
+
+def side_problems(segments, midline_x: float | None = None) -> list:
+    """Sentences for sided segments on the wrong side: a left/right pair swapped, or (given the
+    body's midline, LPS x mm) a sided segment's centre more than :data:`SIDE_MARGIN_MM` across it."""
+    problems, by_key = [], {n.lower(): n for n in segments.names}
+    sided = {n: _side(n) for n in segments.names}
+    centres = {n: centre_x(segments, n) for n, side in sided.items() if side}
+    flagged = set()
+    for name, side in sided.items():
+        if not side or centres[name] is None or name in flagged:
+            continue
+        sign = 1.0 if side[0] == "left" else -1.0  # LPS: the patient's left is +x
+        partner = by_key.get(side[1])
+        if side[0] == "left" and partner is not None and centres.get(partner) is not None:
+            gap = centres[name] - centres[partner]
+            if gap < 0:
+                problems.append(f"{name!r} lies {-gap:.0f} mm to the patient's right of {partner!r} "
+                                "(left and right swapped: masks mirrored?)")
+                flagged.add(partner)
+                continue
+        if midline_x is not None and sign * (centres[name] - midline_x) < -SIDE_MARGIN_MM:
+            problems.append(f"{name!r} lies {abs(centres[name] - midline_x):.0f} mm on the patient's "
+                            f"{'right' if side[0] == 'left' else 'left'} of the body's midline (masks mirrored?)")
+    return problems
 
 
 def check_same_body(segments, image: Volume, ct: Volume | None = None, *, allow_mismatch: bool = False,

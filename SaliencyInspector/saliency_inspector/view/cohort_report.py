@@ -97,7 +97,8 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
         png = plot_metric(metric, info.meaning, stats, rows, base / "images" / f"cohort_{metric}.png")
         if png is not None:
             parts.append(f"<figure><img src='{escape(png.relative_to(base).as_posix())}' alt='{escape(metric)}'>"
-                         f"<figcaption>{escape(info.name)}: {escape(info.meaning)}</figcaption></figure>")
+                         f"<figcaption>{escape(info.name)}{f' ({escape(info.unit)})' if info.unit else ''}: "
+                         f"{escape(info.meaning)}</figcaption></figure>")
 
     parts.append("<h2>Intervals by label and prediction (organ of the class)</h2>")
     parts.append("<table><tr><th class='name'>method</th><th class='name'>class</th><th class='name'>metric</th>"

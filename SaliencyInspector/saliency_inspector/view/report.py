@@ -66,7 +66,8 @@ def _metrics_table_html(table, focus=()) -> str:
         info = METRICS[key]
         base = f" <span class='muted'>({escape(METRICS[info.baseline_key].name.lower())})</span>" \
             if info.baseline_key else ""
-        head += f"<th title='{escape(info.meaning)}'>{escape(info.name)}{base}</th>"
+        unit = f" ({escape(info.unit)})" if info.unit else ""  # e.g. Peak distance (mm)
+        head += f"<th title='{escape(info.meaning)}'>{escape(info.name)}{unit}{base}</th>"
     head += "<th class='name'>note</th></tr>"
     body = []
     for row in rows:
@@ -217,7 +218,8 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
     for key, info in METRICS.items():
         better = "reference level (not a score)" if key in REFERENCE_KEYS else \
             ("higher" if info.higher_is_better else "lower")
-        parts.append(f"<tr><td class='name'>{escape(info.name)} <span class='muted'>({escape(key)})</span></td>"
+        unit = f" ({escape(info.unit)})" if info.unit else ""
+        parts.append(f"<tr><td class='name'>{escape(info.name)}{unit} <span class='muted'>({escape(key)})</span></td>"
                      f"<td class='name'>{escape(info.meaning)}</td><td>{escape(info.range)}</td>"
                      f"<td class='name'>{better}</td></tr>")
     parts.append("</table>")

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.volume import Volume, overlap_fraction
 from .display import (BACKGROUND, DEFAULT_THRESHOLD, DEFAULT_WINDOW, HEAT_ALPHA, PEAK_CROSS_COLOR, PEAK_CROSS_PX,
-                      display_map, heat_colors, peak_point, segment_colors, segment_groups)
+                      cool_colors, display_map, heat_colors, peak_point, segment_colors, segment_groups)
 
 # Axes of LPS space: 0 = x (towards patient Left), 1 = y (Posterior), 2 = z (Superior).
 # Each panel: (name, column axis, row axis, axis normal to the plane, letters at left/right/top/bottom).
@@ -103,13 +103,23 @@ def _nearest_voxels(volume: Volume, points: np.ndarray):
     return flat, inside
 
 
+def peak_in_plane(saliency: Volume, peak, point, normal_axis: int) -> bool:
+    """True when the plane through ``point`` normal to LPS axis ``normal_axis`` cuts the map voxel
+    that holds ``peak`` (within half that voxel's extent along the axis)."""
+    half = 0.5 * float(np.abs(np.asarray(saliency.direction)[normal_axis]) @ np.asarray(saliency.spacing))
+    return abs(float(peak[normal_axis]) - float(point[normal_axis])) <= half + 1e-6
+
+
 def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window=DEFAULT_WINDOW,
-                 threshold: float = DEFAULT_THRESHOLD, panel_px: int = 384, scale=None) -> list[SlicePanel]:
+                 threshold: float = DEFAULT_THRESHOLD, panel_px: int = 384, scale=None,
+                 signed: bool = False) -> list[SlicePanel]:
     """Axial, coronal and sagittal panels through ``point`` (LPS mm; default: the map's peak).
 
-    The map's peak is marked by a cyan cross where it projects onto each panel (also when the
-    panels go through another point, e.g. the lesion's centre shared by every method of a class).
-    ``scale``: divide ReLU(map) by this instead of its own maximum (shared colour scale).
+    The map's peak is marked by a cyan cross on each panel whose plane goes through the peak's
+    voxel (panels through another point, e.g. the lesion's centre, show no cross: the peak is not
+    on them). ``scale``: divide ReLU(map) by this instead of its own maximum (shared colour scale).
+    ``signed``: the method's map is signed, so negative evidence (against the class) is shown too,
+    in blue, on the same scale as the positive heat (|map| / max |map|).
 
     All panels share one square pixel size, chosen so the CT's largest extent spans ``panel_px``
     pixels. ``window`` is the CT's (lower, upper) HU; heat is drawn where the display map is at
@@ -120,7 +130,10 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
     if overlap_fraction(saliency, ct) == 0:
         raise InputError(f"the saliency map ({saliency.describe_grid()}) does not overlap the CT "
                          f"({ct.describe_grid()}) in physical space; pass the map computed for this CT")
-    shown = display_map(saliency, scale)
+    if not np.isfinite(saliency.array).all():
+        raise InputError(f"the saliency map has {int(np.count_nonzero(~np.isfinite(saliency.array)))} NaN or "
+                         "infinite voxels; a map with holes cannot be shown honestly: recompute it")
+    shown = display_map(saliency, scale, signed)
     colors = segment_colors(segments)
     peak = peak_point(saliency)
     if point is None:
@@ -130,6 +143,11 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
     point = np.asarray(point, dtype=float)
     lo_hu, hi_hu = (float(w) for w in window)
     bounds = _bounds_lps(ct)
+    inside_ct = ct.physical_to_index(point)
+    if not np.isfinite(point).all() or np.any(inside_ct < -0.5) or np.any(inside_ct > np.asarray(ct.size_xyz) - 0.5):
+        raise InputError(f"the point LPS ({', '.join(f'{v:.1f}' for v in point)}) mm lies outside the CT "
+                         f"(x {bounds[0, 0]:.1f}..{bounds[1, 0]:.1f}, y {bounds[0, 1]:.1f}..{bounds[1, 1]:.1f}, "
+                         f"z {bounds[0, 2]:.1f}..{bounds[1, 2]:.1f} mm): its slices would be blank")
     pixel_mm = float((bounds[1] - bounds[0]).max()) / panel_px
     panels = []
     for name, col_axis, row_axis, normal_axis, letters in _PANELS:
@@ -149,12 +167,12 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
 
         # Heat overlay: transparent below the threshold.
         value = _sample(shown, pts, order=1, cval=0.0)
-        hot = value >= threshold
-        if threshold > 0 and hot.any():
-            t = (value[hot] - threshold) / max(1.0 - threshold, 1e-6)
-            colour = heat_colors(t)[:, :3]
-            alpha = (HEAT_ALPHA[0] + t * (HEAT_ALPHA[1] - HEAT_ALPHA[0]))[:, None]
-            rgb[hot] = (1 - alpha) * rgb[hot] + alpha * colour
+        for sign, palette in ((1.0, lambda t: heat_colors(t)[:, :3]), (-1.0, cool_colors)):
+            hot = sign * value >= threshold
+            if threshold > 0 and hot.any():
+                t = (sign * value[hot] - threshold) / max(1.0 - threshold, 1e-6)
+                alpha = (HEAT_ALPHA[0] + t * (HEAT_ALPHA[1] - HEAT_ALPHA[0]))[:, None]
+                rgb[hot] = (1 - alpha) * rgb[hot] + alpha * palette(t)
 
         # Organ outlines (2-pixel lines at display resolution, in the segment's colour).
         for group in segment_groups(segments):
@@ -163,7 +181,7 @@ def slice_panels(ct: Volume, saliency: Volume, segments=None, point=None, window
                 mask = (segment.mask.ravel()[flat] & within).reshape(h, w)
                 if mask.any():
                     rgb[find_boundaries(mask, mode="inner", background=0)] = np.asarray(colors[segment.name][:3])
-        if peak is not None:
+        if peak is not None and peak_in_plane(saliency, peak, point, normal_axis):
             row, col = (int(round(v)) for v in panel.project(peak))
             for dr, dc in [(d, 0) for d in range(-PEAK_CROSS_PX, PEAK_CROSS_PX + 1)] + \
                           [(0, d) for d in range(-PEAK_CROSS_PX, PEAK_CROSS_PX + 1)]:

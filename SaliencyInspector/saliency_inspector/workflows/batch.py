@@ -97,8 +97,7 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     cohort = read_manifest(manifest)  # every problem of the manifest at once, before any work
     settings = BatchSettings(model=str(model), methods=methods, classes=classes, card=card and str(card),
                              arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device)
-    if classes != "all":
-        _check_classes(settings)  # a typo in --class must not fail 10,000 cases one by one
+    _check_model(settings)  # an unusable model or a typo in --class must not fail 10,000 cases one by one
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
@@ -162,13 +161,24 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
         return result
 
 
-def _check_classes(settings: BatchSettings) -> None:
-    """The requested classes exist in the model (loaded once here, on the driver, for its card)."""
+def _check_model(settings: BatchSettings) -> None:
+    """The model loads, answers a blank input of its card's size (when the card fixes one) and has
+    the requested classes: loaded once here, on the driver, before the first case (InputError)."""
     from ..explainers.explanation import select_classes
     from ..cohort.case import load_model
 
-    names = load_model(settings).card.classes
-    if names is not None:  # a card-less .pt2 names its outputs 0..K-1 only once it has run
+    classifier = load_model(settings)
+    size = classifier.card.input.size
+    if size is not None:
+        import torch
+
+        try:
+            classifier.predict(torch.zeros((1, classifier.card.input.channels, *size)))
+        except Exception as err:  # noqa: BLE001 - any failure here would fail every case
+            raise InputError(f"--model {settings.model}: the model does not run on an input of its card's "
+                             f"size {tuple(size)} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    names = classifier.card.classes
+    if settings.classes != "all" and names is not None:  # a card-less .pt2 names outputs 0..K-1 once run
         select_classes(names, list(settings.classes))
 
 

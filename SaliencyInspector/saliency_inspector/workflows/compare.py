@@ -153,13 +153,14 @@ def _choose_segment(names: list, class_name: str, segment) -> str:
 
 def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "gradcam", "gradient", "smoothgrad",
                        "ig"), segment=None, settings=None, steps: int = 20, replacement: str = "blur",
-                       blur_mm: float = 10.0, seed: int = 0, progress=None) -> Comparison:
+                       blur_mm: float = 10.0, seed: int = 0, progress=None, allow_mismatch: bool = False) -> Comparison:
     """Every estimator in ``methods`` on one case and one class, side by side (see module doc).
 
     ``masks``: :class:`io.segments.Segments` (on any grid; resampled) or a dict name -> bool array on
     the CT grid; ``segment``: the one to score against (default: the only one, or the one whose name
     contains the class name); ``settings``: estimator settings; ``steps``/``replacement``/``blur_mm``:
-    fidelity; ``seed``: the fidelity tie-break and random map.
+    fidelity; ``seed``: the fidelity tie-break and random map. Segments that do not describe this
+    CT (another patient's, mirrored) are refused unless ``allow_mismatch``.
     """
     import torch
 
@@ -171,6 +172,10 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     from .fidelity import map_fidelity, model_input
 
     say = progress or (lambda _m: None)
+    if hasattr(masks, "grid"):  # Segments: the same checks as evaluate and render (scoring/consistency.py)
+        from ..scoring.consistency import check_same_body
+
+        check_same_body(masks, ct, ct, allow_mismatch=allow_mismatch, warn=say, source="masks")
     if int(steps) < 2:
         raise InputError(f"fidelity needs at least 2 steps (p = 0 … 100 %), got {steps}")
     methods = [methods] if isinstance(methods, str) else list(methods)

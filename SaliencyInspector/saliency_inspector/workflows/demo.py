@@ -138,7 +138,10 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     # else the first method's peak), so the methods are compared on the same anatomy
     from ..view.display import peak_point
 
+    from ..explainers.registry import get_method
+
     images, slice_points = {}, {}
+    strongest = {m: max(_positive_max(explanation.raw[(m, c)]) for c in explanation.classes) for m in methods}
     for (method, name), volume in explanation.maps.items():
         say(f"rendering {method} / {name}")
         path = out / "images" / f"{method}_{safe_name(name)}.png"
@@ -152,9 +155,17 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
             scale = max(float(np.max(explanation.map(m, name).array)) for m in methods) or None
         title = (f"{method_label(method)} · class {name} · p = {p['probability']:.2f} → "
                  f"{'present' if p['probability'] >= threshold else 'absent'} (threshold {threshold:g})")
-        title += " · lesion present" if p["truth"] else ""
+        title += " · truth: lesion" if p["truth"] else " · truth: no lesion"
+        banner = None
+        if p["probability"] < threshold:  # a class called absent: its map is magnified, say by how much
+            shown_max = scale or _positive_max(explanation.raw[(method, name)])
+            gain = strongest[method] / shown_max if shown_max > 0 else float("inf")
+            banner = f"ABSENT: p = {p['probability']:.2f} < {threshold:g} · " + (
+                f"map magnified ×{gain:.1f} against this method's strongest class" if gain >= 1.05 else
+                "weak evidence, not a finding")
         images[(method, name)] = render_overlay(case.ct, volume, [case.organs, case.lesions], path, title=title,
-                                                panel_px=panel_px, point=point, point_label=label, scale=scale)
+                                                panel_px=panel_px, point=point, point_label=label, scale=scale,
+                                                signed=get_method(method).meaning == "signed", banner=banner)
     t = lap("render", t)
 
     # 5. ROC curves of each focus class's maps against its organ(s) and lesion(s), over the body
@@ -216,30 +227,44 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     for i, (name, method) in enumerate(shown):
         p = next(p for p in predictions if p["class"] == name)
         print(f"\n== {method_label(method)} · class {name} (p = {p['probability']:.3f}, "
-              f"{'lesion present' if p['truth'] else 'no lesion'}) ==")
+              f"truth: {'lesion' if p['truth'] else 'no lesion'}) ==")
         print(tables[(method, name)].format(legend=i == len(shown) - 1))  # the legend once, at the end
     print(f"\nreport: {report.resolve()}")
     say(f"done in {seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
     return DemoResult(out, report, tables, images, predictions, focus, seconds, timings, slice_points)
 
 
+def _positive_max(volume) -> float:
+    """The largest positive value of a map (0 when it has none)."""
+    return max(float(np.nanmax(np.asarray(volume.array))), 0.0)
+
+
 def _class_point(case, name, first_map, peak_point):
-    """(LPS point, what it is) where a class's pictures are sliced: the centre of its lesion(s),
-    else of its organ(s), else the first method's peak."""
+    """(LPS point, what it is) where a class's pictures are sliced: the centre of its lesion, else of
+    its organ, else the first method's peak. A class with several lesions or organs (kidney: both
+    kidneys) is sliced through the one holding most of the first map's positive mass, never through
+    their common centre (between the kidneys, where neither is)."""
+    from ..io.volume import resample_to
+
     organs = _class_organs(name)
-    masks = [les.mask for les in case.lesions
+    masks = [(les.name, les.mask) for les in case.lesions
              if any(info["name"] == les.name and info["organ"] in organs for info in case.info.get("lesions", []))]
     label = "the centre of the class's lesion"
-    if not any(m.any() for m in masks):
-        masks = [case.organs.mask(o) for o in organs if o in case.organs.names]
+    if not any(m.any() for _n, m in masks):
+        masks = [(o, case.organs.mask(o)) for o in organs if o in case.organs.names]
         label = "the centre of the class's organ"
-    union = np.zeros(case.ct.shape, bool)
-    for m in masks:
-        union |= m
-    if union.any():
-        k, j, i = (float(v.mean()) for v in np.nonzero(union))
-        return case.ct.index_to_physical([i, j, k]), label
-    return peak_point(first_map), "the first method's peak"
+    masks = [(n, m) for n, m in masks if m.any()]
+    if not masks:
+        return peak_point(first_map), "the first method's peak"
+    if len(masks) > 1:
+        positive = np.maximum(resample_to(first_map, case.ct, "linear").array, 0) if not first_map.same_grid(case.ct) \
+            else np.maximum(first_map.array, 0)
+        chosen, mask = max(masks, key=lambda nm: float(positive[nm[1]].sum()))
+        label = f"the centre of {chosen}: most of the map"
+    else:
+        mask = masks[0][1]
+    k, j, i = (float(v.mean()) for v in np.nonzero(mask))
+    return case.ct.index_to_physical([i, j, k]), label
 
 
 def _write_metrics(records, out: Path) -> None:

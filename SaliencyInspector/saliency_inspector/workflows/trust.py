@@ -87,19 +87,24 @@ def architecture_of(classifier: Classifier) -> str:
     return type(classifier.module).__name__
 
 
-def _class_mask(segments: Segments, class_name: str, segment: str | None = None,
-                note: Callable[[str], None] | None = None) -> tuple[str, np.ndarray]:
-    """(mask name, bool mask on the segments' grid): ``segment`` if given, else the union of the
-    segments whose name contains the class name, else the union of all segments."""
-    names = segments.names
+def _class_segments(names: Sequence[str], class_name: str, segment: str | None = None) -> list[str]:
+    """The segments localization scores against: ``segment`` if given, else those whose name contains
+    the class name; an InputError naming the segments when none does (scoring against all of them
+    would grade the map against other findings)."""
     if segment:
-        return segment, segments.mask(segment)
+        if segment not in names:
+            raise InputError(f"--segment {segment!r} is not in the masks; they are: {', '.join(names)}")
+        return [segment]
     chosen = [n for n in names if str(class_name).lower() in n.lower() and n.lower() != "body"]
     if not chosen:
-        chosen = [n for n in names if n.lower() != "body"]
-        if note:
-            note(f"no segment is named after class {class_name!r}: localization uses the union of "
-                 f"{', '.join(chosen)} (choose one with --segment)")
+        raise InputError(f"no segment of the masks is named after class {class_name!r} (they are: "
+                         f"{', '.join(names)}); choose the finding's segment with --segment")
+    return chosen
+
+
+def _class_mask(segments: Segments, class_name: str, segment: str | None = None) -> tuple[str, np.ndarray]:
+    """(mask name, bool mask on the segments' grid): the union of :func:`_class_segments`."""
+    chosen = _class_segments(segments.names, class_name, segment)
     mask = np.zeros(segments.grid.shape, bool)
     for n in chosen:
         mask |= segments.mask(n)
@@ -113,7 +118,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
               sigma_mm: float = 10.0, out_dir: str | Path | None = None, mode: str = "cascading", seed: int = 0,
               cohort: Sequence[Volume | tuple[Volume, Segments | None]] | None = None, n_baseline: int = 4,
               layer: str | None = None, normalisation: str | None = None, randomize: bool = True,
-              progress: Callable[[str], None] | None = None) -> TrustResult:
+              progress: Callable[[str], None] | None = None, allow_mismatch: bool = False) -> TrustResult:
     """Fill the trust card for ``ct`` (Volume) and ``class_name`` with each of ``methods``.
 
     ``models``: one or two :class:`Classifier` (two: repeatability when their architectures match,
@@ -123,7 +128,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     heatmap volume), :class:`scoring.fixations.Fixations` or a Volume. ``cohort``: other cases, a list of
     (CT Volume, Segments or None), for the baseline and the location prior. ``mode``: cascading or
     independent randomization; ``randomize=False`` skips it (the card says "not measured").
-    ``out_dir``: where trust.json and trust.html go (None: nothing written).
+    ``out_dir``: where trust.json and trust.html go (None: nothing written). Masks that do not
+    describe this CT (another patient's, mirrored) are refused unless ``allow_mismatch``.
     """
     from ..scoring import trust
     from ..scoring.fixations import read_attention
@@ -150,14 +156,25 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
     resolved = [get_method(m).name for m in methods]  # InputError naming every method when one is unknown
     notes: list[str] = []
+    if masks is not None:  # before the long work: the same checks as evaluate and render
+        from ..scoring.consistency import check_same_body
+
+        check_same_body(masks, ct, ct, allow_mismatch=allow_mismatch, warn=say, source="masks")
+        _class_segments(masks.names, class_label, segment)
+        for n, case in enumerate(c for c in cohort or () if not isinstance(c, Volume) and c[1] is not None):
+            check_same_body(case[1], case[0], case[0], allow_mismatch=allow_mismatch, warn=say,
+                            source=f"cohort masks {n + 1}")
 
     attention = None
     if fixations is not None:
         attention = read_attention(fixations, fixations_space) if isinstance(fixations, (str, Path)) else fixations
 
     prepared = prepare(clf, ct)
-    body_in = body_mask(ct, prepared.grid)
-    body_ct = body_mask(ct)
+    try:
+        body_in = body_mask(ct, prepared.grid)
+        body_ct = body_mask(ct)
+    except InputError as err:  # its advice (--region) is evaluate's: trust has no such option
+        raise InputError(str(err).split("; ")[0] + "; trust needs a CT in Hounsfield units with a body in it") from None
 
     # the baseline's cases
     if cohort:
@@ -180,7 +197,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     mask_name, mask_ct = None, None
     if masks is not None:
         masks_on_ct = masks.resampled_to(ct)
-        mask_name, mask_ct = _class_mask(masks_on_ct, class_label, segment, notes.append)
+        mask_name, mask_ct = _class_mask(masks_on_ct, class_label, segment)
 
     evidence, curves, timings = {}, {}, {}
     for name, method in zip(resolved, methods):
