@@ -325,11 +325,10 @@ def _judge_gaze(evidence: Evidence) -> Verdict:
     g = evidence.gaze
     if g is None:
         return c.not_measured("needs readers' fixations (--fixations)")
-    value, (lo, _hi) = g.metrics["sauc"], g.intervals["sauc"]
     base = g.inter_observer["sauc"] if g.inter_observer else 0.5
-    return Verdict("gaze", value=value, baseline=base, verdict=PASS if lo > 0.5 else FAIL, rule=c.rule,
+    return Verdict("gaze", value=g.metrics["sauc"], baseline=base, verdict=g.verdict, rule=c.rule,
                    details={**g.to_dict(), "baseline_kind": "inter-observer sAUC" if g.inter_observer else "chance (0.5)"},
-                   note="; ".join(g.notes))
+                   note="; ".join([g.verdict_why, *g.notes]))
 
 
 CRITERIA = {c.key: c for c in (
@@ -359,7 +358,8 @@ CRITERIA = {c.key: c for c in (
               "shuffled AUC of the map at readers' fixations against points drawn from the centre bias "
               "(NSS, CC, KL, SIM, AUC, sNCC beside it)",
               "0.5 (no better than the centre bias); the inter-observer sAUC when several readers are given",
-              "passes when the lower end of sAUC's bootstrap 95 % interval is above 0.5",
+              "passes when sAUC's 95 % interval (bootstrap over readers) lies above 0.5, fails when below; "
+              "inconclusive when it straddles 0.5 or with fewer than 3 readers or 10 fixations",
               _judge_gaze),
 )}
 
