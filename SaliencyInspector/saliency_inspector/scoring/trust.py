@@ -265,6 +265,7 @@ class Evidence:
     localization_why: str | None = None
     mask_name: str | None = None
     gaze: GazeResult | None = None
+    emprt: Any = None  # randomization_tests.Emprt: the entropy-ratio randomization test over seeds
 
 
 # ---- the judges: evidence -> verdict, one per criterion ---------------------------------------------
@@ -331,6 +332,15 @@ def _judge_gaze(evidence: Evidence) -> Verdict:
                    note="; ".join([g.verdict_why, *g.notes]))
 
 
+def _judge_emprt(evidence: Evidence) -> Verdict:
+    c = CRITERIA["emprt"]
+    e = evidence.emprt
+    if e is None:
+        return c.not_measured("no randomization run")
+    return Verdict("emprt", value=e.mean, baseline=0.0, verdict=e.verdict, rule=c.rule, details=e.to_dict(),
+                   note="; ".join([e.why, *e.notes]))
+
+
 CRITERIA = {c.key: c for c in (
     Criterion("localization", "Localization",
               "AUPRC of the map against the finding's mask over the body (average precision; the trapezoid area "
@@ -344,6 +354,13 @@ CRITERIA = {c.key: c for c in (
               "mean SSIM between maps of different cases under the trained model",
               "passes when the SSIM after the last block is below the baseline (the map depends on the weights)",
               _judge_randomization),
+    Criterion("emprt", "eMPRT",
+              "relative rise of the map's discrete entropy (100 bins) from the trained to the fully randomized "
+              "model, one score per randomization seed (Hedström et al. 2023; Quantus EfficientMPRT)",
+              "0 (the randomized model's map no more disordered than the trained model's)",
+              "passes when the t 95 % interval over seeds lies above 0, fails when below; inconclusive "
+              "otherwise or with fewer than 3 seeds",
+              _judge_emprt),
     Criterion("repeatability", "Repeatability",
               "SSIM between the maps of two trainings of the same architecture (Spearman and top-k overlap beside it)",
               "mean SSIM between maps of different cases under the trained model",
