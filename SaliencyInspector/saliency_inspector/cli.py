@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("retrained-demo-model"),
                    help="output folder (default: retrained-demo-model; never the shipped Resources/Models)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle-labels", action="store_true",
+                   help="train on shuffled labels (data-randomization control: its maps must not look like the real model's)")
     p.set_defaults(func=cmd_train_demo)
     return parser
 

@@ -181,3 +181,155 @@ def test_a_reader_heatmap_volume_is_accepted(reader_case, tmp_path):
     assert own.metrics["kl"] == pytest.approx(0.0, abs=1e-9) and own.metrics["nss"] > 2
     assert abs(other.metrics["cc"]) < 0.2 and own.readers == ["heatmap"] and own.inter_observer is None
     assert any("heatmap" in n for n in own.notes)
+
+
+# ---- the reference code's definitions on synthetic readers (etsaliencymaps, compare_heatmaps.py) ----
+def _random_density(rng, n):
+    d = ndimage.gaussian_filter(rng.random(n), 3)
+    return d / d.sum()
+
+
+def test_ground_truth_is_the_mean_of_the_other_readers_and_the_baseline_is_paired_per_reader():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    n = 400
+    s = ndimage.gaussian_filter(rng.random(n), 4)
+    dens = [_random_density(rng, n) for _ in range(3)]
+    fix = [rng.choice(n, 20 + 10 * r, p=dens[r]) for r in range(3)]
+    centre = _random_density(rng, n)
+    negatives = rng.integers(0, n, 60)
+    res = gaze.score_image(s, dens, fix, centre, negatives, seed=0, n_bootstrap=200)
+    model, inter = [], []
+    for r in range(3):  # by hand: leave reader r out; the others' heatmaps averaged (each sums to 1)
+        gt = (dens[(r + 1) % 3] + dens[(r + 2) % 3]) / 2
+        pos = np.concatenate([fix[(r + 1) % 3], fix[(r + 2) % 3]])
+        y = np.r_[np.ones(pos.size), np.zeros(negatives.size)]
+        model.append({"cc": np.corrcoef(s, gt)[0, 1], "sncc": np.corrcoef(s, gt)[0, 1] - np.corrcoef(s, centre)[0, 1],
+                      "sauc": roc_auc_score(y, np.r_[s[pos], s[negatives]])})
+        inter.append({"cc": np.corrcoef(dens[r], gt)[0, 1],
+                      "sauc": roc_auc_score(y, np.r_[dens[r][pos], dens[r][negatives]])})
+    for key in ("cc", "sncc", "sauc"):
+        assert res.metrics[key] == pytest.approx(np.mean([m[key] for m in model]), abs=1e-12)
+    for key in ("cc", "sauc"):
+        assert res.inter_observer[key] == pytest.approx(np.mean([i[key] for i in inter]), abs=1e-12)
+        assert res.difference[key] == pytest.approx(res.metrics[key] - res.inter_observer[key], abs=1e-12)
+    assert res.n_readers == 3 and res.n_fixations == 20 + 30 + 40
+    lo, hi = res.intervals["cc"]
+    assert min(m["cc"] for m in model) - 1e-12 <= lo <= res.metrics["cc"] <= hi <= max(m["cc"] for m in model) + 1e-12
+
+
+def test_sauc_without_other_images_weights_every_voxel_by_the_centre_bias():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    s = rng.integers(0, 8, 300).astype(float)  # ties
+    centre = _random_density(rng, 300)
+    pos = rng.integers(0, 300, 50)
+    y = np.r_[np.ones(50), np.zeros(300)]
+    expected = roc_auc_score(y, np.r_[s[pos], s], sample_weight=np.r_[np.full(50, 1 / 50), centre])
+    res = gaze.score_image(s, [np.full(300, 1 / 300)], [pos], centre, None)
+    assert res.metrics["sauc"] == pytest.approx(expected, abs=1e-12)
+    assert gaze.auc(s[pos], s, centre) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_centre_bias_map_scores_auc_high_but_shuffled_auc_at_chance():
+    """Readers of every image look near the centre: the centre bias itself predicts this image's
+    fixations (AUC high) but no better than other images' (sAUC ≈ 0.5, sNCC ≈ 0). On an image whose
+    readers also look at a lesion, a map of the lesion beats the centre bias on sAUC and sNCC."""
+    rng = np.random.default_rng(11)
+    shape = (24, 24, 24)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    centre = np.exp(-0.5 * ((zz - 11.5) ** 2 + (yy - 11.5) ** 2 + (xx - 11.5) ** 2) / 4.0 ** 2).ravel()
+    centre /= centre.sum()
+    lesion = np.exp(-0.5 * ((zz - 5) ** 2 + (yy - 18) ** 2 + (xx - 6) ** 2) / 2.0 ** 2).ravel()
+    others = rng.choice(centre.size, 2000, p=centre)  # fixations of the other images
+
+    def readers_and_heatmaps(with_lesion):
+        readers = [np.r_[rng.choice(centre.size, 60, p=centre),
+                         rng.choice(centre.size, 30 if with_lesion else 0, p=lesion / lesion.sum())] for _ in range(4)]
+        dens = []
+        for f in readers:
+            d = ndimage.gaussian_filter(np.bincount(f, minlength=centre.size).reshape(shape).astype(float), 2).ravel()
+            dens.append(d / d.sum())
+        return dens, readers
+
+    plain = readers_and_heatmaps(False)
+    by_centre = gaze.score_image(centre, *plain, centre, others, n_bootstrap=200)
+    assert by_centre.metrics["auc"] > 0.75 and abs(by_centre.metrics["sauc"] - 0.5) < 0.05
+    assert abs(by_centre.metrics["sncc"]) < 0.15
+    looked = readers_and_heatmaps(True)
+    by_lesion = gaze.score_image(lesion, *looked, centre, others, n_bootstrap=200)
+    centre_there = gaze.score_image(centre, *looked, centre, others, n_bootstrap=200)
+    assert by_lesion.metrics["sauc"] > 0.6 > centre_there.metrics["sauc"]
+    assert by_lesion.metrics["sncc"] > 0.2 > centre_there.metrics["sncc"]
+
+
+def test_intervals_resample_readers_not_fixations(reader_case):
+    """Repeating every fixation ten times changes nothing: the unit of the bootstrap is the reader (a
+    fixation bootstrap would shrink the interval by about √10)."""
+    lesion, _, fx = reader_case
+    third = fixations.sample_fixations(lesion, 200, seed=9, reader="r3")
+    three = fixations.Fixations.concat([fx, third])
+    tenfold = fixations.Fixations.concat([three] * 10)
+    a = gaze.compare_with_gaze(lesion, three, sigma_mm=6.0, seed=0, n_bootstrap=300)
+    b = gaze.compare_with_gaze(lesion, tenfold, sigma_mm=6.0, seed=0, n_bootstrap=300)
+    for key in gaze.GAZE_KEYS:
+        assert b.metrics[key] == pytest.approx(a.metrics[key], abs=1e-9)
+        assert b.intervals[key] == pytest.approx(a.intervals[key], abs=1e-9)
+    assert a.n_readers == 3 and b.n_fixations == 10 * a.n_fixations
+
+
+def test_readers_weigh_equally_whatever_their_number_of_fixations():
+    """The ground truth averages the readers' heatmaps (each summing to 1), not their pooled fixations."""
+    grid = Volume(np.zeros((16, 16, 30), np.float32), spacing=(2.0, 2.0, 2.0))
+    left, right = grid.index_to_physical(np.array([[6.0, 8.0, 8.0]])), grid.index_to_physical(np.array([[24.0, 8.0, 8.0]]))
+    many = fixations.Fixations(np.repeat(left, 50, 0), np.ones(50), np.array(["a"] * 50, dtype=object))
+    few = fixations.Fixations(np.repeat(right, 2, 0), np.ones(2), np.array(["b"] * 2, dtype=object))
+    third = fixations.Fixations(right, np.ones(1), np.array(["c"], dtype=object))
+    peak = grid.with_array(gaze.density(many, grid, None, sigma_mm=4.0).astype(np.float32))  # reader a's heatmap
+    res = gaze.compare_with_gaze(peak, fixations.Fixations.concat([many, few, third]), sigma_mm=4.0,
+                                 seed=0, n_bootstrap=50)
+    # the rows leaving out c and b have a ground truth half on the left (SIM ~ 0.5), leaving out a none:
+    # mean ~ 1/3; pooled fixations (50 left : 3 right) would give ~ 0.65
+    assert 0.25 < res.metrics["sim"] < 0.42
+
+
+def test_density_spread_is_sigma_mm_along_every_axis_of_an_anisotropic_grid():
+    """One fixation on a 1 × 1 × 2.5 mm grid with σ = 4 mm: the heatmap's standard deviation is ≈ 4 mm
+    along x, y and z (σ converted to voxels per axis, in the array's (z, y, x) order)."""
+    grid = Volume(np.zeros((40, 60, 60), np.float32), spacing=(1.0, 1.0, 2.5))
+    point = grid.index_to_physical(np.array([[30.0, 30.0, 20.0]]))
+    d = gaze.density(fixations.Fixations(point, np.ones(1), np.array(["r"], dtype=object)), grid, None, sigma_mm=4.0)
+    spacing_zyx = np.asarray(grid.spacing)[::-1]
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        profile = d.sum(axis=other)
+        mm = np.arange(profile.size) * spacing_zyx[axis]
+        mean = (profile * mm).sum()
+        sd = np.sqrt((profile * (mm - mean) ** 2).sum())
+        assert sd == pytest.approx(4.0, rel=0.05), (axis, sd)
+
+
+def test_a_verdict_from_one_fixation_or_one_reader_is_inconclusive(reader_case):
+    lesion, _, fx = reader_case
+    one = fx.subset(np.array([0]))
+    single = gaze.compare_with_gaze(lesion, one, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    assert single.verdict == gaze.INCONCLUSIVE and single.intervals == {} and single.inter_observer is None
+    r1 = fx.subset(fx.reader == "r1")  # 400 fixations of one reader: still no interval over readers
+    alone = gaze.compare_with_gaze(lesion, r1, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    assert alone.metrics["sauc"] > 0.6 and alone.verdict == gaze.INCONCLUSIVE and "1 reader" in alone.verdict_why
+    assert "at least 3" in alone.verdict_why
+    two = gaze.compare_with_gaze(lesion, fx, sigma_mm=6.0, seed=0, n_bootstrap=300)  # r1, r2 agree: still too few
+    assert two.intervals["sauc"][0] > 0.5 and two.verdict == gaze.INCONCLUSIVE
+    heat = gaze.compare_with_gaze(lesion, lesion, sigma_mm=6.0, seed=0, n_bootstrap=50)
+    assert heat.verdict == gaze.INCONCLUSIVE
+    # three readers looking where the map points: an interval over readers above 0.5
+    three = fixations.Fixations.concat([fx, fixations.sample_fixations(lesion, 200, seed=9, reader="r3")])
+    ok = gaze.compare_with_gaze(lesion, three, sigma_mm=6.0, seed=0, n_bootstrap=300)
+    assert ok.verdict == gaze.PASS and ok.intervals["sauc"][0] > 0.5
+    # on the trust card: the verdict is the gaze result's, never PASS from one reader
+    from saliency_inspector.scoring import trust
+
+    for result, expected in ((single, "inconclusive"), (alone, "inconclusive"), (ok, "pass")):
+        assert trust.CRITERIA["gaze"].judge(trust.Evidence(gaze=result)).verdict == expected

@@ -27,7 +27,7 @@ from ..io.records import json_default
 KEEP_MAPS = ("none", "feature", "ct")
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
-FORMAT_VERSION = 1  # bump when per-case outputs change meaning: every case is recomputed
+FORMAT_VERSION = 2  # bump when per-case outputs change meaning: every case is recomputed
 # per-case metric columns kept in the cohort tables (the registry's metrics plus the mask size)
 CONTEXT_KEYS = ("mask_voxels", "threshold", "region", "note")
 
@@ -172,9 +172,15 @@ def run_case(case, job: CaseJob, classifier) -> dict:
                 path = write_volume(volume, folder / "maps" / f"{method}_{safe_name(klass)}{suffix}")
                 maps.append(str(path.relative_to(folder)))
         (folder / "predictions.json").write_text(json.dumps(explanation.predictions(), indent=2) + "\n")
+        gaze = None
+        (folder / "gaze.npz").unlink(missing_ok=True)
+        if case.paths.get("fixations") is not None:  # the readers' fixations, scored over the cohort
+            from .gaze import write_case_gaze
+
+            gaze = write_case_gaze(folder, case.paths["fixations"], ct, explanation)
         result = {"case_id": case.case_id, "key": case_key(case, job.fingerprint), "status": "ok",
                   "error": "", "predictions": predictions, "rows": rows, "maps": maps,
-                  "model": explanation.model, "layer": explanation.layer}
+                  "model": explanation.model, "layer": explanation.layer, "gaze": gaze}
         _write_case_page(folder, case, ct, explanation, rows, predictions)
         _write_atomically(folder / RESULT_FILE, result)
         return result

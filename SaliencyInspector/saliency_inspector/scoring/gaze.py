@@ -1,21 +1,29 @@
 """Agreement of a saliency map with where readers looked (eye-tracking fixations in 3D).
 
 Input: :class:`.fixations.Fixations` (read from CSV or Slicer markups by :mod:`.fixations`) or a
-reader heatmap volume.
+reader heatmap volume. Definitions follow Bigolin Lanfredi et al.'s reference code
+(ricbl/etsaliencymaps, ``src/compare_heatmaps.py`` and ``src/get_center_bias.py``;
+``/work/shared/notes/trust.md``):
 
-Fixation density: one Gaussian per fixation (σ in mm, default 10), duration-weighted, kept inside
-the body, normalised to sum 1 (Bigolin Lanfredi et al.; ``/work/shared/notes/trust.md``).
-
-Metrics (the map as ReLU(map) or |map|; all over the body):
+- A reader's heatmap: one Gaussian per fixation (σ in mm, default 10), duration-weighted, inside the
+  body, normalised to sum 1 — per reader, so a reader with many fixations does not outweigh the others.
+- Ground truth per image: the mean of the *other* readers' heatmaps (leave one reader out); the map
+  and the held-out reader are both scored against it, so the inter-observer baseline is per image and
+  paired with the map's score. With one reader the ground truth is that reader (no baseline).
+- Centre bias: the mean of all images' heatmaps aligned by the body box (:func:`align_by_body_box`;
+  the cohort's, see :mod:`..cohort.gaze`). A single CT has no other images: a Gaussian on the body
+  box stands in, and the result says so.
+- sAUC: the map at the ground-truth readers' fixations (positives) against the map at fixations of
+  *other images* moved onto this one by the body box (negatives: the definition of shuffled AUC).
+  Without other images the negatives are every body voxel weighted by the centre bias (the
+  reference code's "smooth" sAUC, computed exactly instead of from 1,000 draws).
+- sNCC = CC(ground truth, map) − CC(centre bias, map).
 - NSS, CC, KL (KL(gt ‖ map)), SIM: exactly pysaliency's ``metrics.NSS/CC/image_based_kl_divergence/
-  SIM`` on the body's voxels (its n-D array code; the tests compare with pysaliency itself).
-- AUC: map values at the fixations against every body voxel (uniform negatives), ties half.
-- sAUC: the fixations against points drawn ∝ a centre-bias map (seeded sampler) — the mean
-  fixation density of other cases or readers aligned by the body box when given, else a Gaussian
-  centred on the body box (σ a quarter of its extent; said in the result's notes).
-- sNCC = CC(gt, map) − CC(centre bias, map).
-- Inter-observer baseline (two or more readers): each reader against the mean density of the others
-  (leave-one-reader-out), averaged, with a bootstrap 95 % interval over readers.
+  SIM`` on the body's voxels (the tests compare with pysaliency itself); AUC: the map at the
+  fixations against every body voxel, ties half.
+- Intervals: bootstrap over readers (the leave-one-reader-out rows), never over fixations (the
+  fixations of one reader are not independent); over images in a cohort. A verdict needs at least
+  :data:`MIN_READERS` readers and :data:`MIN_FIXATIONS` fixations, else it is INCONCLUSIVE.
 
 Metrics are computed on a "gaze grid": the map's grid, coarsened by whole factors so that no voxel
 is finer than σ/4 (a 10 mm Gaussian is smooth at 2.5 mm; a 512×512×400 CT becomes ~6M voxels),
@@ -34,8 +42,11 @@ from ..io.volume import Volume, resample_to
 from .fixations import Fixations, drop_outside, fixation_voxels
 
 SIGMA_MM = 10.0
-N_NEGATIVES = 1000
+N_NEGATIVES = 1000  # positives drawn from a reader heatmap volume (no fixations given)
 N_BOOTSTRAP = 1000
+MIN_READERS = 3  # fewer: no interval over readers worth a verdict (INCONCLUSIVE)
+MIN_FIXATIONS = 10
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
 # ---- grid and densities -------------------------------------------------------------------------
@@ -145,32 +156,125 @@ def sim(saliency: np.ndarray, gt: np.ndarray) -> float:
     return float(np.minimum(_as_density(saliency), _as_density(gt)).sum())
 
 
-def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """ROC AUC of positive vs negative scores (P(pos > neg) + ½ P(tie)), by sorting the negatives."""
-    negatives = np.sort(np.asarray(negatives, np.float64))
+def auc(positives: np.ndarray, negatives: np.ndarray, negative_weights: np.ndarray | None = None) -> float:
+    """ROC AUC of positive vs negative scores (P(pos > neg) + ½ P(tie)), by sorting the negatives.
+    ``negative_weights``: each negative's weight (e.g. the centre-bias density over every voxel:
+    the exact expectation of the reference code's 1,000 draws); default equal."""
+    negatives = np.asarray(negatives, np.float64).ravel()
+    weights = np.ones(negatives.size) if negative_weights is None else np.asarray(negative_weights, np.float64).ravel()
+    order = np.argsort(negatives, kind="stable")
+    negatives, cumulative = negatives[order], np.r_[0.0, np.cumsum(weights[order])]
     positives = np.asarray(positives, np.float64)
-    below = np.searchsorted(negatives, positives, side="left")
-    not_above = np.searchsorted(negatives, positives, side="right")
-    return float(((below + not_above) / 2.0).mean() / negatives.size)
+    below = cumulative[np.searchsorted(negatives, positives, side="left")]
+    not_above = cumulative[np.searchsorted(negatives, positives, side="right")]
+    return float(((below + not_above) / 2.0).mean() / cumulative[-1])
 
 
-# ---- the comparison -----------------------------------------------------------------------------
+# ---- one image: the map and each held-out reader against the other readers ---------------------
 GAZE_KEYS = ("nss", "cc", "kl", "sim", "auc", "sauc", "sncc")
 GAZE_INFO = {
     "nss": "normalised scanpath saliency: mean z-score of the map at the fixations (0 = chance; higher better)",
-    "cc": "Pearson correlation of the map with the fixation density (higher better)",
-    "kl": "KL divergence of the map from the fixation density, both as densities (0 = identical; lower better)",
+    "cc": "Pearson correlation of the map with the readers' heatmap (higher better)",
+    "kl": "KL divergence of the map from the readers' heatmap, both as densities (0 = identical; lower better)",
     "sim": "similarity: sum of the minimum of both densities (1 = identical; higher better)",
     "auc": "ROC AUC of the map at fixations against all body voxels (0.5 = chance)",
-    "sauc": "shuffled AUC: fixations against points drawn from the centre bias (0.5 = no better than the centre bias)",
-    "sncc": "CC(fixation density, map) - CC(centre bias, map) (0 = no better than the centre bias)",
+    "sauc": "shuffled AUC: the map at this image's fixations against the map at other images' fixations "
+            "(0.5 = no better than the centre bias)",
+    "sncc": "CC(readers' heatmap, map) - CC(centre bias, map) (0 = no better than the centre bias)",
 }
 
 
 @dataclass(frozen=True)
+class ImageScores:
+    """One image's gaze metrics: the mean over held-out readers of the map's scores against the other
+    readers' mean heatmap, the inter-observer scores (the held-out reader's heatmap in the map's place)
+    and their paired difference (map − inter-observer), each with a bootstrap 95 % interval over
+    readers (empty with fewer than two readers)."""
+
+    metrics: dict[str, float]
+    intervals: dict[str, list[float]]
+    inter_observer: dict[str, float] | None
+    inter_observer_intervals: dict[str, list[float]] | None
+    difference: dict[str, float] | None
+    difference_intervals: dict[str, list[float]] | None
+    n_readers: int
+    n_fixations: int
+
+
+def _scores(s, gt, centre, positives, negatives):
+    """All metrics of map ``s`` (values on the region, 1D) against ``gt`` (density) and the positive
+    fixations (indices); sAUC negatives: indices of other images' fixations, or None (every voxel
+    weighted by the centre bias)."""
+    s_fix = s[positives]
+    sauc = auc(s_fix, s, centre) if negatives is None else auc(s_fix, s[negatives])
+    return {"nss": nss(s, s_fix), "cc": cc(s, gt), "kl": kl(s, gt), "sim": sim(s, gt),
+            "auc": auc(s_fix, s), "sauc": sauc, "sncc": cc(gt, s) - cc(centre, s)}
+
+
+def _mean_and_interval(rows: list[dict], rng, n_bootstrap: int) -> tuple[dict, dict]:
+    """Mean of each key over rows and its percentile-bootstrap 95 % interval (resampling rows)."""
+    values = {k: np.asarray([r[k] for r in rows], np.float64) for k in GAZE_KEYS}
+    means = {k: float(np.mean(v)) for k, v in values.items()}
+    if len(rows) < 2:
+        return means, {}
+    idx = rng.integers(0, len(rows), size=(n_bootstrap, len(rows)))
+    return means, {k: [float(np.percentile(v[idx].mean(1), q)) for q in (2.5, 97.5)] for k, v in values.items()}
+
+
+def score_image(s: np.ndarray, densities: list[np.ndarray], fixation_idx: list[np.ndarray], centre: np.ndarray,
+                negatives: np.ndarray | None = None, seed: int = 0, n_bootstrap: int = N_BOOTSTRAP) -> ImageScores:
+    """Gaze metrics of one image, as etsaliencymaps' ``compare_heatmaps.py`` computes them.
+
+    All arrays are values on the image's region (1D): ``s`` the map (≥ 0), ``densities`` one heatmap
+    per reader (each sums to 1), ``fixation_idx`` each reader's fixations (indices into the region),
+    ``centre`` the centre bias (sums to 1), ``negatives`` other images' fixations (indices) or None
+    (every voxel weighted by the centre bias). With R ≥ 2 readers: for each reader r, ground truth =
+    mean of the other readers' heatmaps, positives = their fixations; the map and reader r's heatmap
+    are scored against it (paired). With one reader: that reader is the ground truth, no baseline.
+    """
+    rng = np.random.default_rng(seed)
+    n_fix = int(sum(len(f) for f in fixation_idx))
+    if len(densities) == 1:
+        row = _scores(s, densities[0], centre, fixation_idx[0], negatives)
+        return ImageScores(row, {}, None, None, None, None, 1, n_fix)
+    model_rows, inter_rows = [], []
+    for r in range(len(densities)):
+        others = [o for o in range(len(densities)) if o != r]
+        gt = np.mean([densities[o] for o in others], axis=0)
+        positives = np.concatenate([fixation_idx[o] for o in others])
+        model_rows.append(_scores(s, gt, centre, positives, negatives))
+        inter_rows.append(_scores(densities[r], gt, centre, positives, negatives))
+    diff_rows = [{k: m[k] - i[k] for k in GAZE_KEYS} for m, i in zip(model_rows, inter_rows)]
+    metrics, intervals = _mean_and_interval(model_rows, rng, n_bootstrap)
+    inter, inter_ci = _mean_and_interval(inter_rows, rng, n_bootstrap)
+    diff, diff_ci = _mean_and_interval(diff_rows, rng, n_bootstrap)
+    return ImageScores(metrics, intervals, inter, inter_ci, diff, diff_ci, len(densities), n_fix)
+
+
+def judge(value: float, interval: list[float] | None, n: int, minimum: int, unit: str, line: float = 0.5,
+          n_fixations: int | None = None) -> tuple[str, str]:
+    """(verdict, why) of a score that must beat ``line``: PASS when its 95 % interval lies above it,
+    FAIL when below, INCONCLUSIVE when it straddles the line or ``n`` (readers or images) is below
+    ``minimum`` (or there are fewer than :data:`MIN_FIXATIONS` fixations)."""
+    if n < minimum:
+        return INCONCLUSIVE, (f"{n} {unit}{'s' if n != 1 else ''}: a verdict needs at least {minimum} "
+                              f"(the interval resamples {unit}s, never fixations)")
+    if n_fixations is not None and n_fixations < MIN_FIXATIONS:
+        return INCONCLUSIVE, f"{n_fixations} fixations: a verdict needs at least {MIN_FIXATIONS}"
+    lo, hi = interval if interval else (float("nan"), float("nan"))
+    if lo > line:
+        return PASS, f"95 % interval [{lo:.3f}, {hi:.3f}] above {line:g} (n = {n} {unit}s)"
+    if hi < line:
+        return FAIL, f"95 % interval [{lo:.3f}, {hi:.3f}] below {line:g} (n = {n} {unit}s)"
+    return INCONCLUSIVE, f"95 % interval [{lo:.3f}, {hi:.3f}] straddles {line:g} (n = {n} {unit}s)"
+
+
+# ---- one map against one CT's readers ----------------------------------------------------------
+@dataclass(frozen=True)
 class GazeResult:
-    """Metrics of one map against the fixations (key of :data:`GAZE_KEYS` -> value), their bootstrap
-    95 % intervals ([low, high]), the inter-observer baseline (when there are several readers) and notes."""
+    """Metrics of one map against the readers (key of :data:`GAZE_KEYS` -> value), their bootstrap
+    95 % intervals over readers ([low, high]; none with one reader), the inter-observer baseline and
+    the paired difference map − inter-observer (two or more readers), the sAUC verdict and notes."""
 
     metrics: dict[str, float]
     intervals: dict[str, list[float]]
@@ -182,10 +286,20 @@ class GazeResult:
     centre_bias: str
     grid: str
     notes: list[str] = field(default_factory=list)
+    difference: dict[str, float] | None = None
+    difference_intervals: dict[str, list[float]] | None = None
+    negatives: str = ""
+    verdict: str = INCONCLUSIVE
+    verdict_why: str = ""
+
+    @property
+    def n_readers(self) -> int:
+        """How many readers (the unit the intervals resample)."""
+        return len(self.readers)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (the trust card's gaze details), fields in order."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "n_readers": self.n_readers}
 
 
 def _prepare_map(saliency: Volume, grid: Volume, normalisation: str) -> np.ndarray:
@@ -194,25 +308,19 @@ def _prepare_map(saliency: Volume, grid: Volume, normalisation: str) -> np.ndarr
     return np.abs(a) if normalisation == "abs" else np.maximum(a, 0.0)
 
 
-def _scores(s, gt, centre, fix_idx, negatives_idx):
-    """All metrics of map ``s`` (values on the region, 1D) against gt density / fixations."""
-    s_fix = s[fix_idx]
-    return {"nss": nss(s, s_fix), "cc": cc(s, gt), "kl": kl(s, gt), "sim": sim(s, gt),
-            "auc": auc(s_fix, s), "sauc": auc(s_fix, s[negatives_idx]),
-            "sncc": cc(gt, s) - cc(centre, s)}
-
-
 def compare_with_gaze(saliency: Volume, fixations: Fixations | Volume, body: np.ndarray | None = None,
                       sigma_mm: float = SIGMA_MM, normalisation: str = "relu",
                       centre_bias: np.ndarray | None = None, seed: int = 0,
-                      n_bootstrap: int = N_BOOTSTRAP) -> GazeResult:
+                      n_bootstrap: int = N_BOOTSTRAP, negatives: Fixations | None = None) -> GazeResult:
     """NSS, CC, KL, SIM, AUC, sAUC, sNCC of ``saliency`` (raw map Volume) against readers' attention.
 
-    ``fixations``: :class:`Fixations` (LPS mm) or a reader heatmap Volume (its positives for NSS/AUC
-    are then N_NEGATIVES points drawn ∝ the heatmap); ``body``: bool array on the map's grid (the
-    region; default all); ``centre_bias``: an array on the map's grid (e.g. the mean density of other
-    cases aligned with :func:`align_by_body_box`) or None (:func:`centre_bias_model`); ``seed``
-    fixes the samplers (negatives, heatmap positives, bootstrap).
+    ``fixations``: :class:`Fixations` (LPS mm; its ``reader`` column tells the readers apart) or a
+    reader heatmap Volume (one reader; its positives for NSS/AUC are N_NEGATIVES points drawn ∝ the
+    heatmap); ``body``: bool array on the map's grid (the region; default all); ``centre_bias``: an
+    array on the map's grid (the mean heatmap of all images aligned by :func:`align_by_body_box`) or
+    None (:func:`centre_bias_model`, said in the result); ``negatives``: other images' fixations
+    already placed on this CT (the sAUC negatives; None: every voxel weighted by the centre bias);
+    ``seed`` fixes the samplers and the bootstrap over readers. See the module docstring.
     """
     rng = np.random.default_rng(seed)
     notes = []
@@ -226,31 +334,43 @@ def compare_with_gaze(saliency: Volume, fixations: Fixations | Volume, body: np.
     pos_of[flat] = np.arange(flat.size)
     s = _prepare_map(saliency, grid, normalisation).ravel()[flat]
 
+    def on_region(fx: Fixations) -> tuple[np.ndarray, np.ndarray]:
+        """(region indices of the fixations inside the region, which of ``fx`` those are)."""
+        zyx, inside = fixation_voxels(fx, grid)
+        pos = np.full(len(fx), -1, np.int64)
+        pos[inside] = pos_of[np.ravel_multi_index(tuple(zyx.T), grid.shape)]
+        keep = pos >= 0  # on the coarser grid a fixation near the body's edge may fall just outside
+        return pos[keep], keep
+
     if isinstance(fixations, Volume):
         heat = resample_to(fixations.with_array(np.asarray(fixations.array, np.float32)), grid, "linear").array
-        gt_full = np.clip(np.asarray(heat, np.float64), 0, None) * region
-        if gt_full.sum() <= 0:
+        gt = np.clip(np.asarray(heat, np.float64), 0, None).ravel()[flat]
+        if gt.sum() <= 0:
             raise InputError("the reader heatmap is zero inside the body")
-        gt_full /= gt_full.sum()
-        gt = gt_full.ravel()[flat]
-        fix_idx = rng.choice(flat.size, size=N_NEGATIVES, p=gt / gt.sum())
-        readers, per_reader = ["heatmap"], {}
-        notes.append(f"reader heatmap: {N_NEGATIVES} positives drawn in proportion to it (seed {seed})")
+        densities = [gt / gt.sum()]
+        fix_idx = [rng.choice(flat.size, size=N_NEGATIVES, p=densities[0])]
+        readers = ["heatmap"]
+        notes.append(f"reader heatmap: {N_NEGATIVES} positives drawn in proportion to it (seed {seed}); "
+                     "one reader: no inter-observer baseline")
     else:
         fixations = drop_outside(fixations, saliency, body_full)
         notes += fixations.notes
-        zyx, _ = fixation_voxels(fixations, grid)
-        fix_pos = pos_of[np.ravel_multi_index(tuple(zyx.T), grid.shape)]
-        keep = fix_pos >= 0  # on the coarser grid a fixation near the body's edge may fall just outside
-        fix_idx = fix_pos[keep]
-        gt = density(fixations.subset(keep) if not keep.all() else fixations, grid, region, sigma_mm).ravel()[flat]
-        readers = fixations.readers
-        reader_of = fixations.reader[keep]
-        per_reader = {r: fix_idx[reader_of == r] for r in readers}
-        per_reader_fx = {r: fixations.subset(np.flatnonzero(keep)[reader_of == r]) for r in readers}
+        readers, densities, fix_idx = [], [], []
+        for r in fixations.readers:
+            own = fixations.subset(fixations.reader == r)
+            idx, keep = on_region(own)
+            if not idx.size:
+                notes.append(f"reader {r}: no fixation inside the body on the gaze grid; left out")
+                continue
+            readers.append(r)
+            densities.append(density(own.subset(keep), grid, region, sigma_mm).ravel()[flat])
+            fix_idx.append(idx)
+        if not readers:
+            raise InputError("no fixation lies inside the body on the gaze grid")
     if centre_bias is None:
         centre = centre_bias_model(region).ravel()[flat]
-        centre_name = "Gaussian centred on the body's bounding box (σ = ¼ of its extent): no other cases given"
+        centre_name = ("a Gaussian centred on the body's bounding box (σ = ¼ of its extent): a single CT has no "
+                       "other images to average; give a cohort (batch) for the data's centre bias")
     else:
         cb = np.asarray(centre_bias, np.float64)
         if cb.shape != saliency.shape:
@@ -259,45 +379,25 @@ def compare_with_gaze(saliency: Volume, fixations: Fixations | Volume, body: np.
         centre = np.clip(np.asarray(cb, np.float64).ravel()[flat], 0, None)
         if centre.sum() <= 0:
             raise InputError("the centre-bias map is zero inside the body")
-        centre_name = "given centre-bias map (mean fixation density of other cases/readers)"
+        centre_name = "given centre-bias map (the mean heatmap of all images aligned by the body box)"
     centre = centre / centre.sum()
-    negatives = rng.choice(flat.size, size=N_NEGATIVES, p=centre)
+    if negatives is not None:
+        negative_idx = on_region(negatives)[0]
+        if not negative_idx.size:
+            raise InputError("none of the other images' fixations falls inside this body; align them first")
+        negatives_name = f"{negative_idx.size} fixations of other images"
+    else:
+        negative_idx = None
+        negatives_name = "every body voxel weighted by the centre bias (no other images' fixations given)"
 
-    metrics = _scores(s, gt, centre, fix_idx, negatives)
-    # bootstrap over fixations for the fixation-based metrics (NSS, AUC, sAUC): each is a mean of
-    # per-fixation terms (z-score; fraction of negatives below, ties half), so a resample is a mean
-    # of resampled terms: exact, and no re-sorting per resample
-    std = s.std()
-    terms = {"nss": (s[fix_idx] - s.mean()) / (std if std else 1.0),
-             "auc": _rank_fractions(s[fix_idx], np.sort(s)),
-             "sauc": _rank_fractions(s[fix_idx], np.sort(s[negatives]))}
-    resamples = rng.integers(0, fix_idx.size, size=(n_bootstrap, fix_idx.size))
-    intervals = {k: [float(np.percentile(t[resamples].mean(1), q)) for q in (2.5, 97.5)] for k, t in terms.items()}
-
-    inter, inter_ci = None, None
-    if len(readers) >= 2:
-        rows = []
-        for r in readers:
-            others = [o for o in readers if o != r]
-            other_fx = Fixations.concat([per_reader_fx[o] for o in others])
-            s_other = density(other_fx, grid, region, sigma_mm).ravel()[flat]
-            gt_r = density(per_reader_fx[r], grid, region, sigma_mm).ravel()[flat]
-            rows.append(_scores(s_other, gt_r, centre, per_reader[r], negatives))
-        inter = {k: float(np.mean([row[k] for row in rows])) for k in GAZE_KEYS}
-        idx = rng.integers(0, len(rows), size=(n_bootstrap, len(rows)))
-        inter_ci = {k: [float(np.percentile(np.asarray([row[k] for row in rows])[idx].mean(1), q)) for q in (2.5, 97.5)]
-                    for k in GAZE_KEYS}
-        if len(readers) < 5:
-            notes.append(f"inter-observer interval from only {len(readers)} readers: a rough range")
-    return GazeResult(metrics=metrics, intervals=intervals, inter_observer=inter, inter_observer_intervals=inter_ci,
-                      n_fixations=int(fix_idx.size), readers=list(readers), sigma_mm=float(sigma_mm),
-                      centre_bias=centre_name, grid=grid.describe_grid(), notes=notes)
-
-
-def _rank_fractions(positives, sorted_negatives) -> np.ndarray:
-    """Per positive: the fraction of negatives below it, ties counted half (their mean is the AUC)."""
-    below = np.searchsorted(sorted_negatives, positives, side="left")
-    not_above = np.searchsorted(sorted_negatives, positives, side="right")
-    return (below + not_above) / (2.0 * sorted_negatives.size)
-
-
+    scores = score_image(s, densities, fix_idx, centre, negative_idx, seed, n_bootstrap)
+    verdict, why = judge(scores.metrics["sauc"], scores.intervals.get("sauc"), scores.n_readers, MIN_READERS,
+                         "reader", 0.5, scores.n_fixations)
+    if scores.n_readers < 5 and scores.n_readers >= 2:
+        notes.append(f"intervals over only {scores.n_readers} readers: a rough range")
+    return GazeResult(metrics=scores.metrics, intervals=scores.intervals, inter_observer=scores.inter_observer,
+                      inter_observer_intervals=scores.inter_observer_intervals, n_fixations=scores.n_fixations,
+                      readers=list(readers), sigma_mm=float(sigma_mm), centre_bias=centre_name,
+                      grid=grid.describe_grid(), notes=notes, difference=scores.difference,
+                      difference_intervals=scores.difference_intervals, negatives=negatives_name,
+                      verdict=verdict, verdict_why=why)

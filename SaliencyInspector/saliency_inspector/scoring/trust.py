@@ -265,6 +265,7 @@ class Evidence:
     localization_why: str | None = None
     mask_name: str | None = None
     gaze: GazeResult | None = None
+    emprt: Any = None  # randomization_tests.Emprt: the entropy-ratio randomization test over seeds
 
 
 # ---- the judges: evidence -> verdict, one per criterion ---------------------------------------------
@@ -325,11 +326,19 @@ def _judge_gaze(evidence: Evidence) -> Verdict:
     g = evidence.gaze
     if g is None:
         return c.not_measured("needs readers' fixations (--fixations)")
-    value, (lo, _hi) = g.metrics["sauc"], g.intervals["sauc"]
     base = g.inter_observer["sauc"] if g.inter_observer else 0.5
-    return Verdict("gaze", value=value, baseline=base, verdict=PASS if lo > 0.5 else FAIL, rule=c.rule,
+    return Verdict("gaze", value=g.metrics["sauc"], baseline=base, verdict=g.verdict, rule=c.rule,
                    details={**g.to_dict(), "baseline_kind": "inter-observer sAUC" if g.inter_observer else "chance (0.5)"},
-                   note="; ".join(g.notes))
+                   note="; ".join([g.verdict_why, *g.notes]))
+
+
+def _judge_emprt(evidence: Evidence) -> Verdict:
+    c = CRITERIA["emprt"]
+    e = evidence.emprt
+    if e is None:
+        return c.not_measured("no randomization run")
+    return Verdict("emprt", value=e.mean, baseline=0.0, verdict=e.verdict, rule=c.rule, details=e.to_dict(),
+                   note="; ".join([e.why, *e.notes]))
 
 
 CRITERIA = {c.key: c for c in (
@@ -345,6 +354,13 @@ CRITERIA = {c.key: c for c in (
               "mean SSIM between maps of different cases under the trained model",
               "passes when the SSIM after the last block is below the baseline (the map depends on the weights)",
               _judge_randomization),
+    Criterion("emprt", "eMPRT",
+              "relative rise of the map's discrete entropy (100 bins) from the trained to the fully randomized "
+              "model, one score per randomization seed (Hedström et al. 2023; Quantus EfficientMPRT)",
+              "0 (the randomized model's map no more disordered than the trained model's)",
+              "passes when the t 95 % interval over seeds lies above 0, fails when below; inconclusive "
+              "otherwise or with fewer than 3 seeds",
+              _judge_emprt),
     Criterion("repeatability", "Repeatability",
               "SSIM between the maps of two trainings of the same architecture (Spearman and top-k overlap beside it)",
               "mean SSIM between maps of different cases under the trained model",
@@ -359,7 +375,8 @@ CRITERIA = {c.key: c for c in (
               "shuffled AUC of the map at readers' fixations against points drawn from the centre bias "
               "(NSS, CC, KL, SIM, AUC, sNCC beside it)",
               "0.5 (no better than the centre bias); the inter-observer sAUC when several readers are given",
-              "passes when the lower end of sAUC's bootstrap 95 % interval is above 0.5",
+              "passes when sAUC's 95 % interval (bootstrap over readers) lies above 0.5, fails when below; "
+              "inconclusive when it straddles 0.5 or with fewer than 3 readers or 10 fixations",
               _judge_gaze),
 )}
 

@@ -67,13 +67,18 @@ def init_head_from_atlas(model, organ_masks):
 
 
 def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_validation=N_VALIDATION,
-                     epochs=EPOCHS):
+                     epochs=EPOCHS, shuffle_labels=False):
     """Train the demo classifier from ``seed`` and write ``<name>.pt`` (state dict) + ``<name>.json`` (card).
 
     ``out_dir`` defaults to the shipped ``Resources/Models``. Deterministic on CPU for a given seed,
     torch version and thread count. Validation uses ``n_validation`` phantoms with seeds that
     training never saw; its accuracy, per-class ROC AUC and HiResCAM mass-in-organ are stored in
     the card's ``training`` section. Returns ``{"weights": Path, "card": Path, "training": dict}``.
+
+    ``shuffle_labels``: the data-randomization control (Adebayo et al. 2018): every training case gets
+    another case's supervision — its labels and its lesion cells, one seeded permutation — so the
+    model can learn nothing true about the images; its maps must not look like the real model's
+    (:func:`..workflows.randomization_checks.data_randomization_check`). Named ``…-shuffled-seed<N>``.
     """
     import torch
 
@@ -93,10 +98,17 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
         say(f"generating {n_validation} validation phantoms with unseen seeds")
         val = make_dataset(base + _VALIDATION_OFFSET + np.arange(n_validation), rng)
 
+        cells = lesion_cells(lesions)
+        permutation = None
+        if shuffle_labels:  # the labels AND the per-cell lesion targets move together to other cases
+            permutation = np.random.default_rng([int(seed), 0x5EED]).permutation(len(y))
+            y, cells = y[permutation], cells[torch.as_tensor(permutation)]
+            say(f"labels shuffled: {int((permutation != np.arange(len(y))).sum())} of {len(y)} cases get "
+                "another case's labels and lesion cells")
         torch.manual_seed(int(seed))
         model = build_demo_network(**DEFAULT_ARCH_KWARGS)
         init_head_from_atlas(model, masks)
-        history = _fit(model, torch.from_numpy(x)[:, None], torch.from_numpy(y), lesion_cells(lesions), epochs,
+        history = _fit(model, torch.from_numpy(x)[:, None], torch.from_numpy(y), cells, epochs,
                        torch.Generator().manual_seed(int(seed)), say)
         model.eval()
         metrics = validate(model, *val[:4])
@@ -116,9 +128,13 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
                 "kidney_left/right, plus a spleen lesion (negative for all classes) in ~20% of cases",
         "final_loss": history[-1], "seconds": round(time.time() - started, 1),
         "validation": metrics,
+        "labels": ("shuffled: a seeded permutation of the training cases' labels and lesion cells "
+                   "(data-randomization control)") if shuffle_labels else "true",
     }
     # seed 0 is the shipped model; other seeds get their own name so they never overwrite it
     name = DEMO_NAME if int(seed) == 0 else f"{DEMO_NAME}-seed{int(seed)}"
+    if shuffle_labels:
+        name = f"{DEMO_NAME}-shuffled-seed{int(seed)}"
     card = demo_card(training, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path, card_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"

@@ -68,7 +68,7 @@ def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) 
 
 
 def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metrics, case_pages,
-                        title="SaliencyInspector cohort") -> Path:
+                        title="SaliencyInspector cohort", gaze=None) -> Path:
     """Write the cohort page (and its plots under ``images/``); return its path.
 
     ``stats``: rows of ``cohort.csv``; ``rows``: rows of ``per_case.csv``; ``predictions``: rows of
@@ -136,6 +136,8 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
                          f"<td>{'' if p.get('label') is None else p['label']}</td></tr>")
         parts.append("</table>")
 
+    if gaze:
+        parts.append(_gaze_section(gaze))
     if errors:
         parts.append("<h2>Failed cases</h2><table><tr><th class='name'>case</th><th class='name'>reason</th></tr>")
         for e in errors:
@@ -146,3 +148,21 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
         + "</ul></body></html>")
     out_html.write_text("\n".join(parts), encoding="utf-8")
     return out_html
+
+
+def _gaze_section(gaze) -> str:
+    """The readers' gaze over the cohort: mean [95 % interval over images], the inter-observer baseline,
+    the paired difference and the verdicts (``cohort/gaze.py``)."""
+    out = ["<h2>Agreement with readers' gaze</h2><p class='muted'>per image: the map and each held-out reader "
+           "against the mean of the other readers; centre bias: the mean heatmap of all images aligned by the "
+           "body box; sAUC negatives: other images' fixations; intervals: bootstrap over images</p>",
+           "<table><tr><th class='name'>method</th><th class='name'>class</th><th class='name'>metric</th><th>n</th>"
+           "<th>map</th><th>inter-observer</th><th>map − inter-observer</th><th class='name'>verdict</th></tr>"]
+    for g in gaze:
+        out.append(f"<tr><td class='name'>{escape(method_label(g['method']))}</td><td class='name'>{escape(g['class'])}"
+                   f"</td><td class='name'>{escape(g['metric'])}</td><td>{g['n']}</td>"
+                   f"<td>{_num(g['mean'])} [{_num(g['ci_low'])}, {_num(g['ci_high'])}]</td>"
+                   f"<td>{_num(g['inter_observer'])} [{_num(g['io_ci_low'])}, {_num(g['io_ci_high'])}]</td>"
+                   f"<td>{_num(g['difference'])} [{_num(g['diff_ci_low'])}, {_num(g['diff_ci_high'])}]</td>"
+                   f"<td class='name' title='{escape(g['why'])}'>{escape(g['verdict'])}</td></tr>")
+    return "".join(out) + "</table>"

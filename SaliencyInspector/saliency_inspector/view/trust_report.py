@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..scoring.trust import RandomizationCurve, TrustCard, Verdict
 
 _VERDICT_STYLE = {"pass": "color:#0a7a2f;font-weight:bold", "fail": "color:#b00020;font-weight:bold",
-                  "not measured": "color:#999"}
+                  "inconclusive": "color:#a15c00;font-weight:bold", "not measured": "color:#999"}
 
 
 def plot_randomization(curves: Mapping[str, RandomizationCurve], verdicts: Mapping[str, Verdict],

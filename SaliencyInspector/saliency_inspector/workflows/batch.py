@@ -7,7 +7,9 @@ score every map against the case's organ and lesion masks, write ``cases/<id>/``
 ``predictions.json``, ``report.html``, maps per ``keep_maps``). Then, over all cases in manifest
 order: ``per_case.csv`` (one row per case, method, class, segment), ``predictions.csv``,
 ``errors.csv``, ``cohort.csv`` / ``cohort.json`` (bootstrap intervals, :mod:`.stats`), the model's
-ROC AUC per class (``model_auc.csv``), ``report.html`` and ``batch.json`` (settings and summary).
+ROC AUC per class (``model_auc.csv``), ``report.html`` and ``batch.json`` (settings and summary);
+with a ``fixations`` column, the readers' gaze per case and over the cohort (``gaze_per_case.csv``,
+``gaze_cohort.csv``; :mod:`..cohort.gaze`).
 
 Resumable: a case whose ``result.json`` carries the same inputs-and-settings key is skipped;
 failed cases are tried again on the next run. Fault-isolated: a failing case is an error row with
@@ -209,17 +211,24 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         "cohort_csv": write_csv(out / "cohort.csv", stats, list(STAT_KEYS)),
         "model_auc": write_csv(out / "model_auc.csv", auc, list(AUC_KEYS)),
     }
+    from ..cohort.gaze import write_gaze_tables  # readers' gaze: the manifest's fixations column
+
+    gaze_files, gaze_rows, gaze_notes = write_gaze_tables(
+        out, [(c.case_id, case_folder(out, c.case_id) / done[c.case_id]["gaze"]["file"]) for c in cohort
+              if c.case_id in done and done[c.case_id].get("gaze")], seed=seed, resamples=resamples)
+    files.update(gaze_files)
     files["cohort_json"] = write_json(out / "cohort.json", {
         "cases": len(cohort), "done": len(done), "failed": len(failed), "resamples": resamples, "seed": seed,
         "confidence": 0.95, "interval": "percentile bootstrap of the mean over cases",
         "settings": asdict(settings), "statistics": stats, "model_auc": auc, "errors": errors,
+        "gaze": {"statistics": gaze_rows, "notes": gaze_notes} if gaze_rows else None,
         "metrics": {k: {"name": m.name, "meaning": m.meaning, "range": m.range,
                         "higher_is_better": m.higher_is_better} for k, m in METRICS.items()}}, indent=1)
     pages = {case.case_id: str(case_folder(out, case.case_id).relative_to(out) / "report.html")
              for case in cohort if case.case_id in done}
     files["report"] = write_cohort_report(
         out / "report.html", stats=stats, rows=rows, predictions=predictions, auc=auc, errors=errors,
-        metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages,
+        metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages, gaze=gaze_rows,
         title=f"SaliencyInspector cohort: {len(cohort)} cases, model {settings.model}")
     return files, stats, auc
 

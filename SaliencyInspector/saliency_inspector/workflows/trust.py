@@ -118,7 +118,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
               sigma_mm: float = 10.0, out_dir: str | Path | None = None, mode: str = "cascading", seed: int = 0,
               cohort: Sequence[Volume | tuple[Volume, Segments | None]] | None = None, n_baseline: int = 4,
               layer: str | None = None, normalisation: str | None = None, randomize: bool = True,
-              progress: Callable[[str], None] | None = None, allow_mismatch: bool = False) -> TrustResult:
+              progress: Callable[[str], None] | None = None, allow_mismatch: bool = False,
+              emprt_seeds: int = 3) -> TrustResult:
     """Fill the trust card for ``ct`` (Volume) and ``class_name`` with each of ``methods``.
 
     ``models``: one or two :class:`Classifier` (two: repeatability when their architectures match,
@@ -128,13 +129,16 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     heatmap volume), :class:`scoring.fixations.Fixations` or a Volume. ``cohort``: other cases, a list of
     (CT Volume, Segments or None), for the baseline and the location prior. ``mode``: cascading or
     independent randomization; ``randomize=False`` skips it (the card says "not measured").
-    ``out_dir``: where trust.json and trust.html go (None: nothing written). Masks that do not
-    describe this CT (another patient's, mirrored) are refused unless ``allow_mismatch``.
+    ``emprt_seeds``: how many fully randomized models (seeds ``seed``, ``seed + 1`` …) eMPRT's interval
+    rests on. ``out_dir``: where trust.json and trust.html go (None: nothing written). Masks that do
+    not describe this CT (another patient's, mirrored) are refused unless ``allow_mismatch``.
     """
     from ..scoring import trust
     from ..scoring.fixations import read_attention
     from ..scoring.gaze import compare_with_gaze
     from ..scoring.masks import body_mask
+    from ..scoring.randomization_tests import emprt as emprt_test
+    from .randomization_checks import fully_randomized_maps
     from ..scoring.similarity import compare_maps
     from ..explainers.registry import get_method
     from ..explainers.randomization import class_index, input_map, prepare, randomized_maps
@@ -212,8 +216,14 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
             timings[name] = {"randomization_s": round(time.time() - t0, 2)}
             curves[name] = curve
             original = curve.maps[0]
+            # eMPRT: trained vs fully randomized map, one score per seed (a cascade's last step)
+            extra = range(seed + (1 if mode == "cascading" else 0), seed + max(1, int(emprt_seeds)))
+            finals = ([(seed, curve.maps[0], curve.maps[-1])] if mode == "cascading" else []) + list(
+                fully_randomized_maps(clf, ct, method, class_label, extra, layer, prepared))
+            emprt = emprt_test(finals)
         else:
             original = input_map(clf.module, prepared, method, target, layer).volume
+            emprt = None
 
         # baseline: maps of different cases
         case_maps = []
@@ -262,7 +272,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
         evidence[name] = trust.Evidence(
             baseline=baseline, curve=curve, repeatability=repeatability, reproducibility=reproducibility,
             repeatability_why=repeatability_why, reproducibility_why=reproducibility_why, models=models_compared,
-            localization=localization, localization_why=localization_why, mask_name=mask_name, gaze=gaze)
+            localization=localization, localization_why=localization_why, mask_name=mask_name, gaze=gaze,
+            emprt=emprt)
 
     context = {
         "ct": ct.describe_grid(), "class": class_label, "models": [m.card.name for m in models],
