@@ -111,15 +111,14 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     region_mask, region_name, region_segment = choose_region(region, masks, saliency, ct, note)
     ct = None  # only the region needed it: freed here when the caller handed over its only reference
 
-    # Only the region's scores are copied (S⁺ = ReLU, in place); no full-grid index or score arrays.
+    # Only the region's scores are copied (none for "all"); the ranking applies S⁺ = ReLU itself, and
+    # a ReLU'd copy is made only for a threshold rule that needs the scores (otsu, percentile).
     flat_raw = raw.ravel()
     in_region = None if region_name == "all" else region_mask.ravel()
-    scores = flat_raw[in_region] if in_region is not None else flat_raw.copy()
-    if scores.dtype != bool:
-        np.maximum(scores, 0, out=scores)
-    ranking = Ranking(scores, device=device)
-    mass_total = float(np.sum(scores, dtype=np.float64))
-    cut = map_cut(kind, arg, scores, ranking)
+    scores = flat_raw[in_region] if in_region is not None else flat_raw
+    ranking = Ranking(scores, device=device, relu=True)
+    mass_total = float(np.sum(ranking.sizes * ranking.values.astype(np.float64)))
+    cut = map_cut(kind, arg, np.maximum(scores, 0) if kind in ("otsu", "percentile") else None, ranking)
     del scores
     argmax_ijk = argmax_voxels(flat_raw, in_region, ranking, raw.shape)
     rule_text = {"max": "max (oracle: best Dice over thresholds)"}.get(kind, str(threshold).strip().lower())

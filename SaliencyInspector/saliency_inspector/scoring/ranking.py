@@ -57,11 +57,19 @@ class Ranking:
     score, in the input's order).
     """
 
-    def __init__(self, scores, device: str = "auto"):
+    def __init__(self, scores, device: str = "auto", relu: bool = False):
         scores = np.asarray(scores).ravel()
         if scores.size == 0:
             raise ValueError("cannot rank an empty score vector")
         self.n = int(scores.size)
+        if relu and scores.dtype == np.float32 and self.n < (1 << 32) and (
+                device in ("cpu", "numpy") or (device == "auto" and not self._gpu_worth_it())):
+            # ranks of ReLU(scores) without a ReLU'd copy, an argsort or an int64 order (see _packed)
+            self.values, self.sizes, self.group_of = _dense_ranks_packed(scores)
+            self.ends = np.cumsum(self.sizes)
+            return
+        if relu and scores.dtype != bool:
+            scores = np.maximum(scores, 0)
         if np.issubdtype(scores.dtype, np.integer) or scores.dtype == bool:
             span = int(scores.max()) - int(scores.min()) + 1
             if span <= _MAX_HISTOGRAM_RANGE:
@@ -259,6 +267,54 @@ def _dense_ranks_numpy(scores: np.ndarray, chunk: int = 1 << 22):
         group_of[order_desc[a:a + chunk]] = ids
         offset = int(ids[-1])
     return values, sizes.astype(np.int64), group_of
+
+
+def _dense_ranks_packed(scores: np.ndarray, chunk: int = 1 << 22):
+    """(values desc, sizes, group_of int32) of ReLU(``scores``) (float32, fewer than 2³² of them).
+
+    The voxels at 0 after the ReLU (half of a signed gradient map) form the last tie group and are
+    not sorted. Every other voxel becomes one uint64 key, its float bits above its index (a
+    non-negative float's bits order like the float), and the keys are sorted in place: one 8-byte
+    array instead of a ReLU'd copy, an argsort's int64 order and a sorted copy, and numpy sorts plain
+    integers several times faster than it argsorts floats. Ties are equal high halves.
+    """
+    n = scores.size
+    positive = np.count_nonzero(scores > 0)
+    keys = np.empty(positive, dtype=np.uint64)
+    filled = 0
+    for a in range(0, n, chunk):
+        part = scores[a:a + chunk]
+        where = np.flatnonzero(part > 0)
+        bits = part[where].view(np.uint32).astype(np.uint64)
+        bits <<= np.uint64(32)
+        bits |= (where + a).astype(np.uint64)
+        keys[filled:filled + bits.size] = bits
+        filled += bits.size
+    keys.sort()
+    halves = keys.view(np.uint32).reshape(-1, 2)[::-1]  # descending (a view)
+    index, high = halves[:, 0], halves[:, 1]  # little-endian: low half first (checked at import)
+    new_group = np.empty(positive, dtype=bool)
+    if positive:
+        new_group[0] = True
+        np.not_equal(high[1:], high[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)
+    values = high[starts].view(np.float32).copy()
+    sizes = np.diff(np.append(starts, positive))
+    # the zeros: the last group (also when no voxel is above 0, so the map is one group)
+    group_of = np.full(n, starts.size, dtype=np.int32)
+    if positive < n:
+        values = np.append(values, np.float32(0))
+        sizes = np.append(sizes, n - positive)
+    offset = -1
+    for a in range(0, positive, chunk):
+        ids = np.cumsum(new_group[a:a + chunk], dtype=np.int32)
+        ids += offset
+        group_of[index[a:a + chunk]] = ids
+        offset = int(ids[-1])
+    return values, sizes.astype(np.int64), group_of
+
+
+assert np.little_endian, "_dense_ranks_packed reads the low half of a uint64 first"
 
 
 def _dense_ranks_torch(scores: np.ndarray, device: str):
