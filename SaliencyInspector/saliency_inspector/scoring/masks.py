@@ -106,7 +106,9 @@ def split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int 
             if b > a:
                 parts[label].append(groups[a:b].copy())
     empty = np.zeros(0, dtype=group_of.dtype)
-    return {label: (np.concatenate(p) if p else empty) for label, p in parts.items()}
+    # popped as they are joined: the pieces and the joined arrays never both exist for every label
+    return {label: (np.concatenate(p) if p else empty) for label, p in
+            ((label, parts.pop(label)) for label in list(parts))}
 
 
 def mask_source(segments, saliency: Volume, note) -> MaskSource:
