@@ -20,6 +20,9 @@ from .localisation import POINTING_TOLERANCE_MM, argmax_voxels, mean_distance_to
 from .mask_scores import MaskScores
 from .masks import choose_region, mask_source
 from .metrics import METRICS, ROW_KEYS, TABLE_KEYS, column_head
+from . import complexity as map_complexity
+from . import localisation_quantus
+from .quality import MAP_KEYS, QUALITY_METRICS, SEGMENT_KEYS
 from .ranking import Ranking
 from .thresholds import TOPK_NOTE, map_cut, parse_threshold
 
@@ -35,8 +38,9 @@ class EvaluationTable:
 
     @property
     def columns(self) -> list:
-        """The keys of every row, in order (:data:`.metrics.ROW_KEYS`)."""
-        return list(ROW_KEYS)
+        """The keys of every row, in order: :data:`.metrics.ROW_KEYS`, then the mask-only metrics of
+        :data:`.quality.QUALITY_METRICS` (per segment, then per map: the same in every row)."""
+        return list(ROW_KEYS) + list(SEGMENT_KEYS) + list(MAP_KEYS)
 
     def row(self, segment: str) -> dict:
         """The row of one segment (KeyError if it has none)."""
@@ -81,6 +85,9 @@ class EvaluationTable:
             if r["note"]:
                 line += f"  [{r['note']}]"
             lines.append(line)
+        if self.rows:
+            lines.append("map: " + ", ".join(f"{QUALITY_METRICS[k].label} {records.format_cell(self.rows[0][k])}"
+                                             for k in MAP_KEYS) + " (S⁺ in the region)")
         lines += [f"note: {n}" for n in self.notes]
         if legend:
             lines += [f"  {METRICS[k].name}: {METRICS[k].meaning}" for k in TABLE_KEYS]
@@ -123,6 +130,7 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     argmax_ijk = argmax_voxels(flat_raw, in_region, ranking, raw.shape)
     rule_text = {"max": "max (oracle: best Dice over thresholds)"}.get(kind, str(threshold).strip().lower())
 
+    per_map = map_complexity.from_ranking(ranking)  # sparseness, complexity of S⁺ in the region
     rows = []
     for name, groups, total, mask_box in masks.tie_groups(ranking, in_region, skip=region_segment):
         counts = ranking.counts_from_groups(groups)
@@ -148,6 +156,9 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         row.update(threshold=rule_text, threshold_value=float(lowest), region=region_name,
                    mask_voxels=int(counts.positives), pointing_tolerance_mm=float(tolerance_mm),
                    note="; ".join(ms.reasons))
+        for key in SEGMENT_KEYS:
+            row[key] = float(getattr(localisation_quantus, key)(ms))
+        row.update({key: per_map[key] for key in MAP_KEYS})
         rows.append(row)
     notes = []
     if region_segment is not None:
