@@ -84,7 +84,7 @@ def label_counts(flat: np.ndarray, minlength: int, chunk: int = 1 << 23) -> np.n
     return counts
 
 
-def split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 23) -> dict:
+def split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 21) -> dict:
     """label -> int32 tie-group ids of the region voxels carrying it, for every ``wanted`` label.
 
     One pass over the region in chunks: a stable counting sort of the chunk's small-integer labels

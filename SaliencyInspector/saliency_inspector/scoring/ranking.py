@@ -65,8 +65,10 @@ class Ranking:
         if relu and scores.dtype == np.float32 and self.n < (1 << 32) and (
                 device in ("cpu", "numpy") or (device == "auto" and not self._gpu_worth_it())):
             # ranks of ReLU(scores) without a ReLU'd copy, an argsort or an int64 order (see _packed)
-            self.values, self.sizes, self.group_of = _dense_ranks_packed(scores)
-            self.ends = np.cumsum(self.sizes)
+            # per group only its value and end (int32 below 2³¹ voxels): a voxel-wise map has a group
+            # per voxel, so the sizes are computed from the ends where needed instead of stored
+            self.values, self.ends, self.group_of = _dense_ranks_packed(scores)
+            self._sizes = None
             return
         if relu and scores.dtype != bool:
             scores = np.maximum(scores, 0)
@@ -103,6 +105,23 @@ class Ranking:
         return self.n >= threshold
 
     @property
+    def sizes(self) -> np.ndarray:
+        """Voxels per tie group (int64; computed from ``ends`` when not stored)."""
+        stored = self.__dict__.get("_sizes")
+        return stored if stored is not None else np.diff(self.ends, prepend=0).astype(np.int64)
+
+    @sizes.setter
+    def sizes(self, value):
+        self._sizes = value
+
+    def _sizes_of(self, groups) -> np.ndarray:
+        """Sizes of the tie groups ``groups`` (int64), without the full array."""
+        groups = np.asarray(groups)
+        ends = self.ends[groups].astype(np.int64)
+        before = np.where(groups > 0, self.ends[np.maximum(groups - 1, 0)], 0).astype(np.int64)
+        return ends - before
+
+    @property
     def n_groups(self) -> int:
         return int(self.values.size)
 
@@ -135,7 +154,7 @@ class Ranking:
             return float("nan")
         tps = np.cumsum(mc.counts)
         fps = self.ends[mc.groups] - tps  # negatives scored >= this group's value
-        sizes = self.sizes[mc.groups]
+        sizes = self._sizes_of(mc.groups)
         # each positive beats the negatives strictly below its group and half of those tied with it;
         # doubled so that everything stays an exact integer until the one division
         twice = int(np.sum(mc.counts * (2 * (negatives - fps) + (sizes - mc.counts))))
@@ -177,7 +196,7 @@ class Ranking:
         start = self.voxels_in_top_groups(g)
         j = np.searchsorted(mc.groups, g)
         in_group = int(mc.counts[j]) if j < mc.groups.size and mc.groups[j] == g else 0
-        share = (k - start) * in_group / float(self.sizes[g])
+        share = (k - start) * in_group / float(self._sizes_of([g])[0])
         return above + share, float(self.values[g])
 
     def best_dice(self, mc: MaskCounts) -> tuple:
@@ -270,7 +289,8 @@ def _dense_ranks_numpy(scores: np.ndarray, chunk: int = 1 << 22):
 
 
 def _dense_ranks_packed(scores: np.ndarray, chunk: int = 1 << 22):
-    """(values desc, sizes, group_of int32) of ReLU(``scores``) (float32, fewer than 2³² of them).
+    """(values desc, ends, group_of int32) of ReLU(``scores``) (float32, fewer than 2³² of them);
+    ``ends`` (exclusive end of each tie group in descending order) is int32 below 2³¹ voxels.
 
     The voxels at 0 after the ReLU (half of a signed gradient map) form the last tie group and are
     not sorted. Every other voxel becomes one uint64 key, its float bits above its index (a
@@ -297,21 +317,32 @@ def _dense_ranks_packed(scores: np.ndarray, chunk: int = 1 << 22):
     if positive:
         new_group[0] = True
         np.not_equal(high[1:], high[:-1], out=new_group[1:])
-    starts = np.flatnonzero(new_group)
-    values = high[starts].view(np.float32).copy()
-    sizes = np.diff(np.append(starts, positive))
-    # the zeros: the last group (also when no voxel is above 0, so the map is one group)
-    group_of = np.full(n, starts.size, dtype=np.int32)
-    if positive < n:
-        values = np.append(values, np.float32(0))
-        sizes = np.append(sizes, n - positive)
+    groups = int(np.count_nonzero(new_group))
+    zeros = 1 if positive < n else 0  # the zeros: the last group (also when no voxel is above 0)
+    index_type = np.int32 if n < (1 << 31) else np.int64
+    values = np.empty(groups + zeros, dtype=np.float32)
+    ends = np.empty(groups + zeros, dtype=index_type)
+    done = 0
+    for a in range(0, positive, chunk):  # group starts chunk by chunk: no int64 array per group
+        starts = np.flatnonzero(new_group[a:a + chunk]) + a
+        values[done:done + starts.size] = high[starts].view(np.float32)
+        if done:
+            ends[done - 1] = starts[0]
+        ends[done:done + starts.size - 1] = starts[1:]
+        done += starts.size
+    if groups:
+        ends[groups - 1] = positive
+    if zeros:
+        values[-1] = 0
+        ends[-1] = n
+    group_of = np.full(n, groups, dtype=np.int32)
     offset = -1
     for a in range(0, positive, chunk):
         ids = np.cumsum(new_group[a:a + chunk], dtype=np.int32)
         ids += offset
         group_of[index[a:a + chunk]] = ids
         offset = int(ids[-1])
-    return values, sizes.astype(np.int64), group_of
+    return values, ends, group_of
 
 
 assert np.little_endian, "_dense_ranks_packed reads the low half of a uint64 first"
