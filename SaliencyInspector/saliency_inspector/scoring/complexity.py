@@ -51,22 +51,42 @@ def complexity(a, domain=None, transform: str = "abs") -> float:
     return float(-np.sum(p * np.log(p + LOG_EPS)))
 
 
+def _group_chunks(ranking: Ranking, chunk: int = 1 << 22):
+    """(values float64, sizes float64, ascending start positions float64) of the tie groups, a chunk
+    at a time: a voxel-wise map has a group per voxel, so no full-length float64 array is made."""
+    n = ranking.n
+    for a in range(0, ranking.n_groups, chunk):
+        ends = ranking.ends[a:a + chunk].astype(np.int64)
+        before = np.empty_like(ends)
+        before[0] = int(ranking.ends[a - 1]) if a else 0
+        before[1:] = ends[:-1]
+        yield (ranking.values[a:a + chunk].astype(np.float64), (ends - before).astype(np.float64),
+               (n - ends).astype(np.float64))
+
+
+def total_mass(ranking: Ranking) -> float:
+    """Σ of the ranked scores (Σ over groups of value × size), chunk by chunk."""
+    return float(sum(np.dot(v, s) for v, s, _ in _group_chunks(ranking)))
+
+
 def from_ranking(ranking: Ranking) -> dict:
     """{"sparseness", "complexity"} of the ranked scores, from the tie groups (exact, no sort).
 
     A tie group of size s at ascending positions p+1 … p+s adds Σ(2i − n − 1) = s(2p + s + 1) − s(n + 1)
-    times its value to the Gini numerator.
+    times its value to the Gini numerator. Two passes over the groups, chunk by chunk.
     """
-    values = ranking.values[::-1].astype(np.float64)  # ascending
-    sizes = ranking.sizes[::-1].astype(np.float64)
     n = float(ranking.n)
-    top = values[-1]
+    top = float(ranking.values[0])
     if top <= 0:
         return {"sparseness": float("nan"), "complexity": float("nan")}
-    v = values / top
-    start = np.concatenate([[0.0], np.cumsum(sizes)[:-1]])
-    weight = sizes * (2 * start + sizes + 1) - sizes * (n + 1)
-    gini = np.sum(weight * (v + GINI_EPS)) / (n * np.sum(sizes * (v + GINI_EPS)))
-    p = v / np.sum(sizes * v)
-    entropy = -np.sum(sizes * p * np.log(p + LOG_EPS))
-    return {"sparseness": float(gini), "complexity": float(entropy)}
+    numerator = denominator = mass = 0.0
+    for v, s, start in _group_chunks(ranking):
+        v = v / top
+        numerator += np.dot(s * (2 * start + s + 1) - s * (n + 1), v + GINI_EPS)
+        denominator += np.dot(s, v + GINI_EPS)
+        mass += np.dot(s, v)
+    entropy = 0.0
+    for v, s, _ in _group_chunks(ranking):
+        p = v / top / mass
+        entropy -= np.dot(s, p * np.log(p + LOG_EPS))
+    return {"sparseness": float(numerator / (n * denominator)), "complexity": float(entropy)}

@@ -124,7 +124,7 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     in_region = None if region_name == "all" else region_mask.ravel()
     scores = flat_raw[in_region] if in_region is not None else flat_raw
     ranking = Ranking(scores, device=device, relu=True)
-    mass_total = float(np.sum(ranking.sizes * ranking.values.astype(np.float64)))
+    mass_total = map_complexity.total_mass(ranking)  # chunked: a voxel-wise map has a group per voxel
     cut = map_cut(kind, arg, np.maximum(scores, 0) if kind in ("otsu", "percentile") else None, ranking)
     del scores
     argmax_ijk = argmax_voxels(flat_raw, in_region, ranking, raw.shape)

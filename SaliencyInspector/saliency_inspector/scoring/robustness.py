@@ -114,9 +114,12 @@ def captum_sensitivity_max(explain, x, radius: float = 0.02, samples: int = 10, 
 
     torch.manual_seed(seed)
 
-    def explanation(inputs):
-        return torch.stack([torch.as_tensor(np.asarray(explain(xi.numpy()), dtype=np.float32))[None]
-                            for xi in inputs])
+    def explanation(inputs, **_kwargs):
+        if isinstance(inputs, tuple):  # Captum may pass its inputs as a 1-tuple
+            inputs = inputs[0]
+        with torch.enable_grad():  # Captum calls this under no_grad; a gradient method needs it
+            return torch.stack([torch.as_tensor(np.asarray(explain(xi.detach().numpy()), dtype=np.float32))[None]
+                                for xi in inputs])
 
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))[None]
     return float(sensitivity_max(explanation, xt, perturb_radius=radius, n_perturb_samples=samples,
