@@ -146,7 +146,7 @@ def compare_estimators(classifier: Classifier, ct: Volume, masks: Masks, class_n
                        methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam", "gradient", "smoothgrad", "ig"),
                        segment: str | None = None, settings: EstimatorSettings | Mapping[str, Any] | None = None,
                        steps: int = 20, replacement: str = "blur", blur_mm: float = 10.0, seed: int = 0,
-                       progress: Progress = None, allow_mismatch: bool = False) -> Comparison: ...
+                       progress: Progress = None, allow_mismatch: bool = False, quantus: bool = False) -> Comparison: ...
 def run_trust(ct: Volume, models: Sequence[Classifier],
               methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam"),
               class_name: str | None = None, masks: Segments | None = None, segment: str | None = None,

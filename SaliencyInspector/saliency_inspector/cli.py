@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="target_class", required=True, help="class name or index")
     p.add_argument("--method", action="append", help=method_help("hirescam gradcam gradient smoothgrad ig"))
     p.add_argument("--fidelity-steps", type=int, default=20, help="deletion/LIF steps (p = 0 … 100 %%)")
+    p.add_argument("--quantus", action="store_true",
+                   help="also Quantus's model-calling metrics in 3D (faithfulness, robustness, random logit, "
+                        "completeness; costs forwards)")
     p.add_argument("--replacement", default="blur", help="fidelity replacement: air, mean, blur, impute")
     p.add_argument("--blur-mm", type=float, default=10.0, help="sigma of the blur replacement (mm)")
     p.add_argument("--json", type=Path, help="write the table, rankings and curves as JSON")

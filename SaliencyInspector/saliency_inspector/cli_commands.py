@@ -168,7 +168,8 @@ def cmd_compare(args) -> int:
     result = compare_estimators(classifier, ct, segments, args.target_class, methods=methods, segment=args.segment,
                                 settings=estimator_settings(args), steps=args.fidelity_steps,
                                 replacement=args.replacement, blur_mm=args.blur_mm, seed=args.seed,
-                                progress=progress, allow_mismatch=args.allow_mismatch)
+                                progress=progress, allow_mismatch=args.allow_mismatch,
+                                quantus=getattr(args, "quantus", False))
     write_tables(result, args.json, args.csv)
     if args.out:
         page = write_compare_report(result, ct, segments.masks[result.segment], args.out)

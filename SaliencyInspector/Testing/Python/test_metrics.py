@@ -378,12 +378,12 @@ def test_body_mask_equals_its_plain_definition():
 def test_table_outputs(tmp_path):
     table = score_masks(HAND_MAP, {"m": HAND_MASK, "empty": np.zeros(HAND_MASK.shape, bool)})
     rows = json.loads(table.write_json(tmp_path / "t.json").read_text())
-    assert list(rows[0]) == ROW_KEYS
+    assert list(rows[0]) == table.columns and table.columns[:len(ROW_KEYS)] == ROW_KEYS
     for key in ["segment", "dice", "roc_auc", "auprc", "ioa", "mass_in_mask", "pointing_game", "threshold", "region"]:
         assert key in rows[0]
     assert rows[1]["dice"] is None and rows[1]["note"]
     csv_lines = table.write_csv(tmp_path / "t.csv").read_text().splitlines()
-    assert csv_lines[0].split(",") == ROW_KEYS and len(csv_lines) == 3
+    assert csv_lines[0].split(",") == table.columns and len(csv_lines) == 3
     text = table.format()
     assert "ROC AUC" in text and "empty mask" in text and "0.667" in text
 
@@ -410,3 +410,34 @@ def test_roc_curves_are_thinned_for_plotting_keeping_the_end_points():
     assert np.all(np.isin(x, fpr)) and np.all(np.isin(y, tpr))  # points of the curve, not interpolated
     small_x, _ = thin(fpr[:10], tpr[:10])
     assert small_x.size == 10
+
+
+def test_packed_relu_ranking_equals_sklearn_with_ties():
+    """Ranking(relu=True) of float32 scores (packed uint64 keys, no ReLU'd copy, int32 group ends)
+    gives scikit-learn's ROC AUC and AP within 1e-9 and the same tie groups as the argsort path,
+    on small inputs full of ties, -0.0 and all-negative maps."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    checked = 0
+    for trial in range(150):
+        n = int(rng.integers(2, 300))
+        s = (rng.integers(-5, 6, n) * 0.37).astype(np.float32) if trial % 3 else rng.standard_normal(n).astype(np.float32)
+        if trial % 5 == 0:
+            s[rng.random(n) < 0.5] = -0.0
+        if trial % 11 == 0:
+            s[:] = -1.0
+        y = rng.random(n) < rng.random()
+        if y.sum() in (0, n):
+            continue
+        packed = Ranking(s, device="cpu", relu=True)
+        plain = Ranking(np.maximum(s, 0).astype(np.float64), device="cpu")
+        assert np.array_equal(packed.group_of, plain.group_of) and np.array_equal(packed.sizes, plain.sizes)
+        assert np.array_equal(packed.ends, plain.ends) and np.array_equal(packed.values, plain.values)
+        mc = packed.counts_for(np.flatnonzero(y))
+        if packed.n_groups > 1:
+            relu = np.maximum(s, 0)
+            assert abs(packed.roc_auc(mc) - roc_auc_score(y, relu)) < 1e-9
+            assert abs(packed.average_precision(mc) - average_precision_score(y, relu)) < 1e-9
+            checked += 1
+    assert checked > 100

@@ -20,6 +20,9 @@ from .localisation import POINTING_TOLERANCE_MM, argmax_voxels, mean_distance_to
 from .mask_scores import MaskScores
 from .masks import choose_region, mask_source
 from .metrics import METRICS, ROW_KEYS, TABLE_KEYS, column_head
+from . import complexity as map_complexity
+from . import localisation_quantus
+from .quality import MAP_KEYS, QUALITY_METRICS, SEGMENT_KEYS
 from .ranking import Ranking
 from .thresholds import TOPK_NOTE, map_cut, parse_threshold
 
@@ -35,8 +38,9 @@ class EvaluationTable:
 
     @property
     def columns(self) -> list:
-        """The keys of every row, in order (:data:`.metrics.ROW_KEYS`)."""
-        return list(ROW_KEYS)
+        """The keys of every row, in order: :data:`.metrics.ROW_KEYS`, then the mask-only metrics of
+        :data:`.quality.QUALITY_METRICS` (per segment, then per map: the same in every row)."""
+        return list(ROW_KEYS) + list(SEGMENT_KEYS) + list(MAP_KEYS)
 
     def row(self, segment: str) -> dict:
         """The row of one segment (KeyError if it has none)."""
@@ -81,6 +85,9 @@ class EvaluationTable:
             if r["note"]:
                 line += f"  [{r['note']}]"
             lines.append(line)
+        if self.rows:
+            lines.append("map: " + ", ".join(f"{QUALITY_METRICS[k].label} {records.format_cell(self.rows[0][k])}"
+                                             for k in MAP_KEYS) + " (S⁺ in the region)")
         lines += [f"note: {n}" for n in self.notes]
         if legend:
             lines += [f"  {METRICS[k].name}: {METRICS[k].meaning}" for k in TABLE_KEYS]
@@ -111,19 +118,19 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     region_mask, region_name, region_segment = choose_region(region, masks, saliency, ct, note)
     ct = None  # only the region needed it: freed here when the caller handed over its only reference
 
-    # Only the region's scores are copied (S⁺ = ReLU, in place); no full-grid index or score arrays.
+    # Only the region's scores are copied (none for "all"); the ranking applies S⁺ = ReLU itself, and
+    # a ReLU'd copy is made only for a threshold rule that needs the scores (otsu, percentile).
     flat_raw = raw.ravel()
     in_region = None if region_name == "all" else region_mask.ravel()
-    scores = flat_raw[in_region] if in_region is not None else flat_raw.copy()
-    if scores.dtype != bool:
-        np.maximum(scores, 0, out=scores)
-    ranking = Ranking(scores, device=device)
-    mass_total = float(np.sum(scores, dtype=np.float64))
-    cut = map_cut(kind, arg, scores, ranking)
+    scores = flat_raw[in_region] if in_region is not None else flat_raw
+    ranking = Ranking(scores, device=device, relu=True)
+    mass_total = map_complexity.total_mass(ranking)  # chunked: a voxel-wise map has a group per voxel
+    cut = map_cut(kind, arg, np.maximum(scores, 0) if kind in ("otsu", "percentile") else None, ranking)
     del scores
     argmax_ijk = argmax_voxels(flat_raw, in_region, ranking, raw.shape)
     rule_text = {"max": "max (oracle: best Dice over thresholds)"}.get(kind, str(threshold).strip().lower())
 
+    per_map = map_complexity.from_ranking(ranking)  # sparseness, complexity of S⁺ in the region
     rows = []
     for name, groups, total, mask_box in masks.tie_groups(ranking, in_region, skip=region_segment):
         counts = ranking.counts_from_groups(groups)
@@ -149,6 +156,9 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         row.update(threshold=rule_text, threshold_value=float(lowest), region=region_name,
                    mask_voxels=int(counts.positives), pointing_tolerance_mm=float(tolerance_mm),
                    note="; ".join(ms.reasons))
+        for key in SEGMENT_KEYS:
+            row[key] = float(getattr(localisation_quantus, key)(ms))
+        row.update({key: per_map[key] for key in MAP_KEYS})
         rows.append(row)
     notes = []
     if region_segment is not None:

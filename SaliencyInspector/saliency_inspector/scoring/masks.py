@@ -84,7 +84,7 @@ def label_counts(flat: np.ndarray, minlength: int, chunk: int = 1 << 23) -> np.n
     return counts
 
 
-def split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 23) -> dict:
+def split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int = 1 << 21) -> dict:
     """label -> int32 tie-group ids of the region voxels carrying it, for every ``wanted`` label.
 
     One pass over the region in chunks: a stable counting sort of the chunk's small-integer labels
@@ -106,7 +106,9 @@ def split_by_label(labels: np.ndarray, group_of: np.ndarray, wanted, chunk: int 
             if b > a:
                 parts[label].append(groups[a:b].copy())
     empty = np.zeros(0, dtype=group_of.dtype)
-    return {label: (np.concatenate(p) if p else empty) for label, p in parts.items()}
+    # popped as they are joined: the pieces and the joined arrays never both exist for every label
+    return {label: (np.concatenate(p) if p else empty) for label, p in
+            ((label, parts.pop(label)) for label in list(parts))}
 
 
 def mask_source(segments, saliency: Volume, note) -> MaskSource:

@@ -80,7 +80,12 @@ class Comparison:
     def write_csv(self, path) -> Path:
         """One row per method: :data:`COLUMNS` then its rank per measure (NaN as an empty cell)."""
         rows = [{**row, **{f"rank_{k}": self.rank_of(row["method"], k) for k in MEASURES}} for row in self.rows]
-        return write_csv(path, rows, COLUMNS + [f"rank_{k}" for k in MEASURES])
+        return write_csv(path, rows, COLUMNS + [f"rank_{k}" for k in MEASURES] + self._quality_keys())
+
+    def _quality_keys(self) -> list:
+        """The model-calling quality metrics present (``compare --quantus``), in registry order."""
+        from ..scoring.quality import MODEL_KEYS
+        return [k for k in MODEL_KEYS if self.rows and k in self.rows[0]]
 
     def format(self) -> str:
         """Fixed-width table with each value's rank in brackets."""
@@ -101,6 +106,13 @@ class Comparison:
         chance = self.rows[0]["fidelity_F_random"] if self.rows else float("nan")
         lines.append(f"fidelity: {self.info.get('fidelity_replacement', '')}, {self.info.get('fidelity_steps')} steps; "
                      f"a random map's F (the chance line): {chance:.3f}")
+        if self._quality_keys():  # compare --quantus: one line per metric, methods side by side
+            from ..scoring.quality import QUALITY_METRICS
+            lines.append("Quantus families (3-D, body as domain; " + ", ".join(r["method"] for r in self.rows) + "):")
+            for k in self._quality_keys():
+                info = QUALITY_METRICS[k]
+                lines.append(f"  {info.label:<28} [{info.family}, {'higher' if info.higher_is_better else 'lower'} "
+                             f"is better]  " + "  ".join(format_cell(r.get(k)) for r in self.rows))
         return "\n".join(lines)
 
 
@@ -153,14 +165,16 @@ def _choose_segment(names: list, class_name: str, segment) -> str:
 
 def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "gradcam", "gradient", "smoothgrad",
                        "ig"), segment=None, settings=None, steps: int = 20, replacement: str = "blur",
-                       blur_mm: float = 10.0, seed: int = 0, progress=None, allow_mismatch: bool = False) -> Comparison:
+                       blur_mm: float = 10.0, seed: int = 0, progress=None, allow_mismatch: bool = False,
+                       quantus: bool = False) -> Comparison:
     """Every estimator in ``methods`` on one case and one class, side by side (see module doc).
 
     ``masks``: :class:`io.segments.Segments` (on any grid; resampled) or a dict name -> bool array on
     the CT grid; ``segment``: the one to score against (default: the only one, or the one whose name
     contains the class name); ``settings``: estimator settings; ``steps``/``replacement``/``blur_mm``:
     fidelity; ``seed``: the fidelity tie-break and random map. Segments that do not describe this
-    CT (another patient's, mirrored) are refused unless ``allow_mismatch``.
+    CT (another patient's, mirrored) are refused unless ``allow_mismatch``. ``quantus``: also every
+    model-calling metric of :data:`scoring.quality.QUALITY_METRICS` per method (costs forwards).
     """
     import torch
 
@@ -226,6 +240,10 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
                      "fidelity_F": fid.curves.F, "fidelity_F_random": fid.random.F,
                      "fidelity_auc_mif": fid.curves.auc_mif, "fidelity_auc_lif": fid.curves.auc_lif,
                      "seconds": seconds})
+        if quantus:  # opt-in: the Quantus families' model-calling metrics (issue 24)
+            from .quality import model_metrics
+            say(f"{name}: Quantus-family metrics (faithfulness, robustness, randomisation, completeness)")
+            rows[-1].update(model_metrics(classifier, inputs, on_input, target, name, seed=seed, note=say))
     with torch.no_grad():
         probability = float(classifier.probabilities(classifier.predict(x))[0, target])
     return Comparison(rows=rows, class_name=class_name, segment=segment, curves=curves, maps=maps,
