@@ -56,7 +56,7 @@ def test_the_static_batch_is_read_from_the_program(exported):
         clf.module(torch.zeros(2, 1, 8, 8, 8))
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "fullgrad"])
 def test_every_method_runs_on_a_default_export_and_says_when_it_was_batched_one_by_one(exported, method):
     from saliency_inspector.explainers.explanation import explain
 
@@ -83,3 +83,13 @@ def test_a_guard_the_loader_could_not_see_is_caught_once_and_remembered(exported
     assert memory.batch_limit(wrapped) == 1
     ref = attribute("ig", ExportNet().eval(), x, 0, {"steps": 4, "baseline": "min"})
     torch.testing.assert_close(out.map, ref.map, rtol=1e-4, atol=1e-6)
+
+
+def test_fullgrad_on_an_export_says_why_in_one_line(exported):
+    """An exported graph keeps no nn.Conv/BatchNorm modules, so FullGrad cannot find the biases."""
+    from saliency_inspector.errors import InputError
+    from saliency_inspector.explainers.explanation import explain
+
+    clf, ct = exported
+    with pytest.raises(InputError, match="torch.export .pt2 keeps only its graph"):
+        explain(clf, ct, methods=["fullgrad"], classes=[0], settings=SETTINGS)
