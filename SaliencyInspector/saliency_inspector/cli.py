@@ -52,7 +52,9 @@ def add_estimator_options(p) -> None:
     for option, group in _setting_options().items():
         first = group[0]
         kind = type(first.default)
-        if len(group) == 1:
+        if kind is bool:
+            g.add_argument(option, action="store_true", help=first.metadata["help"])
+        elif len(group) == 1:
             g.add_argument(option, type=kind, default=first.default, help=first.metadata["help"])
         else:
             g.add_argument(option, type=kind, nargs=len(group), default=tuple(f.default for f in group),
@@ -131,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, arch_help="architecture for a state dict, e.g. 'DenseNet121' or a JSON spec")
     p.add_argument("--method", action="append", help=method_help("hirescam and gradcam"))
     p.add_argument("--class", dest="target_class", default="all", help="class name or index, or 'all'")
-    p.add_argument("--layer", help="target layer (module name); default: the card's, else the last spatial layer")
+    p.add_argument("--layer", action="append", help="target layer (module name); default: the card's, else the "
+                   "last spatial layer; repeated: the CAM maps of the layers combined (finest grid, averaged)")
     p.add_argument("--out", type=Path, default=Path("saliency-output"), help="output folder")
     p.add_argument("--device", **device)
     add_estimator_options(p)

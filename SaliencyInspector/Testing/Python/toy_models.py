@@ -220,3 +220,28 @@ class MaskLossToy(nn.Module):
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.head_map(self.features(x)), 1))
+
+
+# ---- cross-checks against pytorch-grad-cam (test_cam_family) -------------------------------------
+class PeerNet2d(nn.Module):
+    """A 2-D classifier pytorch-grad-cam accepts: conv → BatchNorm → ReLU → strided conv → ReLU
+    (``features``, 8 channels at 4×4 on 8×8 inputs) → 1×1 conv → Tanh (so y is not linear in the
+    features: Shapley-CAM's Hessian term is not zero) → linear, 5 classes (Finer-CAM compares 3).
+    Seeded; BatchNorm has non-trivial running statistics (FullGrad's effective bias)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                                      nn.Conv2d(6, 8, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 16, 5))
+        with torch.no_grad():
+            bn = self.features[1]
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+        self.eval()
+
+    def forward(self, x):
+        return self.head(self.features(x))

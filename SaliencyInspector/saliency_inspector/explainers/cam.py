@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import InputError
+from .cam_family import CamContext, gradcam_terms, hirescam_terms, projection
 from .settings import Attribution
 
 
@@ -51,6 +52,20 @@ def gradcampp(A, G):
     return (weights * A).sum(1)
 
 
+def _gradcampp_terms(A, G):
+    """Grad-CAM++'s per-channel terms w_k A_k (for eigen_smooth)."""
+    b, k = G.shape[:2]
+    ones = [1] * (A.ndim - 2)
+    g2 = G.pow(2)
+    denom = g2 * 2 + (A * G.pow(3)).flatten(2).sum(2).view(b, k, *ones)
+    denom = denom.where(denom != 0.0, denom.new_ones(()))
+    weights = (g2 / (denom + 1e-7) * G.clamp(min=0)).flatten(2).sum(2).view(b, k, *ones)
+    return weights * A
+
+
+hirescam.terms, gradcam.terms, gradcampp.terms = hirescam_terms, gradcam_terms, _gradcampp_terms
+
+
 def for_display(raw):
     """Display map: ReLU of the raw map scaled to [0, 1] by its maximum (all zeros stay zeros)."""
     pos = raw.clamp(min=0) if hasattr(raw, "clamp") else raw.clip(min=0)
@@ -60,7 +75,7 @@ def for_display(raw):
 
 # ---- hooks --------------------------------------------------------------------------------------
 @contextmanager
-def capture(module, layer_name: str, in_graph: bool = False):
+def capture(module, layer_name: str, in_graph: bool = False, shared: dict | None = None):
     """Capture the output A of ``module.<layer_name>``; yields a dict (``"A"``, ``"calls"``).
 
     ``in_graph=False`` (explaining): the hook detaches the layer's output and marks it
@@ -86,7 +101,12 @@ def capture(module, layer_name: str, in_graph: bool = False):
             raise InputError(f"layer {layer_name!r}: its output is a {type(output).__name__}, not a "
                              "tensor; choose a layer that outputs a feature map")
         store["calls"] += 1
-        store["A"] = output if in_graph else output.detach().requires_grad_(True)
+        # With several layers (``shared``) only the first to run is cut from the graph before it; the
+        # later ones stay in the graph, so ∂y/∂A reaches the earlier layer through them.
+        cut = not in_graph and not (shared is not None and shared.get("cut"))
+        store["A"] = output.detach().requires_grad_(True) if cut else output
+        if shared is not None and not in_graph:
+            shared["cut"] = True
         return store["A"].clone()
 
     frozen = [] if in_graph else [p for p in module.parameters() if p.requires_grad]
@@ -180,6 +200,7 @@ class CamResult:
     layer: str
     class_indices: list
     activation_shape: tuple
+    notes: list = None  # how layers were combined / maps smoothed (for predictions.json)
 
 
 def cam_functions(methods) -> dict:
@@ -194,28 +215,54 @@ def cam_functions(methods) -> dict:
     return {m: cams[m] for m in methods}
 
 
-def cam_pass(module, x, layer: str, cams: dict, class_indices=None, differentiable: bool = False) -> CamResult:
+def _checked_activation(store, layer, x):
+    if "A" not in store:
+        raise InputError(f"target layer {layer!r} did not run in the forward pass; choose another")
+    if store["calls"] > 1:
+        raise InputError(f"target layer {layer!r} runs {store['calls']} times per forward pass (a shared "
+                         "module); choose a layer that runs once, e.g. the block that contains it")
+    A = store["A"]
+    if A.ndim != x.ndim or A.shape[0] != x.shape[0]:
+        raise InputError(f"target layer {layer!r} outputs shape {tuple(A.shape)}, not a spatial "
+                         f"feature map (B, C, {', '.join('…' for _ in x.shape[2:])}); choose another layer")
+    return A
+
+
+def _apply(cam, A, G, ctx, eigen_smooth: bool):
+    """One CAM function on one layer and class: its terms' projection (eigen_smooth), with its
+    context, or plainly (A, G)."""
+    if eigen_smooth and hasattr(cam, "terms"):
+        return projection(cam.terms(A, G))
+    return cam(A, G, ctx) if getattr(cam, "context", False) else cam(A, G)
+
+
+def cam_pass(module, x, layer, cams: dict, class_indices=None, differentiable: bool = False,
+             settings=None) -> CamResult:
     """The CAM routine: one forward pass, G = ∂y_c/∂A per class, every ``cams`` function of (A, G).
 
-    ``cams``: name -> cam(A, G); ``class_indices``: list of ints (None: all outputs).
+    ``layer``: a module name, or a list of names (their maps combined: :func:`combine_layers`);
+    ``cams``: name -> cam(A, G); ``class_indices``: list of ints (None: all outputs); ``settings``:
+    EstimatorSettings (``eigen_smooth`` and the context CAMs' knobs) or None.
     ``differentiable=False``: A is a detached leaf (:func:`capture`), the maps and logits come back
     detached. ``differentiable=True``: G is taken with ``create_graph=True`` and A stays in the
     graph, so a loss on the maps trains the network (Draelos's mask loss): its gradient reaches
     the weights after the layer (through G) and before it (through A); the logits stay in the graph.
+    Gradients are taken lazily, once per class, for all layers at once: class-independent CAMs
+    (EigenCAM, KPCA-CAM, FEM) take none and are computed once per layer.
     """
     import torch
+    from contextlib import ExitStack
 
-    with capture(module, layer, in_graph=differentiable) as store, torch.enable_grad():
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    if differentiable and len(layers) != 1:
+        raise InputError("the mask loss uses one target layer")
+    eigen_smooth = bool(getattr(settings, "eigen_smooth", False))
+    need_hvp = any(getattr(f, "needs_hvp", False) for f in cams.values())
+    with ExitStack() as stack, torch.enable_grad():
+        shared = {} if len(layers) > 1 else None
+        stores = [stack.enter_context(capture(module, name, in_graph=differentiable, shared=shared)) for name in layers]
         logits = module(x)
-        if "A" not in store:
-            raise InputError(f"target layer {layer!r} did not run in the forward pass; choose another")
-        if store["calls"] > 1:
-            raise InputError(f"target layer {layer!r} runs {store['calls']} times per forward pass (a shared "
-                             "module); choose a layer that runs once, e.g. the block that contains it")
-        A = store["A"]
-        if A.ndim != x.ndim or A.shape[0] != x.shape[0]:
-            raise InputError(f"target layer {layer!r} outputs shape {tuple(A.shape)}, not a spatial "
-                             f"feature map (B, C, {', '.join('…' for _ in x.shape[2:])}); choose another layer")
+        As = [_checked_activation(store, name, x) for store, name in zip(stores, layers)]
         if not torch.is_tensor(logits) or logits.ndim != 2:
             raise InputError(f"the model's output has shape {tuple(getattr(logits, 'shape', ()))}; "
                              "a classifier must return logits (B, K)")
@@ -224,35 +271,150 @@ def cam_pass(module, x, layer: str, cams: dict, class_indices=None, differentiab
         bad = [c for c in class_indices if not 0 <= c < logits.shape[1]]
         if bad:
             raise InputError(f"class index {bad[0]} out of range: the model has {logits.shape[1]} outputs")
-        if differentiable and not A.requires_grad:
-            raise InputError(f"layer {layer!r} does not depend on trainable weights; choose a later layer")
+        if differentiable and not As[0].requires_grad:
+            raise InputError(f"layer {layers[0]!r} does not depend on trainable weights; choose a later layer")
         if not logits.requires_grad:
-            raise InputError(f"the logits do not depend on layer {layer!r}; choose a layer on the path "
+            raise InputError(f"the logits do not depend on layer {layers[0]!r}; choose a layer on the path "
                              "to the output")
-        grads = []
-        for n, c in enumerate(class_indices):
+        grads = {}
+
+        def grads_of(c):
             # Summing over the batch gives each sample its own gradient (samples do not interact in
             # eval; in training, no layer after ``layer`` may mix samples, e.g. BatchNorm in the head).
-            (g,) = torch.autograd.grad(logits[:, c].sum(), A, create_graph=differentiable,
-                                       retain_graph=differentiable or n < len(class_indices) - 1)
-            grads.append(g)
-        with torch.set_grad_enabled(differentiable):
-            maps = {m: torch.stack([cam(A, g) for g in grads], dim=1) for m, cam in cams.items()}
-    return CamResult(maps=maps, logits=logits if differentiable else logits.detach(), layer=layer,
-                     class_indices=list(class_indices), activation_shape=tuple(A.shape))
+            if c not in grads:
+                with torch.enable_grad():  # asked lazily, maybe from inside the maps' no-grad block
+                    grads[c] = torch.autograd.grad(logits[:, c].sum(), As, allow_unused=True, retain_graph=True,
+                                                   create_graph=differentiable or need_hvp)
+                grads[c] = tuple(torch.zeros_like(a) if g is None else g for g, a in zip(grads[c], As))
+            return grads[c]
+
+        def hvp_of(i, c):
+            g = grads_of(c)[i]
+            if not g.requires_grad:  # y_c is linear in A: H = 0
+                return torch.zeros_like(g)
+            (h,) = torch.autograd.grad(g, As[i], grad_outputs=As[i].detach(), retain_graph=True, allow_unused=True)
+            return torch.zeros_like(g) if h is None else h
+
+        per_layer = []
+        with torch.set_grad_enabled(differentiable or need_hvp or any(getattr(f, "context", False)
+                                                                      for f in cams.values())):
+            for i, A in enumerate(As):
+                maps = {}
+                for m, cam in cams.items():
+                    def ctx(c, i=i):
+                        return CamContext(logits=logits.detach(), index=c, settings=settings,
+                                          grad=lambda k: grads_of(k)[i].detach() if not differentiable
+                                          else grads_of(k)[i], hvp=lambda: hvp_of(i, c).detach())
+                    if getattr(cam, "class_independent", False):
+                        one = _apply(cam, A.detach(), None, ctx(class_indices[0]), False)
+                        maps[m] = one.unsqueeze(1).expand(-1, len(class_indices), *one.shape[1:])
+                    else:
+                        maps[m] = torch.stack([_apply(cam, A, grads_of(c)[i] if differentiable
+                                                      else grads_of(c)[i].detach(), ctx(c), eigen_smooth)
+                                               for c in class_indices], dim=1)
+                    if not differentiable:
+                        maps[m] = maps[m].detach()
+                per_layer.append(maps)
+    notes = ["eigen_smooth: channel sums replaced by their first principal component"] if eigen_smooth else []
+    if len(layers) == 1:
+        maps, shape = per_layer[0], tuple(As[0].shape)
+    else:
+        maps, shape, note = combine_layers(per_layer, layers, [tuple(a.shape) for a in As])
+        notes.append(note)
+    return CamResult(maps=maps, logits=logits if differentiable else logits.detach(), layer="+".join(layers),
+                     class_indices=list(class_indices), activation_shape=shape, notes=notes)
 
 
-def compute_cams(module, x, methods=("hirescam", "gradcam"), class_indices=None, layer=None) -> CamResult:
+def combine_layers(per_layer: list, layers: list, shapes: list):
+    """Maps of several layers as one: each layer's map divided by its largest |value| (per sample
+    and class; sign kept), resampled (linear, cell-centred) to the finest layer's grid, averaged.
+    pytorch-grad-cam (``base_cam.py`` aggregate_multi_layers) ReLUs and min-max scales each layer
+    first; keeping the sign here leaves ReLU to the display. Returns (maps, shape, note)."""
+    import torch.nn.functional as F
+
+    finest = max(range(len(shapes)), key=lambda i: _voxels(shapes[i][2:]))
+    size = shapes[finest][2:]
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    out = {}
+    for m in per_layer[0]:
+        total = 0
+        for maps in per_layer:
+            v = maps[m]
+            top = v.abs().flatten(2).amax(2).clamp(min=1e-30).view(*v.shape[:2], *[1] * len(size))
+            v = v / top
+            if tuple(v.shape[2:]) != tuple(size):
+                v = F.interpolate(v, size=size, mode=mode, align_corners=False)
+            total = total + v
+        out[m] = total / len(per_layer)
+    note = (f"layers {', '.join(layers)} combined: each map divided by its max |value|, resampled "
+            f"(linear) to the finest grid ({layers[finest]}, {'×'.join(map(str, size))}) and averaged")
+    return out, shapes[finest], note
+
+
+def _voxels(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def compute_cams(module, x, methods=("hirescam", "gradcam"), class_indices=None, layer=None,
+                 settings=None) -> CamResult:
     """All requested CAM maps for all requested classes from one forward pass (no graph kept).
 
     ``module``: an eval-mode network; ``x``: input (B, C, *spatial) on its device; ``methods``:
     names of CAM entries of the method registry; ``class_indices``: list of ints (None: all
-    outputs); ``layer``: module name (None: :func:`find_target_layer`).
+    outputs); ``layer``: module name or list of names (None: :func:`find_target_layer`);
+    ``settings``: EstimatorSettings (``eigen_smooth``, ``aug_smooth`` and the CAMs' knobs) or None.
     """
     cams = cam_functions(methods)
     if layer is None:
         layer = find_target_layer(module, x)
-    return cam_pass(module, x, layer, cams, class_indices)
+    if getattr(settings, "aug_smooth", False):
+        return aug_smooth(module, x, layer, cams, class_indices, settings)
+    return cam_pass(module, x, layer, cams, class_indices, settings=settings)
+
+
+def grid_transforms(spatial: tuple) -> list:
+    """Input transforms that are exact permutations of the voxel grid, with their inverses on a map:
+    identity, a flip of each spatial axis, and a 90° rotation in each plane whose two sides are
+    equal. Returns [(name, forward(t), inverse(t))] acting on the trailing spatial axes."""
+    import torch
+
+    n = len(spatial)
+    out = [("identity", lambda t: t, lambda t: t)]
+    for a in range(n):
+        dim = -n + a
+        out.append((f"flip axis {a}", lambda t, d=dim: torch.flip(t, (d,)), lambda t, d=dim: torch.flip(t, (d,))))
+    for a in range(n):
+        for b in range(a + 1, n):
+            if spatial[a] == spatial[b]:
+                dims = (-n + a, -n + b)
+                out.append((f"rot90 axes {a},{b}", lambda t, d=dims: torch.rot90(t, 1, d),
+                            lambda t, d=dims: torch.rot90(t, -1, d)))
+    return out
+
+
+def aug_smooth(module, x, layer, cams: dict, class_indices, settings) -> CamResult:
+    """``aug_smooth``: the CAMs of x under every :func:`grid_transforms` transform, each map taken
+    back by the inverse transform on the feature grid and the raw maps averaged. pytorch-grad-cam
+    (``base_cam.py``) averages over a 2-D horizontal flip × intensity factors 0.9/1/1.1 (ttach);
+    flips and rotations of the voxel grid are what is invertible in 3-D. The logits are x's own.
+    Exact when the feature grid tiles the input symmetrically (conv/pool stacks with 'same' padding)."""
+    transforms = grid_transforms(tuple(x.shape[2:]))
+    base = cam_pass(module, x, layer, cams, class_indices, settings=settings)
+    sums = {m: v.clone() for m, v in base.maps.items()}
+    for _name, forward, inverse in transforms[1:]:
+        result = cam_pass(module, forward(x), layer, cams, base.class_indices, settings=settings)
+        for m, v in result.maps.items():
+            if v.shape != sums[m].shape:
+                raise InputError(f"aug_smooth: the feature map of {_name} has shape {tuple(v.shape)}, not "
+                                 f"{tuple(sums[m].shape)}; use it only where the grid transforms keep the shape")
+            sums[m] += inverse(v)
+    base.maps = {m: v / len(transforms) for m, v in sums.items()}
+    base.notes = (base.notes or []) + [f"aug_smooth: raw maps averaged over {len(transforms)} grid transforms "
+                                       f"({', '.join(t[0] for t in transforms)}), each undone on the map"]
+    return base
 
 
 def differentiable_cams(module, x, layer: str, methods=("hirescam",), class_indices=None):
@@ -272,8 +434,10 @@ def cam_estimator(name: str):
     one class (``explain`` runs all CAMs of a call in one pass instead); the map is on the feature grid."""
 
     def estimator(model, x, target, settings):
-        result = compute_cams(model, x, methods=[name], class_indices=[int(target)], layer=settings.layer)
-        return Attribution(result.maps[name][0, 0], info={"layer": result.layer}, logits=result.logits)
+        result = compute_cams(model, x, methods=[name], class_indices=[int(target)], layer=settings.layer,
+                              settings=settings)
+        info = {"layer": result.layer, **({"notes": result.notes} if result.notes else {})}
+        return Attribution(result.maps[name][0, 0], info=info, logits=result.logits)
 
     estimator.__name__ = name
     return estimator

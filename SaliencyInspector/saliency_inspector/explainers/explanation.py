@@ -166,8 +166,8 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     the method registry (:data:`registry.METHODS`: the CAMs hirescam, gradcam, gradcampp, computed
     together in one engine pass, and the estimators gradient, smoothgrad, ig, occlusion, xrai3d, …)
     or callables (see :func:`registry.register_method`); ``classes``: "all", a class name or index,
-    or a list; ``layer``: module name (default: the card's target layer, else the last layer with a
-    spatial output); ``progress``: optional callable taking one-line messages; ``settings``: the
+    or a list; ``layer``: module name, or a list of names whose CAM maps are combined (default: the
+    card's target layer, else the last layer with a spatial output); ``progress``: optional callable taking one-line messages; ``settings``: the
     estimators' :class:`settings.EstimatorSettings` (or a dict of its fields). The model card is
     not changed (a card-less model's outputs are named "0", "1", … in the result only).
     """
@@ -193,6 +193,8 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     prepared = preprocess(ct, card.input, device=classifier.device)
     x = prepared.tensor
     layer = layer or card.target_layer
+    if isinstance(layer, (list, tuple)):
+        layer = layer[0] if len(layer) == 1 else list(layer)
     names = card.classes
     indices = None
     if names is not None:
@@ -202,7 +204,8 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
             f"{'all classes' if indices is None else len(indices)} ({', '.join(cam_methods)})")
     try:
         if cam_methods:
-            result = compute_cams(classifier.module, x, methods=cam_methods, class_indices=indices, layer=layer)
+            result = compute_cams(classifier.module, x, methods=cam_methods, class_indices=indices, layer=layer,
+                                  settings=settings)
         else:
             result = _logits_only(classifier, x, indices, layer)
     except InputError:
@@ -237,11 +240,15 @@ def explain(classifier, ct: Volume, methods=("hirescam", "gradcam"), classes="al
     info = {"warnings": warnings}
     if cam_methods:
         info["feature_cell_mm"] = [float(v) for v in fgrid.spacing]
+        if result.notes:  # eigen_smooth, aug_smooth, several layers combined
+            info["cam_notes"] = list(result.notes)
     if estimators:  # input-grid maps: kept raw like the CAMs, put on the CT grid when used
         from .attribution import run_estimators
 
+        from dataclasses import replace
+
         done = run_estimators(classifier, prepared, estimators, dict(zip(explained, result.class_indices)),
-                              settings, layer, say)
+                              replace(settings, progress=settings.progress or say), layer, say)
         raw.update(done["maps"])
         info["estimators"] = done["info"]
     logits = result.logits[0].detach().cpu()

@@ -30,6 +30,8 @@ from typing import Callable
 
 from ..errors import InputError
 from . import cam as cams
+from . import cam_family as family
+from .cam_forward import ablationcam, fullgrad, scorecam
 from .captum_estimators import gradient, guided_gradcam, ig, inputxgradient, noise_tunnel, occlusion
 from .settings import EstimatorSettings
 from .xrai import xrai3d
@@ -207,6 +209,37 @@ def _register_builtins() -> None:
          "Grad-CAM: Σ_k mean(G_k) A_k at the target layer (feature resolution)"),
         ("gradcampp", "Grad-CAM++", "CAM", "signed", "relu", cams.gradcampp, ("layer",), cam_cost,
          "Grad-CAM++ weights at the target layer (feature resolution)"),
+        # pytorch-grad-cam's family (explainers/cam_family.py): all classes from the same pass
+        ("gradcam_elementwise", "Grad-CAM element-wise", "CAM", "non-negative", "relu", family.gradcam_elementwise,
+         ("layer", "eigen_smooth", "aug_smooth"), cam_cost, "Σ_k ReLU(G_k ⊙ A_k) at the target layer"),
+        ("xgradcam", "XGrad-CAM", "CAM", "signed", "relu", family.xgradcam, ("layer", "eigen_smooth", "aug_smooth"),
+         cam_cost, "Σ_k (Σ G_k A_k / Σ A_k) A_k at the target layer"),
+        ("layercam", "Layer-CAM", "CAM", "signed", "relu", family.layercam, ("layer", "eigen_smooth", "aug_smooth"),
+         cam_cost, "Σ_k ReLU(G_k) ⊙ A_k at the target layer (non-negative after a ReLU)"),
+        ("eigencam", "Eigen-CAM", "CAM", "signed", "relu", family.eigencam, ("layer", "aug_smooth"),
+         "1 forward (no gradient; the same map for every class)",
+         "first principal component of the activations (class-independent)"),
+        ("eigengradcam", "Eigen-Grad-CAM", "CAM", "signed", "relu", family.eigengradcam, ("layer", "aug_smooth"),
+         cam_cost, "first principal component of G ⊙ A"),
+        ("kpcacam", "KPCA-CAM", "CAM", "signed", "relu", family.kpcacam,
+         ("layer", "aug_smooth", "kpca_kernel", "kpca_gamma"), "1 forward + a voxels² kernel (same map for every class)",
+         "first kernel-PCA component of the activations (class-independent)"),
+        ("finercam", "Finer-CAM", "CAM", "signed", "relu", family.finercam,
+         ("layer", "eigen_smooth", "aug_smooth", "finer_alpha", "finer_compare"),
+         "1 forward + backward to the layer per compared class",
+         "Grad-CAM of y_c minus its nearest classes (what tells c apart from look-alikes)"),
+        ("shapleycam", "Shapley-CAM", "CAM", "signed", "relu", family.shapleycam, ("layer", "eigen_smooth", "aug_smooth"),
+         "1 forward + a double backward to the layer per class",
+         "Σ_k mean(G_k − ½ H·A)_k A_k: gradient and Hessian-vector product"),
+        ("fem", "FEM", "CAM", "non-negative", "relu", family.fem, ("layer", "aug_smooth", "fem_k"),
+         "1 forward (no gradient; the same map for every class)",
+         "activations weighted by the share of voxels above mean + k·std (class-independent)"),
+        ("scorecam", "Score-CAM", "CAM", "non-negative", "relu", scorecam, ("layer", "memory_gb"),
+         "1 forward per channel of the layer (all classes)", "Σ_k softmax_k(y_c(x ⊙ A_k↑)) A_k"),
+        ("ablationcam", "Ablation-CAM", "CAM", "signed", "relu", ablationcam, ("layer", "memory_gb"),
+         "1 forward per channel of the layer (all classes)", "Σ_k (y_c − y_c without channel k)/y_c · A_k"),
+        ("fullgrad", "FullGrad", "gradient", "non-negative", "abs", fullgrad, (), "1 forward + 1 backward per class",
+         "|x ⊙ ∂y/∂x| + Σ over conv/BatchNorm biases of |b ⊙ ∂y/∂z|, each scaled and resampled to the input"),
         ("gradient", "Gradient", "gradient", "signed", "abs", gradient, (), "1 forward + 1 backward",
          "∂y_c/∂x, the signed gradient (Captum Saliency, abs=False)"),
         ("inputxgradient", "Input × Gradient", "gradient", "signed", "signed", inputxgradient, (),
@@ -235,10 +268,13 @@ def _register_builtins() -> None:
          "IG + SLIC at each scale + greedy ranking",
          "SLIC supervoxels ranked greedily by their mean IG attribution (XRAI in 3D)"),
     ]
-    for name, label, family, meaning, importance, function, used, cost, description in entries:
-        METHODS[name] = _make(name, function, label=label, family=family, meaning=meaning, importance=importance,
-                              description=description, cam=family == "CAM", needs_layer=name == "guided_gradcam",
-                              cost=cost, defaults=_defaults(*used))
+    extra_forwards = ("scorecam", "ablationcam")  # CAMs, but estimators: they need more forward passes
+    for name, label, kind, meaning, importance, function, used, cost, description in entries:
+        cam = kind == "CAM" and name not in extra_forwards
+        METHODS[name] = _make(name, function, label=label, family=kind, meaning=meaning, importance=importance,
+                              description=description, cam=cam,
+                              needs_layer=name in ("guided_gradcam", *extra_forwards), cost=cost,
+                              defaults=_defaults(*used))
 
 
 _register_builtins()

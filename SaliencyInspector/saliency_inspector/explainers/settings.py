@@ -30,7 +30,9 @@ class EstimatorSettings:
     input blurred with σ = ``blur_mm``); ``occlusion_window_mm``/``occlusion_stride_mm``: the 3D
     window and stride (mm, converted to voxels on the input grid); ``memory_gb``: the budget one
     batch of steps/samples must fit; ``seed``: noise seed; ``layer``: target layer for CAMs and
-    Guided Grad-CAM; ``xrai_scales``: SLIC supervoxel counts; ``xrai_dilation``: voxels.
+    Guided Grad-CAM (a list: CAM maps of several layers combined); ``eigen_smooth``/``aug_smooth``,
+    ``fem_k``, ``kpca_kernel``/``kpca_gamma``, ``finer_alpha``/``finer_compare``: the CAM family's
+    knobs (:mod:`.cam_family`); ``xrai_scales``: SLIC supervoxel counts; ``xrai_dilation``: voxels.
     Filled by :func:`explain` from the model card and the input grid: ``spacing_zyx`` (mm, tensor
     order), ``air_value`` (−1000 HU in input units), ``body`` (bool array on the input grid).
     """
@@ -48,12 +50,23 @@ class EstimatorSettings:
         default=50.0, metadata=_option("--occlusion-mm", "occlusion window and stride in mm", "STRIDE"))
     memory_gb: float = field(default=2.0, metadata=_option("--memory-gb", "memory budget for one batch of steps/samples"))
     seed: int = field(default=0, metadata=_option("--seed", "noise seed"))
-    layer: str | None = None
+    layer: str | None = None  # or a list of names: their CAM maps combined (cam.combine_layers)
+    eigen_smooth: bool = field(default=False, metadata=_option(
+        "--eigen-smooth", "CAMs: first principal component of the channel terms instead of their sum"))
+    aug_smooth: bool = field(default=False, metadata=_option(
+        "--aug-smooth", "CAMs: average over flips/90° rotations of the voxel grid, each undone on the map"))
+    fem_k: float = field(default=2.0, metadata=_option("--fem-k", "FEM: k of the mean + k·std threshold"))
+    kpca_kernel: str = field(default="sigmoid", metadata=_option(
+        "--kpca-kernel", "KPCA-CAM kernel: sigmoid, rbf, poly, linear, cosine"))
+    kpca_gamma: float | None = None
+    finer_alpha: float = field(default=1.0, metadata=_option("--finer-alpha", "Finer-CAM comparison strength"))
+    finer_compare: int = field(default=3, metadata=_option("--finer-compare", "Finer-CAM: classes compared"))
     xrai_scales: tuple = (16, 32, 64, 128)
     xrai_dilation: int = 1
     spacing_zyx: tuple | None = None
     air_value: float | None = None
     body: object = field(default=None, repr=False, compare=False)
+    progress: object = field(default=None, repr=False, compare=False)  # one-line messages (long estimators)
 
     def check(self) -> "EstimatorSettings":
         """InputError for settings that cannot work; returns self."""

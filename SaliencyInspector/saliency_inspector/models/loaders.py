@@ -195,7 +195,7 @@ def _load_export(path: Path, card: ModelCard | None, dev) -> Classifier:
     if card is None:
         card = ModelCard(name=path.stem)
         # A program exported with static shapes only accepts that shape: use it as the input size.
-        shape = _static_input_shape(program)
+        shape = static_input_shape(program)
         if shape is not None and len(shape) == 5:
             card.input = InputSpec(size=tuple(shape[2:]), channels=int(shape[1]))
         elif shape is not None and len(shape) >= 2:
@@ -203,8 +203,19 @@ def _load_export(path: Path, card: ModelCard | None, dev) -> Classifier:
     return Classifier(module.to(dev), card, dev, source=str(path), kind="pt2")
 
 
-def _static_input_shape(program):
-    """The example input's shape when every dimension is a plain integer (static export), else None."""
+def static_input_shape(program):
+    """The example input's shape when every dimension is a plain integer (static export), else None.
+
+    ``program``: an ``ExportedProgram``, or any module carrying an exported graph (what
+    ``torch.export.unflatten(program)`` and ``program.module()`` return: their placeholders keep
+    the export's example value under ``meta["val"]``).
+    """
+    if not hasattr(program, "graph_signature"):  # a module: its first placeholder with a value is x
+        for node in getattr(getattr(program, "graph", None), "nodes", ()):
+            if node.op == "placeholder" and "val" in node.meta and hasattr(node.meta["val"], "shape"):
+                shape = tuple(node.meta["val"].shape)
+                return shape if all(isinstance(n, int) for n in shape) else None
+        return None
     names = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in names and "val" in node.meta:
@@ -213,6 +224,18 @@ def _static_input_shape(program):
                 return shape
             return None
     return None
+
+
+def static_batch(module) -> int | None:
+    """The batch size an exported module insists on, or None when any batch is accepted.
+
+    ``torch.export.export(model, (x,))`` without ``dynamic_shapes`` fixes every dimension of x, the
+    batch included: the loaded program then refuses any other batch ("Expected input at
+    *args[0].shape[0] to be equal to 1"). Estimators that batch steps or samples internally (IG,
+    SmoothGrad, occlusion, ScoreCAM…) send batches of this size instead (:mod:`explainers.memory`).
+    """
+    shape = static_input_shape(module)
+    return int(shape[0]) if shape else None
 
 
 def _load_state_dict_file(path: Path, card: ModelCard | None, arch, dev) -> Classifier:
