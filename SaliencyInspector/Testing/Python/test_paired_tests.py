@@ -22,8 +22,8 @@ def test_holm_equals_statsmodels_multipletests():
 
 
 def test_rank_biserial_hand_computed():
-    # |d| ranks 1..5 (the zero dropped): R+ = 1 + 2 + 4 + 5 = 12, R- = 3 -> (12 - 3) / 15
-    assert rank_biserial([1, 2, -3, 4, 5, 0]) == pytest.approx(0.6)
+    # |d| ranks 1..4 (the zero dropped): R+ = 1 + 2 + 3 = 6, R- = 4 -> (6 - 4) / 10 (counts would say 0.5)
+    assert rank_biserial([1, 2, 3, -4, 0]) == pytest.approx(0.2)
     # ties at average rank: |d| = 1, 2, 2, 3 -> ranks 1, 2.5, 2.5, 4; R- = 2.5 -> (7.5 - 2.5) / 10
     assert rank_biserial([1, 2, -2, 3]) == pytest.approx(0.5)
     assert rank_biserial([0.1, 0.3, 0.2]) == 1.0 and rank_biserial([-1, -2]) == -1.0
@@ -73,3 +73,16 @@ def test_bootstrap_interval_is_seeded_and_covers_the_mean():
     assert bootstrap_mean_ci(x, seed=3) == bootstrap_mean_ci(x, seed=3)
     low, high = bootstrap_mean_ci(x, seed=3)
     assert low < x.mean() < high and high - low == pytest.approx(2 * 1.96 * x.std() / np.sqrt(40), rel=0.25)
+
+
+def test_a_raw_p_below_005_is_not_significant_after_holm():
+    """8 cases, one negative difference of rank 3: exact p = 10/256 = 0.039; three pairs: Holm 0.117."""
+    cases = [f"c{i}" for i in range(8)]
+    b = np.linspace(0.5, 0.8, 8)
+    d = np.array([0.1, 0.2, -0.3, 0.4, 0.5, 0.6, 0.7, 0.8]) * 0.01
+    e = np.array([0.5, -0.6, 0.7, -0.8, 0.9, -1.0, 1.1, -1.2]) * 0.01
+    rows = compare_methods({"a": dict(zip(cases, b + d)), "b": dict(zip(cases, b)), "c": dict(zip(cases, b + e))})
+    first = rows[0]
+    assert (first["method_a"], first["method_b"]) == ("a", "b")
+    assert first["p"] == pytest.approx(10 / 256) and first["p_holm"] == pytest.approx(3 * 10 / 256)
+    assert first["verdict"] == "not significant"
