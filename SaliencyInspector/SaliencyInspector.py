@@ -477,6 +477,15 @@ class DependencyError(RuntimeError):
     """A required Python package is missing and was not installed (declined, failed, or too old)."""
 
 
+def _importanceOf(saliencyNode):
+    """The importance transform of a saliency node's method (Method.importance: relu, abs or
+    signed); ReLU(map) for a node that does not say its method."""
+    from saliency_inspector.explainers.registry import METHODS
+
+    method = METHODS.get(saliencyNode.GetAttribute("SaliencyInspector.Method") or "")
+    return method.importance if method is not None else "relu"
+
+
 class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, callable from Slicer's Python console:
 
@@ -705,7 +714,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         mrml.check_segmentation(segmentationNode)
         referenceNode = volumeNode or saliencyNode
         segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
-        table = evaluation.evaluate(saliency, segments, region="auto", ct=ct)
+        importance = _importanceOf(saliencyNode)
+        table = evaluation.evaluate(saliency, segments, region="auto", ct=ct, importance=importance)
         scene = slicer.mrmlScene
         tableNode = mrml_charts.add_metrics_table(scene, table.rows,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} metrics"),
@@ -717,7 +727,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             for name in segments.names:
                 if name.lower() == "body" or not segments.mask(name).any():
                     continue
-                fpr, tpr, _thresholds = roc_curve(saliency, segments.mask(name), region)
+                fpr, tpr, _thresholds = roc_curve(saliency, segments.mask(name), region, importance)
                 curves[name] = thin_curve(fpr, tpr, points=ROC_PLOT_POINTS)
             chartNode = mrml_charts.add_roc_chart(scene, curves, colors=segments.colors,
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
@@ -739,7 +749,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
         result = map_fidelity(classifier, mrml.volume_from_node(volumeNode),
                               mrml.volume_from_node(saliencyNode, what="saliency map"), className,
-                              steps=steps, replacement=replacement)
+                              steps=steps, replacement=replacement, importance=_importanceOf(saliencyNode))
         scene = slicer.mrmlScene
         tableNode, chartNode = mrml_charts.add_fidelity_nodes(
             scene, result, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} fidelity"))

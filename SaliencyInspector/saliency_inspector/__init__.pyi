@@ -21,13 +21,16 @@ from .models.card import ModelCard as ModelCard
 from .models.loaders import Classifier as Classifier
 from .models.preprocess import Prepared as Prepared
 from .scoring.evaluation import EvaluationTable as EvaluationTable
+from .scoring.fidelity import Chance as Chance
 from .scoring.fidelity import FidelityResult as FidelityResult
+from .scoring.fidelity import RoadResult as RoadResult
 from .scoring.fixations import Fixations as Fixations
 from .scoring.gaze import GazeResult as GazeResult
 from .scoring.similarity import Similarity as Similarity
 from .synth.phantom import PhantomCase as PhantomCase
 from .workflows.batch import BatchResult as BatchResult
 from .workflows.compare import Comparison as Comparison
+from .workflows.compare_cohort import CohortComparison as CohortComparison
 from .workflows.demo import DemoResult as DemoResult
 from .workflows.trust import TrustResult as TrustResult
 
@@ -38,15 +41,17 @@ Masks = Union[Segments, Mapping[str, "np.ndarray[Any, Any]"]]
 
 __version__: str
 __all__: list[str] = [
-    "Attribution", "BatchResult", "Classifier", "Comparison", "DemoResult", "ESTIMATORS", "EstimatorSettings",
+    "Attribution", "BatchResult", "Classifier", "CohortComparison", "Comparison", "DemoResult", "ESTIMATORS",
+    "EstimatorSettings",
     "EvaluationTable", "Explanation", "FidelityResult", "Fixations", "GazeResult", "InputError", "METHODS",
     "METRICS", "Manifest", "Method", "ModelCard", "ORIENTATION_CODES", "PhantomCase", "Prepared", "Segment",
     "Segments", "Similarity", "TrustResult", "Volume", "attribute", "batch", "bootstrap_mean_ci",
-    "check_same_body", "cohort_statistics", "compare_estimators", "compare_maps", "compare_with_gaze",
-    "demo_classifier", "evaluate", "explain", "fidelity", "from_sitk", "get_method", "load_classifier",
+    "check_same_body", "cohort_statistics", "compare_cohort", "compare_estimators", "compare_maps", "compare_methods",
+    "compare_with_gaze", "demo_classifier", "evaluate", "explain", "fidelity", "from_sitk", "get_method",
+    "importance_transform", "load_classifier",
     "make_phantom", "mask_loss", "orientation_direction", "phantom_cohort", "preprocess", "read_fixations",
     "read_manifest", "read_segments", "read_volume", "register_estimator", "register_method",
-    "render_overlay", "resample_map", "resample_to", "run_demo", "run_shortcut_demo", "run_trust",
+    "render_overlay", "resample_map", "road", "resample_to", "run_demo", "run_shortcut_demo", "run_trust",
     "to_sitk", "train", "volume_from_ijk_to_ras", "write_phantom_case", "write_report", "write_segments",
     "write_volume", "__version__",
 ]
@@ -105,13 +110,19 @@ def attribute(name: MethodSpec, model: Any, x: Any, target: int,
 # ---- scoring -------------------------------------------------------------------------------------
 def evaluate(saliency: Volume, segments: Masks, region: Any = "auto", threshold: str = "topk",
              ct: Volume | None = None, tolerance_mm: float = ..., note: Progress = None,
-             device: str = "auto") -> EvaluationTable: ...
+             device: str = "auto", importance: str = "relu") -> EvaluationTable: ...
 def check_same_body(segments: Segments, image: Volume, ct: Volume | None = None, *, allow_mismatch: bool = False,
                     warn: Progress = None, source: str = "masks") -> dict[str, Any]: ...
 def fidelity(classifier: Any, x: Any, saliency: Any, target: int, *, steps: int = 20, replacement: str = "blur",
              air_value: float | None = None, body: np.ndarray[Any, Any] | None = None, blur_mm: float = 10.0,
              spacing_zyx: tuple[float, ...] | None = None, impute_noise: float = 0.01, seed: int = 0,
-             random_baseline: bool = True, batch_size: int = 8) -> FidelityResult: ...
+             random_baseline: bool = True, batch_size: int = 8, importance: str = "signed",
+             random_maps: int = ..., chance: Chance | None = None) -> FidelityResult: ...
+def road(classifier: Any, x: Any, saliency: Any, target: int, *, fractions: Sequence[float] = ...,
+         importance: str = "signed", noise: float = 0.01, seed: int = 0, batch_size: int = 8) -> RoadResult: ...
+def importance_transform(saliency: Any, importance: str) -> Any: ...
+def compare_methods(values: Mapping[str, Mapping[str, Any]], measure: str = "", higher_is_better: bool = True,
+                    alpha: float = ..., seed: int = 0) -> list[dict[str, Any]]: ...
 def compare_maps(a: Any, b: Any, normalisation: str = "abs", region: np.ndarray[Any, Any] | None = None,
                  top_k_percent: float = ..., win_size: int = ...) -> Similarity: ...
 def read_fixations(path: StrPath, space: str | None = None) -> Fixations: ...
@@ -146,7 +157,13 @@ def compare_estimators(classifier: Classifier, ct: Volume, masks: Masks, class_n
                        methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam", "gradient", "smoothgrad", "ig"),
                        segment: str | None = None, settings: EstimatorSettings | Mapping[str, Any] | None = None,
                        steps: int = 20, replacement: str = "blur", blur_mm: float = 10.0, seed: int = 0,
-                       progress: Progress = None, allow_mismatch: bool = False, quantus: bool = False) -> Comparison: ...
+                       progress: Progress = None, allow_mismatch: bool = False, quantus: bool = False,
+                       random_maps: int | None = None) -> Comparison: ...
+def compare_cohort(classifier: Classifier, manifest: StrPath | Manifest, class_name: str | int,
+                   methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam", "gradient", "smoothgrad", "ig"),
+                   segment: str | None = None, settings: EstimatorSettings | Mapping[str, Any] | None = None,
+                   steps: int = 20, replacement: str = "blur", blur_mm: float = 10.0, seed: int = 0,
+                   random_maps: int | None = None, progress: Progress = None) -> CohortComparison: ...
 def run_trust(ct: Volume, models: Sequence[Classifier],
               methods: MethodSpec | Sequence[MethodSpec] = ("hirescam", "gradcam"),
               class_name: str | None = None, masks: Segments | None = None, segment: str | None = None,

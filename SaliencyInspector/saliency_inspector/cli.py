@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", default="topk", help="topk, otsu, fixed:T, percentile:P, max (oracle)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="score masks that do not seem to belong to this CT (with a loud warning)")
+    p.add_argument("--importance", choices=("relu", "abs", "signed"), help="rank voxels by ReLU(map), |map| or "
+                   "the signed map (default: the method's own, from the file name <method>_<class>.nrrd)")
     p.add_argument("--json", type=Path, help="write rows as JSON")
     p.add_argument("--csv", type=Path, help="write rows as CSV")
     p.set_defaults(func=cmd_evaluate)

@@ -4,6 +4,7 @@ stdout stays for results."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -115,6 +116,30 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def map_importance(path, given=None) -> tuple:
+    """(importance, why) of a map file: ``given`` (``--importance``), else its method's declared
+    one (the file name ``<method>_<class>.nrrd``, checked against a ``predictions.json`` beside it
+    when there is one), else ReLU(map)."""
+    from .explainers.registry import get_method, method_in_file_name
+
+    if given:
+        return given, f"ranking voxels by {given} (--importance)"
+    method = method_in_file_name(path)
+    beside = Path(path).parent / "predictions.json"
+    if method and beside.is_file():
+        try:
+            listed = json.loads(beside.read_text()).get("methods")
+        except (ValueError, OSError, AttributeError):
+            listed = None
+        if isinstance(listed, list) and method not in listed:
+            method = None  # the name looks like a method's, but that run did not make one
+    if method is None:
+        return "relu", ("the map's method is not known from its file name; ranked by ReLU(map) "
+                        "(give --importance abs|signed for a gradient or signed map)")
+    importance = get_method(method).importance
+    return importance, f"{Path(path).name}: method {method}, ranked by its declared importance {importance}"
+
+
 def cmd_evaluate(args) -> int:
     from .scoring.evaluation import evaluate
     from .io.segments import read_segments
@@ -145,7 +170,10 @@ def cmd_evaluate(args) -> int:
                   others.resampled_to(saliency).mask(args.region))
     handed = [ct]  # evaluate gets the only reference, so it can free the CT once the region is made
     del ct
-    table = evaluate(saliency, segments, region=region, threshold=args.threshold, ct=handed.pop(), note=progress)
+    importance, why = map_importance(args.map, args.importance)
+    table = evaluate(saliency, segments, region=region, threshold=args.threshold, ct=handed.pop(), note=progress,
+                     importance=importance)
+    progress(why)
     write_tables(table, args.json, args.csv)
     print(table.format())
     return 0

@@ -249,7 +249,10 @@ def add_randomization_chart(scene: Any, card: TrustCard, name: str = "Randomizat
                           "randomization step (0 = trained model)", "SSIM")
 
 
-FIDELITY_MEASURES = ("F", "random_F", "auc_mif", "auc_lif", "random_auc_mif", "random_auc_lif", "F_logit")
+FIDELITY_MEASURES = ("F", "random_F", "random_F_low", "random_F_high", "F_minus_random", "F_minus_random_low",
+                     "F_minus_random_high", "F_verdict", "auc_mif", "auc_lif", "random_auc_mif", "random_auc_lif",
+                     "F_logit", "random_F_logit", "F_logit_minus_random", "F_logit_minus_random_low",
+                     "F_logit_minus_random_high", "F_logit_verdict", "random_maps", "ranked_by")
 
 
 def add_fidelity_nodes(scene: Any, result: FidelityResult, name: str = "Fidelity") -> tuple[Any, Any]:
@@ -260,12 +263,14 @@ def add_fidelity_nodes(scene: Any, result: FidelityResult, name: str = "Fidelity
     measures = [k for k in FIDELITY_MEASURES if k in data]
     table = add_table(scene, name, {
         "measure": np.array(measures + ["replacement", "steps"], dtype=object),
-        "value": np.array([f"{data[k]:.4f}" for k in measures] + [data["replacement"], str(data["steps"])],
+        "value": np.array([f"{data[k]:.4f}" if isinstance(data[k], float) else str(data[k]) for k in measures]
+                          + [data["replacement"], str(data["steps"])],
                           dtype=object)})
     fractions = np.asarray(result.curves.fractions, dtype=float)
     curves = {"deletion (MIF)": result.curves.mif_probability, "LIF": result.curves.lif_probability}
     if result.random is not None:
-        curves.update({"random MIF": result.random.mif_probability, "random LIF": result.random.lif_probability})
+        curves.update({"random MIF (mean)": result.random.mif_probability,
+                       "random LIF (mean)": result.random.lif_probability})
     series = []
     for label, values in curves.items():
         points = add_table(scene, f"{name} {label}", {"fraction": fractions,

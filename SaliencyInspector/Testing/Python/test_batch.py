@@ -18,7 +18,7 @@ from saliency_inspector.cohort import case as case_module
 from saliency_inspector.workflows.batch import batch
 from saliency_inspector.cohort.executors import ProcessPoolCaseExecutor, RayExecutor
 from saliency_inspector.cohort.stats import (bootstrap_indices, bootstrap_mean_ci, cohort_statistics,
-                                             model_auc, roc_auc)
+                                             method_comparisons, model_auc, roc_auc)
 from saliency_inspector.errors import InputError
 from saliency_inspector.io.manifest import read_manifest, write_manifest
 from saliency_inspector.io.segments import Segments, read_segments, write_segments
@@ -140,6 +140,52 @@ def test_cohort_rows_equal_direct_computations_and_leave_undefined_values_out(lo
     assert by_group.get("present", 0) == sum(p["label"] == 1 for p in labels)
     assert by_group.get("correct", 0) + by_group.get("incorrect", 0) == 6
     assert sum(by_group.get(g, 0) for g in ("tp", "fp", "fn", "tn")) == 6
+
+
+def test_methods_are_compared_by_paired_tests_across_cases(tmp_path):
+    """Per class, segment and metric: every method pair, paired Wilcoxon across the cases both have,
+    Holm over the pairs, rank-biserial effect; the cohort page shows them with their verdicts."""
+    from scipy.stats import wilcoxon
+
+    from saliency_inspector.scoring.paired_tests import holm
+    from saliency_inspector.view.cohort_report import write_cohort_report
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(12):
+        base = rng.uniform(0.5, 0.8)
+        for method, shift in (("hirescam", 0.1 + 0.01 * i), ("gradcam", 0.0), ("gradcampp", rng.normal(0, 0.05))):
+            rows.append({"case_id": f"c{i}", "method": method, "class": "liver", "segment": "liver",
+                         "roc_auc": base + shift, "peak_distance_mm": 10 - 10 * shift, "importance": "relu"})
+    rows[0]["roc_auc"] = None  # undefined in one case: that case leaves the pairs of hirescam
+    tests = method_comparisons(rows, ["roc_auc", "peak_distance_mm"], {"peak_distance_mm": False})
+    auc = {(t["method_a"], t["method_b"]): t for t in tests if t["metric"] == "roc_auc"}
+    assert len(tests) == 6 and set(auc) == {("hirescam", "gradcam"), ("hirescam", "gradcampp"),
+                                            ("gradcam", "gradcampp")}
+    a = [r["roc_auc"] for r in rows if r["method"] == "hirescam"][1:]
+    b = [r["roc_auc"] for r in rows if r["method"] == "gradcam"][1:]
+    assert auc[("hirescam", "gradcam")]["n"] == 11
+    assert auc[("hirescam", "gradcam")]["p"] == pytest.approx(wilcoxon(np.subtract(a, b)).pvalue)
+    assert [t["p_holm"] for t in auc.values()] == pytest.approx(list(holm([t["p"] for t in auc.values()])))
+    assert auc[("hirescam", "gradcam")]["verdict"] == "hirescam better than gradcam"
+    distance = {(t["method_a"], t["method_b"]): t for t in tests if t["metric"] == "peak_distance_mm"}
+    assert distance[("hirescam", "gradcam")]["verdict"] == "hirescam better than gradcam"  # lower is better
+    page = write_cohort_report(tmp_path / "report.html", stats=[], rows=rows, predictions=[], auc=[], errors=[],
+                               metrics=["roc_auc"], case_pages={}, tests=tests).read_text()
+    assert "Methods compared across cases" in page and "p (Holm)" in page
+    assert "hirescam better than gradcam" in page and "HiResCAM: ReLU(map) (relu)" in page
+
+
+@pytest.mark.slow
+def test_batch_writes_the_method_tests(local_two_workers):
+    out = local_two_workers.out_dir
+    tests = read_rows(out / "method_tests.csv")
+    assert tests and {(t["method_a"], t["method_b"]) for t in tests} == {("hirescam", "gradcam")}
+    assert all(t["verdict"] in ("not significant", "too few cases (n < 6)") or "better than" in t["verdict"]
+               for t in tests)
+    assert "method_tests" in json.loads((out / "cohort.json").read_text())
+    assert "Methods compared across cases" in (out / "report.html").read_text()
+    assert {r["importance"] for r in read_rows(out / "per_case.csv")} == {"relu"}
 
 
 def test_interval_shrinks_as_the_cohort_grows():

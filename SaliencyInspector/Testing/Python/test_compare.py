@@ -52,13 +52,23 @@ def test_compare_estimators_table_rankings_files_and_report(case_dir, tmp_path, 
         assert values == sorted(values, reverse=higher), key
     row = data["rows"][0]
     curve = data["curves"]["hirescam"]
-    assert len(curve["fractions"]) == 6 and curve["forwards"] == 2 * 2 * 5
+    # 5 steps: 10 forwards per map; the chance line (20 random maps) is made once, by the first map
+    assert len(curve["fractions"]) == 6 and curve["forwards"] == 2 * 5 * (1 + 20)
+    assert data["curves"]["gradient"]["forwards"] == 2 * 5 and data["curves"]["gradient"]["random_maps"] == 20
+    # each method ranked by its declared importance, said in the table; F against the random maps' band
+    assert [r["importance"] for r in data["rows"]] == ["relu", "abs", "abs"]
+    assert "ReLU(map)" in printed and "|map|" in printed and "no test of one method against another" in printed
+    assert row["fidelity_F_minus_random"] == pytest.approx(row["fidelity_F"] - row["fidelity_F_random"])
+    assert row["fidelity_F_minus_random_low"] == pytest.approx(row["fidelity_F"] - row["fidelity_F_random_high"])
+    assert row["fidelity_F_verdict"] in ("above chance", "within chance", "below chance")
+    assert data["curves"]["gradient"]["random_F"] == row["fidelity_F_random"]  # one chance line for all
     assert row["fidelity_F"] == pytest.approx(row["fidelity_auc_lif"] - row["fidelity_auc_mif"])
     assert row["roc_auc"] > 0.9  # the demo model's HiResCAM sits on the lung lesion
     csv_lines = (tmp_path / "c.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("method,family,roc_auc") and len(csv_lines) == 4
+    assert csv_lines[0].startswith("method,family,importance,roc_auc") and len(csv_lines) == 4
     page = (tmp_path / "page" / "compare.html").read_text()
     assert "compare_fidelity.png" in page and (tmp_path / "page" / "images" / "compare_slices.png").is_file()
+    assert "ranked by" in page and "|map| (abs)" in page and "no test of one method against another" in page
 
 
 def test_compare_bad_input_exits_2(case_dir, tmp_path, capsys):
@@ -73,3 +83,31 @@ def test_compare_bad_input_exits_2(case_dir, tmp_path, capsys):
         assert cli.main(base + extra) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("saliency-inspector: error:") and message in err, err
+
+
+@pytest.mark.slow
+def test_compare_cohort_tests_methods_across_cases(tmp_path):
+    """A single case gives no test; over a manifest every pair of methods is tested on every measure
+    (paired Wilcoxon over the cases, Holm, rank-biserial), and a case without masks is left out."""
+    from saliency_inspector.scoring.paired_tests import compare_methods
+    from saliency_inspector.synth.cohort import phantom_cohort
+    from saliency_inspector.workflows.compare_cohort import compare_cohort
+
+    manifest = phantom_cohort(tmp_path / "cohort", 4, seed=2, size=(40, 40, 28))
+    clf = si.demo_classifier(device="cpu")
+    result = compare_cohort(clf, manifest, "liver", methods=["hirescam", "gradcam"], segment="liver", steps=2,
+                            random_maps=2)
+    cases = {r["case_id"] for r in result.rows}
+    assert len(cases) == 4 and not result.skipped
+    by_measure = {t["measure"]: t for t in result.tests}
+    assert set(by_measure) == {"roc_auc", "auprc", "best_dice", "region_dice", "mass_in_mask", "fidelity_F",
+                               "fidelity_F_minus_random", "seconds"}
+    auc = by_measure["roc_auc"]
+    expected = compare_methods({m: {r["case_id"]: r["roc_auc"] for r in result.rows if r["method"] == m}
+                                for m in ("hirescam", "gradcam")}, "roc_auc")[0]
+    assert auc["p"] == expected["p"] and auc["rank_biserial"] == expected["rank_biserial"] and auc["n"] == 4
+    assert auc["verdict"] == "too few cases (n < 6)"  # 4 cases cannot show a difference at 0.05
+    assert {r["importance"] for r in result.rows} == {"relu"}
+    assert "paired Wilcoxon" in result.format()
+    result.write_json(tmp_path / "c.json")
+    assert result.write_csv(tmp_path / "c.csv").read_text().startswith("measure,method_a,method_b,n")

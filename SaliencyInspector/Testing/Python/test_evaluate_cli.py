@@ -133,3 +133,28 @@ def test_bad_input_is_one_line_and_exit_code_2(case_files, capsys, tmp_path):
 
     # the user's files are left as they were
     assert paths["map"].exists() and (tmp_path / "far.nrrd").exists()
+
+
+def test_evaluate_uses_the_method_of_the_map_file(case_files, capsys, tmp_path):
+    """A gradient map (file gradient_<class>.nrrd) whose evidence is negative on the lesion: ranked
+    by |map|, its declared importance, it finds the lesion; ReLU would not. Each table says which."""
+    case, paths = case_files
+    lesion = case.lesions.mask("lesion_liver")
+    noise = 0.01 * np.random.default_rng(0).random(case.ct.shape)
+    negative = case.ct.with_array((noise - 1.0 * lesion).astype(np.float32))
+    gradient = write_volume(negative, tmp_path / "gradient_liver.nrrd")
+    rc, out, err = run(["evaluate", gradient, "--masks", paths["lesions.seg.nrrd"], "--ct", paths["ct.nrrd"],
+                        "--json", tmp_path / "g.json"], capsys)
+    assert rc == 0, err
+    row = json.loads((tmp_path / "g.json").read_text())[0]
+    assert row["importance"] == "abs" and row["roc_auc"] == 1.0
+    assert "ranked by: |map| (abs)" in out and "method gradient" in err
+    rc, out, err = run(["evaluate", gradient, "--masks", paths["lesions.seg.nrrd"], "--ct", paths["ct.nrrd"],
+                        "--importance", "relu", "--json", tmp_path / "r.json"], capsys)
+    assert rc == 0, err
+    row = json.loads((tmp_path / "r.json").read_text())[0]
+    assert row["importance"] == "relu" and row["roc_auc"] < 0.6 and "ranked by: ReLU(map) (relu)" in out
+    # a name that is no method's: ReLU(map), said on stderr
+    rc, out, err = run(["evaluate", paths["map"], "--masks", paths["lesions.seg.nrrd"], "--ct", paths["ct.nrrd"]],
+                       capsys)
+    assert rc == 0 and "not known from its file name" in err and "ranked by: ReLU(map)" in out

@@ -441,3 +441,47 @@ def test_packed_relu_ranking_equals_sklearn_with_ties():
             assert abs(packed.average_precision(mc) - average_precision_score(y, relu)) < 1e-9
             checked += 1
     assert checked > 100
+
+
+# ---- the importance transform (issue 22 item 6): one declared transform per method ------------
+def test_importance_transform_known_answers_and_registry_declarations():
+    import torch
+
+    from saliency_inspector.explainers.registry import IMPORTANCES as REGISTRY_IMPORTANCES, METHODS
+    from saliency_inspector.scoring.importance import IMPORTANCES, describe, importance_transform
+
+    raw = np.array([-3.0, -0.5, 0.0, 2.0])
+    np.testing.assert_array_equal(importance_transform(raw, "relu"), [0, 0, 0, 2])
+    np.testing.assert_array_equal(importance_transform(raw, "abs"), [3, 0.5, 0, 2])
+    np.testing.assert_array_equal(importance_transform(raw, "signed"), raw)
+    assert importance_transform(raw, "signed") is not raw and raw[0] == -3.0  # never in place
+    assert importance_transform(torch.tensor(raw), "abs").tolist() == [3, 0.5, 0, 2]
+    assert describe("abs") == "|map| (abs)"
+    with pytest.raises(InputError, match="importance 'square' is not one of relu, abs, signed"):
+        importance_transform(raw, "square")
+    assert IMPORTANCES == REGISTRY_IMPORTANCES
+    # Captum's conventions: Saliency ranks |gradient| (abs=True), GuidedGradCam = guided backprop ×
+    # ReLU(Grad-CAM) (a signed gradient-type map), IG / InputXGradient / Occlusion keep their sign
+    declared = {name: m.importance for name, m in METHODS.items() if m.family != "custom"}
+    assert declared == {"hirescam": "relu", "gradcam": "relu", "gradcampp": "relu", "gradient": "abs",
+                        "inputxgradient": "signed", "smoothgrad": "abs", "smoothgrad_sq": "abs", "vargrad": "abs",
+                        "ig": "signed", "guided_gradcam": "abs", "occlusion": "signed", "xrai3d": "signed"}
+
+
+def test_evaluate_ranks_by_the_declared_importance():
+    """Negative evidence inside the mask (a gradient map of the class's absence): ReLU sees nothing
+    there, |map| ranks the mask first, the signed map ranks it last."""
+    m = line([1, 1, 0, 0, 0, 0]).astype(bool)
+    raw = line([-0.9, -0.8, 0.1, 0.05, 0.0, 0.02])
+    rows = {imp: score_masks(raw, {"m": m}, importance=imp).row("m") for imp in ("relu", "abs", "signed")}
+    assert rows["abs"]["roc_auc"] == 1.0 and rows["signed"]["roc_auc"] == 0.0
+    # ReLU: each mask voxel ties at 0 with one negative, below three positives -> 2 × 0.5 / (2 × 4)
+    assert rows["relu"]["roc_auc"] == pytest.approx(1 / 8)
+    assert rows["abs"]["pointing_game"] == 1.0  # |map|'s maximum is the raw minimum, inside the mask
+    assert rows["abs"]["mass_in_mask"] == pytest.approx(1.7 / 1.87)
+    assert rows["signed"]["mass_in_mask"] == 0.0  # masses of a signed map: its positive part
+    assert {r["importance"] for r in rows.values()} == {"relu", "abs", "signed"}
+    table = score_masks(raw, {"m": m}, importance="abs")
+    assert "ranked by: |map| (abs)" in table.format()
+    fpr, tpr, _ = roc_curve(raw, m, importance="abs")
+    assert np.trapezoid(tpr, fpr) == pytest.approx(1.0)

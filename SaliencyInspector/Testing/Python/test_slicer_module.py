@@ -221,13 +221,31 @@ def test_fidelity_adds_a_table_and_a_chart_of_the_curves(explained):
     saliency = nodes[("hirescam", "liver")]
     before = node_count(app.scene)
     table, chart, result = logic.fidelity(ct, saliency, model="demo", device="cpu", steps=4)
-    assert result.forwards == 2 * 2 * 4 and result.curves.F == pytest.approx(result.curves.auc_lif - result.curves.auc_mif)
+    # 4 steps: 8 forwards for the map, 8 for each of the chance line's 20 random maps
+    assert result.forwards == 2 * 4 * (1 + 20) and result.curves.F == pytest.approx(result.curves.auc_lif - result.curves.auc_mif)
+    assert result.importance == "relu"  # HiResCAM's declared importance, from the node's method
     columns = mrml_charts.table_columns(table)
     assert list(columns["measure"][:2]) == ["F", "random_F"]
+    measures = dict(zip(columns["measure"], columns["value"]))
+    assert measures["ranked_by"] == "ReLU(map) (relu)" and measures["random_maps"] == "20"
+    assert measures["F_verdict"] in ("above chance", "within chance", "below chance")
     assert float(columns["value"][0]) == pytest.approx(result.curves.F, abs=1e-4)
     assert chart.GetNumberOfPlotSeriesNodes() == 4 and node_count(app.scene) > before
     with pytest.raises(InputError, match="not one of the model's classes"):
         logic.fidelity(ct, saliency, className="spleen", device="cpu")
+
+
+def test_evaluate_ranks_a_node_by_its_methods_declared_importance(explained):
+    module, recorder, app, logic, ct, organs, nodes = explained
+    saliency = nodes[("hirescam", "liver")]
+    table, _chart, evaluation = logic.evaluate(saliency, organs, ct, rocChart=False)
+    assert set(mrml_charts.table_columns(table)["importance"]) == {"relu"} and evaluation.importance == "relu"
+    saliency.SetAttribute("SaliencyInspector.Method", "gradient")  # a gradient map is ranked by |map|
+    try:
+        table, _chart, evaluation = logic.evaluate(saliency, organs, ct, rocChart=False)
+    finally:
+        saliency.SetAttribute("SaliencyInspector.Method", "hirescam")
+    assert set(mrml_charts.table_columns(table)["importance"]) == {"abs"} and evaluation.importance == "abs"
 
 
 def test_show_leaves_the_users_segmentation_display_alone_and_clamps_the_threshold(explained):

@@ -29,7 +29,7 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 FORMAT_VERSION = 2  # bump when per-case outputs change meaning: every case is recomputed
 # per-case metric columns kept in the cohort tables (the registry's metrics plus the mask size)
-CONTEXT_KEYS = ("mask_voxels", "threshold", "region", "note")
+CONTEXT_KEYS = ("mask_voxels", "threshold", "region", "importance", "note")
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ def explain_case(classifier, ct, settings: BatchSettings):
 
 def run_case(case, job: CaseJob, classifier) -> dict:
     """Explain and score one case and write its files; never raises for a bad case (status failed)."""
+    from ..explainers.registry import get_method
     from ..scoring.evaluation import evaluate
     from ..scoring.metrics import METRICS
     from ..io.names import safe_name
@@ -158,7 +159,8 @@ def run_case(case, job: CaseJob, classifier) -> dict:
         for (method, klass), volume in explanation.maps.items():
             if segments is None:
                 continue
-            table = evaluate(volume, segments, region=settings.region, threshold=settings.threshold, ct=ct)
+            table = evaluate(volume, segments, region=settings.region, threshold=settings.threshold, ct=ct,
+                             importance=get_method(method).importance)
             for record in table.to_records():
                 rows.append({"case_id": case.case_id, "method": method, "class": klass,
                              "segment": record["segment"], **{k: record[k] for k in METRICS},

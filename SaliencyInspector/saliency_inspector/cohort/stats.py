@@ -25,6 +25,8 @@ CONFIDENCE = 0.95
 GROUPS = ("all", "present", "absent", "correct", "incorrect", "tp", "fp", "fn", "tn")
 STAT_KEYS = ("method", "class", "segment", "metric", "group", "n", "mean", "median", "ci_low", "ci_high")
 AUC_KEYS = ("class", "n", "positives", "roc_auc", "ci_low", "ci_high", "valid_resamples")
+COMPARISON_KEYS = ("class", "segment", "metric", "method_a", "method_b", "n", "n_nonzero", "mean_difference",
+                   "ci_low", "ci_high", "median_difference", "statistic", "p", "p_holm", "rank_biserial", "verdict")
 
 
 def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -174,3 +176,32 @@ def _as_float(value) -> float:
     if value is None or value == "":
         return math.nan
     return float(value)
+
+
+def method_comparisons(metric_rows, metrics, higher_is_better=None, seed: int = 0) -> list:
+    """Per (class, segment, metric): every pair of methods compared across the cases both were
+    scored on (paired Wilcoxon signed-rank, Holm over the pairs of that metric, rank-biserial
+    effect; :func:`scoring.paired_tests.compare_methods`). Keys: :data:`COMPARISON_KEYS`.
+
+    ``metric_rows``: as for :func:`cohort_statistics`; ``higher_is_better``: metric -> bool
+    (default True). Needs at least two methods; rows come out sorted by class, segment, metric.
+    """
+    from ..scoring.paired_tests import compare_methods
+
+    better = higher_is_better or {}
+    cells: dict = {}  # (class, segment) -> method -> metric -> {case: value}
+    for row in metric_rows:
+        per_method = cells.setdefault((row["class"], row["segment"]), {}).setdefault(row["method"], {})
+        for m in metrics:
+            per_method.setdefault(m, {})[row["case_id"]] = row.get(m)
+    out = []
+    for (klass, segment) in sorted(cells):
+        methods = cells[(klass, segment)]
+        if len(methods) < 2:
+            continue
+        for metric in metrics:
+            values = {method: by_metric[metric] for method, by_metric in methods.items()}
+            for pair in compare_methods(values, metric, better.get(metric, True), seed=seed):
+                pair.pop("measure")
+                out.append({"class": klass, "segment": segment, "metric": metric, **pair})
+    return out

@@ -200,6 +200,16 @@ def get_method(method) -> Method:
     raise InputError(f"unknown method {method!r}; choose from {', '.join(method_names())}")
 
 
+def method_in_file_name(name: str):
+    """The registered method a map file named ``<method>_<class>.nrrd`` (as ``Explanation.save``
+    writes it) was made with: the longest method name followed by ``_``; None when none matches."""
+    from pathlib import PurePath
+
+    stem = PurePath(str(name)).name
+    matches = [m for m in METHODS if stem.startswith(m + "_")]
+    return max(matches, key=len) if matches else None
+
+
 def _register_builtins() -> None:
     cam_cost = "1 forward + backward to the layer (all classes)"
     entries = [  # name, label, family, meaning, importance, callable, settings used, cost, description

@@ -7,16 +7,17 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.volume import Volume
+from .importance import importance_transform
 from .ranking import Ranking
 
 
-def _curve_inputs(saliency, mask, region):
-    """(ranking of S⁺ over ``region``, ``mask``'s counts in it)."""
+def _curve_inputs(saliency, mask, region, importance="relu"):
+    """(ranking of the transformed map over ``region``, ``mask``'s counts in it)."""
     s = np.asarray(saliency.array if isinstance(saliency, Volume) else saliency)
     m = np.asarray(mask, dtype=bool)
     if s.shape != m.shape:
         raise InputError(f"map shape {s.shape} and mask shape {m.shape} differ; put them on one grid first")
-    s = np.maximum(s, 0) if s.dtype != bool else s
+    s = importance_transform(s, importance)
     if region is not None:
         v = np.asarray(region, dtype=bool)
         s, m = s[v], m[v]
@@ -24,10 +25,10 @@ def _curve_inputs(saliency, mask, region):
     return ranking, ranking.counts_for(np.flatnonzero(m.ravel()))
 
 
-def roc_curve(saliency, mask, region=None):
-    """(fpr, tpr, thresholds) of S⁺ against ``mask`` over ``region`` (scikit-learn's convention,
-    every distinct score a point)."""
-    ranking, counts = _curve_inputs(saliency, mask, region)
+def roc_curve(saliency, mask, region=None, importance: str = "relu"):
+    """(fpr, tpr, thresholds) of the map ranked by ``importance`` (ReLU(map) by default) against
+    ``mask`` over ``region`` (scikit-learn's convention, every distinct score a point)."""
+    ranking, counts = _curve_inputs(saliency, mask, region, importance)
     return ranking.roc_curve(counts)
 
 
@@ -44,8 +45,8 @@ def thin_curve(x, y, points: int = 2000):
     return x[keep], y[keep]
 
 
-def pr_curve(saliency, mask, region=None):
-    """(precision, recall, thresholds) of S⁺ against ``mask`` over ``region`` (scikit-learn's
-    ``precision_recall_curve`` convention)."""
-    ranking, counts = _curve_inputs(saliency, mask, region)
+def pr_curve(saliency, mask, region=None, importance: str = "relu"):
+    """(precision, recall, thresholds) of the map ranked by ``importance`` against ``mask`` over
+    ``region`` (scikit-learn's ``precision_recall_curve`` convention)."""
+    ranking, counts = _curve_inputs(saliency, mask, region, importance)
     return ranking.pr_curve(counts)

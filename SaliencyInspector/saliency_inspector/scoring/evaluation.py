@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import records
 from ..io.volume import Volume
+from .importance import check_importance, describe as describe_importance, importance_transform
 from .localisation import POINTING_TOLERANCE_MM, argmax_voxels, mean_distance_to_mask_mm, pointing_hits
 from .mask_scores import MaskScores
 from .masks import choose_region, mask_source
@@ -35,6 +36,7 @@ class EvaluationTable:
     region: str
     threshold: str
     notes: list = field(default_factory=list)
+    importance: str = "relu"  # the transform voxels were ranked by (scoring.importance)
 
     @property
     def columns(self) -> list:
@@ -70,7 +72,8 @@ class EvaluationTable:
         def num(v):
             return records.format_cell(v).rjust(6)
 
-        lines = [f"region: {self.region}   threshold: {self.threshold}"]
+        lines = [f"region: {self.region}   threshold: {self.threshold}   "
+                 f"ranked by: {describe_importance(self.importance)}"]
         header = f"{'segment':<{width}}  " + "  ".join(f"{heads[k]:>{max(6, len(heads[k]))}}" for k in TABLE_KEYS)
         lines += [header, "-" * len(header)]
         for r in self.rows:
@@ -96,10 +99,14 @@ class EvaluationTable:
 
 
 def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk", ct: Volume | None = None,
-             tolerance_mm: float = POINTING_TOLERANCE_MM, note=None, device: str = "auto") -> EvaluationTable:
+             tolerance_mm: float = POINTING_TOLERANCE_MM, note=None, device: str = "auto",
+             importance: str = "relu") -> EvaluationTable:
     """Score one saliency map against every segment: one row per segment with all of :data:`METRICS`.
 
-    ``saliency`` is the raw (signed) map; metrics use S⁺ = ReLU(map). ``segments`` is a
+    ``saliency`` is the raw (signed) map; voxels are ranked by ``importance``
+    (:func:`.importance.importance_transform`: ``relu`` for CAMs, ``abs`` for gradient-type maps,
+    ``signed`` for IG / input × gradient / occlusion — the method's ``Method.importance``); masses
+    use the transformed map (its positive part when signed). ``segments`` is a
     :class:`~saliency_inspector.segments.Segments` (resampled onto the map's grid, nearest neighbour,
     when its geometry differs; ``note(msg)`` is told) or a dict name -> boolean array on the map's grid.
     ``region``: ``"auto"`` (the body when it can be had, else ``"all"``), ``"body"`` (a segment named
@@ -108,6 +115,7 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     :data:`.thresholds.THRESHOLD_RULES`. The segment used as the region is not scored against itself.
     """
     note = note or (lambda message: None)
+    check_importance(importance)
     raw = np.asarray(saliency.array)
     if not np.issubdtype(raw.dtype, np.number) and raw.dtype != bool:
         raise InputError(f"the saliency map has non-numeric voxels ({raw.dtype}); give a scalar image")
@@ -118,16 +126,25 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
     region_mask, region_name, region_segment = choose_region(region, masks, saliency, ct, note)
     ct = None  # only the region needed it: freed here when the caller handed over its only reference
 
-    # Only the region's scores are copied (none for "all"); the ranking applies S⁺ = ReLU itself, and
-    # a ReLU'd copy is made only for a threshold rule that needs the scores (otsu, percentile).
+    # Only the region's scores are copied (none for "all"). ReLU (CAMs): the ranking applies S⁺ itself
+    # (packed keys, no ReLU'd copy; one is made only for a threshold rule that needs the scores).
+    # |map| and signed maps are ranked by their transformed copy (scoring.importance).
     flat_raw = raw.ravel()
     in_region = None if region_name == "all" else region_mask.ravel()
     scores = flat_raw[in_region] if in_region is not None else flat_raw
-    ranking = Ranking(scores, device=device, relu=True)
-    mass_total = map_complexity.total_mass(ranking)  # chunked: a voxel-wise map has a group per voxel
-    cut = map_cut(kind, arg, np.maximum(scores, 0) if kind in ("otsu", "percentile") else None, ranking)
+    if importance == "relu":
+        ranking = Ranking(scores, device=device, relu=True)
+        cut_scores = np.maximum(scores, 0) if kind in ("otsu", "percentile") else None
+    else:
+        scores = importance_transform(scores, importance) if scores.dtype != bool else scores.copy()
+        ranking = Ranking(scores, device=device)
+        cut_scores = scores
+    # chunked: a voxel-wise map has a group per voxel; a signed map's mass is its positive part
+    mass_total = map_complexity.total_mass(ranking) if importance != "signed" else \
+        float(np.sum(scores[scores > 0], dtype=np.float64))
+    cut = map_cut(kind, arg, cut_scores, ranking)
     del scores
-    argmax_ijk = argmax_voxels(flat_raw, in_region, ranking, raw.shape)
+    argmax_ijk = argmax_voxels(flat_raw, in_region, ranking, raw.shape, importance)
     rule_text = {"max": "max (oracle: best Dice over thresholds)"}.get(kind, str(threshold).strip().lower())
 
     per_map = map_complexity.from_ranking(ranking)  # sparseness, complexity of S⁺ in the region
@@ -140,7 +157,8 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         if outside and counts.positives:
             reasons.append(f"{outside} of its {total} voxels lie outside the region and are ignored")
         # Σ_{M∩V} S⁺ from the counts: every voxel of a tie group has the group's score
-        mass_in = float(np.sum(counts.counts * ranking.values[counts.groups].astype(np.float64)))
+        group_values = ranking.values[counts.groups].astype(np.float64)
+        mass_in = float(np.sum(counts.counts * np.maximum(group_values, 0)))  # positive part (signed maps)
         ms = MaskScores(ranking, counts, cut, kind, mass_in=mass_in, mass_total=mass_total,
                         pointing_hits=pointing_hits(argmax_ijk, mask_box, region_mask, raw.shape,
                                                      saliency.spacing, tolerance_mm)
@@ -153,7 +171,7 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         for key, info in METRICS.items():
             row[key] = float(info.function(ms))
         _, _, lowest = ms.thresholded() if ms.positives and ranking.n_groups > 1 else (0, 0, float("nan"))
-        row.update(threshold=rule_text, threshold_value=float(lowest), region=region_name,
+        row.update(threshold=rule_text, threshold_value=float(lowest), region=region_name, importance=importance,
                    mask_voxels=int(counts.positives), pointing_tolerance_mm=float(tolerance_mm),
                    note="; ".join(ms.reasons))
         for key in SEGMENT_KEYS:
@@ -167,13 +185,14 @@ def evaluate(saliency: Volume, segments, region="auto", threshold: str = "topk",
         notes.append(TOPK_NOTE)
     if kind == "max":
         notes.append("threshold 'max' picks the best threshold per segment using the mask: an oracle, not a fair score")
-    return EvaluationTable(rows=rows, region=region_name, threshold=rule_text, notes=notes)
+    return EvaluationTable(rows=rows, region=region_name, threshold=rule_text, notes=notes, importance=importance)
 
 
 def score_masks(saliency, masks: Mapping, region=None, threshold: str = "topk", spacing=(1.0, 1.0, 1.0),
-                tolerance_mm: float = POINTING_TOLERANCE_MM) -> EvaluationTable:
+                tolerance_mm: float = POINTING_TOLERANCE_MM, importance: str = "relu") -> EvaluationTable:
     """:func:`evaluate` for plain arrays: ``saliency`` (z, y, x), ``masks`` name -> bool array,
-    ``region`` a bool array or None (all), ``spacing`` (x, y, z) mm."""
+    ``region`` a bool array or None (all), ``spacing`` (x, y, z) mm, ``importance`` the ranking transform."""
     volume = Volume(np.asarray(saliency), spacing=spacing)
     region_arg = "all" if region is None else np.asarray(region, dtype=bool)
-    return evaluate(volume, dict(masks), region=region_arg, threshold=threshold, tolerance_mm=tolerance_mm)
+    return evaluate(volume, dict(masks), region=region_arg, threshold=threshold, tolerance_mm=tolerance_mm,
+                    importance=importance)

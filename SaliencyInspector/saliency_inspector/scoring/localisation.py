@@ -31,9 +31,12 @@ def peak_distance_mm(ms: MaskScores) -> float:
 
 
 
-def argmax_voxels(flat_raw: np.ndarray, in_region, ranking: Ranking, shape) -> np.ndarray:
-    """(K, 3) z, y, x indices of the region's voxels that tie for the maximum (tie group 0)."""
+def argmax_voxels(flat_raw: np.ndarray, in_region, ranking: Ranking, shape, importance: str = "relu") -> np.ndarray:
+    """(K, 3) z, y, x indices of the region's voxels that tie for the maximum (tie group 0) of the
+    ranked scores (``importance``: the transform the ranking was made with)."""
     top = flat_raw == ranking.values[0]  # S⁺'s maximum is a raw value (or the map is constant)
+    if importance == "abs" and flat_raw.dtype != bool:
+        top |= flat_raw == -ranking.values[0]  # |map|'s maximum: either sign
     if in_region is not None:
         top &= in_region
     return np.stack(np.unravel_index(np.flatnonzero(top), shape), axis=1)

@@ -84,7 +84,7 @@ TABLE_KEYS = tuple(key for key in METRICS if key not in REFERENCE_KEYS)
 
 # Columns of every row, in order (metrics from the registry, then context).
 ROW_KEYS = (["segment"] + list(METRICS) +
-            ["threshold", "threshold_value", "region", "mask_voxels", "pointing_tolerance_mm", "note"])
+            ["threshold", "threshold_value", "region", "importance", "mask_voxels", "pointing_tolerance_mm", "note"])
 
 
 def column_head(key: str) -> str:

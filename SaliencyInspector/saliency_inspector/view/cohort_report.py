@@ -3,7 +3,9 @@
 Each plot shows, per class, every case as a point (its map against the class's organ, and against
 the class's lesion where the case has one), the cohort mean with its bootstrap 95 % interval as a
 bar, and the methods side by side. Tables: the model's ROC AUC per class, the intervals split by
-label and by prediction, the worst cases (linked to their case pages) and the failed cases.
+label and by prediction, the methods compared with each other across cases (paired Wilcoxon,
+Holm-corrected p, rank-biserial effect: no method is called better without it), the worst cases
+(linked to their case pages) and the failed cases.
 Inputs are the plain rows the batch writes (``cohort.csv``, ``per_case.csv``, ``predictions.csv``).
 """
 
@@ -68,12 +70,13 @@ def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) 
 
 
 def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metrics, case_pages,
-                        title="SaliencyInspector cohort", gaze=None) -> Path:
+                        title="SaliencyInspector cohort", gaze=None, tests=()) -> Path:
     """Write the cohort page (and its plots under ``images/``); return its path.
 
     ``stats``: rows of ``cohort.csv``; ``rows``: rows of ``per_case.csv``; ``predictions``: rows of
     ``predictions.csv``; ``auc``: the model's ROC AUC per class; ``errors``: failed cases
-    (``case_id``, ``error``); ``metrics``: keys to plot; ``case_pages``: case id -> relative link.
+    (``case_id``, ``error``); ``metrics``: keys to plot; ``case_pages``: case id -> relative link;
+    ``tests``: rows of ``method_tests.csv`` (:func:`cohort.stats.method_comparisons`).
     """
     from ..scoring.metrics import METRICS
 
@@ -82,7 +85,8 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
              f"<style>{PAGE_STYLE}</style></head><body><h1>{escape(title)}</h1>",
              f"<p class='muted'>{len(case_pages)} cases done, {len(errors)} failed. Intervals: percentile "
-             "bootstrap 95 % of the mean over cases. Maps are scored with ReLU(map) over the body.</p>"]
+             "bootstrap 95 % of the mean over cases. Voxels are ranked over the body by each method's declared "
+             f"importance: {escape(_importances(rows))}.</p>"]
 
     parts.append("<h2>The model</h2><table><tr><th class='name'>class</th><th>cases</th><th>present</th>"
                  "<th>ROC AUC</th><th>95 % interval</th></tr>")
@@ -114,6 +118,8 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
         parts.append(f"<tr><td class='name'>{escape(method_label(method))}</td><td class='name'>{escape(klass)}</td>"
                      f"<td class='name'>{escape(metric)}</td>{''.join(tds)}</tr>")
     parts.append("</table>")
+
+    parts.append(_tests_table(tests, metrics))
 
     worst_metric = metrics[0] if metrics else "roc_auc"
     parts.append(f"<h2>Worst cases ({escape(worst_metric)} of the map against the organ of the class, "
@@ -166,3 +172,34 @@ def _gaze_section(gaze) -> str:
                    f"<td>{_num(g['difference'])} [{_num(g['diff_ci_low'])}, {_num(g['diff_ci_high'])}]</td>"
                    f"<td class='name' title='{escape(g['why'])}'>{escape(g['verdict'])}</td></tr>")
     return "".join(out) + "</table>"
+
+
+def _importances(rows) -> str:
+    """"Method: transform" for every method of the rows (ReLU(map) where a row does not say)."""
+    from ..scoring.importance import describe
+
+    seen = dict.fromkeys((r["method"], r.get("importance") or "relu") for r in rows)
+    return "; ".join(f"{method_label(m)}: {describe(i)}" for m, i in seen) or "none scored"
+
+
+def _tests_table(tests, metrics) -> str:
+    """The paired tests between methods (organ and lesion of each class, the plotted metrics)."""
+    shown = [t for t in tests if t["metric"] in metrics and t["segment"] in (t["class"], f"lesion_{t['class']}")]
+    head = ("<h2>Methods compared across cases</h2><p class='muted'>Paired Wilcoxon signed-rank test over the "
+            "cases both methods were scored on (zero differences dropped), p Holm-corrected over the method pairs "
+            "of each class, segment and metric; effect: matched-pairs rank-biserial r (+1: the first method "
+            "higher in every case). Difference: mean of first − second with its bootstrap 95 % interval. "
+            "A method is called better only when the corrected p &lt; 0.05.</p>")
+    if not shown:
+        return head + "<p class='muted'>No comparison: it needs at least two methods scored on the same cases.</p>"
+    cells = ["<table><tr><th class='name'>class</th><th class='name'>segment</th><th class='name'>metric</th>"
+             "<th class='name'>methods</th><th>n</th><th>difference [95 %]</th><th>p</th><th>p (Holm)</th>"
+             "<th>effect r</th><th class='name'>verdict</th></tr>"]
+    for t in shown:
+        pair = f"{method_label(t['method_a'])} − {method_label(t['method_b'])}"
+        cells.append(f"<tr><td class='name'>{escape(t['class'])}</td><td class='name'>{escape(t['segment'])}</td>"
+                     f"<td class='name'>{escape(t['metric'])}</td><td class='name'>{escape(pair)}</td>"
+                     f"<td>{t['n']}</td><td>{_num(t['mean_difference'])} [{_num(t['ci_low'])}, {_num(t['ci_high'])}]"
+                     f"</td><td>{_num(t['p'])}</td><td>{_num(t['p_holm'])}</td><td>{_num(t['rank_biserial'])}</td>"
+                     f"<td class='name'>{escape(t['verdict'])}</td></tr>")
+    return head + "".join(cells) + "</table>"

@@ -1,5 +1,7 @@
 """The estimator-comparison page: a slice grid (one row per estimator through the mask), the
-deletion/LIF curves of every estimator in one plot, and the table beside the rankings per measure."""
+deletion/LIF curves of every estimator in one plot with the random maps' mean and 95 % band, and
+the table (with the importance transform each method was ranked by, and F − F(random) with its
+interval) beside the rankings per measure. One case gives no test between methods; the page says so."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from ..explainers.registry import method_label
 from ..io.records import format_cell, is_missing
+from ..scoring.importance import describe
 from .figures import PAGE_STYLE, pyplot, save_figure
 
 
@@ -49,15 +52,21 @@ def plot_fidelity_curves(curves: dict, out_png, title="") -> Path:
     map's curves as the chance line."""
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=100)
-    chance = next(iter(curves.values())).random if curves else None
+    first = next(iter(curves.values())) if curves else None
+    chance = first.random if first is not None else None
     for method, result in curves.items():
         c = result.curves
         name = method_label(method)
         left.plot(c.fractions * 100, c.mif_probability, linewidth=1.5, label=f"{name} (AUC {c.auc_mif:.3f})")
         right.plot(c.fractions * 100, c.lif_probability, linewidth=1.5, label=f"{name} (AUC {c.auc_lif:.3f})")
     if chance is not None:
-        left.plot(chance.fractions * 100, chance.mif_probability, "k--", linewidth=1, label=f"random (AUC {chance.auc_mif:.3f})")
-        right.plot(chance.fractions * 100, chance.lif_probability, "k--", linewidth=1, label=f"random (AUC {chance.auc_lif:.3f})")
+        n = first.chance.n
+        for ax, key, auc_value in ((left, "mif_probability", chance.auc_mif), (right, "lif_probability", chance.auc_lif)):
+            runs = np.array([getattr(r, key) for r in first.chance.runs])
+            ax.fill_between(chance.fractions * 100, np.percentile(runs, 2.5, axis=0), np.percentile(runs, 97.5, axis=0),
+                            color="0.6", alpha=0.3, linewidth=0, label=f"random maps, 95 % band (n={n})")
+            ax.plot(chance.fractions * 100, getattr(chance, key), "k--", linewidth=1,
+                    label=f"random maps, mean (AUC {auc_value:.3f})")
     for ax, name in ((left, "deletion, most important first (MIF): lower is better"),
                      (right, "least important first (LIF): higher is better")):
         ax.set_xlabel("voxels replaced (%)")
@@ -95,13 +104,19 @@ def write_compare_report(comparison, ct, mask, out_dir) -> Path:
                 text += f" <span class='muted'>@{r['best_dice_k']}%</span>"
             if key == "fidelity_F":
                 text += f" <span class='muted'>(random {_cell(r.get('fidelity_F_random'))})</span>"
+            if key == "fidelity_F_minus_random":
+                text += (f" <span class='muted'>[{_cell(r.get('fidelity_F_minus_random_low'))}, "
+                         f"{_cell(r.get('fidelity_F_minus_random_high'))}] {escape(str(r.get('fidelity_F_verdict')))}"
+                         "</span>")
             if key == "auprc":
                 text += f" <span class='muted'>(chance {_cell(r.get('auprc_chance'))})</span>"
             cells.append(f"<td>{text} <b>#{rankings[key].index(r['method']) + 1}</b></td>")
         rows.append(f"<tr><td class='name'>{escape(method_label(r['method']))}</td>"
                     f"<td class='name'>{escape(r['family'])}</td>"
+                    f"<td class='name'>{escape(describe(r['importance']))}</td>"
                     + "".join(cells) + "</tr>")
-    table = f"<table><tr><th class='name'>estimator</th><th class='name'>family</th>{head}</tr>{''.join(rows)}</table>"
+    table = (f"<table><tr><th class='name'>estimator</th><th class='name'>family</th><th class='name'>ranked by</th>"
+             f"{head}</tr>{''.join(rows)}</table>")
     rank_rows = "".join("<tr><td>" + str(n + 1) + "</td>" + "".join(
         f"<td class='name'>{escape(method_label(rankings[k][n]))}</td>" for k in measures) + "</tr>"
         for n in range(len(comparison.rows)))
@@ -113,7 +128,10 @@ def write_compare_report(comparison, ct, mask, out_dir) -> Path:
         f"<p class='muted'>scored against segment {escape(comparison.segment)} over the body; fidelity on the "
         f"model-input grid ({escape(str(comparison.info.get('fidelity_replacement')))}, "
         f"{comparison.info.get('fidelity_steps')} steps); p(class) = {_cell(comparison.info.get('probability'))}. "
-        "Model-centric (fidelity) and mask-centric (ROC, Dice) rankings side by side.</p>"
+        "Model-centric (fidelity) and mask-centric (ROC, Dice) rankings side by side. Each method's voxels are "
+        "ranked by its declared importance (column 'ranked by') for every measure. Fidelity's chance line: "
+        f"{comparison.info.get('random_maps')} random maps; F − F(random) with the random maps' 95 % band as its "
+        f"interval.</p><p><b>Note:</b> {escape(str(comparison.info.get('note', '')))}.</p>"
         "<h2>Table</h2><div class='pictures' style='grid-template-columns: 3fr 2fr'>"
         f"<div>{table}</div><div>{ranking}</div></div>"
         f"<h2>Deletion and insertion curves</h2><figure><img src='images/{curves.name}' alt='fidelity curves'></figure>"

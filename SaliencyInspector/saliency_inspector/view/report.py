@@ -85,8 +85,14 @@ def _metrics_table_html(table, focus=()) -> str:
     if rows:
         caption = (f"<caption class='muted' style='caption-side: bottom; text-align: left'>region: "
                    f"{escape(str(rows[0].get('region', '')))} · threshold: {escape(str(rows[0].get('threshold', '')))}"
-                   "</caption>")
+                   f" · ranked by: {escape(_importance_text(rows[0].get('importance')))}</caption>")
     return f"<table>{caption}{head}{''.join(body)}</table>"
+
+
+def _importance_text(importance) -> str:
+    from ..scoring.importance import IMPORTANCES, describe
+
+    return describe(importance) if importance in IMPORTANCES else describe("relu")
 
 
 def _rel(path, base: Path) -> str:
@@ -133,7 +139,9 @@ def write_report(out_html, *, title="SaliencyInspector report", ct=None, case_in
              f"<style>{PAGE_STYLE}</style></head><body>",
              f"<h1>{escape(title)}</h1>",
              f"<p class='muted'>written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by SaliencyInspector · "
-             "maps are shown as ReLU(map)/max; metrics use ReLU(map)</p>"]
+             "maps are shown as ReLU(map)/max; metrics rank voxels by each method's declared importance "
+             "(ReLU(map) for CAMs, |map| for gradient maps, the signed map for IG / input × gradient / occlusion; "
+             "each table says which)</p>"]
 
     # CT
     parts.append("<h2>CT</h2><table>")

@@ -7,9 +7,10 @@ score every map against the case's organ and lesion masks, write ``cases/<id>/``
 ``predictions.json``, ``report.html``, maps per ``keep_maps``). Then, over all cases in manifest
 order: ``per_case.csv`` (one row per case, method, class, segment), ``predictions.csv``,
 ``errors.csv``, ``cohort.csv`` / ``cohort.json`` (bootstrap intervals, :mod:`.stats`), the model's
-ROC AUC per class (``model_auc.csv``), ``report.html`` and ``batch.json`` (settings and summary);
-with a ``fixations`` column, the readers' gaze per case and over the cohort (``gaze_per_case.csv``,
-``gaze_cohort.csv``; :mod:`..cohort.gaze`).
+ROC AUC per class (``model_auc.csv``), the methods compared pairwise across cases
+(``method_tests.csv``: paired Wilcoxon, Holm-corrected, rank-biserial effect), ``report.html`` and
+``batch.json`` (settings and summary); with a ``fixations`` column, the readers' gaze per case and
+over the cohort (``gaze_per_case.csv``, ``gaze_cohort.csv``; :mod:`..cohort.gaze`).
 
 Resumable: a case whose ``result.json`` carries the same inputs-and-settings key is skipped;
 failed cases are tried again on the next run. Fault-isolated: a failing case is an error row with
@@ -27,7 +28,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.records import write_csv, write_json
 from ..cohort.case import KEEP_MAPS, BatchSettings, CaseJob, case_folder, finished_result
-from ..cohort.stats import AUC_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics, model_auc
+from ..cohort.stats import (AUC_KEYS, COMPARISON_KEYS, RESAMPLES, STAT_KEYS, cohort_statistics,
+                            method_comparisons, model_auc)
 
 # metrics summarised over the cohort (the registry's keys), and the ones the cohort page plots
 PLOTTED_METRICS = ("roc_auc", "mass_in_mask", "pointing_game", "dice")
@@ -188,7 +190,7 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
                         resamples: int = RESAMPLES, seed: int = 0):
     """per_case.csv, predictions.csv, errors.csv, cohort.csv/json, model_auc.csv and report.html,
     from the cases' results in manifest order (so the tables do not depend on completion order)."""
-    from ..scoring.metrics import METRICS
+    from ..scoring.metrics import METRICS, REFERENCE_KEYS
     from ..view.cohort_report import write_cohort_report
     from ..cohort.case import CONTEXT_KEYS
 
@@ -202,6 +204,8 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
     metrics = list(METRICS)
     stats = cohort_statistics(rows, predictions, metrics, resamples=resamples, seed=seed)
     auc = model_auc(predictions, resamples=resamples, seed=seed)
+    scores = [m for m in metrics if m not in REFERENCE_KEYS]  # reference levels are equal for every method
+    tests = method_comparisons(rows, scores, {k: METRICS[k].higher_is_better for k in scores}, seed=seed)
     files = {
         "per_case": write_csv(out / "per_case.csv", rows,
                               ["case_id", "method", "class", "segment", *metrics, *CONTEXT_KEYS]),
@@ -210,6 +214,7 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         "errors": write_csv(out / "errors.csv", errors, ["case_id", "ct", "error"]),
         "cohort_csv": write_csv(out / "cohort.csv", stats, list(STAT_KEYS)),
         "model_auc": write_csv(out / "model_auc.csv", auc, list(AUC_KEYS)),
+        "method_tests": write_csv(out / "method_tests.csv", tests, list(COMPARISON_KEYS)),
     }
     from ..cohort.gaze import write_gaze_tables  # readers' gaze: the manifest's fixations column
 
@@ -222,12 +227,14 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         "confidence": 0.95, "interval": "percentile bootstrap of the mean over cases",
         "settings": asdict(settings), "statistics": stats, "model_auc": auc, "errors": errors,
         "gaze": {"statistics": gaze_rows, "notes": gaze_notes} if gaze_rows else None,
+        "method_tests": tests, "method_test": "paired Wilcoxon signed-rank across cases (zeros dropped), "
+        "Holm over the method pairs of each class, segment and metric, rank-biserial effect size",
         "metrics": {k: {"name": m.name, "meaning": m.meaning, "range": m.range,
                         "higher_is_better": m.higher_is_better} for k, m in METRICS.items()}}, indent=1)
     pages = {case.case_id: str(case_folder(out, case.case_id).relative_to(out) / "report.html")
              for case in cohort if case.case_id in done}
     files["report"] = write_cohort_report(
-        out / "report.html", stats=stats, rows=rows, predictions=predictions, auc=auc, errors=errors,
+        out / "report.html", stats=stats, rows=rows, predictions=predictions, auc=auc, errors=errors, tests=tests,
         metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages, gaze=gaze_rows,
         title=f"SaliencyInspector cohort: {len(cohort)} cases, model {settings.model}")
     return files, stats, auc

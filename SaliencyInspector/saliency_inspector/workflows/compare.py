@@ -7,6 +7,14 @@ map; best Dice over the number of regions taken), mass in mask, fidelity F with 
 curves (on the model-input grid) and the time it took. One table, a ranking per measure, and a
 report page (:func:`view.compare_page.write_compare_report`): the point is to see at a glance
 whether model-centric (fidelity) and mask-centric (ROC, Dice) rankings agree.
+
+Every method's voxels are ranked by its declared importance (``Method.importance``: ReLU(map) for
+CAMs, |map| for gradient-type maps, the signed map for IG / input × gradient / occlusion), the same
+transform for ROC, Dice, mass and fidelity; the table says which. Fidelity is compared with the
+chance line of ≥ 20 random maps: F − F(random) with the random maps' 95 % band as its interval.
+One case ranks methods on that case only — no test of one method against another is possible from
+one case; :func:`workflows.compare_cohort.compare_cohort` runs this over a manifest and tests the
+differences across cases (paired Wilcoxon, Holm, rank-biserial).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.records import finite, format_cell, is_missing, write_csv, write_json
+from ..scoring.importance import LABELS, importance_transform
 from ..scoring.metrics import METRICS
 
 # measure key -> (column title, higher is better); the mask metrics' titles are the registry's names
@@ -29,11 +38,17 @@ MEASURES = {
     "region_dice": ("Region Dice", True),
     "mass_in_mask": (METRICS["mass_in_mask"].name, True),
     "fidelity_F": ("Fidelity F", True),
+    "fidelity_F_minus_random": ("F - random", True),
     "seconds": ("Time s", False),
 }
-COLUMNS = ["method", "family", "roc_auc", "auprc", "auprc_chance", "best_dice", "best_dice_k", "region_dice",
-           "region_count", "mass_in_mask", "mass_baseline", "fidelity_F", "fidelity_F_random", "fidelity_auc_mif",
-           "fidelity_auc_lif", "seconds"]
+FIDELITY_KEYS = ("F_random", "F_random_low", "F_random_high", "F_minus_random", "F_minus_random_low",
+                 "F_minus_random_high", "F_verdict", "F_logit", "F_logit_random", "F_logit_minus_random",
+                 "F_logit_minus_random_low", "F_logit_minus_random_high", "F_logit_verdict")
+COLUMNS = ["method", "family", "importance", "roc_auc", "auprc", "auprc_chance", "best_dice", "best_dice_k",
+           "region_dice", "region_count", "mass_in_mask", "mass_baseline", "fidelity_F",
+           *(f"fidelity_{k}" for k in FIDELITY_KEYS), "fidelity_auc_mif", "fidelity_auc_lif", "seconds"]
+SINGLE_CASE_NOTE = ("one case: ranks order the methods on this case only; no test of one method against another "
+                    "is possible from one case (compare_cohort tests them across cases)")
 
 
 @dataclass
@@ -92,7 +107,7 @@ class Comparison:
         width = max(8, *(len(r["method"]) for r in self.rows))
         heads = [title for title, _ in MEASURES.values()]
         lines = [f"class {self.class_name!r} against segment {self.segment!r}   (rank in brackets; 1 = best)",
-                 f"{'method':<{width}}  {'family':<12}" + "".join(f"{h:>16}" for h in heads)]
+                 f"{'method':<{width}}  {'family':<12}  {'ranked by':<10}" + "".join(f"{h:>16}" for h in heads)]
         lines.append("-" * len(lines[-1]))
         for r in self.rows:
             cells = []
@@ -102,10 +117,22 @@ class Comparison:
                 if key == "best_dice" and r.get("best_dice_k") is not None:
                     text += f"@{r['best_dice_k']}%"
                 cells.append(f"{text} ({self.rank_of(r['method'], key)})".rjust(16))
-            lines.append(f"{r['method']:<{width}}  {r['family']:<12}" + "".join(cells))
-        chance = self.rows[0]["fidelity_F_random"] if self.rows else float("nan")
+            lines.append(f"{r['method']:<{width}}  {r['family']:<12}  {LABELS[r['importance']]:<10}" + "".join(cells))
         lines.append(f"fidelity: {self.info.get('fidelity_replacement', '')}, {self.info.get('fidelity_steps')} steps; "
-                     f"a random map's F (the chance line): {chance:.3f}")
+                     f"chance line: {self.info.get('random_maps')} random maps")
+        if self.rows:
+            r = self.rows[0]
+            lines.append(f"  random maps' F: mean {format_cell(r['fidelity_F_random'])}, 95 % band "
+                         f"[{format_cell(r['fidelity_F_random_low'])}, {format_cell(r['fidelity_F_random_high'])}]")
+        for r in self.rows:
+            lines.append(f"  {r['method']}: F - F(random) = {format_cell(r['fidelity_F_minus_random'])} "
+                         f"[{format_cell(r['fidelity_F_minus_random_low'])}, "
+                         f"{format_cell(r['fidelity_F_minus_random_high'])}] ({r['fidelity_F_verdict']}); on the logit "
+                         f"{format_cell(r['fidelity_F_logit_minus_random'])} "
+                         f"[{format_cell(r['fidelity_F_logit_minus_random_low'])}, "
+                         f"{format_cell(r['fidelity_F_logit_minus_random_high'])}] ({r['fidelity_F_logit_verdict']})")
+        lines.append("  (interval: the random maps' 2.5th-97.5th percentiles of F, subtracted from the map's F)")
+        lines.append(f"note: {SINGLE_CASE_NOTE}")
         if self._quality_keys():  # compare --quantus: one line per metric, methods side by side
             from ..scoring.quality import QUALITY_METRICS
             lines.append("Quantus families (3-D, body as domain; " + ", ".join(r["method"] for r in self.rows) + "):")
@@ -166,14 +193,15 @@ def _choose_segment(names: list, class_name: str, segment) -> str:
 def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "gradcam", "gradient", "smoothgrad",
                        "ig"), segment=None, settings=None, steps: int = 20, replacement: str = "blur",
                        blur_mm: float = 10.0, seed: int = 0, progress=None, allow_mismatch: bool = False,
-                       quantus: bool = False) -> Comparison:
+                       quantus: bool = False, random_maps: int | None = None) -> Comparison:
     """Every estimator in ``methods`` on one case and one class, side by side (see module doc).
 
     ``masks``: :class:`io.segments.Segments` (on any grid; resampled) or a dict name -> bool array on
     the CT grid; ``segment``: the one to score against (default: the only one, or the one whose name
     contains the class name); ``settings``: estimator settings; ``steps``/``replacement``/``blur_mm``:
-    fidelity; ``seed``: the fidelity tie-break and random map. Segments that do not describe this
-    CT (another patient's, mirrored) are refused unless ``allow_mismatch``. ``quantus``: also every
+    fidelity; ``seed``: the fidelity tie-break and random maps; ``random_maps``: maps of the chance
+    line (default :data:`scoring.fidelity.RANDOM_MAPS`, 20). Segments that do not describe this CT
+    (another patient's, mirrored) are refused unless ``allow_mismatch``. ``quantus``: also every
     model-calling metric of :data:`scoring.quality.QUALITY_METRICS` per method (costs forwards).
     """
     import torch
@@ -223,21 +251,26 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
         seconds = time.perf_counter() - start
         volume = res.map(name, class_name)
         maps[name] = volume
-        table = evaluate(volume, {segment: mask}, region=body_ct, ct=ct)
+        importance = get_method(method).importance  # one transform for ROC, Dice, mass and fidelity
+        table = evaluate(volume, {segment: mask}, region=body_ct, ct=ct, importance=importance)
         row = table.rows[0]
-        dice, k = best_topk_dice(np.maximum(volume.array.ravel()[region_flat], 0), mask.ravel()[region_flat])
+        dice, k = best_topk_dice(importance_transform(volume.array.ravel()[region_flat], importance),
+                                 mask.ravel()[region_flat])
         on_input = inputs.map_on_input(res.raw[(name, class_name)])
-        _scores, order = xrai_rank(on_input, regions, body_in)
+        _scores, order = xrai_rank(importance_transform(on_input, importance), regions, body_in)
         rdice, rcount = region_dice(order, mask_in)
         say(f"{name}: fidelity, {steps} steps, {replacement}")
         fid = map_fidelity(classifier, ct, on_input, class_name, steps=steps, replacement=replacement,
-                           blur_mm=blur_mm, seed=seed, inputs=inputs)
+                           blur_mm=blur_mm, seed=seed, inputs=inputs, importance=importance, random_maps=random_maps)
         curves[name] = fid
-        rows.append({"method": name, "family": get_method(method).family,
+        chance = {**fid.versus_random(), **fid.versus_random(logit=True)}
+        chance.update(F_random=chance["random_F"], F_random_low=chance["random_F_low"],
+                      F_random_high=chance["random_F_high"], F_logit_random=chance["random_F_logit"])
+        rows.append({"method": name, "family": get_method(method).family, "importance": importance,
                      "roc_auc": row["roc_auc"], "auprc": row["auprc"], "auprc_chance": row["auprc_chance"],
                      "best_dice": dice, "best_dice_k": k, "region_dice": rdice, "region_count": rcount,
                      "mass_in_mask": row["mass_in_mask"], "mass_baseline": row["mass_baseline"],
-                     "fidelity_F": fid.curves.F, "fidelity_F_random": fid.random.F,
+                     "fidelity_F": fid.curves.F, **{f"fidelity_{k}": chance[k] for k in FIDELITY_KEYS},
                      "fidelity_auc_mif": fid.curves.auc_mif, "fidelity_auc_lif": fid.curves.auc_lif,
                      "seconds": seconds})
         if quantus:  # opt-in: the Quantus families' model-calling metrics (issue 24)
@@ -249,5 +282,7 @@ def compare_estimators(classifier, ct, masks, class_name, methods=("hirescam", "
     return Comparison(rows=rows, class_name=class_name, segment=segment, curves=curves, maps=maps,
                       info={"probability": probability, "fidelity_steps": int(steps),
                             "fidelity_replacement": next(iter(curves.values())).replacement,
+                            "random_maps": next(iter(curves.values())).chance.n, "note": SINGLE_CASE_NOTE,
+                            "importance": {r["method"]: r["importance"] for r in rows},
                             "region": "body", "supervoxel_candidates": len(regions),
                             "input_grid": grid.describe_grid()})

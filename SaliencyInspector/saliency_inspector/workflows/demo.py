@@ -63,7 +63,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     from ..models.demo_model import LESION_SCALE
     from ..synth.phantom import make_phantom, write_phantom_case
     from ..view.render import render_overlay
-    from ..explainers.registry import method_label
+    from ..explainers.registry import get_method, method_label
     from ..view.report import plot_roc, write_report
     from ..io.segments import Segments
     from ..io.volume import write_volume
@@ -128,7 +128,7 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
     records = []
     for (method, name), volume in explanation.maps.items():
         say(f"scoring {method} / {name} against {len(segments)} segments")
-        table = evaluate(volume, segments, region="auto", ct=case.ct)
+        table = evaluate(volume, segments, region="auto", ct=case.ct, importance=get_method(method).importance)
         tables[(method, name)] = table
         records += [{"method": method, "class": name, **row} for row in table.to_records()]
     _write_metrics(records, out)
@@ -179,7 +179,8 @@ def run_demo(out_dir="demo-output", device="auto", progress=None, *, size=None, 
         curves = []
         for target, mask in targets:
             for method in methods:
-                fpr, tpr, _ = roc_curve(explanation.map(method, name), mask, region=body)
+                fpr, tpr, _ = roc_curve(explanation.map(method, name), mask, region=body,
+                                        importance=get_method(method).importance)
                 auc = tables[(method, name)].row(target)["roc_auc"]
                 curves.append((f"{method_label(method)} vs {target}", *thin_curve(fpr, tpr, ROC_POINTS), auc))
         if curves:

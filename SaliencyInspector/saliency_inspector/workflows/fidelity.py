@@ -5,12 +5,14 @@ and the Slicer module's ``Logic.fidelity`` (the shown map node) both call :func:
 The CT is prepared for the model once (:func:`model_input`: the input tensor, the estimator
 settings completed for it, the body on the input grid, how many perturbed inputs fit one forward);
 a map on any grid is brought onto the model-input grid through physical space; the deletion (MIF)
-and LIF curves and a seeded random map's (the chance line) come from :func:`scoring.fidelity.fidelity`.
+and LIF curves come from :func:`scoring.fidelity.fidelity`, voxels ranked by the method's declared
+importance. The chance line (≥ 20 seeded random maps) depends on the CT, the class and the
+fidelity settings but not on the map, so it is made once per ``ModelInput`` and reused by every map.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -35,6 +37,7 @@ class ModelInput:
     prepared: Prepared
     settings: EstimatorSettings
     per_forward: int
+    chances: dict = field(default_factory=dict, compare=False, repr=False)  # settings -> scoring.fidelity.Chance
 
     @property
     def body(self) -> np.ndarray:
@@ -73,17 +76,20 @@ def model_input(classifier: Classifier, ct: Volume, settings: EstimatorSettings 
 def map_fidelity(classifier: Classifier, ct: Volume, saliency: Volume | np.ndarray, class_name: str, *,
                  steps: int = 20, replacement: str = "blur", blur_mm: float = 10.0, seed: int = 0,
                  settings: EstimatorSettings | Mapping[str, Any] | None = None,
-                 inputs: ModelInput | None = None) -> FidelityResult:
+                 inputs: ModelInput | None = None, importance: str = "signed",
+                 random_maps: int | None = None) -> FidelityResult:
     """Deletion (MIF) and LIF curves of ``saliency`` for ``class_name`` on the model-input grid, with
-    a seeded random map's as the chance line (:func:`scoring.fidelity.fidelity`).
+    the chance line of ``random_maps`` seeded random maps (:func:`scoring.fidelity.fidelity`).
 
     ``saliency``: a map Volume on any grid, or an array already on the input grid (tensor order).
-    ``steps``: p = 0 … 100 % in that many steps; ``replacement``: air, mean (over the body), blur
-    (``blur_mm``) or impute; ``seed``: tie-break and random map. ``inputs``: :func:`model_input` of
-    this CT when the caller scores several maps (``settings`` are then ignored).
+    ``importance``: how voxels are ranked — give the method's ``Method.importance`` (``relu``,
+    ``abs``, ``signed``). ``steps``: p = 0 … 100 % in that many steps; ``replacement``: air, mean
+    (over the body), blur (``blur_mm``) or impute; ``seed``: tie-break and random maps.
+    ``inputs``: :func:`model_input` of this CT when the caller scores several maps (``settings``
+    are then ignored; the chance line is made once and kept there).
     """
     from ..explainers.randomization import class_index
-    from ..scoring.fidelity import fidelity
+    from ..scoring.fidelity import RANDOM_MAPS, chance_line, fidelity
 
     # InputError for a class the model does not have; a card-less model's classes are its output
     # indices ("0", "1", …)
@@ -91,9 +97,18 @@ def map_fidelity(classifier: Classifier, ct: Volume, saliency: Volume | np.ndarr
     inputs = inputs or model_input(classifier, ct, settings)
     on_input = saliency if isinstance(saliency, np.ndarray) else inputs.map_on_input(saliency)
     s = inputs.settings
-    return fidelity(classifier, inputs.prepared.tensor, on_input, target, steps=steps,
-                    replacement=replacement, air_value=s.air_value, body=inputs.body, blur_mm=blur_mm,
-                    spacing_zyx=s.spacing_zyx, seed=seed, batch_size=inputs.per_forward)
+    options = dict(steps=steps, replacement=replacement, air_value=s.air_value, body=inputs.body, blur_mm=blur_mm,
+                   spacing_zyx=s.spacing_zyx, seed=seed, batch_size=inputs.per_forward)
+    n_random = RANDOM_MAPS if random_maps is None else int(random_maps)
+    key = (target, int(steps), replacement, float(blur_mm), int(seed), n_random)
+    made = key not in inputs.chances
+    if made:
+        inputs.chances[key] = chance_line(classifier, inputs.prepared.tensor, target, random_maps=n_random, **options)
+    result = fidelity(classifier, inputs.prepared.tensor, on_input, target, importance=importance,
+                      chance=inputs.chances[key], **options)
+    if made:  # the forwards of the chance line are counted once, by the map that made it
+        result = replace(result, forwards=result.forwards + inputs.chances[key].forwards)
+    return result
 
 
 def _mask_on_input(mask: np.ndarray, prepared: Prepared) -> np.ndarray:
