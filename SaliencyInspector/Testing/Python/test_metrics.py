@@ -462,7 +462,12 @@ def test_importance_transform_known_answers_and_registry_declarations():
     assert IMPORTANCES == REGISTRY_IMPORTANCES
     # Captum's conventions: Saliency ranks |gradient| (abs=True), GuidedGradCam = guided backprop ×
     # ReLU(Grad-CAM) (a signed gradient-type map), IG / InputXGradient / Occlusion keep their sign
-    declared = {name: m.importance for name, m in METHODS.items() if m.family != "custom"}
+    # (the CAM family of issue 24 adds CAM entries: every CAM ranks by ReLU, checked below)
+    assert all(m.importance == "relu" for m in METHODS.values() if m.family == "CAM")
+    assert METHODS["fullgrad"].importance == "abs"
+    declared = {name: m.importance for name, m in METHODS.items()
+                if m.family != "custom" and (m.family != "CAM" or name in ("hirescam", "gradcam", "gradcampp"))
+                and name != "fullgrad"}
     assert declared == {"hirescam": "relu", "gradcam": "relu", "gradcampp": "relu", "gradient": "abs",
                         "inputxgradient": "signed", "smoothgrad": "abs", "smoothgrad_sq": "abs", "vargrad": "abs",
                         "ig": "signed", "guided_gradcam": "abs", "occlusion": "signed", "xrai3d": "signed"}
