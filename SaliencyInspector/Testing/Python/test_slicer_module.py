@@ -470,7 +470,7 @@ def test_torch_is_installed_first_at_the_strictest_requirement_then_pip_with_pin
     pins = Path(arguments[1]).read_text().split()
     from importlib.metadata import version
 
-    for name in ("torch", "numpy", "SimpleITK", "vtk"):
+    for name in ("torch", "numpy", "scipy", "SimpleITK", "vtk", "pillow", "packaging"):  # Slicer's own stay
         assert f"{name}=={version(name)}" in pins
     assert [m for m in recorder.messages if m[0] != "confirm"] == []
     assert len(recorder.boxes("confirm")) == 1  # asked once, before pip
