@@ -33,10 +33,6 @@ def gui(monkeypatch, tmp_path):
     app = ov.make_app()
     recorder = slicer_standins.install(monkeypatch, app, tmp_path / "slicer-tmp")
     loop = slicer_widgets.install(monkeypatch, slicer_standins.MODULE_DIR)
-    from saliency_inspector.models import loaders
-
-    if not hasattr(loaders, "static_batch"):  # main lacks it (explainers/memory.py imports it): merge leftover
-        monkeypatch.setattr(loaders, "static_batch", lambda model: None, raising=False)
     module = importlib.import_module("SaliencyInspector")
     monkeypatch.setattr(module.SaliencyInspectorLogic, "_dependenciesReady", False)
     widget = module.SaliencyInspectorWidget()

@@ -12,7 +12,7 @@ so by the chain rule the sum is the attribution of that CT voxel.
 from __future__ import annotations
 
 from ..errors import InputError
-from .memory import batch_note, batch_size, run_batched
+from .memory import batch_size
 from .settings import Attribution, EstimatorSettings
 
 
@@ -45,16 +45,12 @@ def noise_tunnel(kind: str):
 
         sigma = float(settings.noise) * float(x.max() - x.min())
         per_batch = min(settings.samples, batch_size(model, x, settings, what="noisy sample"))
-        def run(batch):
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                torch.manual_seed(settings.seed)  # seeded noise that leaves the caller's RNG alone
-                return NoiseTunnel(Saliency(_forward(model))).attribute(
-                    x, nt_type=kind, nt_samples=int(settings.samples), nt_samples_batch_size=batch,
-                    stdevs=sigma, target=target, abs=False)
-
-        out, per_batch = run_batched(model, run, per_batch)
-        return Attribution(out, info={"sigma": sigma, "samples": int(settings.samples), "batch": per_batch,
-                                      **batch_note(model)})
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(settings.seed)  # seeded noise that leaves the caller's RNG alone
+            out = NoiseTunnel(Saliency(_forward(model))).attribute(
+                x, nt_type=kind, nt_samples=int(settings.samples), nt_samples_batch_size=per_batch,
+                stdevs=sigma, target=target, abs=False)
+        return Attribution(out, info={"sigma": sigma, "samples": int(settings.samples), "batch": per_batch})
 
     estimator.__name__ = kind
     estimator.__doc__ = {"smoothgrad": "mean gradient over noisy copies of the input (NoiseTunnel)",
@@ -88,17 +84,16 @@ def ig(model, x, target, settings):
 
     base, text = baseline_for(x, settings)
     per_batch = min(settings.steps, batch_size(model, x, settings, what="IG step"))
-    (attr, delta), per_batch = run_batched(model, lambda batch: IntegratedGradients(_forward(model)).attribute(
-        x, baselines=base, target=target, n_steps=int(settings.steps), internal_batch_size=batch,
-        return_convergence_delta=True), per_batch)
+    attr, delta = IntegratedGradients(_forward(model)).attribute(
+        x, baselines=base, target=target, n_steps=int(settings.steps), internal_batch_size=per_batch,
+        return_convergence_delta=True)
     # Captum's delta = Σ attribution − (y(x) − y(baseline)) (attr/_utils/attribution.py,
     # compute_convergence_delta), so the output difference needs no extra forward passes.
     diff = float(attr.detach().double().sum() - delta[0].double())
     error = abs(float(delta[0]))
     return Attribution(attr, info={"baseline": text, "steps": int(settings.steps), "batch": per_batch,
                                    "completeness_error": error, "output_difference": diff,
-                                   "completeness_relative": error / abs(diff) if diff else float("nan"),
-                                   **batch_note(model)})
+                                   "completeness_relative": error / abs(diff) if diff else float("nan")})
 
 
 def occlusion(model, x, target, settings):
@@ -111,11 +106,11 @@ def occlusion(model, x, target, settings):
     window = tuple(max(1, min(n, round(settings.occlusion_window_mm / s))) for n, s in zip(shape, spacing))
     stride = tuple(max(1, min(w, round(settings.occlusion_stride_mm / s))) for w, s in zip(window, spacing))
     per_eval = batch_size(model, x, settings, backward=False, what="occluded input")
-    attr, per_eval = run_batched(model, lambda batch: Occlusion(_forward(model)).attribute(
+    attr = Occlusion(_forward(model)).attribute(
         x, sliding_window_shapes=(x.shape[1], *window), strides=(x.shape[1], *stride), baselines=base,
-        target=target, perturbations_per_eval=batch), per_eval)
+        target=target, perturbations_per_eval=per_eval)
     return Attribution(attr, info={"baseline": text, "window_voxels": list(window), "stride_voxels": list(stride),
-                                   "batch": per_eval, **batch_note(model)})
+                                   "batch": per_eval})
 
 
 def non_relu_activations(model) -> list:
