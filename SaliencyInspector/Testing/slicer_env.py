@@ -81,6 +81,8 @@ def build(line: str, venv: Path, core: str, python: str, wheels: str) -> dict:
     times["module installer (requirements.txt + constraints)"] = time.monotonic() - t
     t = time.monotonic()
     run(*pip, "--constraint", constraints, "pytest", "trame-slicer==2.0.0")
+    # trame-slicer's views need the layered displayable managers built for the same slicer-core
+    run(*pip, "--no-deps", "slicer-layer-dm==2.0.0")
     times["test tools"] = time.monotonic() - t
     (venv / "ready").write_text(repr(times))
     return times
