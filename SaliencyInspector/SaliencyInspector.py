@@ -31,7 +31,7 @@ from slicer.util import VTKObservationMixin
 from slicer import (vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
                     vtkMRMLTableNode)
 
-from SaliencyInspectorLib import dependencies
+from SaliencyInspectorLib import background, dependencies
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 REQUIREMENTS_PATH = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
@@ -197,6 +197,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._running = False
+        self._task = None  # the background task running now (background.Task) or last
         self._settingResults = False  # Apply is filling in its outputs: no display handler runs
 
     def setup(self) -> None:
@@ -341,36 +342,88 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onCancelButton(self) -> None:
         self.logic.cancelRequested = True
-        self.ui.statusLabel.text = _("Cancelling after the current step…")
+        if self._task is not None:
+            self._task.cancel()  # the worker stops at its next forward pass or step
+        self.ui.statusLabel.text = _("Cancelling…")
+
+    # ---- long work: a worker thread (no MRML), polled by a QTimer; nodes made on this thread ------
+    def _startTask(self, title, compute, finish, before=None) -> None:
+        """``compute(report)`` in a worker thread, then ``finish(result)`` (a generator: one short
+        step per timer tick) on the main thread. One task at a time; Cancel stops it."""
+        self._running = True
+        for button in (self.ui.applyButton, self.ui.fidelityButton, self.ui.trustButton, self.ui.compareButton):
+            button.enabled = False
+        self.ui.cancelButton.enabled = True
+        self.ui.progressBar.setRange(0, 0)  # busy indicator; the steps are reported in the label
+        self.ui.progressBar.show()
+        self.ui.statusLabel.text = title
+        self._task = background.Task(compute, qt.QTimer, onProgress=self._showProgress,
+                                     onDone=lambda result: self._finishSteps(finish, result),
+                                     onError=self._taskFailed, onCancelled=self._taskCancelled, before=before)
+        self._task.start()
+
+    def _busy(self) -> bool:
+        """A task runs, or a cancelled one's worker has not stopped yet (it holds the model): say so."""
+        if self._running or (self._task is not None and self._task.workerAlive):
+            self.ui.statusLabel.text = _("Still stopping the previous run; try again in a moment.")
+            return True
+        return False
+
+    def _finishSteps(self, finish, result):
+        try:
+            steps = finish(result)
+            if steps is not None and hasattr(steps, "__next__"):
+                yield from steps
+        finally:
+            self._endTask()
+
+    def _taskFailed(self, err) -> None:
+        self._endTask()
+        message = str(err) if isinstance(err, InputErrorTypes()) else f"{type(err).__name__}: {err}"
+        logging.error(f"SaliencyInspector: {message}")
+        self.ui.statusLabel.text = _("Failed: {message}").format(message=message)
+        slicer.util.errorDisplay(_("Saliency Inspector failed: {message}").format(message=message),
+                                 windowTitle=_("Saliency Inspector"))
+
+    def _taskCancelled(self) -> None:
+        self._endTask()
+        self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
+
+    def _endTask(self) -> None:
+        self._running = False
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.hide()
+        for button in (self.ui.fidelityButton, self.ui.trustButton, self.ui.compareButton):
+            button.enabled = True
+        self._checkCanApply()
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
+        if self._busy():
+            return
         # before anything touches torch or monai; a refusal or failure was already shown once
         if not self.logic.ensureDependencies(askConfirmation=True):
             self.ui.statusLabel.text = _("Not run: the required Python packages are not installed.")
             return
         methods = self._chosenMethods()
-        self._running = True
-        self.ui.applyButton.enabled = False
-        self.ui.cancelButton.enabled = True
-        self.ui.progressBar.show()
-        self.ui.progressBar.setRange(0, 0)  # busy indicator; steps are reported in the label
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Saliency computation failed."), waitCursor=True):
-                result = self.logic.process(
-                    p.inputVolume, model="demo" if p.useDemoModel else p.modelPath, methods=methods,
-                    classes=p.className or "all", layer=p.targetLayer or None, device=p.device.value,
-                    segmentationNode=p.segmentation, threshold=p.threshold, opacity=p.opacity,
-                    progress=self._showProgress)
-                if result is not None:
-                    self._showResults(result)
-                else:
-                    self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
-        finally:
-            self._running = False
-            self.ui.cancelButton.enabled = False
-            self.ui.progressBar.hide()
-            self._checkCanApply()
+        volume, segmentation, threshold, opacity = p.inputVolume, p.segmentation, p.threshold, p.opacity
+        with slicer.util.tryWithErrorDisplay(_("Saliency computation failed."), waitCursor=True):
+            self.logic.checkApplyInputs(volume, segmentation)  # one clear line before anything starts
+            self.logic.cancelRequested = False
+            model, classes, layer, device = self._model(), p.className or "all", p.targetLayer or None, p.device.value
+            prepared = {}
+
+            def read():  # MRML is read on the main thread, one piece per timer tick
+                yield from self.logic.readApplyInputs(volume, segmentation, prepared)
+
+            def compute(report):
+                return self.logic.computeApply(prepared, model, methods, classes, layer, device, say=report)
+
+            def finish(computed):
+                result = yield from self.logic.finishApply(volume, prepared, computed, segmentation, threshold, opacity)
+                self._showResults(result)
+
+            self._startTask(_("Computing saliency…"), compute, finish, before=read())
 
     def _showResults(self, result) -> None:
         """Store Apply's outputs in the parameter node. The logic has already shown them (compare
@@ -389,8 +442,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.statusLabel.text = result["message"]
 
     def _showProgress(self, message) -> None:
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()  # keep the GUI painting and the Cancel button clickable
+        self.ui.statusLabel.text = message  # called by the task's timer, on the main thread
 
     def _fillClassComboBox(self, classNames) -> None:
         wasBlocked = self.ui.classComboBox.blockSignals(True)
@@ -435,42 +487,86 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             raise InputError("no map is shown yet; compute the saliency maps with Apply first")
 
     def onFidelityButton(self) -> None:
-        """Deletion/insertion curves of the shown map (plot view) and F (table view)."""
-        from saliency_inspector import mrml_charts
+        """Deletion/insertion curves of the shown map (plot view) and F (table view), computed in the
+        worker thread."""
+        from saliency_inspector import mrml
 
         p = self._parameterNode
+        if self._busy():
+            return
         with slicer.util.tryWithErrorDisplay(_("Cannot measure the fidelity of the shown map."), waitCursor=True):
             self._requireShownMap()
             if not self.logic.ensureDependencies(askConfirmation=True):
                 return
-            tableNode, chartNode, result = self.logic.fidelity(p.inputVolume, p.shownSaliency, model=self._model(),
-                                                               device=p.device.value)
-            p.fidelityTable, p.fidelityChart = tableNode, chartNode
-            mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
-            self.ui.statusLabel.text = _("Fidelity of {map}: F = {F:.3f}").format(
-                map=p.shownSaliency.GetName(), F=result.curves.F)
+            shown, model, device = p.shownSaliency, self._model(), p.device.value
+            ct, saliency = mrml.volume_from_node(p.inputVolume), mrml.volume_from_node(shown, what="saliency map")
+            className = shown.GetAttribute("SaliencyInspector.Class")
+            self.logic.cancelRequested = False
+
+            def compute(report):
+                return self.logic.computeFidelity(ct, saliency, className, model, device, say=report,
+                                                  importance=_importanceOf(shown))
+
+            def finish(result):
+                tableNode, chartNode, result = self.logic.addFidelityNodes(shown, result)
+                self._showTableAndChart("fidelity", tableNode, chartNode)
+                self.ui.statusLabel.text = _("Fidelity of {map}: F = {F:.3f}").format(map=shown.GetName(),
+                                                                                      F=result.curves.F)
+
+            self._startTask(_("Measuring fidelity…"), compute, finish)
 
     def onTrustButton(self) -> None:
-        """The trust card of the shown map (table view) and its randomization curves (plot view)."""
+        """The trust card of the shown map (table view) and its randomization curves (plot view),
+        computed in the worker thread."""
+        from saliency_inspector import mrml
+
+        p = self._parameterNode
+        if self._busy():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Cannot make the trust card of the shown map."), waitCursor=True):
+            self._requireShownMap()
+            if not self.logic.ensureDependencies(askConfirmation=True):
+                return
+            shown, model, device = p.shownSaliency, self._model(), p.device.value
+            method, className = self.logic.mapMethodAndClass(shown)
+            ct = mrml.volume_from_node(p.inputVolume)
+            segments = None
+            if p.segmentation is not None:
+                segments = mrml.segments_from_node(p.segmentation, p.inputVolume, slicer.modules.segmentations.logic())
+            self.logic.cancelRequested = False
+
+            def compute(report):
+                return self.logic.computeTrust(ct, method, className, model, segments=segments, device=device,
+                                               say=report)
+
+            def finish(card):
+                tableNode, chartNode, _card = self.logic.addTrustNodes(shown, card)
+                self._showTableAndChart("trust", tableNode, chartNode)
+                self.ui.statusLabel.text = _("Trust card of {map}: see the table and the randomization plot.").format(
+                    map=shown.GetName())
+
+            self._startTask(_("Making the trust card…"), compute, finish)
+
+    def _showTableAndChart(self, kind, tableNode, chartNode) -> None:
         from saliency_inspector import mrml_charts
 
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Cannot make the trust card of the shown map."), waitCursor=True):
-            self._requireShownMap()
-            tableNode, chartNode, card = self.logic.trust(p.inputVolume, p.shownSaliency, model=self._model(),
-                                                          segmentationNode=p.segmentation, device=p.device.value,
-                                                          progress=self._showProgress)
-            p.trustTable, p.trustChart = tableNode, chartNode
-            mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
-            self.ui.statusLabel.text = _("Trust card of {map}: see the table and the randomization plot.").format(
-                map=p.shownSaliency.GetName())
+        setattr(p, f"{kind}Table", tableNode)
+        setattr(p, f"{kind}Chart", chartNode)
+        mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
+
+
+def InputErrorTypes() -> tuple:
+    """The exception types whose message is already one clear line for the user."""
+    from saliency_inspector.errors import InputError
+
+    return (InputError,)
 
 
 #
 # Logic
 #
-class CancelledError(RuntimeError):
-    """The user pressed Cancel."""
+CancelledError = background.Cancelled  # the user pressed Cancel
 
 
 class DependencyError(RuntimeError):
@@ -658,15 +754,26 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         (node attribute ``SaliencyInspector.Run``, unique across saved and reloaded scenes). A
         CUDA out-of-memory error falls back to the CPU and says so through ``progress`` and the log.
         """
-        from saliency_inspector import mrml, mrml_charts
-        from saliency_inspector.explainers.explanation import explain
+        from saliency_inspector import mrml
 
+        self.cancelRequested = False  # a cancel of an earlier run does not stop this one
         ct = mrml.volume_from_node(volumeNode)  # InputError for no / non-scalar / 2D volumes
         self._requireDependencies()
-        say = self._progress(progress)
+        explanation = self.computeExplanation(ct, model, methods, classes, layer, device, self._progress(progress))
+        return self.addSaliencyNodes(volumeNode, ct, explanation, self._progress(progress))
+
+    def computeExplanation(self, ct, model="demo", methods=("hirescam", "gradcam"), classes="all", layer=None,
+                           device="auto", say=None):
+        """The core ``Explanation`` of the CT (a core Volume): no MRML, so it may run in a worker
+        thread. ``say(message)`` reports progress and may raise to cancel (also checked before every
+        forward pass of the model). A CUDA out-of-memory error falls back to the CPU and says so."""
+        from saliency_inspector.explainers.explanation import explain
+
+        say = say or logging.info
         classifier = self.loadClassifier(model, device, say)
         try:
-            explanation = explain(classifier, ct, methods=methods, classes=classes, layer=layer, progress=say)
+            with background.cancelOnForward(classifier.module, lambda: say("")):
+                explanation = explain(classifier, ct, methods=methods, classes=classes, layer=layer, progress=say)
         except Exception as err:
             if not _isCudaOutOfMemory(err):
                 raise
@@ -675,28 +782,57 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             say(message)
             _emptyCudaCache()
             classifier = self.loadClassifier(model, "cpu", say)
-            explanation = explain(classifier, ct, methods=methods, classes=classes, layer=layer, progress=say)
+            with background.cancelOnForward(classifier.module, lambda: say("")):
+                explanation = explain(classifier, ct, methods=methods, classes=classes, layer=layer, progress=say)
         self.lastDevice = str(classifier.device)
+        return explanation
+
+    def addSaliencyNodes(self, volumeNode, ct, explanation, say=None):
+        """Main thread: one saliency node per (method, class) on the CT node's grid and the
+        predictions table; returns ``(nodes, explanation, predictionsTableNode)``."""
+        for _made in self._addSaliencyNodes(volumeNode, ct, explanation, say or logging.info):
+            pass
+        return self._lastNodes
+
+    def _addSaliencyNodes(self, volumeNode, ct, explanation, say, prefetch=False):
+        """Generator form of :meth:`addSaliencyNodes`: yields after each node; the result is left in
+        ``self._lastNodes``."""
+        from saliency_inspector import mrml, mrml_charts
+
         say(_("Creating saliency volumes…"))
         scene = slicer.mrmlScene
         nodes = {}
         # a uuid, not scene.GenerateUniqueName: its counter is not saved with the scene, so a run
         # after save and reload would get the id of an old run
         run = uuid.uuid4().hex
-        for method, className in list(explanation.maps):
-            saliency = explanation.map(method, className)  # one map on the CT grid at a time
+        keys = list(explanation.maps)
+        # the maps on the CT grid (and their display windows) are made in a helper thread, two at most
+        # ahead of the nodes
+        def onCtGrid(key):
+            saliency = explanation.map(*key)
+            return saliency.with_array(saliency.array.astype("float32", copy=False)), mrml.display_window(saliency)
+
+        maps = background.Prefetch((onCtGrid(key) for key in keys), ahead=2) if prefetch else None
+        for method, className in keys:
+            if maps is None:
+                saliency, window = onCtGrid((method, className))  # one map on the CT grid at a time
+            else:
+                while (item := maps.poll()) is background.Prefetch.WAIT:
+                    yield "waiting"
+                saliency, window = item
             name = scene.GenerateUniqueName(f"{volumeNode.GetName()} {methodLabel(method)} {className}")
             node = mrml.add_saliency_node(scene, saliency, volumeNode, name, ct=ct)
-            mrml.set_saliency_display(node, mrml.display_window(saliency), threshold=0.2)
+            mrml.set_saliency_display(node, window, threshold=0.2)
             node.SetAttribute("SaliencyInspector.Method", method)
             node.SetAttribute("SaliencyInspector.Class", className)
             node.SetAttribute("SaliencyInspector.Run", run)
             nodes[(method, className)] = node
             del saliency
+            yield (method, className)
         predictions = mrml_charts.add_predictions_table(
             scene, explanation.class_names, explanation.probabilities, explanation.logits,
             name=scene.GenerateUniqueName(f"{volumeNode.GetName()} predictions"))
-        return nodes, explanation, predictions
+        self._lastNodes = (nodes, explanation, predictions)
 
     def evaluate(self, saliencyNode, segmentationNode, volumeNode=None, rocChart=True):
         """Score a saliency node against the segments.
@@ -705,22 +841,25 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         segment), an ROC plot chart node (None when ``rocChart`` is False) and the core
         ``EvaluationTable``.
         """
-        from saliency_inspector.scoring import evaluation, metrics
-        from saliency_inspector.scoring.curves import roc_curve, thin_curve
-        from saliency_inspector import mrml, mrml_charts
+        from saliency_inspector import mrml
 
         saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
         ct = mrml.volume_from_node(volumeNode) if volumeNode is not None else None
         mrml.check_segmentation(segmentationNode)
         referenceNode = volumeNode or saliencyNode
         segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
-        importance = _importanceOf(saliencyNode)
+        scores = self.scoreMap(saliency, segments, ct, rocChart, _importanceOf(saliencyNode))
+        return self.addEvaluationNodes(saliencyNode, scores)
+
+    def scoreMap(self, saliency, segments, ct=None, rocChart=True, importance="relu") -> dict:
+        """The metrics of a map (core Volumes and Segments; no MRML, any thread): ``{"table":
+        EvaluationTable, "curves": {segment: (fpr, tpr)} or None, "colors": segment colours}``;
+        voxels ranked by ``importance`` (the map's method's transform: relu, abs or signed)."""
+        from saliency_inspector.scoring import evaluation
+        from saliency_inspector.scoring.curves import roc_curve, thin_curve
+
         table = evaluation.evaluate(saliency, segments, region="auto", ct=ct, importance=importance)
-        scene = slicer.mrmlScene
-        tableNode = mrml_charts.add_metrics_table(scene, table.rows,
-                                           name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} metrics"),
-                                           metrics_info=metrics.METRICS)
-        chartNode = None
+        curves = None
         if rocChart:
             region = _evaluationRegion(table, segments, ct, saliency)
             curves = {}
@@ -729,7 +868,22 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                     continue
                 fpr, tpr, _thresholds = roc_curve(saliency, segments.mask(name), region, importance)
                 curves[name] = thin_curve(fpr, tpr, points=ROC_PLOT_POINTS)
-            chartNode = mrml_charts.add_roc_chart(scene, curves, colors=segments.colors,
+        return {"table": table, "curves": curves, "colors": segments.colors}
+
+    def addEvaluationNodes(self, saliencyNode, scores):
+        """Main thread: the metrics table node and the ROC chart node (None without curves) of
+        :meth:`scoreMap`'s result; returns ``(tableNode, chartNode, EvaluationTable)``."""
+        from saliency_inspector import mrml_charts
+        from saliency_inspector.scoring import metrics
+
+        scene = slicer.mrmlScene
+        table = scores["table"]
+        tableNode = mrml_charts.add_metrics_table(scene, table.rows,
+                                           name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} metrics"),
+                                           metrics_info=metrics.METRICS)
+        chartNode = None
+        if scores["curves"] is not None:
+            chartNode = mrml_charts.add_roc_chart(scene, scores["curves"], colors=scores["colors"],
                                            name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} ROC"))
         return tableNode, chartNode, table
 
@@ -742,14 +896,37 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         Returns ``(tableNode, chartNode, FidelityResult)``. The pipeline is ``compare``'s
         (:func:`saliency_inspector.workflows.fidelity.map_fidelity`).
         """
-        from saliency_inspector import mrml, mrml_charts
+        from saliency_inspector import mrml
+
+        self.cancelRequested = False
+        className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
+        result = self.computeFidelity(mrml.volume_from_node(volumeNode),
+                                      mrml.volume_from_node(saliencyNode, what="saliency map"), className,
+                                      model, device, steps, replacement, self._progress(None),
+                                      importance=_importanceOf(saliencyNode))
+        return self.addFidelityNodes(saliencyNode, result)
+
+    def computeFidelity(self, ct, saliency, className, model="demo", device="auto", steps=20, replacement="blur",
+                        say=None, importance="relu"):
+        """:func:`map_fidelity` on core Volumes (no MRML, any thread); progress and cancel through
+        ``say`` before every forward pass (2 curves x 2 maps x ``steps`` passes)."""
         from saliency_inspector.workflows.fidelity import map_fidelity
 
-        classifier = self.loadClassifier(model, device)
-        className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
-        result = map_fidelity(classifier, mrml.volume_from_node(volumeNode),
-                              mrml.volume_from_node(saliencyNode, what="saliency map"), className,
-                              steps=steps, replacement=replacement, importance=_importanceOf(saliencyNode))
+        say = say or logging.info
+        classifier = self.loadClassifier(model, device, say)
+        total = 4 * steps
+
+        def check():
+            say(_("Fidelity: forward pass {k} of about {n}…").format(k=hook.forwards, n=total))
+
+        with background.cancelOnForward(classifier.module, check) as hook:
+            return map_fidelity(classifier, ct, saliency, className, steps=steps, replacement=replacement,
+                                importance=importance)
+
+    def addFidelityNodes(self, saliencyNode, result):
+        """Main thread: the fidelity table and chart nodes; returns ``(tableNode, chartNode, result)``."""
+        from saliency_inspector import mrml_charts
+
         scene = slicer.mrmlScene
         tableNode, chartNode = mrml_charts.add_fidelity_nodes(
             scene, result, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} fidelity"))
@@ -763,26 +940,48 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         Returns ``(tableNode, chartNode, TrustCard)``: the card in a table node, the randomization
         curves in a plot chart node.
         """
-        from saliency_inspector import mrml, mrml_charts
-        from saliency_inspector.errors import InputError
-        from saliency_inspector.workflows.trust import run_trust
+        from saliency_inspector import mrml
 
-        say = self._progress(progress)
+        self.cancelRequested = False  # a cancelled Apply does not stop the trust card
+        method, className = self.mapMethodAndClass(saliencyNode)
+        ct = mrml.volume_from_node(volumeNode)
+        self._requireDependencies()
+        segments = None
+        if segmentationNode is not None:
+            segments = mrml.segments_from_node(segmentationNode, volumeNode, slicer.modules.segmentations.logic())
+        card = self.computeTrust(ct, method, className, model, secondModel, segments, fixationsPath, device,
+                                 self._progress(progress))
+        return self.addTrustNodes(saliencyNode, card)
+
+    @staticmethod
+    def mapMethodAndClass(saliencyNode):
+        """(method, class) of a map made by this module; InputError for any other volume."""
+        from saliency_inspector.errors import InputError
+
         method = saliencyNode.GetAttribute("SaliencyInspector.Method")
         className = saliencyNode.GetAttribute("SaliencyInspector.Class")
         if not method or not className:
             raise InputError(f"{saliencyNode.GetName()}: not a map made by SaliencyInspector (no method/class); "
                              "compute the maps with Apply first")
-        ct = mrml.volume_from_node(volumeNode)
-        self._requireDependencies()
+        return method, className
+
+    def computeTrust(self, ct, method, className, model="demo", secondModel=None, segments=None, fixationsPath=None,
+                     device="auto", say=None):
+        """The trust card (:func:`run_trust`) on core objects: no MRML, any thread."""
+        from saliency_inspector.workflows.trust import run_trust
+
+        say = say or logging.info
         models = [self.loadClassifier(model, device, say)]
         if secondModel:
             models.append(self.loadClassifier(secondModel, device, say))
-        segments = None
-        if segmentationNode is not None:
-            segments = mrml.segments_from_node(segmentationNode, volumeNode, slicer.modules.segmentations.logic())
-        card = run_trust(ct, models, methods=[method], class_name=className, masks=segments,
-                         fixations=fixationsPath, progress=say).card
+        with background.cancelOnForward(models[0].module, lambda: say("")):
+            return run_trust(ct, models, methods=[method], class_name=className, masks=segments,
+                             fixations=fixationsPath, progress=say).card
+
+    def addTrustNodes(self, saliencyNode, card):
+        """Main thread: the card in a table node, the randomization curves in a plot chart node."""
+        from saliency_inspector import mrml_charts
+
         scene = slicer.mrmlScene
         tableNode = mrml_charts.add_trust_table(
             scene, card, name=scene.GenerateUniqueName(f"{saliencyNode.GetName()} trust"))
@@ -892,29 +1091,86 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         ("metrics" and "roc" only with a segmentation), or None when cancelled. Inputs are checked
         before anything is created; the input nodes are never modified; all output nodes are new.
         """
+        self.cancelRequested = False  # only a cancel of this run stops it
+        prepared = self.prepareApply(volumeNode, segmentationNode)
+        try:
+            computed = self.computeApply(prepared, model, methods, classes, layer, device, self._progress(progress))
+        except CancelledError:
+            return None
+        steps = self.finishApply(volumeNode, prepared, computed, segmentationNode, threshold, opacity)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+
+    def prepareApply(self, volumeNode, segmentationNode=None) -> dict:
+        """Main thread: check the inputs and read them from MRML (the CT, the segments on its grid);
+        InputError before anything is created; installs the packages on first use (asking)."""
+        self.checkApplyInputs(volumeNode, segmentationNode)
+        prepared = {}
+        for _piece in self.readApplyInputs(volumeNode, segmentationNode, prepared):
+            pass
+        return prepared
+
+    def checkApplyInputs(self, volumeNode, segmentationNode=None) -> None:
+        """InputError for a missing/unfit CT or segmentation; the packages installed (asking) on first use."""
         from saliency_inspector import mrml
 
-        self.cancelRequested = False
         mrml.volume_from_node(volumeNode)
         if segmentationNode is not None:
             mrml.check_segmentation(segmentationNode)
-        try:
-            nodes, explanation, predictions = self.explain(volumeNode, model, methods, classes, layer, device, progress)
-        except CancelledError:
-            return None
-        # show the most probable explained class first
+        self._requireDependencies()
+
+    def readApplyInputs(self, volumeNode, segmentationNode, prepared):
+        """Generator, main thread: the CT, then the segments on its grid, into ``prepared``."""
+        from saliency_inspector import mrml
+
+        prepared["ct"] = mrml.volume_from_node(volumeNode)
+        prepared["segments"] = None
+        yield "ct"
+        if segmentationNode is not None:
+            prepared["segments"] = mrml.segments_from_node(segmentationNode, volumeNode,
+                                                           slicer.modules.segmentations.logic())
+            yield "segments"
+
+    def computeApply(self, prepared, model="demo", methods=("hirescam", "gradcam"), classes="all", layer=None,
+                     device="auto", say=None) -> dict:
+        """Any thread, no MRML: the explanation, the most probable explained class and, with segments,
+        the metrics and ROC curves of its map (the first method's)."""
+        say = say or logging.info
+        explanation = self.computeExplanation(prepared["ct"], model, methods, classes, layer, device, say)
         probabilities = dict(zip(explanation.class_names, explanation.probabilities))
         topClass = max(explanation.classes, key=lambda c: probabilities.get(c, 0.0))
-        shown = nodes.get((methods[0], topClass)) or next(iter(nodes.values()))
+        shownKey = (methods[0], topClass) if (methods[0], topClass) in explanation.maps else next(iter(explanation.maps))
+        computed = {"explanation": explanation, "topClass": topClass, "probability": probabilities.get(topClass),
+                    "shownKey": shownKey, "device": self.lastDevice, "scores": None}
+        if prepared["segments"] is not None:
+            say(_("Scoring the map against the segments…"))
+            from saliency_inspector.explainers.registry import get_method
+
+            computed["scores"] = self.scoreMap(explanation.map(*shownKey), prepared["segments"], prepared["ct"],
+                                               importance=get_method(shownKey[0]).importance)
+        return computed
+
+    def finishApply(self, volumeNode, prepared, computed, segmentationNode=None, threshold=0.2, opacity=0.5):
+        """Main thread, a generator yielding between short steps (one node each): the saliency
+        nodes, the metrics table and ROC chart, the display; returns process()'s result dict."""
+        explanation = computed["explanation"]
+        yield from self._addSaliencyNodes(volumeNode, prepared["ct"], explanation, logging.info, prefetch=True)
+        nodes, _explanation, predictions = self._lastNodes
+        shown = nodes[computed["shownKey"]]
         result = {"predictions": predictions, "nodes": nodes, "shown": shown, "classNames": explanation.class_names}
-        if segmentationNode is not None:
-            result["metrics"], result["roc"], _table = self.evaluate(shown, segmentationNode, volumeNode)
+        if computed["scores"] is not None:
+            result["metrics"], result["roc"], _table = self.addEvaluationNodes(shown, computed["scores"])
+            yield "metrics"
         self.show(volumeNode, shown, segmentationNode, threshold, opacity)
+        yield "shown"
         if "metrics" in result:
             self.showComparison(volumeNode, shown, threshold, opacity, result["metrics"], result["roc"])
+        p = computed["probability"]
         result["message"] = _("{n} maps; most probable class: {c} ({p:.2f}); device: {d}").format(
-            n=len(nodes), c=topClass, p=probabilities.get(topClass, float("nan")),
-            d=self.lastDevice)
+            n=len(nodes), c=computed["topClass"], p=float("nan") if p is None else p, d=computed["device"])
         return result
 
     def loadPhantomSample(self, seed=0, size=(192, 192, 64)):
@@ -1043,8 +1299,14 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        # Slicer's "Reload and Test" calls runTest() directly (no unittest runner): a SkipTest raised
+        # in here would be reported as a failure, so a missing package is said and the test ends
         self.setUp()
         self.test_bad_input()
+        if self._dependenciesMissing():
+            self.delayDisplay("Skipped the phantom test: torch or the module's Python packages are not "
+                              "installed (press Apply once)")
+            return
         self.setUp()
         self.test_phantom_end_to_end()
 

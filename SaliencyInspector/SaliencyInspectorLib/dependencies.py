@@ -8,7 +8,7 @@ Why pins: monai requires torch (monai 1.6.1: torch>=2.8 on Python 3.12; 1.5.2: t
 while they are imported. So torch is installed first by the PyTorch extension, at a version that
 satisfies every torch requirement of what pip will install (read from a ``pip install --dry-run
 --report`` of the requirements), and then pip runs with a constraints file pinning torch, numpy,
-SimpleITK and vtk to the versions installed.
+SimpleITK, vtk and Slicer's other packages to the versions installed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-# Installed by Slicer itself (numpy, SimpleITK, vtk) or by the PyTorch extension (torch): pinned.
-PINNED_PACKAGES = ("torch", "numpy", "SimpleITK", "vtk")
+# Installed by the PyTorch extension (torch) or by Slicer itself (its SuperBuild's
+# External_python-*.cmake, 5.8 to 5.12, plus VTK and SimpleITK): pinned, so that what the module
+# installs (captum needs matplotlib, which needs pillow, pyparsing, python-dateutil, packaging;
+# scikit-image needs scipy, pillow) takes Slicer's versions as they are. A package that is not
+# installed is not pinned.
+PINNED_PACKAGES = ("torch", "numpy", "scipy", "SimpleITK", "vtk", "pillow", "pydicom", "packaging", "pyparsing",
+                   "python-dateutil", "six", "typing_extensions", "requests", "urllib3", "certifi", "idna",
+                   "charset-normalizer")
 
 
 def load_requirements(path) -> list[Requirement]:

@@ -100,8 +100,17 @@ def add_saliency_node(scene, saliency: Volume, ct_node, name: str, ct: Volume | 
     if not saliency.same_grid(ct):
         raise InputError(f"saliency map '{name}' is not on the CT's grid ({saliency.describe_grid()} vs "
                          f"{ct.describe_grid()}); resample it onto the CT first")
-    node = add_volume_node(scene, saliency.with_array(saliency.array.astype(np.float32)), name,
-                           reference_node=ct_node)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    # the display node first, automatic window/level off: its histogram of the whole map (~70 ms on
+    # 192x192x64, seconds on a full CT) would run on Slicer's GUI thread and be overwritten by
+    # set_saliency_display anyway
+    display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+    display.AutoWindowLevelOff()
+    display.SetAndObserveColorNodeID(HEAT_COLOR_NODE_ID)
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    update_node_from_volume(node, saliency.with_array(saliency.array.astype(np.float32, copy=False)))
+    if ct_node.GetParentTransformNode() is not None:
+        node.SetAndObserveTransformNodeID(ct_node.GetParentTransformNode().GetID())
     node.SetAttribute("SaliencyInspector.Saliency", "1")
     return node
 

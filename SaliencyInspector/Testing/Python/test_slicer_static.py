@@ -131,8 +131,9 @@ def test_requirements_list_only_what_slicer_lacks():
     lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
     requirements = [Requirement(line) for line in lines if line and not line.startswith(("#", "-"))]
     names = {r.name.lower() for r in requirements}
-    # what the module imports: monai (MONAI models); captum and slicerio are not used by the module
-    assert names == {"monai"}
+    # what the module imports that Slicer lacks (test_slicer_dependencies.py finds them by following the
+    # imports): monai (MONAI models), captum (gradient/perturbation estimators), scikit-image (SSIM, SLIC)
+    assert names == {"monai", "captum", "scikit-image"}
     assert not names & {"simpleitk", "vtk", "numpy", "torch", "torchvision"}
     for requirement in requirements:  # the versions this suite runs with satisfy them
         try:

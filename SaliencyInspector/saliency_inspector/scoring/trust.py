@@ -205,7 +205,10 @@ def auprc_pair(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     ranking = Ranking(np.asarray(scores, np.float64).ravel())
     counts = ranking.counts_for(np.flatnonzero(np.asarray(labels, bool).ravel()))
     precision, recall, _ = ranking.pr_curve(counts)
-    return float(ranking.average_precision(counts)), float(abs(np.trapezoid(precision, recall)))
+    # the trapezoid rule written out: np.trapezoid is numpy >= 2 only (Slicer 5.8 ships numpy 1.26.4)
+    # and np.trapz is deprecated there
+    area = np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2.0)
+    return float(ranking.average_precision(counts)), float(abs(area))
 
 
 def location_prior(target_body: np.ndarray, others: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
