@@ -163,7 +163,8 @@ def batch(manifest: StrPath, model: StrPath | Classifier, out_dir: StrPath, *,
           progress: bool | Callable[[str], None] = True,
           on_result: Callable[[dict[str, Any]], None] | None = None) -> BatchResult: ...
 def run_shortcut_demo(out_dir: StrPath = "shortcut-output", device: str = "cpu", progress: Progress = None, *,
-                      n_cases: int = 24, seed: int = 1014, models_dir: StrPath | None = None) -> dict[str, Any]: ...
+                      n_cases: int = 24, seed: int = 1014, models_dir: StrPath | None = None,
+                      seeds: int = 5) -> dict[str, Any]: ...
 
 # ---- training ------------------------------------------------------------------------------------
 def train(manifest: StrPath, out_dir: StrPath, card: ModelCard | StrPath | Mapping[str, Any], *,

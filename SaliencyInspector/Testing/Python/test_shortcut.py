@@ -69,3 +69,30 @@ def test_shortcut_ioa_is_the_metric_registry_ioa(monkeypatch):
 
     monkeypatch.setitem(METRICS, "ioa", dataclasses.replace(METRICS["ioa"], function=lambda ms: 0.123))
     assert S.ioa(saliency, organ, 0.5) == 0.123
+
+
+def test_the_headline_is_mean_and_sd_over_seeds_and_says_where_no_model_localises():
+    """Hand-made per-seed numbers: the summary's mean ± sd, relative changes, and the plain sentence
+    when neither model's IoA beats the liver's share of the field of view."""
+    def seed_numbers(s, plain_ioa, mask_ioa, plain_marker, mask_marker, fraction=0.1):
+        return {"seed": s, "models": {
+            "plain": {"ioa_liver": plain_ioa, "mass_near_marker": plain_marker, "mass_in_liver": 0.2,
+                      "liver_fraction": fraction},
+            "maskloss": {"ioa_liver": mask_ioa, "mass_near_marker": mask_marker, "mass_in_liver": 0.3,
+                         "liver_fraction": fraction}}}
+
+    per_seed = [seed_numbers(s, 0.2, 0.3 + 0.01 * s, 0.4, 0.2) for s in range(5)]
+    summary = S.summarise_seeds(per_seed)
+    mask_ioa = [0.3 + 0.01 * s for s in range(5)]
+    assert summary["maskloss"]["ioa_liver"]["mean"] == pytest.approx(np.mean(mask_ioa))
+    assert summary["maskloss"]["ioa_liver"]["sd"] == pytest.approx(np.std(mask_ioa, ddof=1))
+    assert summary["ioa_gain"]["mean"] == pytest.approx(np.mean([(m - 0.2) / 0.2 for m in mask_ioa]))
+    assert summary["marker_mass_change"]["mean"] == pytest.approx(-0.5) and summary["marker_mass_change"]["sd"] == 0
+    assert summary["localises"] == {"plain": True, "maskloss": True} and summary["statement"].startswith("both")
+    # neither beats the liver's share of the field of view in every seed
+    low = [seed_numbers(s, 0.05, 0.08 if s else 0.2, 0.4, 0.3, fraction=0.1) for s in range(5)]
+    summary = S.summarise_seeds(low)
+    assert summary["localises"] == {"plain": False, "maskloss": False}
+    assert summary["statement"].startswith("neither model localises the liver")
+    assert S.summarise_seeds([seed_numbers(s, 0.05, 0.3, 0.4, 0.3) for s in range(5)])["statement"].startswith(
+        "only the mask-loss model")
