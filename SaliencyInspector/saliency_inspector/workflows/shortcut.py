@@ -274,30 +274,37 @@ def _mean_sd(values) -> dict:
 def summarise_seeds(per_seed: list) -> dict:
     """Mean ± sd (sample sd, ddof 1) over cohort seeds of each model's liver IoA, marker and liver
     mass, the IoA relative gain and the relative change of the mass near the marker; and whether each
-    model localises the liver: its IoA above the liver's share of the field of view (the IoA of a map
-    that marks everything) in EVERY cohort, with a plain sentence saying so."""
+    model localises the liver (its IoA above the liver's share of the field of view, the IoA of a map
+    that marks everything, in EVERY cohort) and concentrates its |evidence| there (mass in the liver
+    above that share, the mass of a uniform map), with plain sentences saying so."""
     out: dict = {"seeds": [p["seed"] for p in per_seed]}
     for key in ("plain", "maskloss"):
         out[key] = {m: _mean_sd([p["models"][key][m] for p in per_seed])
                     for m in ("ioa_liver", "mass_near_marker", "mass_in_liver", "liver_fraction")}
     out["ioa_gain"] = _mean_sd([_relative(p["models"], "ioa_liver") for p in per_seed])
     out["marker_mass_change"] = _mean_sd([_relative(p["models"], "mass_near_marker") for p in per_seed])
-    localises = {}
-    for key in ("plain", "maskloss"):
-        pairs = [(p["models"][key]["ioa_liver"], p["models"][key]["liver_fraction"]) for p in per_seed]
-        localises[key] = all(i is not None and f is not None and i > f for i, f in pairs)
-    out["localises"] = localises
-    ioa = {k: out[k]["ioa_liver"]["mean"] for k in ("plain", "maskloss")}
     chance = out["plain"]["liver_fraction"]["mean"]
-    where = (f"liver IoA plain {format_cell(ioa['plain'])}, mask loss {format_cell(ioa['maskloss'])} vs "
-             f"{format_cell(chance)} for a map that marks everything")
-    if not any(localises.values()):
-        out["statement"] = f"neither model localises the liver ({where})"
-    elif all(localises.values()):
-        out["statement"] = f"both models localise the liver in every cohort ({where})"
-    else:
-        who = "the mask-loss model" if localises["maskloss"] else "the plain model"
-        out["statement"] = f"only {who} localises the liver in every cohort ({where})"
+    sentences = []
+    for metric, what, both, rule in (
+            ("ioa_liver", "localises the liver", "localise the liver", "liver IoA"),
+            ("mass_in_liver", "concentrates its |evidence| in the liver", "concentrate their |evidence| in the liver",
+             "|map| mass in the liver")):
+        ok = {}
+        for key in ("plain", "maskloss"):
+            pairs = [(p["models"][key][metric], p["models"][key]["liver_fraction"]) for p in per_seed]
+            ok[key] = all(v is not None and f is not None and v > f for v, f in pairs)
+        out["localises" if metric == "ioa_liver" else "concentrates"] = ok
+        mean = {k: out[k][metric]["mean"] for k in ("plain", "maskloss")}
+        where = (f"{rule} plain {format_cell(mean['plain'])}, mask loss {format_cell(mean['maskloss'])} vs "
+                 f"{format_cell(chance)} for a uniform map")
+        if not any(ok.values()):
+            sentences.append(f"neither model {what} ({where})")
+        elif all(ok.values()):
+            sentences.append(f"both models {both} in every cohort ({where})")
+        else:
+            who = "the mask-loss model" if ok["maskloss"] else "the plain model"
+            sentences.append(f"only {who} {what} in every cohort ({where})")
+    out["statement"] = "; ".join(sentences)
     return out
 
 
