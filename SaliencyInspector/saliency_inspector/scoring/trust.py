@@ -145,7 +145,8 @@ def _judge_randomization(evidence: Evidence) -> Verdict:
                    details={"spearman_last": curve.spearman[-1], "spearman_baseline": base.spearman,
                             "first_block_below_baseline": below[0] if below else None,
                             "blocks": len(curve.blocks) - 1, "mode": curve.mode, "baseline_source": base.source,
-                            "baseline_interval": base.interval.to_dict() if base.interval else None, "baseline_region": base.region,
+                            "baseline_interval": base.interval.to_dict() if base.interval else None,
+                            "baseline_region": base.region,
                             "ssim_box_baseline": base.ssim_box},
                    note=_join(note, _small_baseline_note(base)),
                    **_against_baseline("randomization", [last], base, lower_passes=True))
