@@ -211,7 +211,8 @@ def add_roc_chart(scene: Any, curves: Mapping[str, tuple[Any, Any]],
 
 def add_trust_table(scene: Any, card: TrustCard, name: str = "Trust card") -> Any:
     """A table node of the trust card (:class:`scoring.trust.TrustCard`): one row per method, three
-    columns per criterion (``<key>_value``, ``<key>_baseline``, ``<key>_verdict``) titled and
+    columns per criterion (``<key>_value``, ``<key>_baseline``, ``<key>_verdict``, and the verdict's
+    ``<key>_n``, ``<key>_low``, ``<key>_high``: n and the 95 % interval of the statistic) titled and
     described from :data:`scoring.trust.CRITERIA` (its rule in the verdict column's tooltip)."""
     from .scoring.trust import CRITERIA
 
@@ -225,9 +226,16 @@ def add_trust_table(scene: Any, card: TrustCard, name: str = "Trust card") -> An
             columns[f"{key}_{part}"] = np.array([np.nan if r[f"{key}_{part}"] is None else float(r[f"{key}_{part}"])
                                                  for r in rows])
         columns[f"{key}_verdict"] = [str(r[f"{key}_verdict"]) for r in rows]
+        for part in ("n", "low", "high"):  # the verdict's n and the 95 % interval of the statistic it judged
+            columns[f"{key}_{part}"] = np.array([np.nan if r[f"{key}_{part}"] is None else float(r[f"{key}_{part}"])
+                                                 for r in rows])
         titles.update({f"{key}_value": c.name, f"{key}_baseline": f"{c.name} baseline",
-                       f"{key}_verdict": f"{c.name} verdict"})
-        descriptions.update({f"{key}_value": c.measures, f"{key}_baseline": c.baseline, f"{key}_verdict": c.rule})
+                       f"{key}_verdict": f"{c.name} verdict", f"{key}_n": f"{c.name} n",
+                       f"{key}_low": f"{c.name} Δ 95 % low", f"{key}_high": f"{c.name} Δ 95 % high"})
+        descriptions.update({f"{key}_value": c.measures, f"{key}_baseline": c.baseline, f"{key}_verdict": c.rule,
+                             f"{key}_n": "independent units behind the interval (cases or pairs of cases)",
+                             f"{key}_low": "lower end of the statistic's 95 % bootstrap interval",
+                             f"{key}_high": "upper end of the statistic's 95 % bootstrap interval"})
     return add_table(scene, name, columns, titles, descriptions)
 
 

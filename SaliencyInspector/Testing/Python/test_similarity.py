@@ -94,3 +94,22 @@ def test_bad_input_is_named():
         sim.normalise(np.zeros((3, 3, 3)), "softmax")
     with pytest.raises(InputError, match="NaN"):
         sim.normalise(np.full((3, 3, 3), np.nan))
+
+
+def test_a_shared_empty_background_does_not_make_unrelated_maps_alike():
+    """Two unrelated maps that are both zero outside one body: over the whole box the background
+    alone makes them look alike; inside the body (or the maps' support) they are unrelated."""
+    z, y, x = np.mgrid[:40, :40, :40]
+    body = (z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 12 ** 2  # ~11 % of the box
+    a = np.maximum(smooth_field(10, body.shape, 2.0), 0) * body
+    b = np.maximum(smooth_field(11, body.shape, 2.0), 0) * body
+    inside = sim.compare_maps(a, b, "relu", region=body)
+    box = sim.compare_maps(a, b, "relu", region="box")
+    support = sim.compare_maps(a, b, "relu")
+    assert box.ssim > 0.5 and box.ssim == pytest.approx(structural_similarity(
+        sim.normalise(a, "relu"), sim.normalise(b, "relu"), win_size=7, data_range=1.0), abs=1e-12)
+    assert abs(inside.ssim) < 0.2 and abs(inside.spearman) < 0.2 and inside.region == "body"
+    assert abs(support.ssim) < 0.2 and support.region == "support" and support.region_voxels < body.sum()
+    assert inside.ssim_box > 0.5  # the whole-box number is reported beside it (percentiles from the body)
+    same = sim.compare_maps(a, a, "relu", region=body)
+    assert same.ssim == pytest.approx(1.0) and same.spearman == pytest.approx(1.0)

@@ -27,10 +27,13 @@ def card():
     noise = [base.with_array(rng.random(base.shape).astype(np.float32)) for _ in range(3)]
     still = trust.randomization_curve([("original", base)] + [(f"block{n}", base) for n in range(3)], "still")
     moving = trust.randomization_curve([("original", base)] + [(f"block{n}", m) for n, m in enumerate(noise)], "moving")
-    alike = [base.with_array(0.8 * base.array + 0.2 * m.array) for m in noise[:2]]  # "other cases": similar maps
-    baseline = trust.baseline_similarity([(base, alike[0]), (base, alike[1])], source="test")
+    # "other cases": similar maps; 6 cases give 15 pairs, above the minimum of 10
+    alike = [base.with_array(0.8 * base.array + 0.2 * rng.random(base.shape).astype(np.float32)) for _ in range(5)]
+    baseline = trust.cohort_baseline([base] + alike, source="test")
+    few = trust.cohort_baseline([base] + alike[:2], source="test: 3 cases")  # 3 pairs: too few to judge
     rows = trust.judge_all({"still": trust.Evidence(curve=still, baseline=baseline),
-                            "moving": trust.Evidence(curve=moving, baseline=baseline)})
+                            "moving": trust.Evidence(curve=moving, baseline=baseline),
+                            "few": trust.Evidence(curve=moving, baseline=few)})
     return trust.TrustCard(rows=rows, curves={"still": still, "moving": moving})
 
 
@@ -38,11 +41,19 @@ def test_trust_table_is_the_card_with_titles_and_rules_from_the_registry(card):
     app = ov.make_app()
     table = mrml_charts.add_trust_table(app.scene, card)
     columns = mrml_charts.table_columns(table)
-    assert columns["method"] == ["still", "moving"]
-    assert columns["randomization_verdict"] == ["fail", "pass"]
-    assert columns["randomization_value"] == pytest.approx([1.0, card.curves["moving"].ssim[-1]])
+    assert columns["method"] == ["still", "moving", "few"]
+    assert columns["randomization_verdict"] == ["fail", "pass", "inconclusive"]
+    last = card.curves["moving"].ssim[-1]
+    assert columns["randomization_value"] == pytest.approx([1.0, last, last])
     assert columns["randomization_baseline"][0] == pytest.approx(card.rows["still"]["randomization"].baseline)
-    assert np.isnan(columns["gaze_value"]).all() and columns["gaze_verdict"] == ["not measured"] * 2
+    # each verdict's n and the 95 % interval of its statistic (SSIM − baseline) travel to the table
+    assert list(columns["randomization_n"]) == [15, 15, 3]
+    for n, method in enumerate(("still", "moving", "few")):
+        v = card.rows[method]["randomization"]
+        assert [columns["randomization_low"][n], columns["randomization_high"][n]] == pytest.approx(v.interval)
+    assert columns["randomization_low"][0] > 0 > columns["randomization_high"][1]
+    assert np.isnan(columns["gaze_value"]).all() and columns["gaze_verdict"] == ["not measured"] * 3
+    assert np.isnan(columns["gaze_n"]).all()
     for key, c in trust.CRITERIA.items():
         assert table.GetColumnTitle(f"{key}_value") == c.name
         assert table.GetColumnDescription(f"{key}_verdict") == c.rule
@@ -75,7 +86,8 @@ def test_logic_trust_puts_the_card_of_the_shown_map_in_a_table_and_a_chart(monke
     module = importlib.import_module("SaliencyInspector")
     try:
         logic = module.SaliencyInspectorLogic()
-        ct, organs = logic.loadPhantomSample(size=(64, 64, 32))
+        # 96×96×40: at 64×64 (6 mm voxels) the same-patient check refuses the phantom's own body outline
+        ct, organs = logic.loadPhantomSample(size=(96, 96, 40))
         nodes, _, _ = logic.explain(ct, model="demo", methods=("hirescam",), classes="liver", device="cpu")
         table, chart, card = logic.trust(ct, nodes[("hirescam", "liver")], segmentationNode=organs, device="cpu")
     finally:
@@ -84,6 +96,8 @@ def test_logic_trust_puts_the_card_of_the_shown_map_in_a_table_and_a_chart(monke
     columns = mrml_charts.table_columns(table)
     assert columns["method"] == ["hirescam"] and columns["randomization_verdict"] == ["pass"]
     assert columns["repeatability_verdict"] == ["not measured"]
-    assert columns["localization_verdict"][0] in ("pass", "fail")  # measured against the liver segments
+    # measured against the liver segments of this one CT: one case, below the minimum of 5, inconclusive
+    assert columns["localization_verdict"] == ["inconclusive"] and list(columns["localization_n"]) == [1]
+    assert columns["randomization_n"][0] == 10 and columns["randomization_high"][0] < 0
     assert "liver" in card.rows["hirescam"]["localization"].details["mask"]
     assert chart.GetNumberOfPlotSeriesNodes() == 2 and table.GetScene() is app.scene

@@ -1,16 +1,34 @@
 """Maps on the model-input grid, and the same maps as the model's weights are randomized.
 
 The model side of the randomization sanity check (Adebayo et al. 2018; Arun et al. 2021): the
-network is deep-copied ONCE, then its blocks are re-initialised with each layer's own
-``reset_parameters`` (seeded), from the output down ("cascading": randomization accumulates) or one
-block at a time ("independent": each block's weights are restored after its step), and the map is
-recomputed after every step. Comparing the maps is :mod:`evaluate.trust`'s job; this module only
-yields them, so it needs nothing from ``evaluate``.
+network is deep-copied ONCE, then its blocks are re-initialised, from the output down ("cascading":
+randomization accumulates) or one block at a time ("independent": each block's weights are
+restored after its step), and the map is recomputed after every step. Comparing the maps is
+:mod:`scoring.trust`'s job; this module only yields them, so it needs nothing from ``scoring``.
 
-Blocks: the model's top-level children in execution order, with a top-level ``nn.Sequential`` /
-``ModuleList`` opened one level (MONAI's DenseNet keeps ``conv0 … denseblock4, norm5`` in
-``features`` and the head in ``class_layers``; the demo model keeps its convolutions in
-``features``); blocks without parameters (ReLU, pooling) are skipped.
+Randomization acts on PARAMETERS, never on module types, so an exported program (``.pt2``, whose
+unflattened ``InterpreterModule``s have no ``reset_parameters``) is randomized exactly like the
+``nn.Module`` it came from. The initialiser (:func:`redraw`), for every floating-point parameter
+and buffer of the block:
+
+- tensors with ≥ 2 dimensions (convolution and linear weights): He/Kaiming normal,
+  N(0, 2 / fan_in) with fan_in = numel / shape[0] (``torch.nn.init.kaiming_normal_``'s default);
+- tensors with ≤ 1 dimension (biases, norm scales and shifts, running means): uniform on
+  [−1/√n, 1/√n] (n = the tensor's length: PyTorch's bias rule with the tensor's own length as the
+  fan), except running variances (name ending ``running_var``), drawn uniform on
+  [0.5, 1.5] so that normalisation stays defined;
+- integer buffers (``num_batches_tracked``) are left alone.
+
+Each tensor has its own ``torch.Generator`` seeded from (seed, step, the tensor's name inside the
+block), drawn on the CPU: the result depends neither on the caller's global random state nor on the
+device nor on parameter order. After every step the block's tensors are checked to have changed;
+a block with nothing floating-point to redraw is an error.
+
+Blocks: the model's top-level children in execution order; a top-level child with no parameters
+of its own (a ``Sequential``, a ``ModuleList``, or the ``InterpreterModule`` an export makes of
+them) is opened one level (MONAI's DenseNet keeps ``conv0 … denseblock4, norm5`` in ``features``
+and the head in ``class_layers``; the demo model keeps its convolutions in ``features``); blocks
+without parameters (ReLU, pooling) are skipped.
 
 Maps are compared on the model-input grid: the resolution the network sees, the same for every
 case a fixed-size model reads, and small enough to compare a dozen times. Each map is a
@@ -21,6 +39,7 @@ input grids can still be compared (resampled in physical space).
 from __future__ import annotations
 
 import copy
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,19 +109,24 @@ def input_map(module, prepared, method, target: int, layer=None) -> InputMap:
     return InputMap(grid.with_array(np.asarray(array, np.float32)), logits.detach().cpu().numpy())
 
 
+def _has_own_parameters(module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
 def randomization_blocks(module, x) -> list:
     """Names of the blocks that hold parameters, in execution order (input first).
 
-    Top-level children, with a top-level Sequential/ModuleList opened one level; the order is
+    Top-level children, a child without parameters of its own opened one level (a structural rule:
+    an ``nn.Sequential`` and its exported ``InterpreterModule`` give the same blocks); the order is
     the order in which the blocks finished during one forward pass on ``x``.
     """
     import torch
-    from torch import nn
 
     candidates = []
     for name, child in module.named_children():
-        if isinstance(child, (nn.Sequential, nn.ModuleList)):
-            candidates += [(f"{name}.{n}", c) for n, c in child.named_children()]
+        inner = list(child.named_children())
+        if inner and not _has_own_parameters(child):
+            candidates += [(f"{name}.{n}", c) for n, c in inner]
         else:
             candidates.append((name, child))
     candidates = [(n, c) for n, c in candidates if any(True for _ in c.parameters())]
@@ -124,22 +148,54 @@ def randomization_blocks(module, x) -> list:
     return order
 
 
-def _reset(block, seed: int) -> int:
-    """Re-initialise every layer of ``block`` that has ``reset_parameters`` (seeded); returns the count.
+def _floating_tensors(block) -> list:
+    """(name, tensor) of every floating-point parameter and buffer of ``block`` (names inside it)."""
+    seen, out = set(), []
+    for name, t in list(block.named_parameters()) + list(block.named_buffers()):
+        if t is not None and t.is_floating_point() and id(t) not in seen:
+            seen.add(id(t))
+            out.append((name, t))
+    return out
 
-    As Quantus's MPRT does, BatchNorm included (its running statistics are reset too)."""
+
+def redraw(name: str, tensor, generator):
+    """A new value for ``tensor`` from the stated initialiser (see the module docstring), on the CPU."""
     import torch
 
-    count = 0
-    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays untouched
-        torch.manual_seed(int(seed))
-        for layer in block.modules():
-            if callable(getattr(layer, "reset_parameters", None)):
-                layer.reset_parameters()
-                count += 1
-            if callable(getattr(layer, "reset_running_stats", None)):
-                layer.reset_running_stats()
-    return count
+    shape = tuple(tensor.shape)
+    if len(shape) >= 2:
+        fan_in = max(1, tensor.numel() // shape[0])
+        return torch.randn(shape, generator=generator, dtype=torch.float64) * (2.0 / fan_in) ** 0.5
+    if name.endswith("running_var"):
+        return 0.5 + torch.rand(shape, generator=generator, dtype=torch.float64)
+    bound = 1.0 / max(1, tensor.numel()) ** 0.5
+    return (2.0 * torch.rand(shape, generator=generator, dtype=torch.float64) - 1.0) * bound
+
+
+def randomize_block(block, seed: int, block_name: str = "block") -> int:
+    """Redraw every floating-point parameter and buffer of ``block`` in place (seeded per tensor by
+    name); returns how many tensors were redrawn. InputError when there is nothing to redraw;
+    RuntimeError when the block's weights did not change (the randomization would be a no-op)."""
+    import torch
+
+    tensors = _floating_tensors(block)
+    if not tensors:
+        raise InputError(f"block {block_name!r} has no floating-point parameters or buffers to randomize")
+    before = [t.detach().clone() for _, t in tensors]
+    with torch.no_grad():
+        for name, t in tensors:
+            g = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+            t.copy_(redraw(name, t, g).to(device=t.device, dtype=t.dtype))
+    changed = any(not torch.equal(b, t) for b, (_, t) in zip(before, tensors))
+    if not changed:
+        raise RuntimeError(f"randomizing block {block_name!r} left its weights unchanged")
+    return len(tensors)
+
+
+def architecture_signature(module) -> tuple:
+    """What makes two networks "the same architecture": the names and shapes of their floating-point
+    parameters and buffers (never the class name: every exported program is an "UnflattenedModule")."""
+    return tuple(sorted((n, tuple(t.shape)) for n, t in _floating_tensors(module)))
 
 
 def randomized_maps(classifier, ct: Volume, method, class_name, mode: str = "cascading", seed: int = 0,
@@ -148,8 +204,11 @@ def randomized_maps(classifier, ct: Volume, method, class_name, mode: str = "cas
 
     ``mode``: "cascading" (from the output block down, randomization accumulating) or "independent"
     (one block at a time, the others trained). The classifier's own module is never modified: one
-    deep copy is randomized. ``seed`` makes every re-initialisation repeatable.
+    deep copy is randomized. ``seed`` makes every re-initialisation repeatable (see :func:`redraw`);
+    the caller's global random state is neither used nor changed.
     """
+    import torch
+
     if mode not in ("cascading", "independent"):
         raise InputError(f"randomization mode {mode!r}: choose cascading or independent")
     prepared = prepared or prepare(classifier, ct)
@@ -161,8 +220,10 @@ def randomized_maps(classifier, ct: Volume, method, class_name, mode: str = "cas
     modules = dict(model.named_modules())
     for step, name in enumerate(reversed(blocks), start=1):
         block = modules[name]
-        saved = {k: v.clone() for k, v in block.state_dict().items()} if mode == "independent" else None
-        _reset(block, seed * 1000 + step)
+        saved = [t.detach().clone() for _, t in _floating_tensors(block)] if mode == "independent" else None
+        randomize_block(block, seed * 1000 + step, name)
         yield name, input_map(model, prepared, method, target, layer)
         if saved is not None:
-            block.load_state_dict(saved)
+            with torch.no_grad():
+                for (_, t), old in zip(_floating_tensors(block), saved):
+                    t.copy_(old)

@@ -121,7 +121,7 @@ def selectivity(predict, x, a, domain=None, patch: int = 8, baseline: str = "bla
     ``calculate_auc``. Lower is better (the score falls fast)."""
     cubes = patch_order(a, patch, domain)
     curve = _cumulative_removal(predict, x, cubes, baseline, batch)
-    return {"curve": curve, "auc": float(np.trapezoid(curve, dx=1.0))}
+    return {"curve": curve, "auc": float(_trapezoid(curve))}
 
 
 def irof(predict, x, a, segments, domain=None, baseline: str = "mean", batch: int = 8) -> dict:
@@ -138,7 +138,7 @@ def irof(predict, x, a, segments, domain=None, baseline: str = "mean", batch: in
     y0 = _scores(predict, [x])[0]
     domain_flat = np.asarray(domain, dtype=bool).ravel() if domain is not None else None
     curve = _cumulative_removal(predict, x, regions, baseline, batch, domain_flat) / y0
-    return {"curve": curve, "aoc": float(len(regions) - np.trapezoid(curve, dx=1.0))}
+    return {"curve": curve, "aoc": float(len(regions) - _trapezoid(curve))}
 
 
 def monotonicity(predict, x, a, domain=None, steps: int = 20, baseline: str = "black", batch: int = 8) -> dict:
@@ -177,3 +177,9 @@ def completeness(predict, x, a, baseline: str = "black") -> dict:
     delta = y[0] - y[1]
     gap = float(np.sum(np.asarray(a, dtype=np.float64)) - delta)
     return {"gap": gap, "relative": abs(gap) / abs(delta) if delta else float("nan"), "delta": float(delta)}
+
+
+def _trapezoid(curve) -> float:
+    """Trapezoid area at unit spacing (np.trapezoid is numpy >= 2 only; Slicer 5.8 ships numpy 1.26)."""
+    curve = np.asarray(curve, np.float64)
+    return float((curve[1:] + curve[:-1]).sum() / 2.0) if curve.size > 1 else 0.0

@@ -6,9 +6,16 @@ et al. (Radiology: AI 2021; ``/work/shared/notes/trust.md``) the maps are normal
 at the 99th percentile, then min–max scaled to [0, 1]; SSIM then runs with ``data_range=1``.
 
 - **SSIM**: ``skimage.metrics.structural_similarity`` on the 3D arrays (7-voxel uniform window,
-  skimage's defaults, ``data_range=1`` passed explicitly: older skimage assumed 2 for floats).
-- **Spearman** rank correlation and **Pearson** CC over the region (the body when given).
+  skimage's defaults, ``data_range=1`` passed explicitly: older skimage assumed 2 for floats),
+  averaged over the **region** (``full=True``'s SSIM image, skimage's border crop kept). The SSIM of
+  the whole box (the reference code's number) is kept beside it as ``ssim_box``.
+- **Spearman** rank correlation and **Pearson** CC over the region.
 - **Top-k overlap**: Dice of the k % highest voxels of each map in the region.
+
+The region (the rule every trust verdict uses): the body when the caller gives it, else the union of
+the two maps' support (voxels where either normalised map is above zero). Two maps that are both
+zero outside the body share that empty background; over the whole box it alone makes unrelated
+maps look alike (SSIM 0.59 with Spearman 0.003 for two unrelated maps in the same body).
 
 Two Volumes on different grids are compared on the first one's grid (the second resampled
 linearly in physical space, never by resizing arrays).
@@ -50,11 +57,13 @@ def normalise(saliency, mode: str = "abs", region=None, clip_percentile: float =
     return np.clip((a - lo) / span, 0.0, 1.0)
 
 
-def ssim(a, b, win_size: int = SSIM_WINDOW) -> float:
+def ssim(a, b, win_size: int = SSIM_WINDOW, region=None) -> float:
     """Mean SSIM of two arrays already in [0, 1] (``data_range=1``), any dimension (3D here).
 
     skimage's uniform 7-voxel window; axes shorter than the window shrink it to the largest odd
-    size that fits (a flat feature map of 4 voxels along z still compares)."""
+    size that fits (a flat feature map of 4 voxels along z still compares). ``region``: average the
+    SSIM image over these voxels only (inside skimage's border crop; the whole region when the crop
+    leaves none of it); None: skimage's own mean (the whole box)."""
     from skimage.metrics import structural_similarity
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -63,7 +72,15 @@ def ssim(a, b, win_size: int = SSIM_WINDOW) -> float:
     win = min([win_size] + [n if n % 2 else n - 1 for n in a.shape])
     if win < 3:
         raise InputError(f"maps of shape {a.shape} are too small for SSIM (needs at least 3 voxels per axis)")
-    return float(structural_similarity(a, b, win_size=win, data_range=1.0))
+    if region is None:
+        return float(structural_similarity(a, b, win_size=win, data_range=1.0))
+    region = np.asarray(region, bool)
+    _, image = structural_similarity(a, b, win_size=win, data_range=1.0, full=True)
+    pad = (win - 1) // 2  # skimage crops this border before averaging (metrics/_structural_similarity.py)
+    inner = np.zeros_like(region)
+    inner[tuple(slice(pad, n - pad) for n in region.shape)] = True
+    use = region & inner if (region & inner).any() else region
+    return float(image[use].mean(dtype=np.float64))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -102,7 +119,8 @@ def top_k_overlap(a, b, percent: float = TOP_K_PERCENT) -> float:
 
 @dataclass
 class Similarity:
-    """All four similarities of two maps plus what they were computed over."""
+    """All four similarities of two maps plus what they were computed over (``region``: "body",
+    "support" or "box"; ``ssim_box``: SSIM over the whole box, for reference)."""
 
     ssim: float
     spearman: float
@@ -112,6 +130,8 @@ class Similarity:
     normalisation: str
     region_voxels: int
     note: str = ""
+    ssim_box: float = float("nan")
+    region: str = "box"
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -125,9 +145,11 @@ def compare_maps(a, b, normalisation: str = "abs", region=None, top_k_percent: f
     """SSIM, Spearman, Pearson and top-k overlap of two maps after :func:`normalise`.
 
     ``a``, ``b``: arrays of one shape, or Volumes (``b`` is resampled onto ``a``'s grid in physical
-    space when the grids differ); ``region``: a boolean array on ``a``'s grid (the body) over which
-    the percentile, Spearman, Pearson and top-k are taken (SSIM uses the whole grid, whose windows
-    need neighbours). ``normalisation``: "abs" (gradient maps) or "relu" (CAMs).
+    space when the grids differ: use this for two maps of ONE case; maps of different cases are
+    compared as arrays, see :func:`scoring.trust_measures.baseline_similarity`). ``region``: a boolean
+    array on ``a``'s grid (the body) over which the percentile, SSIM, Spearman, Pearson and top-k are
+    taken; None: the union of the two maps' support; "box": the whole grid (the old rule).
+    ``normalisation``: "abs" (gradient maps) or "relu" (CAMs).
     """
     note = ""
     if isinstance(a, Volume) and isinstance(b, Volume) and not a.same_grid(b):
@@ -140,7 +162,14 @@ def compare_maps(a, b, normalisation: str = "abs", region=None, top_k_percent: f
     if a_arr.shape != b_arr.shape:
         raise InputError(f"maps of shapes {a_arr.shape} and {b_arr.shape} differ; give Volumes (resampled in "
                          "physical space) or arrays on one grid")
-    if region is not None:
+    kind = "body"
+    if isinstance(region, str):
+        if region != "box":
+            raise InputError(f"region {region!r}: give a boolean array, None (the maps' support) or 'box'")
+        region, kind = None, "box"
+    elif region is None:
+        kind = "support"
+    else:
         region = np.asarray(region, bool)
         if region.shape != a_arr.shape:
             raise InputError(f"region shape {region.shape} differs from the maps' {a_arr.shape}")
@@ -148,7 +177,14 @@ def compare_maps(a, b, normalisation: str = "abs", region=None, top_k_percent: f
             raise InputError("the comparison region is empty")
     na = normalise(a_arr, normalisation, region)
     nb = normalise(b_arr, normalisation, region)
+    if kind == "support":
+        region = (na > 0) | (nb > 0)
+        if not region.any():  # both maps empty: nothing but background, compare the box
+            region, kind = None, "box"
     va, vb = (na[region], nb[region]) if region is not None else (na.ravel(), nb.ravel())
-    return Similarity(ssim=ssim(na, nb, win_size), spearman=spearman(va, vb), pearson=pearson(va, vb),
+    box = ssim(na, nb, win_size)
+    inside = box if region is None else ssim(na, nb, win_size, region)
+    return Similarity(ssim=inside, spearman=spearman(va, vb), pearson=pearson(va, vb),
                       top_k_overlap=top_k_overlap(va, vb, top_k_percent), top_k_percent=float(top_k_percent),
-                      normalisation=normalisation, region_voxels=int(va.size), note=note)
+                      normalisation=normalisation, region_voxels=int(va.size), note=note, ssim_box=box,
+                      region=kind)

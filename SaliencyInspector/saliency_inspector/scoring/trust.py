@@ -10,8 +10,14 @@ beyond the centre bias (Bigolin Lanfredi et al.).
 Like :data:`metrics.METRICS`, :data:`CRITERIA` is the one registry the trust card's JSON keys, the
 terminal table, the HTML report and the Slicer table are generated from. This module compares maps
 and judges; it never runs a model (``explainers/randomization.py`` makes the maps, the caller passes
-them in as :class:`Evidence`), so ``scoring`` keeps depending on ``io`` only. Every result here is a
-frozen dataclass; ``to_dict()`` gives its JSON.
+them in as :class:`Evidence`), so ``scoring`` keeps depending on ``io`` only. What is measured (the
+curve, the baseline, the AUPRCs) lives in :mod:`.trust_measures`; its names are re-exported here.
+Every result here is a frozen dataclass; ``to_dict()`` gives its JSON.
+
+Every verdict is a measurement: ``n`` independent units, the ``statistic`` judged (its ``estimate``)
+and its 95 % bootstrap ``interval`` (:mod:`.statistics`: cases, or the cases behind pairs of cases —
+never voxels), PASS or FAIL only when the interval lies wholly on one side of the line, else
+INCONCLUSIVE; INCONCLUSIVE too when n is below the criterion's stated minimum (``min_n``).
 """
 
 from __future__ import annotations
@@ -20,18 +26,23 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import InputError
-from ..io.volume import Volume
-from .similarity import Similarity, compare_maps
+from .similarity import Similarity
+from .statistics import FAIL, INCONCLUSIVE, PASS, bootstrap_ci, verdict_from_interval
+from .trust_measures import (LOCALIZATION_BASELINES, PAIRS_PER_CASE, Auprc, Baseline, Localization,  # noqa: F401
+                             RandomizationCurve, auprc_pair, baseline_similarity, choose_pairs, cohort_baseline,
+                             localization, location_prior, randomization_curve)
 
 if TYPE_CHECKING:
     from .gaze import GazeResult
 
-PASS, FAIL, NOT_MEASURED = "pass", "fail", "not measured"
+NOT_MEASURED = "not measured"
+VERDICTS = (PASS, FAIL, INCONCLUSIVE, NOT_MEASURED)
+MIN_BASELINE_PAIRS = 10  # a baseline mean from fewer pairs of cases (all pairs of 5 cases) is not judged
+MIN_CASES = 5  # a per-case statistic (localization over cases) from fewer cases is not judged
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ class Verdict:
     rule: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    statistic: str = ""  # what the interval is of, in words
+    estimate: float | None = None  # the statistic's value
+    interval: list[float] | None = None  # its 95 % bootstrap interval [low, high]
+    n: int | None = None  # independent units behind the interval (cases or pairs of cases)
+    min_n: int | None = None  # below this n the verdict is INCONCLUSIVE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, NaN as None."""
@@ -69,188 +85,6 @@ class Criterion:
         return Verdict(self.key, rule=self.rule, note=why)
 
 
-# ---- randomization ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RandomizationCurve:
-    """Similarity to the original map after each randomization step (``blocks[0]`` = "original")."""
-
-    method: str
-    mode: str
-    blocks: list[str]
-    ssim: list[float]
-    spearman: list[float]
-    maps: list[Volume] = field(default_factory=list, repr=False)  # kept for the slice grid
-    normalisation: str = "relu"
-    blank: list[bool] = field(default_factory=list)  # per step: the map is all zero after normalisation
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: method, mode, normalisation and one entry per step."""
-        return {"method": self.method, "mode": self.mode, "normalisation": self.normalisation,
-                "steps": [{"block": b, "ssim": s, "spearman": r, "blank": z}
-                          for b, s, r, z in zip(self.blocks, self.ssim, self.spearman, self.blank)]}
-
-
-def randomization_curve(maps: Iterable[tuple[str, Any]], method: str, mode: str = "cascading",
-                        normalisation: str = "relu", region: np.ndarray | None = None, keep_maps: bool = True,
-                        progress: Callable[[str], None] | None = None) -> RandomizationCurve:
-    """SSIM and Spearman of each randomized map to the first one. ``maps``: iterable of (block name,
-    Volume or object with ``.volume``), the first the trained model's map (as
-    :func:`explainers.randomization.randomized_maps` yields them)."""
-    blocks: list[str] = []
-    ssims: list[float] = []
-    spearmans: list[float] = []
-    blank: list[bool] = []
-    kept: list[Volume] = []
-    original = None
-    for block, item in maps:
-        volume = getattr(item, "volume", item)
-        if original is None:
-            original = volume
-        s = compare_maps(original, volume, normalisation, region)
-        blocks.append(block)
-        ssims.append(s.ssim)
-        spearmans.append(s.spearman)
-        raw = np.asarray(volume.array)
-        blank.append(not bool((np.abs(raw) if normalisation == "abs" else np.maximum(raw, 0)).any()))
-        if keep_maps:
-            kept.append(volume)
-        if progress and block != "original":
-            progress(f"  {method}: randomized {block}: SSIM {s.ssim:.3f}, Spearman {s.spearman:.3f}")
-    if original is None:
-        raise InputError("no maps to compare")
-    return RandomizationCurve(method, mode, blocks, ssims, spearmans, kept, normalisation, blank)
-
-
-# ---- the baseline: how similar are maps of different cases anyway -------------------------------------
-@dataclass(frozen=True)
-class Baseline:
-    """Mean SSIM and Spearman over pairs of maps of different cases, the pairs' SSIMs and their source."""
-
-    ssim: float
-    spearman: float
-    n_pairs: int
-    ssim_values: list[float]
-    source: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, fields in order."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def baseline_similarity(pairs: Iterable[tuple[Volume, Volume]], normalisation: str = "relu",
-                        source: str = "") -> Baseline:
-    """Mean SSIM and Spearman over pairs of maps of *different* cases (Volumes; resampled when their
-    grids differ), with the number of pairs and where they came from."""
-    ssims, rhos = [], []
-    for a, b in pairs:
-        s = compare_maps(a, b, normalisation)
-        ssims.append(s.ssim)
-        rhos.append(s.spearman)
-    if not ssims:
-        raise InputError("no pairs of maps for the baseline")
-    return Baseline(float(np.mean(ssims)), float(np.mean(rhos)), len(ssims), [float(v) for v in ssims], source)
-
-
-# ---- localization ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Auprc:
-    """Area under the precision-recall curve two ways (see :func:`auprc_pair`)."""
-
-    average_precision: float
-    trapezoid: float
-
-    def to_dict(self) -> dict[str, float]:
-        """JSON-ready."""
-        return {"average_precision": self.average_precision, "trapezoid": self.trapezoid}
-
-
-LOCALIZATION_BASELINES = ("uniform", "ct_intensity", "location_prior")
-
-
-@dataclass(frozen=True)
-class Localization:
-    """AUPRC of the map against the finding's mask and of the baselines (None: not computed), and the
-    mask's share of the region (``prevalence``)."""
-
-    map: Auprc
-    uniform: Auprc
-    prevalence: float
-    ct_intensity: Auprc | None = None
-    location_prior: Auprc | None = None
-
-    @property
-    def baselines(self) -> dict[str, Auprc]:
-        """The baselines that were computed, in :data:`LOCALIZATION_BASELINES` order."""
-        found = {name: getattr(self, name) for name in LOCALIZATION_BASELINES}
-        return {name: value for name, value in found.items() if value is not None}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``map``, each computed baseline, then ``prevalence``."""
-        out: dict[str, Any] = {"map": self.map.to_dict()}
-        out.update({name: value.to_dict() for name, value in self.baselines.items()})
-        out["prevalence"] = self.prevalence
-        return out
-
-
-def auprc_pair(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(average precision, trapezoid area under the PR curve) of ``scores`` for boolean ``labels``.
-
-    Average precision is scikit-learn's ``average_precision_score``; the trapezoid is
-    ``sklearn.metrics.auc(recall, precision)`` on ``precision_recall_curve`` as the reference code of
-    Arun et al. computes it (it interpolates linearly, so a constant map scores (1 + prevalence) / 2:
-    the reason average precision is given beside it). Both from one exact sort (:mod:`.ranking`).
-    """
-    from .ranking import Ranking
-
-    ranking = Ranking(np.asarray(scores, np.float64).ravel())
-    counts = ranking.counts_for(np.flatnonzero(np.asarray(labels, bool).ravel()))
-    precision, recall, _ = ranking.pr_curve(counts)
-    # the trapezoid rule written out: np.trapezoid is numpy >= 2 only (Slicer 5.8 ships numpy 1.26.4)
-    # and np.trapz is deprecated there
-    area = np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2.0)
-    return float(ranking.average_precision(counts)), float(abs(area))
-
-
-def location_prior(target_body: np.ndarray, others: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The mean of other cases' masks moved onto this case by their body boxes. ``others``: iterable of
-    (mask, body) boolean arrays on each case's own grid."""
-    from .gaze import align_by_body_box
-
-    acc, n = None, 0
-    for mask, body in others:
-        moved = align_by_body_box(np.asarray(mask, np.float64), body, target_body, order=1)
-        acc = moved if acc is None else acc + moved
-        n += 1
-    if not n:
-        raise InputError("a location prior needs at least one other case with masks")
-    return acc / n
-
-
-def localization(saliency: Volume, mask: np.ndarray, region: np.ndarray, ct: Volume | None = None,
-                 prior: np.ndarray | None = None, normalisation: str = "relu") -> Localization:
-    """AUPRC (average precision and trapezoid) of the map against ``mask`` over ``region``, next to
-    the baselines: a uniform map, the CT intensity itself (a map that ignores the model) and a
-    location prior (when given). All arrays on the map's grid."""
-    mask, region = np.asarray(mask, bool), np.asarray(region, bool)
-    if mask.shape != saliency.shape or region.shape != saliency.shape:
-        raise InputError("the mask and region must be on the map's grid")
-    labels = mask[region]
-    if not labels.any() or labels.all():
-        raise InputError("the mask is empty or covers the whole region: AUPRC is undefined")
-    raw = np.asarray(saliency.array, np.float64)
-    score = np.abs(raw) if normalisation == "abs" else np.maximum(raw, 0)
-    ct_auprc = prior_auprc = None
-    if ct is not None:
-        if not ct.same_grid(saliency):
-            raise InputError("the CT must be on the map's grid for the CT-intensity baseline")
-        ct_auprc = Auprc(*auprc_pair(np.asarray(ct.array, np.float64)[region], labels))
-    if prior is not None:
-        prior_auprc = Auprc(*auprc_pair(np.asarray(prior, np.float64)[region], labels))
-    return Localization(map=Auprc(*auprc_pair(score[region], labels)),
-                        uniform=Auprc(*auprc_pair(np.zeros(labels.size), labels)), prevalence=float(labels.mean()),
-                        ct_intensity=ct_auprc, location_prior=prior_auprc)
-
-
 # ---- what a method's judges read ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Evidence:
@@ -264,7 +98,10 @@ class Evidence:
     repeatability_why: str | None = None
     reproducibility_why: str | None = None
     models: list[str] | None = None  # the two models compared for repeatability/reproducibility
+    repeatability_cases: list[Similarity] = field(default_factory=list)  # the same, on other cases
+    reproducibility_cases: list[Similarity] = field(default_factory=list)
     localization: Localization | None = None
+    localization_cases: list[Localization] = field(default_factory=list)  # other cases with masks
     localization_why: str | None = None
     mask_name: str | None = None
     gaze: GazeResult | None = None
@@ -272,6 +109,27 @@ class Evidence:
 
 
 # ---- the judges: evidence -> verdict, one per criterion ---------------------------------------------
+def _against_baseline(key: str, values: list[float], base: Baseline, lower_passes: bool) -> dict[str, Any]:
+    """The verdict fields of "mean(values) vs the baseline's mean SSIM": their difference, its
+    interval (cases of ``values`` and cases behind the baseline's pairs resampled) and the verdict."""
+    d = base.difference(values)
+    verdict = verdict_from_interval(d.low, d.high, 0.0, not lower_passes, d.n, MIN_BASELINE_PAIRS)
+    return {"verdict": verdict, "estimate": d.value, "interval": [d.low, d.high], "n": d.n,
+            "min_n": MIN_BASELINE_PAIRS, "rule": CRITERIA[key].rule,
+            "statistic": f"{'mean ' if len(values) > 1 else ''}SSIM − baseline mean SSIM "
+                         f"({len(values)} case{'s' if len(values) != 1 else ''}; baseline {base.n_pairs} pairs "
+                         f"of {base.n_cases} cases)"}
+
+
+def _small_baseline_note(base: Baseline) -> str:
+    return (f"the baseline rests on {base.n_pairs} pairs of cases (fewer than {MIN_BASELINE_PAIRS}): "
+            "INCONCLUSIVE; give more cohort cases") if base.n_pairs < MIN_BASELINE_PAIRS else ""
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
 def _judge_randomization(evidence: Evidence) -> Verdict:
     curve, base = evidence.curve, evidence.baseline
     c = CRITERIA["randomization"]
@@ -285,11 +143,14 @@ def _judge_randomization(evidence: Evidence) -> Verdict:
     note = (f"the randomized map is blank (all zero after {curve.normalisation}) at {len(blank)} of "
             f"{len(curve.blocks) - 1} steps, from {blank[0]}: its SSIM is that of an empty map") if blank else ""
     return Verdict("randomization", value=last, baseline=base.ssim,
-                   verdict=PASS if last < base.ssim else FAIL, rule=c.rule,
                    details={"spearman_last": curve.spearman[-1], "spearman_baseline": base.spearman,
                             "first_block_below_baseline": below[0] if below else None,
-                            "blocks": len(curve.blocks) - 1, "mode": curve.mode, "baseline_source": base.source},
-                   note=note)
+                            "blocks": len(curve.blocks) - 1, "mode": curve.mode, "baseline_source": base.source,
+                            "baseline_interval": base.interval.to_dict() if base.interval else None,
+                            "baseline_region": base.region,
+                            "ssim_box_baseline": base.ssim_box},
+                   note=_join(note, _small_baseline_note(base)),
+                   **_against_baseline("randomization", [last], base, lower_passes=True))
 
 
 def _judge_agreement(key: str) -> Callable[[Evidence], Verdict]:
@@ -300,28 +161,46 @@ def _judge_agreement(key: str) -> Callable[[Evidence], Verdict]:
             return c.not_measured(getattr(evidence, f"{key}_why") or "needs a second model (--model A --model B)")
         if base is None:
             return c.not_measured("no baseline (maps of other cases) to compare with")
-        return Verdict(key, value=sim.ssim, baseline=base.ssim, verdict=PASS if sim.ssim > base.ssim else FAIL,
-                       rule=c.rule, details={"spearman": sim.spearman, "top_k_overlap": sim.top_k_overlap,
-                                             "top_k_percent": sim.top_k_percent, "pearson": sim.pearson,
-                                             "models": evidence.models, "baseline_source": base.source},
-                       note=sim.note)
+        sims = [sim] + list(getattr(evidence, f"{key}_cases"))
+        values = [s.ssim for s in sims]
+        return Verdict(key, value=float(np.mean(values)), baseline=base.ssim,
+                       details={"ssim_this_ct": sim.ssim, "ssim_per_case": values, "spearman": sim.spearman,
+                                "top_k_overlap": sim.top_k_overlap, "top_k_percent": sim.top_k_percent,
+                                "pearson": sim.pearson, "ssim_box": sim.ssim_box, "region": sim.region,
+                                "models": evidence.models, "baseline_source": base.source,
+                                "baseline_interval": base.interval.to_dict() if base.interval else None},
+                       note=_join(sim.note, _small_baseline_note(base)),
+                       **_against_baseline(key, values, base, lower_passes=False))
     return judge
 
 
 def _judge_localization(evidence: Evidence) -> Verdict:
+    """Per case: the map's average precision minus the strongest baseline's (the baseline with the
+    highest mean AP over the cases); bootstrap over cases; PASS when the interval is above 0."""
     c = CRITERIA["localization"]
     loc = evidence.localization
     if loc is None:
         return c.not_measured(evidence.localization_why or "needs masks of the finding (--masks)")
-    value = loc.map.average_precision
-    rivals = {k: v.average_precision for k, v in loc.baselines.items()}
+    cases = [loc] + list(evidence.localization_cases)
+    names = [k for k in loc.baselines if all(k in other.baselines for other in cases)]
+    rivals = {k: float(np.mean([x.baselines[k].average_precision for x in cases])) for k in names}
     best = max(rivals, key=lambda k: rivals[k])
+    diffs = [x.map.average_precision - x.baselines[best].average_precision for x in cases]
+    ci = bootstrap_ci(diffs)
+    verdict = verdict_from_interval(ci.low, ci.high, 0.0, True, ci.n, MIN_CASES)
+    value = float(np.mean([x.map.average_precision for x in cases]))
     flags = []
     if "ct_intensity" in rivals and value <= rivals["ct_intensity"]:
         flags.append("worse than the CT intensity itself (a map that ignores the model)")
-    return Verdict("localization", value=value, baseline=rivals[best], verdict=PASS if value > rivals[best] else FAIL,
-                   rule=c.rule, details={**loc.to_dict(), "strongest_baseline": best, "mask": evidence.mask_name},
-                   note="; ".join(flags))
+    if ci.n < MIN_CASES:
+        side = "beats" if ci.value > 0 else "does not beat"
+        flags.append(f"{ci.n} case{'s' if ci.n != 1 else ''} (fewer than {MIN_CASES}): INCONCLUSIVE; on "
+                     f"{'this case' if ci.n == 1 else 'these cases'} the map {side} the {best} baseline")
+    return Verdict("localization", value=value, baseline=rivals[best], verdict=verdict, rule=c.rule,
+                   details={**loc.to_dict(), "strongest_baseline": best, "mask": evidence.mask_name,
+                            "baselines_mean": rivals, "map_per_case": [x.map.average_precision for x in cases]},
+                   note="; ".join(flags), statistic=f"mean over cases of AP(map) − AP({best})",
+                   estimate=ci.value, interval=[ci.low, ci.high], n=ci.n, min_n=MIN_CASES)
 
 
 def _judge_gaze(evidence: Evidence) -> Verdict:
@@ -329,10 +208,14 @@ def _judge_gaze(evidence: Evidence) -> Verdict:
     g = evidence.gaze
     if g is None:
         return c.not_measured("needs readers' fixations (--fixations)")
+    value = g.metrics["sauc"]
+    lo, hi = (g.intervals.get("sauc") or [float("nan"), float("nan")])[:2]
     base = g.inter_observer["sauc"] if g.inter_observer else 0.5
-    return Verdict("gaze", value=g.metrics["sauc"], baseline=base, verdict=g.verdict, rule=c.rule,
+    # the verdict is the gaze module's: the interval rule plus its minimum of readers and fixations
+    return Verdict("gaze", value=value, baseline=base, verdict=g.verdict, rule=c.rule,
                    details={**g.to_dict(), "baseline_kind": "inter-observer sAUC" if g.inter_observer else "chance (0.5)"},
-                   note="; ".join([g.verdict_why, *g.notes]))
+                   note="; ".join([g.verdict_why, *g.notes]), statistic="sAUC (line: 0.5)", estimate=value,
+                   interval=[lo, hi], n=len(g.readers), min_n=3)
 
 
 def _judge_emprt(evidence: Evidence) -> Verdict:
@@ -341,7 +224,8 @@ def _judge_emprt(evidence: Evidence) -> Verdict:
     if e is None:
         return c.not_measured("no randomization run")
     return Verdict("emprt", value=e.mean, baseline=0.0, verdict=e.verdict, rule=c.rule, details=e.to_dict(),
-                   note="; ".join([e.why, *e.notes]))
+                   note="; ".join([e.why, *e.notes]), statistic="eMPRT, entropy rise (line: 0)", estimate=e.mean,
+                   interval=list(e.interval), n=len(e.scores), min_n=3)
 
 
 CRITERIA = {c.key: c for c in (
@@ -349,13 +233,18 @@ CRITERIA = {c.key: c for c in (
               "AUPRC of the map against the finding's mask over the body (average precision; the trapezoid area "
               "of the reference code beside it)",
               "the best of: a uniform map, the CT intensity itself, a location prior (mean mask of other cases)",
-              "passes when its average precision beats every baseline; flagged when the CT intensity does as well",
+              f"per case AP(map) − AP(strongest baseline), bootstrap over cases: PASS when the 95 % interval is above 0, "
+              f"FAIL when below, else INCONCLUSIVE (also with fewer than {MIN_CASES} cases); flagged when the CT "
+              "intensity does as well",
               _judge_localization),
     Criterion("randomization", "Randomization",
               "SSIM of the map to the trained model's map after re-initialising the blocks from the output down "
               "(cascading; Spearman beside it)",
-              "mean SSIM between maps of different cases under the trained model",
-              "passes when the SSIM after the last block is below the baseline (the map depends on the weights)",
+              "mean SSIM between maps of different cases under the trained model (arrays on the model-input grid, "
+              f"inside the union of the two bodies; {PAIRS_PER_CASE} random partners per case where the cohort allows)",
+              "SSIM after the last block − baseline mean SSIM, bootstrap over the baseline's cases: PASS when the 95 % "
+              f"interval is below 0 (the map depends on the weights), FAIL when above, else INCONCLUSIVE (also with "
+              f"fewer than {MIN_BASELINE_PAIRS} baseline pairs)",
               _judge_randomization),
     Criterion("emprt", "eMPRT",
               "relative rise of the map's discrete entropy (100 bins) from the trained to the fully randomized "
@@ -366,13 +255,17 @@ CRITERIA = {c.key: c for c in (
               _judge_emprt),
     Criterion("repeatability", "Repeatability",
               "SSIM between the maps of two trainings of the same architecture (Spearman and top-k overlap beside it)",
-              "mean SSIM between maps of different cases under the trained model",
-              "passes when the two trainings agree more than maps of different cases do",
+              "mean SSIM between maps of different cases under the trained model (arrays on the model-input grid, "
+              f"inside the union of the two bodies; {PAIRS_PER_CASE} random partners per case where the cohort allows)",
+              "mean SSIM over cases − baseline mean SSIM, bootstrap over cases: PASS when the 95 % interval is above 0 "
+              "(the two trainings agree more than maps of different cases do), FAIL when below, else INCONCLUSIVE",
               _judge_agreement("repeatability")),
     Criterion("reproducibility", "Reproducibility",
               "SSIM between the maps of two different architectures (Spearman and top-k overlap beside it)",
-              "mean SSIM between maps of different cases under the trained model",
-              "passes when the two architectures agree more than maps of different cases do",
+              "mean SSIM between maps of different cases under the trained model (arrays on the model-input grid, "
+              f"inside the union of the two bodies; {PAIRS_PER_CASE} random partners per case where the cohort allows)",
+              "mean SSIM over cases − baseline mean SSIM, bootstrap over cases: PASS when the 95 % interval is above 0 "
+              "(the two architectures agree more than maps of different cases do), FAIL when below, else INCONCLUSIVE",
               _judge_agreement("reproducibility")),
     Criterion("gaze", "Readers' gaze",
               "shuffled AUC of the map at readers' fixations against points drawn from the centre bias "
@@ -412,7 +305,8 @@ class TrustCard:
         return path
 
     def table(self) -> list[dict[str, Any]]:
-        """Rows for a table (terminal, HTML, Slicer): method, then per criterion value/baseline/verdict."""
+        """Rows for a table (terminal, HTML, Slicer): method, then per criterion value, baseline, verdict,
+        n and the statistic's interval (``<key>_low``, ``<key>_high``)."""
         out = []
         for method, row in self.rows.items():
             record: dict[str, Any] = {"method": method}
@@ -421,6 +315,8 @@ class TrustCard:
                 record[f"{key}_value"] = v.value
                 record[f"{key}_baseline"] = v.baseline
                 record[f"{key}_verdict"] = v.verdict
+                record[f"{key}_n"] = v.n
+                record[f"{key}_low"], record[f"{key}_high"] = v.interval or (None, None)
             out.append(record)
         return out
 
@@ -429,17 +325,19 @@ class TrustCard:
         def cell(v: Verdict) -> str:
             if v.verdict == NOT_MEASURED:
                 return "not measured"
-            return f"{_fmt(v.value)} vs {_fmt(v.baseline)} {v.verdict.upper()}"
+            ci = f" Δ {_fmt(v.estimate)} [{_fmt(v.interval[0])}, {_fmt(v.interval[1])}]" if v.interval else ""
+            return f"{_fmt(v.value)} vs {_fmt(v.baseline)}{ci} n={v.n} {v.verdict.upper()}"
 
         width = max([6] + [len(m) for m in self.rows])
         heads = [CRITERIA[k].name for k in CRITERIA]
-        cols = [max(len(h), 22) for h in heads]
+        cols = [max(len(h), 50) for h in heads]
         lines = [f"{'method':<{width}}  " + "  ".join(f"{h:<{w}}" for h, w in zip(heads, cols))]
         lines.append("-" * len(lines[0]))
         for method, row in self.rows.items():
             cells = [cell(row.get(k) or CRITERIA[k].not_measured("")) for k in CRITERIA]
             lines.append(f"{method:<{width}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, cols)))
         lines += [f"  {c.name}: {c.rule} (baseline: {c.baseline})" for c in CRITERIA.values()]
+        lines.append("  Δ: the statistic each verdict judges, with its 95 % bootstrap interval; n: independent units")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

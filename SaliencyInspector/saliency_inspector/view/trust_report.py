@@ -22,6 +22,14 @@ _VERDICT_STYLE = {"pass": "color:#0a7a2f;font-weight:bold", "fail": "color:#b000
                   "inconclusive": "color:#a15c00;font-weight:bold", "not measured": "color:#999"}
 
 
+def _measurement(v: Verdict) -> str:
+    """The statistic a verdict judged: Δ, its 95 % interval and n (HTML, escaped)."""
+    if v.interval is None:
+        return ""
+    return (f"<br><span class='muted' title='{escape(v.statistic)}'>Δ {_num(v.estimate)} "
+            f"[{_num(v.interval[0])}, {_num(v.interval[1])}] · n {v.n}</span>")
+
+
 def plot_randomization(curves: Mapping[str, RandomizationCurve], verdicts: Mapping[str, Verdict],
                        out_png: str | Path) -> Path:
     """SSIM and Spearman to the original map per randomization step, one line per method, its
@@ -96,14 +104,16 @@ def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None 
     # the card
     parts.append("<h2>Trust card</h2><table><tr><th class='name'>method</th>")
     for key, c in CRITERIA.items():
-        parts.append(f"<th title='{escape(c.measures)}'>{escape(c.name)}<br><span class='muted'>value · baseline</span></th>")
+        parts.append(f"<th title='{escape(c.measures)}'>{escape(c.name)}<br><span class='muted'>value · baseline"
+                     "<br>Δ [95 % interval] · n</span></th>")
     parts.append("</tr>")
     for method, row in card.rows.items():
         parts.append(f"<tr><td class='name'>{escape(method_label(method))}</td>")
         for key in CRITERIA:
             v = row[key]
             verdict = f"<span style='{_VERDICT_STYLE[v.verdict]}'>{v.verdict}</span>"
-            text = verdict if v.verdict == "not measured" else f"{_num(v.value)} · {_num(v.baseline)}<br>{verdict}"
+            text = verdict if v.verdict == "not measured" else \
+                f"{_num(v.value)} · {_num(v.baseline)}{_measurement(v)}<br>{verdict}"
             note = f"<br><span class='muted'>{escape(v.note)}</span>" if v.note else ""
             parts.append(f"<td title='{escape(v.rule)}'>{text}{note}</td>")
         parts.append("</tr>")
@@ -115,7 +125,11 @@ def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None 
     parts.append(f"</table><p class='muted'>baseline cases: {escape(str(ctx.get('baseline', '')))}; maps compared on "
                  f"the model-input grid ({escape(str(ctx.get('comparison_grid', '')))}), normalised "
                  f"({escape(str(ctx.get('normalisation', '')))}: |map| or ReLU, clipped at the 99th percentile, "
-                 "min–max).</p>")
+                 "min–max).</p>"
+                 f"<p class='muted'>Similarities are taken {escape(str(ctx.get('similarity_region', '')))}. "
+                 "Δ is the statistic each verdict judges (hover for its definition), with its 95 % interval: "
+                 f"{escape(str(ctx.get('uncertainty', 'bootstrap over cases')))}. PASS or FAIL only when the "
+                 "interval lies wholly on one side of the line; INCONCLUSIVE when it straddles it.</p>")
 
     # randomization
     if card.curves:

@@ -143,6 +143,7 @@ def shortcut_metrics(classifier, manifest, progress=None) -> dict:
     threshold = max(means, key=means.get) if means else 0.5
 
     probs, truth, marker_mass, organ_mass, ioas, empty, region = [], [], [], [], [], 0, None
+    fractions = []  # the liver's share of the field of view: the IoA and mass of a map that marks everything
     test = data.split("test")
     for n, case in enumerate(test):
         p, sal, ct, organ, _ = _case_maps(classifier, case, k, names)
@@ -155,6 +156,7 @@ def shortcut_metrics(classifier, manifest, progress=None) -> dict:
         if total > 0:
             marker_mass.append(float(evidence[region].sum() / total))
         if case.labels[CONFOUNDED] == 1:
+            fractions.append(float(organ.mean()))
             if total > 0:
                 organ_mass.append(float(evidence[organ].sum() / total))
             value = ioa(sal.array, organ, threshold)
@@ -173,6 +175,7 @@ def shortcut_metrics(classifier, manifest, progress=None) -> dict:
         "mass_near_marker": float(np.mean(marker_mass)) if marker_mass else None,
         "mass_in_liver": float(np.mean(organ_mass)) if organ_mass else None,
         "mass_cases": len(marker_mass), "marker_region_voxels": int(region.sum()) if region is not None else 0,
+        "liver_fraction": float(np.mean(fractions)) if fractions else None,
     }
 
 
@@ -193,10 +196,12 @@ def shortcut_classifiers(models_dir=None, device="cpu") -> dict:
 
 
 def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *, n_cases=24, seed=1014,
-                      models_dir=None) -> dict:
-    """``demo --shortcut``: a fresh confounded cohort (seed unseen in training; half validation, half
-    test), both shipped models measured on it, a picture of the same test case under each, and
-    ``shortcut.json`` + ``shortcut.html`` in ``out_dir``. Returns the numbers."""
+                      models_dir=None, seeds=5) -> dict:
+    """``demo --shortcut``: ``seeds`` fresh confounded cohorts of ``n_cases`` (cohort seeds ``seed``,
+    ``seed + 1``, …, all unseen in training; half validation, half test), both shipped models
+    measured on each, the headline as mean ± sd over the cohorts (:func:`summarise_seeds`), a picture
+    of one test case of the first cohort under each model, and ``shortcut.json`` + ``shortcut.html``
+    in ``out_dir``. Returns the numbers (``models``: the first cohort's, ``per_seed``, ``summary``)."""
     from ..view.render import render_overlay
     from ..io.segments import Segments, read_segments
     from ..io.volume import read_volume
@@ -207,17 +212,24 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    if int(seeds) < 1:
+        raise InputError(f"seeds must be at least 1 (got {seeds})")
     out.mkdir(parents=True, exist_ok=True)
     models = shortcut_classifiers(models_dir, device)
-    say(f"making {n_cases} confounded phantom cases (marker follows {CONFOUNDED}: q 0.95 in val, 0.5 in test)")
-    manifest = shortcut_cohort(out / "cohort", n_cases, seed=seed, fractions=(0.0, 0.5, 0.5))
-    numbers = {}
-    for key, clf in models.items():
-        say(f"measuring {clf.card.name} on the test split")
-        numbers[key] = shortcut_metrics(clf, manifest, progress=say)
+    per_seed, manifests = [], []
+    for s in range(int(seed), int(seed) + int(seeds)):
+        say(f"cohort seed {s}: {n_cases} confounded phantom cases (marker follows {CONFOUNDED}: q 0.95 in val, "
+            "0.5 in test)")
+        manifest = shortcut_cohort(out / f"cohort-{s}", n_cases, seed=s, fractions=(0.0, 0.5, 0.5))
+        manifests.append(manifest)
+        numbers = {}
+        for key, clf in models.items():
+            say(f"measuring {clf.card.name} on the test split")
+            numbers[key] = shortcut_metrics(clf, manifest, progress=say)
+        per_seed.append({"seed": s, "models": numbers})
 
     # the same test case under both models: a liver lesion (and the marker when such a case exists)
-    test = read_manifest(manifest, classes=CLASSES).split("test")
+    test = read_manifest(manifests[0], classes=CLASSES).split("test")
     positives = [c for c in test if c.labels[CONFOUNDED] == 1]
     pick = next((c for c in positives if c.paths.get("marker")), (positives or test)[0])
     ct = read_volume(pick.ct)
@@ -235,13 +247,11 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
                                      title=f"{key}: {CONFOUNDED} p "
                                            f"{result.probabilities[result.class_names.index(CONFOUNDED)]:.2f}",
                                      with_3d=False, panel_px=256)
-    plain, mask = numbers["plain"], numbers["maskloss"]
-    gain = None
-    if plain["ioa_liver"] and mask["ioa_liver"] is not None:
-        gain = (mask["ioa_liver"] - plain["ioa_liver"]) / plain["ioa_liver"]
-    record = {"case": pick.case_id, "models": numbers, "ioa_relative_gain": gain,
+    first = per_seed[0]["models"]
+    record = {"case": pick.case_id, "models": first, "ioa_relative_gain": _relative(first, "ioa_liver"),
+              "per_seed": per_seed, "summary": summarise_seeds(per_seed),
               "published_gain": "33-37 % (Draelos & Carin, RAD-ChestCT, 36,316 CTs)",
-              "cohort": str(manifest), "seconds": round(time.perf_counter() - started, 1)}
+              "cohort": [str(m) for m in manifests], "seconds": round(time.perf_counter() - started, 1)}
     (out / "shortcut.json").write_text(json.dumps(record, indent=2) + "\n")
     write_shortcut_html(out / "shortcut.html", record, images)
     say(f"wrote {out / 'shortcut.html'} in {record['seconds']:.0f} s")
@@ -249,20 +259,90 @@ def run_shortcut_demo(out_dir="shortcut-output", device="cpu", progress=None, *,
     return record
 
 
+def _relative(models: dict, key: str) -> float | None:
+    """(mask loss − plain) / plain of one metric, None when undefined."""
+    plain, mask = models["plain"].get(key), models["maskloss"].get(key)
+    return None if not plain or mask is None else (mask - plain) / plain
+
+
+def _mean_sd(values) -> dict:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], float)
+    return {"mean": float(v.mean()) if v.size else None, "sd": float(v.std(ddof=1)) if v.size > 1 else None,
+            "n": int(v.size), "values": [float(x) for x in v]}
+
+
+def summarise_seeds(per_seed: list) -> dict:
+    """Mean ± sd (sample sd, ddof 1) over cohort seeds of each model's liver IoA, marker and liver
+    mass, the IoA relative gain and the relative change of the mass near the marker; and whether each
+    model localises the liver (its IoA above the liver's share of the field of view, the IoA of a map
+    that marks everything, in EVERY cohort) and concentrates its |evidence| there (mass in the liver
+    above that share, the mass of a uniform map), with plain sentences saying so."""
+    out: dict = {"seeds": [p["seed"] for p in per_seed]}
+    for key in ("plain", "maskloss"):
+        out[key] = {m: _mean_sd([p["models"][key][m] for p in per_seed])
+                    for m in ("ioa_liver", "mass_near_marker", "mass_in_liver", "liver_fraction")}
+    out["ioa_gain"] = _mean_sd([_relative(p["models"], "ioa_liver") for p in per_seed])
+    out["marker_mass_change"] = _mean_sd([_relative(p["models"], "mass_near_marker") for p in per_seed])
+    chance = out["plain"]["liver_fraction"]["mean"]
+    sentences = []
+    for metric, what, both, rule in (
+            ("ioa_liver", "localises the liver", "localise the liver", "liver IoA"),
+            ("mass_in_liver", "concentrates its |evidence| in the liver", "concentrate their |evidence| in the liver",
+             "|map| mass in the liver")):
+        ok = {}
+        for key in ("plain", "maskloss"):
+            pairs = [(p["models"][key][metric], p["models"][key]["liver_fraction"]) for p in per_seed]
+            ok[key] = all(v is not None and f is not None and v > f for v, f in pairs)
+        out["localises" if metric == "ioa_liver" else "concentrates"] = ok
+        mean = {k: out[k][metric]["mean"] for k in ("plain", "maskloss")}
+        where = (f"{rule} plain {format_cell(mean['plain'])}, mask loss {format_cell(mean['maskloss'])} vs "
+                 f"{format_cell(chance)} for a uniform map")
+        if not any(ok.values()):
+            sentences.append(f"neither model {what} ({where})")
+        elif all(ok.values()):
+            sentences.append(f"both models {both} in every cohort ({where})")
+        else:
+            who = "the mask-loss model" if ok["maskloss"] else "the plain model"
+            sentences.append(f"only {who} {what} in every cohort ({where})")
+    out["statement"] = "; ".join(sentences)
+    return out
+
+
+def _pm(stat: dict, percent: bool = False) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    scale, unit = (100.0, " %") if percent else (1.0, "")
+    sd = "" if stat.get("sd") is None else f" ± {scale * stat['sd']:.{0 if percent else 3}f}"
+    sign = "+" if percent else ""
+    return f"{scale * stat['mean']:{sign}.{0 if percent else 3}f}{sd}{unit}"
+
+
 def format_shortcut(record) -> str:
-    """The two models side by side as a text table."""
+    """The two models side by side as a text table (the first cohort), then the headline as mean ±
+    sd over all cohort seeds and whether each model localises the liver."""
     rows = [("ROC AUC " + c, lambda m, c=c: m["roc_auc"][c]) for c in CLASSES] + [
         ("HiResCAM |mass| near the marker position", lambda m: m["mass_near_marker"]),
         ("HiResCAM |mass| in the liver", lambda m: m["mass_in_liver"]),
         ("IoA liver (val threshold)", lambda m: m["ioa_liver"])]
     models = record["models"]
-    lines = [f"{'test split (marker independent of the label)':<44}{'plain BCE':>12}{'+ mask loss':>14}"]
+    lines = [f"{'test split, first cohort (marker independent)':<44}{'plain BCE':>12}{'+ mask loss':>14}"]
     for label, get in rows:
         cells = [get(models[k]) for k in ("plain", "maskloss")]
         lines.append(f"{label:<44}" + "".join(f"{format_cell(v):>{w}}" for v, w in zip(cells, (12, 14))))
-    gain = record.get("ioa_relative_gain")
-    lines.append(f"IoA gain with the mask loss: {'n/a' if gain is None else f'{100 * gain:+.0f} %'} "
-                 f"(published: {record['published_gain']})")
+    summary = record.get("summary")
+    if summary:
+        n = len(summary["seeds"])
+        lines.append(f"over {n} cohort seeds (mean ± sd):")
+        for label, key in (("IoA liver", "ioa_liver"), ("|mass| near the marker", "mass_near_marker"),
+                           ("|mass| in the liver", "mass_in_liver")):
+            lines.append(f"  {label:<42}{_pm(summary['plain'][key]):>16}{_pm(summary['maskloss'][key]):>16}")
+        lines.append(f"IoA gain with the mask loss: {_pm(summary['ioa_gain'], True)}; change of the |mass| near the "
+                     f"marker: {_pm(summary['marker_mass_change'], True)} (published: {record['published_gain']})")
+        lines.append(summary["statement"])
+    else:
+        gain = record.get("ioa_relative_gain")
+        lines.append(f"IoA gain with the mask loss: {'n/a' if gain is None else f'{100 * gain:+.0f} %'} "
+                     f"(published: {record['published_gain']})")
     return "\n".join(lines)
 
 

@@ -6,20 +6,24 @@ randomized copies) to the judging side (``scoring/trust.py``, ``scoring/gaze.py`
 measures an :class:`scoring.trust.Evidence` and the criteria judge it. It is the only place that
 knows both, like ``demo.py``; the CLI and the Slicer module both call :func:`run_trust`.
 
-Where the maps are compared: randomization, repeatability and the baseline on the model-input grid
-(what the network sees; maps of two models on different input grids are resampled in physical
-space); localization and gaze on the CT's own grid (where masks and fixations live), the input-grid
-map brought there through physical space.
+Where the maps are compared: randomization and repeatability on the model-input grid (what the
+network sees; maps of two models of ONE case on different input grids are resampled in physical
+space); the baseline as ARRAYS on the model-input grid (maps of different patients: the same voxel
+index is the same place in the network's view; scanner origins and storage order never enter);
+localization and gaze on the CT's own grid (where masks and fixations live), the input-grid map
+brought there through physical space. Every similarity is taken inside the body (union of the two
+bodies for two cases), not over the empty background.
 
-The baseline of "how similar are maps anyway": the mean SSIM between this method's maps of
-*different* cases under the first model: every pair of a given cohort (``cohort``; ≥ 20 pairs
-from 7 cases), else this CT against ``n_baseline`` phantoms generated with other seeds (a single CT:
-the card says which).
+The baseline of "how similar are maps anyway": SSIM between this method's maps of *different*
+cases under the first model: this CT and the ``cohort`` cases, each with up to 50 random partners
+(the reference code's count; all pairs in a smaller cohort), else this CT and ``n_baseline``
+phantoms made with other seeds (a single CT: the card says so; 4 phantoms give the minimum of 10
+pairs). With a cohort, repeatability/reproducibility and localization are also measured on every
+cohort case, so their intervals are over cases.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,6 @@ if TYPE_CHECKING:
     from ..scoring.trust import TrustCard
 
 BASELINE_SEEDS = 1000  # phantoms for a single-CT baseline use seeds 1000, 1001, ...
-MAX_BASELINE_PAIRS = 50
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,15 @@ def same_classes_or_error(models: Sequence[Classifier]) -> None:
 
 
 def architecture_of(classifier: Classifier) -> str:
-    """What makes two models "the same architecture": the card's architecture (name + kwargs) when it
-    has one, else the module's class name."""
-    arch = classifier.card.architecture
-    if arch:
-        return f"{arch['name']}{sorted((arch.get('kwargs') or {}).items())}"
-    return type(classifier.module).__name__
+    """What makes two models "the same architecture": the names and shapes of their floating-point
+    parameters and buffers (:func:`explainers.randomization.architecture_signature`), as a short
+    digest; never the class name (two ``.pt2`` files are both "UnflattenedModule")."""
+    import hashlib
+
+    from ..explainers.randomization import architecture_signature
+
+    signature = architecture_signature(classifier.module)
+    return f"{len(signature)} tensors, {hashlib.sha1(repr(signature).encode()).hexdigest()[:12]}"
 
 
 def _class_segments(names: Sequence[str], class_name: str, segment: str | None = None) -> list[str]:
@@ -180,28 +186,39 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     except InputError as err:  # its advice (--region) is evaluate's: trust has no such option
         raise InputError(str(err).split("; ")[0] + "; trust needs a CT in Hounsfield units with a body in it") from None
 
-    # the baseline's cases
-    if cohort:
-        cases = [(c if isinstance(c, Volume) else c[0]) for c in cohort]
-        baseline_source = f"all pairs of {len(cases)} cohort cases (maps of different cases, first model)"
+    # the baseline's cases (this CT is case 0): their CTs, segments and bodies on their model-input grids
+    cohort_cases = [(c, None) if isinstance(c, Volume) else (c[0], c[1]) for c in (cohort or [])]
+    if cohort_cases:
+        others = [c for c, _ in cohort_cases]
+        baseline_source = (f"this CT and {len(others)} cohort cases, up to {trust.PAIRS_PER_CASE} partners each "
+                           "(maps of different cases as arrays on the model-input grid, first model)")
     else:
         from ..synth.phantom import make_phantom
 
         size = prepared.grid.size_xyz
-        cases = [make_phantom(seed=BASELINE_SEEDS + i, size=size).ct for i in range(int(n_baseline))]
-        baseline_source = (f"this CT against {len(cases)} phantoms with seeds {BASELINE_SEEDS}.."
-                           f"{BASELINE_SEEDS + len(cases) - 1} (a single CT: no cohort given), first model")
+        others = [make_phantom(seed=BASELINE_SEEDS + i, size=size).ct for i in range(int(n_baseline))]
+        baseline_source = (f"this CT and {len(others)} synthetic phantoms with seeds {BASELINE_SEEDS}.."
+                           f"{BASELINE_SEEDS + len(others) - 1}, all pairs (no cohort given: phantoms are not "
+                           "patients; give a cohort for a baseline of real cases), first model")
+        notes.append("baseline from synthetic phantoms, not other patients: give a cohort (--cohort) to judge a real CT")
     say(f"baseline: {baseline_source}")
+    other_prepared = [prepare(clf, c) for c in others]
+    bodies_in = [body_in] + [body_mask(c, p.grid) for c, p in zip(others, other_prepared)]
+    pairs = trust.choose_pairs(len(others) + 1, trust.PAIRS_PER_CASE, seed)
 
-    prior = None
-    if cohort and masks is not None:
-        others = [(c[1], body_mask(c[0])) for c in cohort if not isinstance(c, Volume) and c[1] is not None]
-        if others:
-            prior = trust.location_prior(body_ct, [(_class_mask(s, class_label, segment)[1], b) for s, b in others])
-    mask_name, mask_ct = None, None
+    # localization cases: this CT and every cohort case with segments (masks on each case's own grid)
+    mask_name, mask_ct, loc_cases = None, None, []
     if masks is not None:
-        masks_on_ct = masks.resampled_to(ct)
-        mask_name, mask_ct = _class_mask(masks_on_ct, class_label, segment)
+        mask_name, mask_ct = _class_mask(masks.resampled_to(ct), class_label, segment)
+        loc_cases.append((0, ct, mask_ct, body_ct))
+        for k, (case_ct, segs) in enumerate(cohort_cases, start=1):
+            if segs is not None:
+                loc_cases.append((k, case_ct, _class_mask(segs.resampled_to(case_ct), class_label, segment)[1],
+                                  body_mask(case_ct)))
+    priors = {}
+    if len(loc_cases) > 1:  # each case's location prior: the other cases' masks, moved by body boxes
+        for k, _c, _m, body in loc_cases:
+            priors[k] = trust.location_prior(body, [(m, b) for j, _cc, m, b in loc_cases if j != k])
 
     evidence, curves, timings = {}, {}, {}
     for name, method in zip(resolved, methods):
@@ -225,60 +242,68 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
             original = input_map(clf.module, prepared, method, target, layer).volume
             emprt = None
 
-        # baseline: maps of different cases
-        case_maps = []
-        for case in cases:
-            p = prepare(clf, case)
-            case_maps.append(input_map(clf.module, p, method, target, layer).volume)
-        pairs = list(itertools.combinations(case_maps, 2)) if cohort else [(original, m) for m in case_maps]
-        if len(pairs) > MAX_BASELINE_PAIRS:
-            rng = np.random.default_rng(seed)
-            pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_BASELINE_PAIRS, replace=False))]
-        baseline = trust.baseline_similarity(pairs, norm, baseline_source)
-        if cohort and len(pairs) < 20:
-            note = f"the baseline rests on {len(pairs)} pairs of cases (fewer than 20): give at least 7 cohort cases"
-            if note not in notes:
-                notes.append(note)
+        # baseline: maps of different cases, as arrays on the model-input grid, inside both bodies
+        case_maps = [original] + [input_map(clf.module, p, method, target, layer).volume for p in other_prepared]
+        baseline = trust.cohort_baseline(case_maps, bodies_in, norm, baseline_source, pairs, seed=seed)
 
-        # repeatability / reproducibility: the same architecture trained twice, or another one
+        # repeatability / reproducibility: the same architecture trained twice, or another one; on
+        # this CT and on every cohort case (same case, two models: compared through physical space)
         repeatability = reproducibility = repeatability_why = reproducibility_why = models_compared = None
+        more: list[Any] = []
         if len(models) == 2:
             other = models[1]
             same = architecture_of(other) == architecture_of(clf)
-            p2 = prepare(other, ct)
-            second = input_map(other.module, p2, method, class_index(other, class_label), layer).volume
-            similarity = compare_maps(original, second, norm, body_in)
-            why = f"the two models are {'the same' if same else 'different'} architectures"
+            k2 = class_index(other, class_label)
+            similarity = compare_maps(original, input_map(other.module, prepare(other, ct), method, k2, layer).volume,
+                                      norm, body_in)
+            for case_ct, p, m, b in zip(others[:len(cohort_cases)], other_prepared, case_maps[1:], bodies_in[1:]):
+                second = input_map(other.module, prepare(other, case_ct), method, k2, layer).volume
+                more.append(compare_maps(m, second, norm, b))
+            why = f"the two models are {'the same' if same else 'different'} architectures (parameter names and shapes)"
             if same:
                 repeatability, reproducibility_why = similarity, why
             else:
                 reproducibility, repeatability_why = similarity, why
             models_compared = [clf.card.name, other.card.name]
 
-        # localization and gaze on the CT grid
-        on_ct = None
-        if mask_ct is not None or attention is not None:
-            on_ct = resample_to(original, ct, "linear")
+        # localization (every case with masks) and gaze (this CT) on the CT grid
         localization = localization_why = None
-        if mask_ct is not None:
+        loc_more = []
+        for k, case_ct, mask, body in loc_cases:
+            m = original if k == 0 else case_maps[k]
             try:
-                localization = trust.localization(on_ct, mask_ct, body_ct, ct.with_array(ct.array.astype(np.float32)),
-                                                  prior, norm)
+                loc = trust.localization(resample_to(m, case_ct, "linear"), mask, body,
+                                         case_ct.with_array(case_ct.array.astype(np.float32)), priors.get(k), norm)
             except InputError as err:
-                localization_why = str(err)
+                if k == 0:
+                    localization_why = str(err)
+                continue
+            if k == 0:
+                localization = loc
+            else:
+                loc_more.append(loc)
         gaze = None
         if attention is not None:
-            gaze = compare_with_gaze(on_ct, attention, body_ct, sigma_mm, norm, seed=seed)
+            gaze = compare_with_gaze(resample_to(original, ct, "linear"), attention, body_ct, sigma_mm, norm, seed=seed)
         evidence[name] = trust.Evidence(
             baseline=baseline, curve=curve, repeatability=repeatability, reproducibility=reproducibility,
             repeatability_why=repeatability_why, reproducibility_why=reproducibility_why, models=models_compared,
-            localization=localization, localization_why=localization_why, mask_name=mask_name, gaze=gaze,
+            repeatability_cases=more if repeatability is not None else [],
+            reproducibility_cases=more if reproducibility is not None else [],
+            localization=localization if localization_why is None else None,
+            localization_cases=loc_more if localization is not None else [],
+            localization_why=localization_why, mask_name=mask_name, gaze=gaze,
             emprt=emprt)
 
     context = {
         "ct": ct.describe_grid(), "class": class_label, "models": [m.card.name for m in models],
         "methods": list(resolved), "randomization_mode": mode, "seed": seed,
         "baseline": baseline_source, "comparison_grid": prepared.grid.describe_grid(),
+        "similarity_region": "inside the body (two cases: the union of their bodies); SSIM averaged over it, "
+                             "the whole-box SSIM beside it as ssim_box",
+        "uncertainty": f"95 % percentile bootstrap ({2000} resamples, seed {seed}) over cases, or over the cases "
+                       f"behind the baseline's pairs; INCONCLUSIVE below {trust.MIN_BASELINE_PAIRS} baseline pairs "
+                       f"or {trust.MIN_CASES} localization cases",
         "normalisation": {n: normalisation or default_normalisation(m) for n, m in zip(resolved, methods)},
         "timings": timings,
     }
