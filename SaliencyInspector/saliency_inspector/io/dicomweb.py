@@ -231,8 +231,13 @@ def _delete(client, datasets) -> list:
     return kept
 
 
-def push_with_retry(url: str, paths, attempts: int = 3, wait: float = 2.0, client=None, sleep=None) -> dict:
-    """:func:`push`, tried up to ``attempts`` times, ``wait``, 2×``wait``, … seconds apart.
+PUSH_ATTEMPTS, PUSH_WAIT = 3, 2.0  # a cohort's push: 3 tries, 2 s then 4 s apart
+
+
+def push_with_retry(url: str, paths, attempts: int | None = None, wait: float | None = None, client=None,
+                    sleep=None) -> dict:
+    """:func:`push`, tried up to ``attempts`` times (default :data:`PUSH_ATTEMPTS`), ``wait``,
+    2×``wait``, … seconds apart (default :data:`PUSH_WAIT`).
 
     Returns ``{"status": "ok", "attempts": n, "objects": k, "errors": [earlier failures]}``, or
     ``{"status": "failed", ...}`` with the last error in ``"error"`` once every attempt failed
@@ -240,6 +245,8 @@ def push_with_retry(url: str, paths, attempts: int = 3, wait: float = 2.0, clien
     import time
 
     sleep = sleep or time.sleep
+    attempts = PUSH_ATTEMPTS if attempts is None else attempts
+    wait = PUSH_WAIT if wait is None else wait
     errors = []
     for attempt in range(1, attempts + 1):
         try:
