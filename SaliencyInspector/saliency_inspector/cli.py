@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dicomweb", metavar="URL", help="pull the CT from this DICOMweb server ("
                    "credentials from SALIENCY_DICOMWEB_TOKEN or SALIENCY_DICOMWEB_USER/PASSWORD)")
     p.add_argument("--study", metavar="UID", help="with --dicomweb: the StudyInstanceUID")
+    p.add_argument("--strict-geometry", action="store_true", help="refuse a DICOM series with a missing slice or "
+                   "a tilted gantry (default: resample it onto an even grid, linearly, with a warning)")
     p.add_argument("--push", action="store_true", help="with --dicomweb: store the DICOM objects in the study (STOW-RS)")
     p.set_defaults(func=cmd_explain)
 

@@ -82,11 +82,14 @@ def cmd_explain(args) -> int:
     if bool(args.dicomweb) != bool(args.study) or (args.push and not args.dicomweb) or \
             bool(args.dicomweb) == bool(args.ct):
         raise InputError("give a CT, or --dicomweb URL with --study UID (and --push only with --dicomweb)")
+    geometry = {}  # how an irregular DICOM series was put on an even grid: into predictions.json
     if args.dicomweb:  # PACS in: pull the study's CT series through a temporary folder (io/dicomweb.py)
         from .io.dicomweb import read_study_ct
-        ct, source = read_study_ct(args.dicomweb, args.study, series=args.series, note=progress)
+        ct, source = read_study_ct(args.dicomweb, args.study, series=args.series, note=progress,
+                                   strict_geometry=args.strict_geometry, provenance=geometry)
     else:
-        ct = read_volume(args.ct, series=args.series, note=progress)
+        ct = read_volume(args.ct, series=args.series, note=progress, strict_geometry=args.strict_geometry,
+                         provenance=geometry)
     classifier = load_model(args.model, args.card, args.arch, args.device)
     methods = args.method or ["hirescam", "gradcam"]
 
@@ -99,6 +102,11 @@ def cmd_explain(args) -> int:
                      progress=progress, settings=estimator_settings(args))
     guard_outputs(inputs, files=map_files(result.classes))
     written = result.save(args.out)
+    if geometry:
+        import json
+
+        record = json.loads((args.out / "predictions.json").read_text())
+        (args.out / "predictions.json").write_text(json.dumps({**record, "ct_geometry": geometry}, indent=2) + "\n")
     if args.dicom_out or args.push:  # PACS out: Parametric Maps + SEG + SR (io/dicom_case.py), pushed with --push
         from .io.dicom_case import source_for, write_case_dicom
         if not args.dicomweb:

@@ -146,3 +146,23 @@ def test_demo_dicom_out_has_maps_organs_lesions_and_scores(tmp_path):
     assert set(back["probabilities"]) == {p["class"] for p in result.predictions}
     rows = sum(len(t.rows) for t in result.tables.values())
     assert len(back["rows"]) == rows
+
+
+def test_dicom_out_of_a_regularized_series_sits_in_its_study_without_false_references(small_phantom, tmp_path,
+                                                                                     capsys):
+    """A series with a missing slice is read onto 20 even slices where the files hold 19: the objects
+    keep the CT's study and Frame of Reference but reference no slice (the grid's slices are new)."""
+    ct = small_phantom.ct
+    ct = ct.with_array(ct.array[:, :, :].astype(np.int16))
+    keep = [k for k in range(ct.shape[0]) if k != 7]
+    from saliency_inspector.io.volume import Volume
+
+    folder = write_dicom_series(Volume(ct.array[keep], ct.spacing, ct.origin, ct.direction), tmp_path / "gap",
+                                slice_positions=keep)
+    out = tmp_path / "dicom"
+    assert main(["explain", str(folder), "--model", "demo", "--method", "hirescam", "--class", "liver",
+                 "--out", str(tmp_path / "o"), "--dicom-out", str(out)]) == 0, capsys.readouterr().err
+    first = pydicom.dcmread(sorted(folder.iterdir())[0], stop_before_pixels=True)
+    pm = pydicom.dcmread(out / "hirescam_liver.pm.dcm")
+    assert pm.StudyInstanceUID == first.StudyInstanceUID and int(pm.NumberOfFrames) == ct.shape[0]
+    assert "ReferencedSeriesSequence" not in pm

@@ -44,6 +44,9 @@ def write_case_dicom(out_dir, source: DicomSource, maps=None, segments=None, row
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written, headers = [], {}
+    grid = segments.grid if segments is not None and len(segments) else next(iter(maps.items()))[1] if maps else None
+    if grid is not None:
+        source = source.for_grid(grid)  # a regularized series: stand-ins in its study (DicomSource.for_grid)
     if maps:
         keys = list(maps)
         paths = write_saliency(maps, out, source, top_percent=top_percent)

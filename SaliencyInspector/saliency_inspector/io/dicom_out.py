@@ -156,6 +156,26 @@ class DicomSource:
         """FrameOfReferenceUID the objects' positions are in."""
         return str(self.headers[0].FrameOfReferenceUID)
 
+    def for_grid(self, grid: Volume) -> "DicomSource":
+        """This source, or, for a series read onto another grid (a gap or a tilt regularized, see
+        io/dicom_grid.py), stand-in headers on ``grid`` in the series' study, Frame of Reference and
+        patient: the objects then sit in the CT's study without referencing slices that are not there."""
+        try:
+            self.aligned_headers(grid)
+            return self
+        except InputError:
+            if not self.from_dicom:
+                raise
+        stand_in = DicomSource.standalone(grid)
+        first = self.headers[0]
+        for ds in stand_in.headers:
+            for keyword in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientName", "PatientID", "PatientBirthDate",
+                            "PatientSex", "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                            "AccessionNumber"):
+                if keyword in first:
+                    setattr(ds, keyword, first.get(keyword))
+        return stand_in
+
     def aligned_headers(self, grid: Volume) -> list:
         """The headers in the order of ``grid``'s slices (k = 0, 1, …); InputError when the series
         is not on ``grid`` (another slice size, count or position)."""

@@ -114,22 +114,24 @@ def pull_series(url: str, study: str, folder, series: str | None = None, client=
     return chosen
 
 
-def read_study_ct(url: str, study: str, series: str | None = None, note=None, folder=None):
+def read_study_ct(url: str, study: str, series: str | None = None, note=None, folder=None, **read_options):
     """Pull the study's CT series and read it: returns (Volume, DicomSource).
 
     The files go to ``folder``, or to a temporary folder removed once read (the Volume and the
-    slice headers are in memory by then).
+    slice headers are in memory by then). ``read_options``: ``strict_geometry``, ``provenance`` of
+    :func:`~saliency_inspector.io.volume.read_dicom_series`.
     """
     from .dicom_out import DicomSource
     from .volume import read_dicom_series
 
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="saliency-dicomweb-") as tmp:
-            return read_study_ct(url, study, series, note, tmp)
+            return read_study_ct(url, study, series, note, tmp, **read_options)
     chosen = pull_series(url, study, folder, series)
     if note is not None:
         note(f"pulled CT series {chosen} of study {study} from {url}")
-    return read_dicom_series(folder, series=chosen, note=note), DicomSource.from_folder(folder, chosen)
+    return (read_dicom_series(folder, series=chosen, note=note, **read_options),
+            DicomSource.from_folder(folder, chosen))
 
 
 def series_identity(url: str, study: str, series: str | None = None, client=None) -> dict:
