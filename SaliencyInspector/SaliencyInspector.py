@@ -216,8 +216,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.fidelityButton.connect("clicked(bool)", self.onFidelityButton)
         self.ui.trustButton.connect("clicked(bool)", self.onTrustButton)
-        if hasattr(self.ui, "exportDicomButton"):  # DICOM export (PACS): the button where the UI has it
-            self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)  # PACS: maps as DICOM
         self._fillMethodList()
         self.ui.moreMethodsListWidget.connect("itemSelectionChanged()", self.onMoreMethodsChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
@@ -469,7 +468,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onExportDicomButton(self) -> None:
         """The input CT's maps (and segmentation) as DICOM into Slicer's DICOM database (a folder under
-        the application's temporary path); connected where the UI has an ``exportDicomButton``."""
+        the application's temporary path)."""
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot export the maps as DICOM."), waitCursor=True):
             folder = os.path.join(slicer.app.temporaryPath, "SaliencyInspector-DICOM", uuid.uuid4().hex)
