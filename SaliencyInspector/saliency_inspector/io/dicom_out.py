@@ -260,6 +260,7 @@ def parametric_map(volume: Volume, source: DicomSource, method: str, class_name:
     # Saliency values are small floats: a window under 1 is only valid with LINEAR_EXACT (dciodvfy).
     for voi in pm.SharedFunctionalGroupsSequence[0].get("FrameVOILUTSequence", []):
         voi.VOILUTFunction = "LINEAR_EXACT"
+    _keep_slice_spacing(pm, volume)
     if not source.from_dicom:
         _drop_references(pm)
     return pm
@@ -308,9 +309,17 @@ def segmentation(masks: dict, grid: Volume, source: DicomSource, description: st
         instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MANUFACTURER,
         software_versions=SOFTWARE_VERSION, device_serial_number="0",
         series_description=_lo(description), **_planes(grid))
+    _keep_slice_spacing(seg, grid)
     if not source.from_dicom:
         _drop_references(seg)
     return seg
+
+
+def _keep_slice_spacing(ds, grid: Volume) -> None:
+    """Spacing Between Slices as the grid has it: highdicom can take another value from the source
+    headers (seen: 1 for a 12.5 mm series), and readers use it as the slice spacing."""
+    for measures in ds.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence", []):
+        measures.SpacingBetweenSlices = float(grid.spacing[2])
 
 
 def binarise(volume: Volume, top_percent: float = 5.0) -> np.ndarray:
