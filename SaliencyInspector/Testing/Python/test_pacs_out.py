@@ -148,6 +148,7 @@ def test_demo_dicom_out_has_maps_organs_lesions_and_scores(tmp_path):
     assert len(back["rows"]) == rows
 
 
+@pytest.mark.slow
 def test_dicom_out_of_a_regularized_series_sits_in_its_study_without_false_references(small_phantom, tmp_path,
                                                                                      capsys):
     """A series with a missing slice is read onto 20 even slices where the files hold 19: the objects
