@@ -217,6 +217,7 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.fidelityButton.connect("clicked(bool)", self.onFidelityButton)
         self.ui.trustButton.connect("clicked(bool)", self.onTrustButton)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)  # PACS: maps as DICOM
         self._fillMethodList()
         self.ui.moreMethodsListWidget.connect("itemSelectionChanged()", self.onMoreMethodsChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
@@ -561,6 +562,16 @@ def InputErrorTypes() -> tuple:
     from saliency_inspector.errors import InputError
 
     return (InputError,)
+
+    def onExportDicomButton(self) -> None:
+        """The input CT's maps (and segmentation) as DICOM into Slicer's DICOM database (a folder under
+        the application's temporary path)."""
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Cannot export the maps as DICOM."), waitCursor=True):
+            folder = os.path.join(slicer.app.temporaryPath, "SaliencyInspector-DICOM", uuid.uuid4().hex)
+            paths = self.logic.exportDicom(p.inputVolume, folder, segmentationNode=p.segmentation)
+            self.ui.statusLabel.text = _("Exported {count} DICOM objects to {folder}.").format(count=len(paths),
+                                                                                           folder=folder)
 
 
 #
@@ -1232,6 +1243,23 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             if self.cancelRequested:
                 raise CancelledError("cancelled by the user")
         return say
+
+    def exportDicom(self, volumeNode, outputFolder, segmentationNode=None, importIntoDatabase=True) -> list:
+        """The CT node's saliency maps as DICOM Parametric Maps (the top-5 % maps, and
+        ``segmentationNode`` if given, as SEG) in ``outputFolder``, referencing the CT's series when it
+        was loaded from Slicer's DICOM database; then imported into that database (DICOMLib/DICOMUtils.py
+        ``importDicom``) so that the DICOM browser shows them under the study. Returns the paths."""
+        from saliency_inspector import mrml_dicom
+
+        database = getattr(slicer, "dicomDatabase", None)
+        paths = mrml_dicom.export_dicom(
+            slicer.mrmlScene, volumeNode, outputFolder, dicom_database=database, segmentation_node=segmentationNode,
+            segmentations_logic=slicer.modules.segmentations.logic() if segmentationNode is not None else None)
+        if importIntoDatabase and database is not None and database.isOpen:
+            from DICOMLib import DICOMUtils
+
+            DICOMUtils.importDicom(str(outputFolder), database)
+        return paths
 
 
 def _slicerPackaging():

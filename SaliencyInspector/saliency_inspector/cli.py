@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shortcut", action="store_true",
                    help="the shortcut demonstration: shipped models trained without / with the mask loss "
                         "on a marker-confounded cohort, measured on an unconfounded test split")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write the maps (Parametric Maps), organs "
+                   "and lesions (SEG) and the scores (SR) as DICOM there")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("phantom", help="write a synthetic CT with organ and lesion masks")
@@ -140,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimator_options(p)
     p.add_argument("--series", metavar="UID", help="for a DICOM folder: the SeriesInstanceUID to use "
                    "(default: the CT series with the most slices)")
-    p.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write each map as a DICOM Parametric Map "
-                   "and the top-5%% maps as a DICOM SEG there (needs the 'dicom' extra)")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write each map as a DICOM Parametric Map, "
+                   "the top-5%% maps as a DICOM SEG and the probabilities as a DICOM SR there (needs the 'dicom' extra)")
     p.add_argument("--dicomweb", metavar="URL", help="pull the CT from this DICOMweb server ("
                    "credentials from SALIENCY_DICOMWEB_TOKEN or SALIENCY_DICOMWEB_USER/PASSWORD)")
     p.add_argument("--study", metavar="UID", help="with --dicomweb: the StudyInstanceUID")
+    p.add_argument("--strict-geometry", action="store_true", help="refuse a DICOM series with a missing slice or "
+                   "a tilted gantry (default: resample it onto an even grid, linearly, with a warning)")
     p.add_argument("--push", action="store_true", help="with --dicomweb: store the DICOM objects in the study (STOW-RS)")
     p.set_defaults(func=cmd_explain)
 
@@ -163,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the signed map (default: the method's own, from the file name <method>_<class>.nrrd)")
     p.add_argument("--json", type=Path, help="write rows as JSON")
     p.add_argument("--csv", type=Path, help="write rows as CSV")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write the map (Parametric Map), the masks "
+                   "(SEG) and the scores (SR, TID 1500) as DICOM there")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="estimators side by side on one case: agreement with a mask, region Dice, "
@@ -218,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on Ray: auto (a running cluster), host:port, ray://host:port, or local")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--dicom-out", action="store_true", help="also write each case's maps, masks and scores as "
+                   "DICOM (Parametric Map, SEG, SR) into cases/<id>/dicom/")
+    p.add_argument("--dicomweb", metavar="URL", help="the manifest's study_uid (and optional series_uid) rows are "
+                   "studies on this DICOMweb server (credentials from SALIENCY_DICOMWEB_TOKEN or _USER/_PASSWORD)")
+    p.add_argument("--push", action="store_true", help="with --dicomweb: store each case's DICOM objects in its "
+                   "study as it finishes (retried; failures in errors.csv)")
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("trust", help="the trust card: localization, randomization, repeatability, gaze per method")

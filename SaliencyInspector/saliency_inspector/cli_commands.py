@@ -79,15 +79,18 @@ def cmd_explain(args) -> int:
     inputs = [args.ct, args.card, model_path if model_path.exists() else None]
     if model_path.is_file():
         inputs.append(model_path.with_suffix(".json"))  # the card beside the weights
-    guard_outputs(inputs, files=[args.out / "predictions.json"], folders=[args.out])
+    guard_outputs(inputs, files=[args.out / "predictions.json"], folders=[args.out, args.dicom_out])
     if bool(args.dicomweb) != bool(args.study) or (args.push and not args.dicomweb) or \
             bool(args.dicomweb) == bool(args.ct):
         raise InputError("give a CT, or --dicomweb URL with --study UID (and --push only with --dicomweb)")
+    geometry = {}  # how an irregular DICOM series was put on an even grid: into predictions.json
     if args.dicomweb:  # PACS in: pull the study's CT series through a temporary folder (io/dicomweb.py)
         from .io.dicomweb import read_study_ct
-        ct, source = read_study_ct(args.dicomweb, args.study, series=args.series, note=progress)
+        ct, source = read_study_ct(args.dicomweb, args.study, series=args.series, note=progress,
+                                   strict_geometry=args.strict_geometry, provenance=geometry)
     else:
-        ct = read_volume(args.ct, series=args.series, note=progress)
+        ct = read_volume(args.ct, series=args.series, note=progress, strict_geometry=args.strict_geometry,
+                         provenance=geometry)
     classifier = load_model(args.model, args.card, args.arch, args.device)
     methods = args.method or ["hirescam", "gradcam"]
 
@@ -100,12 +103,19 @@ def cmd_explain(args) -> int:
                      progress=progress, settings=estimator_settings(args))
     guard_outputs(inputs, files=map_files(result.classes))
     written = result.save(args.out)
-    if args.dicom_out or args.push:  # PACS out: Parametric Maps + SEG (io/dicom_out.py), pushed with --push
-        from .io import dicom_out
+    if geometry:
+        import json
+
+        record = json.loads((args.out / "predictions.json").read_text())
+        (args.out / "predictions.json").write_text(json.dumps({**record, "ct_geometry": geometry}, indent=2) + "\n")
+    if args.dicom_out or args.push:  # PACS out: Parametric Maps + SEG + SR (io/dicom_case.py), pushed with --push
+        from .io.dicom_case import source_for, write_case_dicom
         if not args.dicomweb:
-            source = dicom_out.DicomSource.from_folder(args.ct, args.series) if Path(args.ct).is_dir() \
-                else dicom_out.DicomSource.standalone(ct)
-        objects = dicom_out.write_saliency(result.maps, args.dicom_out or args.out / "dicom", source)
+            source = source_for(ct, args.ct, args.series)
+        record = result.predictions()
+        objects = write_case_dicom(args.dicom_out or args.out / "dicom", source, maps=result.maps,
+                                   predictions=[{"class": c, "probability": p} for c, p in
+                                                zip(record["class_names"], record["probabilities"])])
         written += objects
         if args.push:
             from .io.dicomweb import push
@@ -147,7 +157,8 @@ def cmd_evaluate(args) -> int:
 
     from .scoring.consistency import check_same_body
 
-    guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv])
+    guard_outputs([args.map, args.masks, args.ct, args.names, args.region_masks], files=[args.json, args.csv],
+                  folders=[args.dicom_out])
 
     check_distinct_outputs({'--json': args.json, '--csv': args.csv})
     if args.names and str(args.masks).lower().endswith((".seg.nrrd", ".seg.nhdr")):
@@ -175,8 +186,27 @@ def cmd_evaluate(args) -> int:
                      importance=importance)
     progress(why)
     write_tables(table, args.json, args.csv)
+    if args.dicom_out:  # the map, the masks and the scores for a PACS (io/dicom_case.py)
+        _evaluate_dicom(args, saliency, segments, table)
     print(table.format())
     return 0
+
+
+def _evaluate_dicom(args, saliency, segments, table) -> None:
+    """``evaluate --dicom-out``: the map as a Parametric Map, the masks (on the map's grid) as SEG and
+    the rows as an SR; the CT's series is referenced when ``--ct`` is a DICOM folder on the map's grid."""
+    from .io.dicom_case import source_for, write_case_dicom
+    from .io.volume import read_volume
+    from .scoring.metrics import METRICS
+
+    method, _, name = Path(args.map).name.split(".")[0].partition("_")  # explain's <method>_<class>.nrrd
+    method, name = (method, name) if name else ("map", method)
+    ct_dicom = args.ct is not None and Path(args.ct).is_dir() and read_volume(args.ct).same_grid(saliency)
+    source = source_for(saliency, args.ct if ct_dicom else None)
+    rows = [{"method": method, "class": name, **row} for row in table.to_records()]
+    paths = write_case_dicom(args.dicom_out, source, maps={(method, name): saliency},
+                             segments=segments.resampled_to(saliency), rows=rows, metrics=METRICS)
+    progress(f"wrote {len(paths)} DICOM objects into {args.dicom_out}")
 
 
 def cmd_compare(args) -> int:
@@ -315,7 +345,9 @@ def parse_point(text: str):
 
 
 def cmd_demo(args) -> int:
-    guard_outputs(folders=[args.out])
+    guard_outputs(folders=[args.out, args.dicom_out])
+    if args.dicom_out and args.shortcut:
+        raise InputError("--dicom-out writes the main demo's case; leave it out with --shortcut")
     if args.shortcut:
         from .workflows.shortcut import run_shortcut_demo
 
@@ -323,8 +355,13 @@ def cmd_demo(args) -> int:
         return 0
     from .workflows.demo import run_demo
 
-    run_demo(out_dir=args.out, device=args.device, progress=progress, shared_scale=args.shared_scale,
-             at=parse_point(args.at) if args.at else None)
+    result = run_demo(out_dir=args.out, device=args.device, progress=progress, shared_scale=args.shared_scale,
+                      at=parse_point(args.at) if args.at else None)
+    if args.dicom_out:
+        from .workflows.demo_dicom import write_demo_dicom
+
+        paths = write_demo_dicom(result, args.dicom_out)
+        progress(f"wrote {len(paths)} DICOM objects into {args.dicom_out}")
     return 0
 
 
@@ -395,11 +432,13 @@ def cmd_batch(args) -> int:
     result = batch(args.manifest, args.model, args.out, methods=args.method or ["hirescam", "gradcam"],
                    classes=args.target_class or "all", keep_maps=args.keep_maps, card=args.card, arch=args.arch,
                    device=args.device, threshold=args.threshold, workers=args.workers, ray=args.ray,
-                   resamples=args.resamples, seed=args.seed, progress=True)
+                   resamples=args.resamples, seed=args.seed, progress=True, dicom_out=args.dicom_out,
+                   dicomweb=args.dicomweb, push=args.push)
     for key in ("cohort_csv", "cohort_json", "report"):
         print(result.files[key])
     if result.exit_code:
-        print(f"{PROG}: every case failed; see {result.files['errors']}", file=sys.stderr)
+        what = "a push failed" if result.push_failed and len(result.failed) < result.total else "every case failed"
+        print(f"{PROG}: {what}; see {result.files['errors']}", file=sys.stderr)
     return result.exit_code
 
 

@@ -13,7 +13,8 @@ from saliency_inspector.io.volume import Volume, to_sitk
 
 def write_dicom_series(volume: Volume, folder, series_uid: str = "1.2.826.0.1.3680043.2.1125.1.42",
                        modality: str = "CT", intercept: float = 0.0, slope: float = 1.0,
-                       slice_positions=None, prefix: str = "slice") -> Path:
+                       slice_positions=None, prefix: str = "slice",
+                       study_uid: str = "1.2.826.0.1.3680043.2.1125.1.41") -> Path:
     """One slice per file with the geometry tags a scanner writes; returns ``folder``.
 
     The stored pixel values are ``volume.array`` as they are (e.g. uint16 raw values with
@@ -24,13 +25,13 @@ def write_dicom_series(volume: Volume, folder, series_uid: str = "1.2.826.0.1.36
     folder.mkdir(parents=True, exist_ok=True)
     saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets the C locale (ASCII text I/O after it)
     try:
-        _write(volume, folder, series_uid, modality, intercept, slope, slice_positions, prefix)
+        _write(volume, folder, series_uid, modality, intercept, slope, slice_positions, prefix, study_uid)
     finally:
         locale.setlocale(locale.LC_ALL, saved)
     return folder
 
 
-def _write(volume, folder, series_uid, modality, intercept, slope, slice_positions, prefix) -> None:
+def _write(volume, folder, series_uid, modality, intercept, slope, slice_positions, prefix, study_uid) -> None:
     image = to_sitk(volume)
     d = volume.direction
     orientation = "\\".join(f"{v:.10f}" for v in (*d[:, 0], *d[:, 1]))
@@ -42,7 +43,7 @@ def _write(volume, folder, series_uid, modality, intercept, slope, slice_positio
         position = volume.index_to_physical([0, 0, where])
         tags = {
             "0008|0060": modality, "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
-            "0008|0018": f"{series_uid}.{k + 1}", "0020|000d": "1.2.826.0.1.3680043.2.1125.1.41",
+            "0008|0018": f"{series_uid}.{k + 1}", "0020|000d": study_uid,
             "0020|000e": series_uid, "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.6f}" for v in position), "0020|0037": orientation,
             "0028|0030": f"{volume.spacing[1]:.6f}\\{volume.spacing[0]:.6f}",

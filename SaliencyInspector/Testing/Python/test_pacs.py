@@ -129,8 +129,9 @@ def test_pull_explain_push_and_read_back_equal_to_the_local_maps(orthanc, phanto
     series = {s["0020000E"]["Value"][0]: s["00080060"]["Value"][0]
               for s in client.search_for_series(study_instance_uid=STUDY_UID)}
     maps = sorted(local.glob("hirescam_*.nrrd"))
-    # one series per Parametric Map (highdicom gives them modality OT), one SEG of the binarised maps
-    assert sorted(series.values()) == ["CT", *["OT"] * len(maps), "SEG"]
+    # one series per Parametric Map (highdicom gives them modality OT), one SEG of the binarised maps,
+    # one SR of the probabilities
+    assert sorted(series.values()) == ["CT", *["OT"] * len(maps), "SEG", "SR"]
     ct = None
     for nrrd in maps:
         ct = read_volume(nrrd)
@@ -209,13 +210,15 @@ def test_cli_dicom_out_objects_pass_dciodvfy(phantom, input_kind, tmp_path, caps
     out = tmp_path / "dicom"
     assert main(["explain", str(given), "--model", "demo", "--method", "gradcam", "--out", str(tmp_path / "o"),
                  "--dicom-out", str(out)]) == 0, capsys.readouterr().err
-    assert len(list(out.glob("*.dcm"))) == len(list((tmp_path / "o").glob("*.nrrd"))) + 1
+    # a Parametric Map per map, the SEG of the binarised maps, the SR of the probabilities
+    assert len(list(out.glob("*.dcm"))) == len(list((tmp_path / "o").glob("*.nrrd"))) + 2
     source = dicom_out.DicomSource.standalone(ct) if input_kind == "nrrd" else dicom_out.DicomSource.from_folder(given)
     dicom_out.write_segments_dicom(phantom.organs.resampled_to(read_volume(given)), out / "organs.seg.dcm", source)
     objects = sorted(out.glob("*.dcm"))
     for path in objects:
         ds = pydicom.dcmread(path)
-        assert ("ReferencedSeriesSequence" in ds) == (input_kind == "dicom")
+        if ds.Modality != "SR":  # the SR references its evidence (the maps and SEGs) instead
+            assert ("ReferencedSeriesSequence" in ds) == (input_kind == "dicom")
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy not installed (apt-get install dicom3tools): highdicom's own checks only")
     for path in objects:

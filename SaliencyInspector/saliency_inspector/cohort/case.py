@@ -45,12 +45,18 @@ class BatchSettings:
     threshold: str = "topk"
     region: str = "auto"
     device: str = "auto"
+    dicom_out: bool = False  # write cases/<id>/dicom/ (Parametric Maps, SEG, SR: io/dicom_case.py)
+    dicomweb: str | None = None  # the manifest's study_uid rows are on this DICOMweb server
+    push: bool = False  # store each case's DICOM objects in its study (STOW-RS, retried)
 
     def fingerprint(self) -> str:
         """Hash of the settings and of the model files' identity (path, size, modification time)."""
         record = {**asdict(self), "format": FORMAT_VERSION, "model_files": _model_identity(self.model),
                   "card_file": _file_identity(self.card) if self.card else None}
         record.pop("device")  # cpu and cuda give the same numbers within float tolerance
+        for key in ("dicom_out", "dicomweb", "push"):  # unset: the fingerprint of runs made before them
+            if not record[key]:
+                record.pop(key)
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -73,6 +79,8 @@ def case_key(case, fingerprint: str) -> str:
     """
     record = {"settings": fingerprint, "case_id": case.case_id, "ct": _file_identity(case.ct),
               **{k: _file_identity(v) for k, v in sorted(case.paths.items()) if v is not None}}
+    if case.source.get("study_uid"):  # a DICOMweb case: its server, study, series and instance UIDs
+        record["ct"] = dicomweb_identity(case)
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -89,7 +97,23 @@ def finished_result(out_dir, case, fingerprint: str) -> dict | None:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return result if result.get("key") == case_key(case, fingerprint) and result.get("status") == "ok" else None
+    if result.get("status") != "ok" or result.get("push", {}).get("status") == "failed":
+        return None  # failed, or its push failed: computed and pushed again
+    try:
+        return result if result.get("key") == case_key(case, fingerprint) else None
+    except InputError:  # its study cannot be queried now: the case is tried and fails with the reason
+        return None
+
+
+def dicomweb_identity(case) -> dict:
+    """The case's series on its DICOMweb server (io/dicomweb.series_identity), asked once per case
+    and kept on the case, so that the worker pulls the very series the resume key names."""
+    if "identity" not in case.source:
+        from ..io.dicomweb import series_identity
+
+        case.source["identity"] = series_identity(case.source["dicomweb"], case.source["study_uid"],
+                                                  case.source.get("series_uid"))
+    return case.source["identity"]
 
 
 class CaseWorker:
@@ -151,7 +175,7 @@ def run_case(case, job: CaseJob, classifier) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in (folder / RESULT_FILE, folder / ERROR_FILE):
             stale.unlink(missing_ok=True)
-        ct = read_volume(case.ct)
+        ct, source = _read_case_ct(case)
         segments = _case_segments(case, ct)
         explanation = explain_case(classifier, ct, settings)
         rows = []
@@ -183,6 +207,8 @@ def run_case(case, job: CaseJob, classifier) -> dict:
         result = {"case_id": case.case_id, "key": case_key(case, job.fingerprint), "status": "ok",
                   "error": "", "predictions": predictions, "rows": rows, "maps": maps,
                   "model": explanation.model, "layer": explanation.layer, "gaze": gaze}
+        if settings.dicom_out or settings.push:
+            result.update(_case_dicom(case, folder, ct, source, explanation, segments, rows, predictions, settings))
         _write_case_page(folder, case, ct, explanation, rows, predictions)
         _write_atomically(folder / RESULT_FILE, result)
         return result
@@ -190,10 +216,46 @@ def run_case(case, job: CaseJob, classifier) -> dict:
         return failed_result(job, case, err)
 
 
+def _read_case_ct(case):
+    """(CT, its DicomSource or None): pulled from the case's study on its DICOMweb server, or read
+    from the manifest's path."""
+    from ..io.volume import read_volume
+
+    if not case.source.get("study_uid"):
+        return read_volume(case.ct), None
+    from ..io.dicomweb import read_study_ct
+
+    identity = dicomweb_identity(case)
+    return read_study_ct(identity["dicomweb"], identity["study_uid"], series=identity["series_uid"])
+
+
+def _case_dicom(case, folder: Path, ct, source, explanation, segments, rows, predictions, settings) -> dict:
+    """cases/<id>/dicom/ (maps, masks, scores as DICOM) and, with push, the objects stored in the
+    case's study (retried; the outcome is the result's "push" entry, a failure never raises)."""
+    from ..io.dicom_case import source_for, write_case_dicom
+    from ..scoring.metrics import METRICS
+
+    source = source or source_for(ct, case.ct)
+    objects = write_case_dicom(folder / "dicom", source, maps=explanation.maps, segments=segments, rows=rows,
+                               metrics=METRICS,
+                               predictions=[{"class": p["class"], "probability": p["probability"]}
+                                            for p in predictions])
+    out = {"dicom": [str(p.relative_to(folder)) for p in objects]}
+    if settings.push:
+        from ..io.dicomweb import push_with_retry
+
+        out["push"] = push_with_retry(settings.dicomweb, objects)
+    return out
+
+
 def failed_result(job: CaseJob, case, err: Exception) -> dict:
     """The error row of a case (one line) and its ``error.json`` (with the traceback, for debugging)."""
     reason = _one_line(err)
-    result = {"case_id": case.case_id, "key": case_key(case, job.fingerprint), "status": "failed",
+    try:
+        key = case_key(case, job.fingerprint)
+    except InputError:  # a DICOMweb case whose study cannot be queried: no key, retried next run
+        key = ""
+    result = {"case_id": case.case_id, "key": key, "status": "failed",
               "error": reason, "predictions": [], "rows": [], "maps": []}
     try:
         folder = case_folder(job.out_dir, case.case_id)
@@ -276,7 +338,7 @@ def _write_case_page(folder: Path, case, ct, explanation, rows, predictions) -> 
               "truth": None if p["label"] is None else bool(p["label"])} for p in predictions]
     focus = [p["class"] for p in predictions if p["label"] or p["predicted"]]
     write_report(folder / "report.html", title=f"SaliencyInspector: case {case.case_id}", ct=ct,
-                 case_info={"CT": str(case.ct), "model": f"{explanation.model} · layer {explanation.layer}"},
+                 case_info={"CT": str(case.ct or f"study {case.source.get('study_uid')}"), "model": f"{explanation.model} · layer {explanation.layer}"},
                  predictions=truth, tables=tables, focus_classes=focus, methods=list(explanation.methods),
                  notes=["Part of a cohort run (saliency-inspector batch); the cohort page is ../../report.html."])
 

@@ -156,6 +156,26 @@ class DicomSource:
         """FrameOfReferenceUID the objects' positions are in."""
         return str(self.headers[0].FrameOfReferenceUID)
 
+    def for_grid(self, grid: Volume) -> "DicomSource":
+        """This source, or, for a series read onto another grid (a gap or a tilt regularized, see
+        io/dicom_grid.py), stand-in headers on ``grid`` in the series' study, Frame of Reference and
+        patient: the objects then sit in the CT's study without referencing slices that are not there."""
+        try:
+            self.aligned_headers(grid)
+            return self
+        except InputError:
+            if not self.from_dicom:
+                raise
+        stand_in = DicomSource.standalone(grid)
+        first = self.headers[0]
+        for ds in stand_in.headers:
+            for keyword in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientName", "PatientID", "PatientBirthDate",
+                            "PatientSex", "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                            "AccessionNumber"):
+                if keyword in first:
+                    setattr(ds, keyword, first.get(keyword))
+        return stand_in
+
     def aligned_headers(self, grid: Volume) -> list:
         """The headers in the order of ``grid``'s slices (k = 0, 1, …); InputError when the series
         is not on ``grid`` (another slice size, count or position)."""
@@ -240,6 +260,7 @@ def parametric_map(volume: Volume, source: DicomSource, method: str, class_name:
     # Saliency values are small floats: a window under 1 is only valid with LINEAR_EXACT (dciodvfy).
     for voi in pm.SharedFunctionalGroupsSequence[0].get("FrameVOILUTSequence", []):
         voi.VOILUTFunction = "LINEAR_EXACT"
+    _keep_slice_spacing(pm, volume)
     if not source.from_dicom:
         _drop_references(pm)
     return pm
@@ -288,9 +309,17 @@ def segmentation(masks: dict, grid: Volume, source: DicomSource, description: st
         instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MANUFACTURER,
         software_versions=SOFTWARE_VERSION, device_serial_number="0",
         series_description=_lo(description), **_planes(grid))
+    _keep_slice_spacing(seg, grid)
     if not source.from_dicom:
         _drop_references(seg)
     return seg
+
+
+def _keep_slice_spacing(ds, grid: Volume) -> None:
+    """Spacing Between Slices as the grid has it: highdicom can take another value from the source
+    headers (seen: 1 for a 12.5 mm series), and readers use it as the slice spacing."""
+    for measures in ds.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence", []):
+        measures.SpacingBetweenSlices = float(grid.spacing[2])
 
 
 def binarise(volume: Volume, top_percent: float = 5.0) -> np.ndarray:

@@ -114,39 +114,149 @@ def pull_series(url: str, study: str, folder, series: str | None = None, client=
     return chosen
 
 
-def read_study_ct(url: str, study: str, series: str | None = None, note=None, folder=None):
+def read_study_ct(url: str, study: str, series: str | None = None, note=None, folder=None, **read_options):
     """Pull the study's CT series and read it: returns (Volume, DicomSource).
 
     The files go to ``folder``, or to a temporary folder removed once read (the Volume and the
-    slice headers are in memory by then).
+    slice headers are in memory by then). ``read_options``: ``strict_geometry``, ``provenance`` of
+    :func:`~saliency_inspector.io.volume.read_dicom_series`.
     """
     from .dicom_out import DicomSource
     from .volume import read_dicom_series
 
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="saliency-dicomweb-") as tmp:
-            return read_study_ct(url, study, series, note, tmp)
+            return read_study_ct(url, study, series, note, tmp, **read_options)
     chosen = pull_series(url, study, folder, series)
     if note is not None:
         note(f"pulled CT series {chosen} of study {study} from {url}")
-    return read_dicom_series(folder, series=chosen, note=note), DicomSource.from_folder(folder, chosen)
+    return (read_dicom_series(folder, series=chosen, note=note, **read_options),
+            DicomSource.from_folder(folder, chosen))
+
+
+def series_identity(url: str, study: str, series: str | None = None, client=None) -> dict:
+    """What a cohort case pulled from ``study`` is, for its resume key: the server, the study, the
+    CT series chosen (as :func:`find_ct_series` chooses it) and its SOPInstanceUIDs, sorted (QIDO-RS).
+    A series that gained or lost an instance gets a new identity, so the case is computed again."""
+    client = client or connect(url)
+    chosen = find_ct_series(client, url, study, series)
+    found = _call(url, f"the instance query of series {chosen}", client.search_for_instances,
+                  study_instance_uid=study, series_instance_uid=chosen, fields=["00080018"])
+    return {"dicomweb": url.rstrip("/"), "study_uid": study, "series_uid": chosen,
+            "instances": sorted(str(_value(i, "00080018")) for i in found)}
+
+
+def check_server(url: str, client=None) -> None:
+    """One QIDO-RS query (studies, limit 1): InputError at once when the server is down or refuses."""
+    client = client or connect(url)
+    _call(url, "a study query (QIDO-RS)", client.search_for_studies, limit=1)
 
 
 def push(url: str, paths, client=None) -> list:
-    """Store DICOM files on the server (STOW-RS); returns their SOPInstanceUIDs.
+    """Store DICOM files in their study on the server, all in one STOW-RS request; returns their
+    SOPInstanceUIDs.
 
-    InputError when the server refuses any of them (a STOW-RS FailedSOPSequence or an HTTP error).
+    All or nothing, as far as DICOMweb allows: the objects are checked here first (readable, one
+    study) so that nothing is sent when one is bad; they go in a single multipart request to
+    ``/studies/{study}``, which a server parses whole before storing (a request cut off half-way
+    stores nothing); and if the server still refuses some of them (a STOW-RS FailedSOPSequence), the
+    ones it took are deleted again where the server offers DICOMweb DELETE (not part of the
+    standard; Orthanc's plugin answers 405), else the error names them. Storing the same objects
+    again (a retry) replaces them: their UIDs are fixed in the files. InputError on any failure.
     """
     import pydicom
 
-    client = client or connect(url)
-    datasets = [pydicom.dcmread(str(p)) for p in paths]
+    datasets = []
+    for p in paths:
+        try:
+            datasets.append(pydicom.dcmread(str(p)))
+        except Exception as err:  # noqa: BLE001 - any unreadable object stops the push before sending
+            raise InputError(f"{p}: not a readable DICOM object ({type(err).__name__}); nothing was stored") from None
     if not datasets:
         return []
-    response = _call(url, f"storing {len(datasets)} objects (STOW-RS)", client.store_instances, datasets)
+    study = _check_objects(datasets)
+    client = client or connect(url)
+    response = _call(url, f"storing {len(datasets)} objects (STOW-RS)", _store, client, datasets, study)
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
         reasons = ", ".join(f"{item.get('ReferencedSOPInstanceUID', '?')} (reason {item.get('FailureReason', '?')})"
                             for item in failed)
-        raise InputError(f"{url}: the DICOMweb server refused {len(failed)} of {len(datasets)} objects: {reasons}")
+        stored = [ds for ds in datasets if str(ds.SOPInstanceUID) in
+                  {str(i.ReferencedSOPInstanceUID) for i in response.get("ReferencedSOPSequence", [])}]
+        kept = _delete(client, stored)
+        left = (f"; the server kept {len(kept)} of them and does not offer DICOMweb DELETE: "
+                f"{', '.join(kept)}") if kept else "; nothing was left stored"
+        raise InputError(f"{url}: the DICOMweb server refused {len(failed)} of {len(datasets)} objects: {reasons}{left}")
     return [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+def _check_objects(datasets) -> str:
+    """The one study of the objects to push; InputError (nothing sent) when one lacks its UIDs or
+    they belong to several studies."""
+    keywords = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    for ds in datasets:
+        missing = [k for k in keywords if not str(ds.get(k, "") or "")]
+        if missing:
+            raise InputError(f"a DICOM object to push has no {', '.join(missing)}; nothing was stored")
+    studies = sorted({str(ds.StudyInstanceUID) for ds in datasets})
+    if len(studies) != 1:
+        raise InputError(f"the {len(datasets)} objects belong to {len(studies)} studies ({', '.join(studies)}); "
+                         "one push stores one study's objects; nothing was stored")
+    return studies[0]
+
+
+def _store(client, datasets, study):
+    """STOW-RS of ``datasets`` into ``study``; a 409 Conflict (the server refused some objects, PS3.18
+    10.5.3) comes back as its response dataset, so the caller sees which ones it took."""
+    import pydicom
+    import requests
+
+    try:
+        return client.store_instances(datasets, study_instance_uid=study)
+    except requests.exceptions.HTTPError as err:
+        if err.response is None or err.response.status_code != 409:
+            raise
+        try:
+            return pydicom.Dataset.from_json(err.response.json())
+        except ValueError:
+            raise err from None
+
+
+def _delete(client, datasets) -> list:
+    """Delete stored objects again (non-standard DICOMweb DELETE); returns the UIDs that stay."""
+    kept = []
+    for ds in datasets:
+        try:
+            client.delete_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+        except Exception:  # noqa: BLE001 - a server without DELETE (405), or any refusal: report it
+            kept.append(str(ds.SOPInstanceUID))
+    return kept
+
+
+PUSH_ATTEMPTS, PUSH_WAIT = 3, 2.0  # a cohort's push: 3 tries, 2 s then 4 s apart
+
+
+def push_with_retry(url: str, paths, attempts: int | None = None, wait: float | None = None, client=None,
+                    sleep=None) -> dict:
+    """:func:`push`, tried up to ``attempts`` times (default :data:`PUSH_ATTEMPTS`), ``wait``,
+    2×``wait``, … seconds apart (default :data:`PUSH_WAIT`).
+
+    Returns ``{"status": "ok", "attempts": n, "objects": k, "errors": [earlier failures]}``, or
+    ``{"status": "failed", ...}`` with the last error in ``"error"`` once every attempt failed
+    (never raises for a server failure: a cohort reports it and goes on)."""
+    import time
+
+    sleep = sleep or time.sleep
+    attempts = PUSH_ATTEMPTS if attempts is None else attempts
+    wait = PUSH_WAIT if wait is None else wait
+    errors = []
+    for attempt in range(1, attempts + 1):
+        try:
+            stored = push(url, paths, client=client)
+            return {"status": "ok", "attempts": attempt, "objects": len(stored), "errors": errors}
+        except InputError as err:
+            errors.append(str(err))
+        if attempt < attempts:
+            sleep(wait * 2 ** (attempt - 1))
+    return {"status": "failed", "attempts": attempts, "objects": 0, "errors": errors,
+            "error": f"push failed after {attempts} attempts: {errors[-1]}"}

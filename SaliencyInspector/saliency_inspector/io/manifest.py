@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,11 @@ from .files import resolve_path
 from .names import safe_name
 
 PATH_COLUMNS = ("ct", "organs", "lesions", "marker", "fixations")
-RESERVED_COLUMNS = ("case_id", "split") + PATH_COLUMNS
+# a case on a DICOMweb server instead of a CT file (batch --dicomweb URL): its study and, optionally,
+# its series
+UID_COLUMNS = ("study_uid", "series_uid")
+RESERVED_COLUMNS = ("case_id", "split") + PATH_COLUMNS + UID_COLUMNS
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_LISTED = 10  # problems named in the error; the rest are counted
 
 
@@ -35,6 +40,7 @@ class CohortCase:
     paths: dict = field(default_factory=dict)  # "organs"/"lesions"/"marker"/"fixations" -> Path | None
     labels: dict = field(default_factory=dict)  # class -> 0 | 1 | None
     row: int = 0  # 1-based data row in the file (header not counted)
+    source: dict = field(default_factory=dict)  # "study_uid"/"series_uid" of a DICOMweb case (batch sets "dicomweb")
 
 
 @dataclass
@@ -112,6 +118,13 @@ def read_manifest(path, classes=None, require=("ct",)) -> Manifest:
             if not resolved.exists():
                 problems.append(f"{where}: {column} {value} does not exist")
             paths[column] = resolved
+        uids = {c: str(row.get(c) or "").strip() for c in UID_COLUMNS if str(row.get(c) or "").strip()}
+        for column, value in uids.items():
+            if not _UID.match(value) or len(value) > 64:
+                problems.append(f"{where}: {column} {value!r} is not a DICOM UID (digits and dots)")
+        for column in UID_COLUMNS:
+            if column in require and column not in uids:
+                problems.append(f"{where}: no {column} given")
         labels = {}
         for column in label_columns:
             value = str(row.get(column) if row.get(column) is not None else "").strip()
@@ -121,7 +134,8 @@ def read_manifest(path, classes=None, require=("ct",)) -> Manifest:
                 labels[column] = int(float(value))
             else:
                 problems.append(f"{where}: label {column}={value!r} is not 0, 1 or blank")
-        cases.append(CohortCase(case_id, paths.pop("ct"), str(row.get("split") or "").strip(), paths, labels, number))
+        cases.append(CohortCase(case_id, paths.pop("ct"), str(row.get("split") or "").strip(), paths, labels, number,
+                                uids))
     if not rows:
         problems.append("no cases")
     if problems:

@@ -151,17 +151,20 @@ def from_sitk(image: sitk.Image, source: str = "image") -> Volume:
 
 
 # ---- reading and writing -----------------------------------------------------------------------
-def read_volume(path, series: str | None = None, note=None) -> Volume:
+def read_volume(path, series: str | None = None, note=None, strict_geometry: bool = False,
+                provenance: dict | None = None) -> Volume:
     """Read a 3D scalar image: NRRD, NIfTI (.nii/.nii.gz), MHA/MHD, or a DICOM series folder.
 
     For a DICOM folder, ``series`` picks a SeriesInstanceUID (default: the CT series with the most
-    slices) and ``note(message)`` is told which series was used when there was a choice.
+    slices) and ``note(message)`` is told which series was used when there was a choice;
+    ``strict_geometry`` and ``provenance``: see :func:`read_dicom_series`.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
-        return read_dicom_series(path, series=series, note=note)
+        return read_dicom_series(path, series=series, note=note, strict_geometry=strict_geometry,
+                                 provenance=provenance)
     if series is not None:
         raise InputError(f"--series {series}: only applies to a DICOM folder, and {path} is a file")
     try:
@@ -179,10 +182,6 @@ def read_volume(path, series: str | None = None, note=None) -> Volume:
     return from_sitk(image, source=str(path))
 
 
-# Relative difference between slice gaps above which a series counts as unevenly spaced.
-_SLICE_GAP_TOLERANCE = 0.05
-
-
 def _dicom_tags(file_name: str, tags) -> dict:
     reader = sitk.ImageFileReader()
     reader.SetFileName(file_name)
@@ -194,13 +193,17 @@ def _dicom_tags(file_name: str, tags) -> dict:
     return {tag: reader.GetMetaData(tag).strip() for tag in tags if reader.HasMetaDataKey(tag)}
 
 
-def read_dicom_series(folder, series: str | None = None, note=None) -> Volume:
+def read_dicom_series(folder, series: str | None = None, note=None, strict_geometry: bool = False,
+                      provenance: dict | None = None) -> Volume:
     """Read one DICOM series of ``folder`` as it comes from a scanner or PACS export.
 
     ``series``: a SeriesInstanceUID; by default the CT series with the most slices (other series,
     e.g. scouts, dose reports, MR or another reconstruction, are left out and ``note`` says so).
-    Rescale slope and intercept are applied (GDCM), so the values are Hounsfield units. Slices must
-    be evenly spaced: a gap (a missing slice) is an InputError naming it.
+    Rescale slope and intercept are applied (GDCM), so the values are Hounsfield units. A series
+    with a gap (a missing slice) or a tilted gantry is resampled onto an even grid, linearly
+    (:mod:`.dicom_grid`); ``note`` gets a warning and ``provenance`` (a dict, when given) the record
+    ``{"regularized": ...}``; ``strict_geometry`` refuses such a series instead. Duplicated slices,
+    mixed orientations and a non-CT series (also one chosen with ``series``) are InputErrors.
     """
     folder = Path(folder)
     if not any(p.is_file() for p in folder.iterdir()):
@@ -222,6 +225,9 @@ def read_dicom_series(folder, series: str | None = None, note=None) -> Volume:
         if series not in files_per_series:
             raise InputError(f"--series {series}: no such series in {folder}; its series are: {listing}")
         chosen = series
+        if modality[chosen].upper() not in ("CT", "?"):
+            raise InputError(f"--series {series}: is a {modality[chosen]} series, not CT; the models read CT "
+                             f"(the folder's series: {listing})")
     else:
         ct_series = [sid for sid in series_ids if modality[sid].upper() == "CT"]
         if not ct_series:
@@ -234,39 +240,32 @@ def read_dicom_series(folder, series: str | None = None, note=None) -> Volume:
     files = files_per_series[chosen]
     if len(files) < 2:
         raise InputError(f"{folder}: the DICOM series {chosen} has a single slice; a CT volume needs several")
-    _check_slice_spacing(folder, files)
+    from .dicom_grid import plan, regularize, slice_geometry
+
+    geometry = slice_geometry(folder, files, _dicom_tags)
+    todo = plan(folder, geometry, strict=strict_geometry) if geometry is not None else None
     reader.SetFileNames(files)
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(todo is None)  # ITK's "non uniform sampling" warning: handled here
     try:
         image = reader.Execute()
     except RuntimeError as err:
         raise InputError(f"{folder}: cannot read the DICOM series ({_first_line(err)})") from None
-    return from_sitk(image, source=str(folder))
-
-
-def _check_slice_spacing(folder: Path, files) -> None:
-    """InputError naming the gap when the slices (in GDCM's order) are not evenly spaced."""
-    positions, normal = [], None
-    for name in files:
-        tags = _dicom_tags(name, ["0020|0032", "0020|0037"])
-        try:
-            position = [float(v) for v in tags["0020|0032"].split("\\")]
-            if normal is None:
-                row_col = [float(v) for v in tags["0020|0037"].split("\\")]
-                normal = np.cross(row_col[:3], row_col[3:])
-        except (KeyError, ValueError):
-            return  # no usable geometry tags: leave the series to ITK
-        positions.append(float(np.dot(position, normal)))
-    gaps = np.abs(np.diff(positions))
-    typical = float(np.median(gaps))
-    if typical <= 0:
-        raise InputError(f"{folder}: several slices share one position; the folder mixes series or "
-                         "repeats slices — export one series")
-    uneven = np.flatnonzero(np.abs(gaps - typical) > _SLICE_GAP_TOLERANCE * typical)
-    if uneven.size:
-        n = int(uneven[0])
-        raise InputError(f"{folder}: uneven slice spacing: slices {n + 1} and {n + 2} of {len(files)} are "
-                         f"{gaps[n]:.2f} mm apart where the others are {typical:.2f} mm (a missing or "
-                         "extra slice?); export a complete, evenly spaced series or resample it first")
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if todo is None:
+        return from_sitk(image, source=str(folder))
+    array, spacing, origin, direction = regularize(sitk.GetArrayFromImage(image), geometry, image.GetSpacing()[:2], todo)
+    record = {"regularized": {"reason": todo["notes"], "gaps": todo["gaps"], "tilt_deg": round(todo["tilt_deg"], 3),
+                              "interpolation": "linear along the slice stacking line"
+                              + (", then linear onto the orthogonal grid" if todo["tilt_deg"] > 0.05 else ""),
+                              "slices": [len(files), int(array.shape[0])], "spacing_mm": float(spacing[2])}}
+    if provenance is not None:
+        provenance.update(record)
+    if note is not None:
+        note(f"warning: {folder.name}: {'; '.join(todo['notes'])}; resampled onto an even grid of {array.shape[0]} "
+             f"slices {spacing[2]:.2f} mm apart by linear interpolation (--strict-geometry refuses instead)")
+    return Volume(array.astype(np.float32), spacing, origin, direction)
 
 
 def write_volume(volume: Volume, path, compression_level: int = -1) -> Path:

@@ -47,6 +47,7 @@ class BatchResult:
     files: dict = field(default_factory=dict)
     stats: list = field(default_factory=list)
     auc: list = field(default_factory=list)
+    push_failed: dict = field(default_factory=dict)  # case id -> why its DICOM objects are not on the server
 
     @property
     def total(self) -> int:
@@ -54,8 +55,8 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
-        """0, or 1 when every case failed."""
-        return 1 if self.failed and len(self.failed) == self.total else 0
+        """0, or 1 when every case failed or a push failed."""
+        return 1 if (self.failed and len(self.failed) == self.total) or self.push_failed else 0
 
     def summary(self) -> str:
         return (f"{len(self.computed)} done, {len(self.skipped)} skipped (already done), "
@@ -65,7 +66,8 @@ class BatchResult:
 def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes="all", keep_maps: str = "none",
           card=None, arch=None, device: str = "auto", threshold: str = "topk", region: str = "auto",
           workers: int | None = None, ray: str | None = None, executor=None, resamples: int = RESAMPLES,
-          seed: int = 0, progress=True, on_result=None) -> BatchResult:
+          seed: int = 0, progress=True, on_result=None, dicom_out: bool = False, dicomweb: str | None = None,
+          push: bool = False) -> BatchResult:
     """Inspect every case of a manifest and write the cohort tables; returns a :class:`BatchResult`.
 
     ``manifest``: CSV or JSON-lines path (:func:`~saliency_inspector.io.manifest.read_manifest`);
@@ -78,6 +80,13 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     for none, or a callable taking one-line messages. ``on_result(result)`` is called in this
     process after each computed case. Bad input (manifest, methods, options) raises InputError
     before any case starts.
+
+    PACS: ``dicom_out`` writes each case's maps, masks and scores as DICOM into ``cases/<id>/dicom/``;
+    ``dicomweb`` (a URL) makes the manifest's rows studies on that server (a ``study_uid`` column,
+    optional ``series_uid``, instead of ``ct``; their resume key holds the series' instance UIDs);
+    ``push`` stores each case's objects in its study as it finishes, retried a few times with back-off;
+    a push that still fails is an ``errors.csv`` row (the case's scores are kept, ``pushes.csv`` lists
+    every push) and the case is computed and pushed again on the next run.
     """
     from ..explainers.registry import METHODS
     from ..scoring.thresholds import parse_threshold
@@ -98,9 +107,19 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
         raise InputError(f"resamples must be a whole number of at least 100, got {resamples!r}")
     classes = "all" if classes in (None, "all") or classes == ["all"] else \
         ((classes,) if isinstance(classes, str) else tuple(classes))
-    cohort = read_manifest(manifest)  # every problem of the manifest at once, before any work
+    if push and not dicomweb:
+        raise InputError("--push stores the objects in each case's study on the DICOMweb server: give --dicomweb URL")
+    # every problem of the manifest at once, before any work
+    cohort = read_manifest(manifest, require=("study_uid",) if dicomweb else ("ct",))
+    if dicomweb:
+        from ..io.dicomweb import check_server
+
+        check_server(dicomweb)  # a server that is down is one line now, not one error per case
+        for case in cohort:
+            case.source["dicomweb"] = dicomweb.rstrip("/")
     settings = BatchSettings(model=str(model), methods=methods, classes=classes, card=card and str(card),
-                             arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device)
+                             arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device,
+                             dicom_out=bool(dicom_out), dicomweb=dicomweb and dicomweb.rstrip("/"), push=bool(push))
     _check_model(settings)  # an unusable model or a typo in --class must not fail 10,000 cases one by one
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -135,6 +154,7 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
                     done[case_id] = result
                     computed.append(case_id)
                     failed.pop(case_id, None)
+                    _say_push(say, result)
                 else:
                     failed[case_id] = result["error"]
                     if bar is None:
@@ -151,7 +171,9 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
                 executor.close()
 
         seconds = time.perf_counter() - start
-        result = BatchResult(out, computed, skipped, failed, seconds)
+        result = BatchResult(out, computed, skipped, failed, seconds,
+                             push_failed={k: r["push"]["error"] for k, r in done.items()
+                                          if r.get("push", {}).get("status") == "failed"})
         result.files, result.stats, result.auc = write_cohort_tables(out, cohort, done, failed, settings,
                                                                      resamples=resamples, seed=seed)
         result.seconds = time.perf_counter() - start
@@ -160,8 +182,11 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
                                         "computed": computed, "skipped": skipped, "failed": failed,
                                         "resamples": resamples, "seed": seed}, indent=1)
         say(result.summary())
-        if failed and result.exit_code == 0:
+        if failed and not (failed and len(failed) == result.total):
             say(f"warning: {len(failed)} case(s) failed; their reasons are in {out / 'errors.csv'}")
+        if result.push_failed:
+            say(f"warning: the DICOM objects of {len(result.push_failed)} case(s) are not on the server; see "
+                f"{out / 'errors.csv'} (the next run pushes them again)")
         return result
 
 
@@ -194,13 +219,19 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
     from ..view.cohort_report import write_cohort_report
     from ..cohort.case import CONTEXT_KEYS
 
-    rows, predictions, errors = [], [], []
+    rows, predictions, errors, pushes = [], [], [], []
     for case in cohort:
         if case.case_id in done:
             rows += done[case.case_id]["rows"]
             predictions += done[case.case_id]["predictions"]
         elif case.case_id in failed:
-            errors.append({"case_id": case.case_id, "ct": str(case.ct), "error": failed[case.case_id]})
+            errors.append({"case_id": case.case_id, "ct": _where(case), "error": failed[case.case_id]})
+        push = done.get(case.case_id, {}).get("push")
+        if push:
+            pushes.append({"case_id": case.case_id, "study_uid": case.source.get("study_uid", ""), **{
+                k: push.get(k) for k in ("status", "attempts", "objects")}, "errors": " | ".join(push["errors"])})
+            if push["status"] == "failed":
+                errors.append({"case_id": case.case_id, "ct": _where(case), "error": push["error"]})
     metrics = list(METRICS)
     stats = cohort_statistics(rows, predictions, metrics, resamples=resamples, seed=seed)
     auc = model_auc(predictions, resamples=resamples, seed=seed)
@@ -222,6 +253,9 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         out, [(c.case_id, case_folder(out, c.case_id) / done[c.case_id]["gaze"]["file"]) for c in cohort
               if c.case_id in done and done[c.case_id].get("gaze")], seed=seed, resamples=resamples)
     files.update(gaze_files)
+    if settings.push:
+        files["pushes"] = write_csv(out / "pushes.csv", pushes,
+                                    ["case_id", "study_uid", "status", "attempts", "objects", "errors"])
     files["cohort_json"] = write_json(out / "cohort.json", {
         "cases": len(cohort), "done": len(done), "failed": len(failed), "resamples": resamples, "seed": seed,
         "confidence": 0.95, "interval": "percentile bootstrap of the mean over cases",
@@ -238,6 +272,18 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages, gaze=gaze_rows,
         title=f"SaliencyInspector cohort: {len(cohort)} cases, model {settings.model}")
     return files, stats, auc
+
+
+def _where(case) -> str:
+    """The case's CT for the tables: its file, or its study on the DICOMweb server."""
+    return str(case.ct) if case.ct is not None else f"{case.source.get('dicomweb')} study {case.source.get('study_uid')}"
+
+
+def _say_push(say, result: dict) -> None:
+    push = result.get("push")
+    if push and (push["status"] == "failed" or push["attempts"] > 1):
+        say(f"case {result['case_id']}: " + (push["error"] if push["status"] == "failed" else
+                                             f"pushed on attempt {push['attempts']} ({push['errors'][0]})"))
 
 
 def _stderr(message: str) -> None:
