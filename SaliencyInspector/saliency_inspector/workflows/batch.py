@@ -120,8 +120,11 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
     settings = BatchSettings(model=str(model), methods=methods, classes=classes, card=card and str(card),
                              arch=arch, keep_maps=keep_maps, threshold=threshold, region=region, device=device,
                              dicom_out=bool(dicom_out), dicomweb=dicomweb and dicomweb.rstrip("/"), push=bool(push))
-    _check_model(settings)  # an unusable model or a typo in --class must not fail 10,000 cases one by one
     out = Path(out_dir)
+    # an unusable model or a typo in --class must not fail 10,000 cases one by one: checked on the
+    # driver before the first case — unless every case is already done (a resume loads no model)
+    if any(finished_result(out, case, settings.fingerprint()) is None for case in cohort):
+        _check_model(settings)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
     if out.resolve() in Path(manifest).resolve().parents:  # the user's files are never overwritten
