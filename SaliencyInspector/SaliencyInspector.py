@@ -556,13 +556,6 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         setattr(p, f"{kind}Chart", chartNode)
         mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
 
-
-def InputErrorTypes() -> tuple:
-    """The exception types whose message is already one clear line for the user."""
-    from saliency_inspector.errors import InputError
-
-    return (InputError,)
-
     def onExportDicomButton(self) -> None:
         """The input CT's maps (and segmentation) as DICOM into Slicer's DICOM database (a folder under
         the application's temporary path)."""
@@ -572,6 +565,13 @@ def InputErrorTypes() -> tuple:
             paths = self.logic.exportDicom(p.inputVolume, folder, segmentationNode=p.segmentation)
             self.ui.statusLabel.text = _("Exported {count} DICOM objects to {folder}.").format(count=len(paths),
                                                                                            folder=folder)
+
+
+def InputErrorTypes() -> tuple:
+    """The exception types whose message is already one clear line for the user."""
+    from saliency_inspector.errors import InputError
+
+    return (InputError,)
 
 
 #
