@@ -203,11 +203,12 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
             predictions += done[case.case_id]["predictions"]
         elif case.case_id in failed:
             errors.append({"case_id": case.case_id, "ct": str(case.ct), "error": failed[case.case_id]})
+    metrics = list(METRICS)
     # the mask-only map-quality metrics (Quantus's localisation and complexity families) are columns
     # of every row beside the agreement metrics: summarised and tested the same way, direction from
     # their registry (scoring/quality.py)
     quality = [*SEGMENT_KEYS, *MAP_KEYS]
-    metrics = [*METRICS, *quality]
+    metrics += quality
     stats = cohort_statistics(rows, predictions, metrics, resamples=resamples, seed=seed)
     auc = model_auc(predictions, resamples=resamples, seed=seed)
     scores = [m for m in metrics if m not in REFERENCE_KEYS]  # reference levels are equal for every method
