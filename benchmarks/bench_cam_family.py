@@ -12,13 +12,14 @@ input 1×1×S³ (default 96), target layer ``class_layers.relu`` (1024 channels 
    installed beside this torch). To keep the run short both handle the same first ``--channels``
    channels of the layer (cost is linear in the channels: × 1024/channels for the whole layer).
 
-Usage: python benchmarks/bench_cam_family.py [--size 96] [--repeats 2] [--channels 16] [--threads 2]
+Usage: python benchmarks/bench_cam_family.py [--size 96] [--repeats 3] [--channels 16] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -80,7 +81,7 @@ def peer_ablation_loop(model, x, A, channels, layer_module, batch=32):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -107,6 +108,7 @@ def main():
         model.zero_grad(set_to_none=True)
         model(x)[:, 0].sum().backward()
 
+    load_before = os.getloadavg()
     forward()  # warm-up
     rows["forward (no_grad)"] = timed(forward, args.repeats)
     rows["forward+backward (1 class)"] = fb = timed(forward_backward, args.repeats)
@@ -122,17 +124,17 @@ def main():
     A, logits = cam_forward._activations(model, x, LAYER)
     per = cam_forward.batch_size(model, x, settings, backward=False)
     rows[f"Score-CAM ours, {k} channels, {N_CLASSES} classes (batch {min(per, k)})"] = timed(
-        lambda: cam_forward.score_weights(model, x, A, settings, channels=k), 1)
+        lambda: cam_forward.score_weights(model, x, A, settings, channels=k), args.repeats)
     rows[f"Score-CAM peer loop, {k} channels, {N_CLASSES} classes (batch 16)"] = timed(
-        lambda: peer_score_loop(model, x, A, k), 1)
+        lambda: peer_score_loop(model, x, A, k), args.repeats)
     rows[f"Ablation-CAM ours, {k} channels, {N_CLASSES} classes (batch {min(per, k)})"] = timed(
-        lambda: cam_forward.ablation_weights(model, x, A, logits, LAYER, settings, channels=k), 1)
+        lambda: cam_forward.ablation_weights(model, x, A, logits, LAYER, settings, channels=k), args.repeats)
     rows[f"Ablation-CAM peer loop, {k} channels, {N_CLASSES} classes (batch 32)"] = timed(
-        lambda: peer_ablation_loop(model, x, A, k, get_layer(model, LAYER)), 1)
+        lambda: peer_ablation_loop(model, x, A, k, get_layer(model, LAYER)), args.repeats)
 
     fw = rows["forward (no_grad)"]
     print(f"DenseNet121 3D, input 1x1x{args.size}^3, {N_CLASSES} classes, CPU, {args.threads} threads, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}; load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
     print(f"{'variant':70s} {'seconds':>8s} {'x fwd':>6s} {'x fwd+bwd':>9s}")
     for name, sec in rows.items():
         print(f"{name:70s} {sec:8.3f} {sec / fw:6.2f} {sec / fb:9.2f}")

@@ -161,8 +161,12 @@ def add_metrics_table(scene: Any, rows: list[dict[str, Any]], name: str = "Salie
     """A table node with one row per segment and one column per key of ``rows`` (evaluate()'s rows).
 
     ``metrics_info`` (metrics.METRICS: key → info with name / meaning) gives column titles and
-    descriptions, so the table's tooltips say what each number means.
+    descriptions, so the table's tooltips say what each number means. The map-quality columns of
+    evaluate()'s rows (Quantus's localisation and complexity families) are titled from their own
+    registry, :data:`scoring.quality.QUALITY_METRICS` (label, meaning, direction, the file it follows).
     """
+    from .scoring.quality import QUALITY_METRICS
+
     if not rows:
         raise InputError("no metric rows to show; the segmentation gave no segments to score")
     keys = list(rows[0].keys())
@@ -177,6 +181,10 @@ def add_metrics_table(scene: Any, rows: list[dict[str, Any]], name: str = "Salie
     titles, descriptions = {}, {}
     for key in keys:
         info = (metrics_info or {}).get(key)
+        if info is None and key in QUALITY_METRICS:
+            q = QUALITY_METRICS[key]
+            info = {"name": q.label, "meaning": f"{q.meaning} ({q.family}; {'higher' if q.higher_is_better else 'lower'}"
+                                                f" is better; follows {q.source})"}
         if info is None:
             continue
         title = _info_get(info, "name")

@@ -316,6 +316,31 @@ def test_metrics_table_matches_evaluate(scene, app):
     del segments_module
 
 
+def test_metrics_table_shows_the_map_quality_metrics_titled_from_their_registry(scene, app):
+    from saliency_inspector.scoring import evaluation, metrics
+    from saliency_inspector.scoring.quality import MAP_KEYS, QUALITY_METRICS, SEGMENT_KEYS
+
+    ct = oblique_ct(shape=(20, 22, 24))
+    ct_node = mrml.add_volume_node(scene, ct, "CT")
+    organ = ball(ct.shape, (11, 11, 10), 6)
+    seg_node = mrml.add_segmentation_node(scene, {"liver": organ, "spleen": ball(ct.shape, (18, 12, 10), 3) & ~organ},
+                                          ct_node, app.segmentations_logic)
+    k, j, i = np.indices(ct.shape)
+    saliency = ct.with_array(np.exp(-((i - 10) ** 2 + (j - 11) ** 2 + (k - 10) ** 2) / 20.0).astype(np.float32))
+    table = evaluation.evaluate(saliency, mrml.segments_from_node(seg_node, ct_node, app.segmentations_logic),
+                                region="all")
+    node = mrml_charts.add_metrics_table(scene, table.rows, metrics_info=metrics.METRICS)
+    columns = mrml_charts.table_columns(node)
+    for key in (*SEGMENT_KEYS, *MAP_KEYS):
+        expected = [np.nan if row[key] is None else float(row[key]) for row in table.rows]
+        assert np.isfinite(expected).all(), key
+        np.testing.assert_array_equal(columns[key], expected, err_msg=key)
+        assert node.GetColumnTitle(key) == QUALITY_METRICS[key].label
+        assert QUALITY_METRICS[key].meaning in node.GetColumnDescription(key)
+    assert "lower is better" in node.GetColumnDescription("complexity")
+    assert node.GetColumnTitle("dice") == metrics.METRICS["dice"].name  # the mask metrics keep theirs
+
+
 def test_roc_chart_is_scatter_series_with_the_curve_points(scene):
     curves = {"liver": ([0.0, 0.1, 1.0], [0.0, 0.8, 1.0]), "spleen": ([0.0, 0.5, 0.7, 1.0], [0.0, 0.2, 0.6, 1.0])}
     chart = mrml_charts.add_roc_chart(scene, curves, colors={"liver": (1.0, 0.0, 0.0)})

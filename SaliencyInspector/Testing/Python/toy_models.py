@@ -245,3 +245,24 @@ class PeerNet2d(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+class PeerNet3d(nn.Module):
+    """The 3-D twin of :class:`PeerNet2d` for pytorch-grad-cam's 5-D path: conv3d → BatchNorm →
+    ReLU → strided conv3d → ReLU (``features``, 6 channels at 3×4×5 on 6×8×10 inputs: no two
+    axes equal, so a swapped axis shows) → 1×1×1 conv → Tanh → linear, 5 classes. Seeded."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.features = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(),
+                                      nn.Conv3d(4, 6, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv3d(6, 6, 1), nn.Tanh(), nn.Flatten(), nn.Linear(6 * 3 * 4 * 5, 5))
+        with torch.no_grad():
+            bn = self.features[1]
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+        self.eval()
+
+    def forward(self, x):
+        return self.head(self.features(x))

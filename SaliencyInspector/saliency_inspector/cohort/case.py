@@ -27,7 +27,7 @@ from ..io.records import json_default
 KEEP_MAPS = ("none", "feature", "ct")
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
-FORMAT_VERSION = 2  # bump when per-case outputs change meaning: every case is recomputed
+FORMAT_VERSION = 3  # bump when per-case outputs change meaning: every case is recomputed
 # per-case metric columns kept in the cohort tables (the registry's metrics plus the mask size)
 CONTEXT_KEYS = ("mask_voxels", "threshold", "region", "importance", "note")
 
@@ -166,6 +166,7 @@ def run_case(case, job: CaseJob, classifier) -> dict:
     from ..explainers.registry import get_method
     from ..scoring.evaluation import evaluate
     from ..scoring.metrics import METRICS
+    from ..scoring.quality import MAP_KEYS, SEGMENT_KEYS
     from ..io.names import safe_name
     from ..io.volume import read_volume, write_volume
 
@@ -188,6 +189,7 @@ def run_case(case, job: CaseJob, classifier) -> dict:
             for record in table.to_records():
                 rows.append({"case_id": case.case_id, "method": method, "class": klass,
                              "segment": record["segment"], **{k: record[k] for k in METRICS},
+                             **{k: record.get(k) for k in (*SEGMENT_KEYS, *MAP_KEYS)},
                              **{k: record[k] for k in CONTEXT_KEYS}})
         predictions = _predictions(case, explanation)
         maps = []

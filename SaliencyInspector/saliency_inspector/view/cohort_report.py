@@ -70,15 +70,17 @@ def plot_metric(metric: str, meaning: str, stats, rows, out_png, seed: int = 0) 
 
 
 def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metrics, case_pages,
-                        title="SaliencyInspector cohort", gaze=None, tests=()) -> Path:
+                        title="SaliencyInspector cohort", gaze=None, tests=(), quality=()) -> Path:
     """Write the cohort page (and its plots under ``images/``); return its path.
 
     ``stats``: rows of ``cohort.csv``; ``rows``: rows of ``per_case.csv``; ``predictions``: rows of
     ``predictions.csv``; ``auc``: the model's ROC AUC per class; ``errors``: failed cases
     (``case_id``, ``error``); ``metrics``: keys to plot; ``case_pages``: case id -> relative link;
-    ``tests``: rows of ``method_tests.csv`` (:func:`cohort.stats.method_comparisons`).
+    ``tests``: rows of ``method_tests.csv`` (:func:`cohort.stats.method_comparisons`); ``quality``:
+    keys of :data:`scoring.quality.QUALITY_METRICS` summarised in ``stats`` (a table and tests of their own).
     """
     from ..scoring.metrics import METRICS
+    from ..scoring.quality import QUALITY_METRICS
 
     out_html = Path(out_html)
     base = out_html.parent
@@ -105,21 +107,16 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
                          f"{escape(info.meaning)}</figcaption></figure>")
 
     parts.append("<h2>Intervals by label and prediction (organ of the class)</h2>")
-    parts.append("<table><tr><th class='name'>method</th><th class='name'>class</th><th class='name'>metric</th>"
-                 + "".join(f"<th>{g}</th>" for g in SPLITS) + "</tr>")
-    cell = {(s["method"], s["class"], s["metric"], s["group"]): s for s in stats if s["segment"] == s["class"]}
-    for method, klass, metric in dict.fromkeys((s["method"], s["class"], s["metric"]) for s in stats
-                                               if s["segment"] == s["class"] and s["metric"] in metrics):
-        tds = []
-        for group in SPLITS:
-            s = cell.get((method, klass, metric, group))
-            tds.append("<td class='muted'>–</td>" if not s or not s["n"] else
-                       f"<td>{_num(s['mean'])} [{_num(s['ci_low'])}, {_num(s['ci_high'])}] n={s['n']}</td>")
-        parts.append(f"<tr><td class='name'>{escape(method_label(method))}</td><td class='name'>{escape(klass)}</td>"
-                     f"<td class='name'>{escape(metric)}</td>{''.join(tds)}</tr>")
-    parts.append("</table>")
+    parts.append(_interval_table(stats, metrics))
+    if quality:
+        parts.append("<h2>Map quality by label and prediction (Quantus's families in 3-D, organ of the class)</h2>"
+                     "<p class='muted'>Mask-only metrics of every map, per case, summarised over cases like the "
+                     "ones above (the complexity family is one value per map: the same for every segment). "
+                     + escape("; ".join(f"{QUALITY_METRICS[k].label}: {'higher' if QUALITY_METRICS[k].higher_is_better else 'lower'}"
+                                        " is better" for k in quality)) + ".</p>")
+        parts.append(_interval_table(stats, quality, {k: QUALITY_METRICS[k].label for k in quality}))
 
-    parts.append(_tests_table(tests, metrics))
+    parts.append(_tests_table(tests, [*metrics, *quality]))
 
     worst_metric = metrics[0] if metrics else "roc_auc"
     parts.append(f"<h2>Worst cases ({escape(worst_metric)} of the map against the organ of the class, "
@@ -151,9 +148,31 @@ def write_cohort_report(out_html, *, stats, rows, predictions, auc, errors, metr
         parts.append("</table>")
     parts.append("<h2>Metrics</h2><ul>" + "".join(
         f"<li><b>{escape(METRICS[m].name)}</b> ({escape(m)}): {escape(METRICS[m].meaning)}</li>" for m in metrics)
+        + "".join(f"<li><b>{escape(QUALITY_METRICS[k].label)}</b> ({escape(k)}, {escape(QUALITY_METRICS[k].family)}; "
+                  f"follows {escape(QUALITY_METRICS[k].source)}): {escape(QUALITY_METRICS[k].meaning)}</li>"
+                  for k in quality)
         + "</ul></body></html>")
     out_html.write_text("\n".join(parts), encoding="utf-8")
     return out_html
+
+
+def _interval_table(stats, keys, labels=None) -> str:
+    """Mean [95 % interval] n per method, class and metric (rows of ``keys``) in each group of
+    :data:`SPLITS`, on the organ of the class; ``labels``: key -> the name shown."""
+    out = ["<table><tr><th class='name'>method</th><th class='name'>class</th><th class='name'>metric</th>"
+           + "".join(f"<th>{g}</th>" for g in SPLITS) + "</tr>"]
+    cell = {(s["method"], s["class"], s["metric"], s["group"]): s for s in stats if s["segment"] == s["class"]}
+    for method, klass, metric in dict.fromkeys((s["method"], s["class"], s["metric"]) for s in stats
+                                               if s["segment"] == s["class"] and s["metric"] in keys):
+        tds = []
+        for group in SPLITS:
+            s = cell.get((method, klass, metric, group))
+            tds.append("<td class='muted'>–</td>" if not s or not s["n"] else
+                       f"<td>{_num(s['mean'])} [{_num(s['ci_low'])}, {_num(s['ci_high'])}] n={s['n']}</td>")
+        name = (labels or {}).get(metric, metric)
+        out.append(f"<tr><td class='name'>{escape(method_label(method))}</td><td class='name'>{escape(klass)}</td>"
+                   f"<td class='name'>{escape(name)}</td>{''.join(tds)}</tr>")
+    return "".join(out) + "</table>"
 
 
 def _gaze_section(gaze) -> str:

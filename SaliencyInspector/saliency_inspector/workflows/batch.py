@@ -6,7 +6,8 @@ Per case (:mod:`.case`, run by an executor of :mod:`.executors`): explain every 
 score every map against the case's organ and lesion masks, write ``cases/<id>/`` (``result.json``,
 ``predictions.json``, ``report.html``, maps per ``keep_maps``). Then, over all cases in manifest
 order: ``per_case.csv`` (one row per case, method, class, segment), ``predictions.csv``,
-``errors.csv``, ``cohort.csv`` / ``cohort.json`` (bootstrap intervals, :mod:`.stats`), the model's
+``errors.csv``, ``cohort.csv`` / ``cohort.json`` (bootstrap intervals, :mod:`.stats`, of the mask
+metrics and of the mask-only map-quality metrics of :mod:`..scoring.quality`), the model's
 ROC AUC per class (``model_auc.csv``), the methods compared pairwise across cases
 (``method_tests.csv``: paired Wilcoxon, Holm-corrected, rank-biserial effect), ``report.html`` and
 ``batch.json`` (settings and summary); with a ``fixations`` column, the readers' gaze per case and
@@ -219,6 +220,7 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
     """per_case.csv, predictions.csv, errors.csv, cohort.csv/json, model_auc.csv and report.html,
     from the cases' results in manifest order (so the tables do not depend on completion order)."""
     from ..scoring.metrics import METRICS, REFERENCE_KEYS
+    from ..scoring.quality import MAP_KEYS, QUALITY_METRICS, SEGMENT_KEYS
     from ..view.cohort_report import write_cohort_report
     from ..cohort.case import CONTEXT_KEYS
 
@@ -236,10 +238,17 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
             if push["status"] == "failed":
                 errors.append({"case_id": case.case_id, "ct": _where(case), "error": push["error"]})
     metrics = list(METRICS)
+    # the mask-only map-quality metrics (Quantus's localisation and complexity families) are columns
+    # of every row beside the agreement metrics: summarised and tested the same way, direction from
+    # their registry (scoring/quality.py)
+    quality = [*SEGMENT_KEYS, *MAP_KEYS]
+    metrics += quality
     stats = cohort_statistics(rows, predictions, metrics, resamples=resamples, seed=seed)
     auc = model_auc(predictions, resamples=resamples, seed=seed)
     scores = [m for m in metrics if m not in REFERENCE_KEYS]  # reference levels are equal for every method
-    tests = method_comparisons(rows, scores, {k: METRICS[k].higher_is_better for k in scores}, seed=seed)
+    better = {**{k: m.higher_is_better for k, m in METRICS.items()},
+              **{k: QUALITY_METRICS[k].higher_is_better for k in quality}}
+    tests = method_comparisons(rows, scores, {k: better[k] for k in scores}, seed=seed)
     files = {
         "per_case": write_csv(out / "per_case.csv", rows,
                               ["case_id", "method", "class", "segment", *metrics, *CONTEXT_KEYS]),
@@ -267,12 +276,16 @@ def write_cohort_tables(out: Path, cohort, done: dict, failed: dict, settings: B
         "method_tests": tests, "method_test": "paired Wilcoxon signed-rank across cases (zeros dropped), "
         "Holm over the method pairs of each class, segment and metric, rank-biserial effect size",
         "metrics": {k: {"name": m.name, "meaning": m.meaning, "range": m.range,
-                        "higher_is_better": m.higher_is_better} for k, m in METRICS.items()}}, indent=1)
+                        "higher_is_better": m.higher_is_better} for k, m in METRICS.items()},
+        "quality_metrics": {k: {"name": QUALITY_METRICS[k].label, "meaning": QUALITY_METRICS[k].meaning,
+                                "family": QUALITY_METRICS[k].family, "per": QUALITY_METRICS[k].per,
+                                "higher_is_better": QUALITY_METRICS[k].higher_is_better,
+                                "follows": QUALITY_METRICS[k].source} for k in quality}}, indent=1)
     pages = {case.case_id: str(case_folder(out, case.case_id).relative_to(out) / "report.html")
              for case in cohort if case.case_id in done}
     files["report"] = write_cohort_report(
         out / "report.html", stats=stats, rows=rows, predictions=predictions, auc=auc, errors=errors, tests=tests,
-        metrics=[m for m in PLOTTED_METRICS if m in METRICS], case_pages=pages, gaze=gaze_rows,
+        metrics=[m for m in PLOTTED_METRICS if m in METRICS], quality=quality, case_pages=pages, gaze=gaze_rows,
         title=f"SaliencyInspector cohort: {len(cohort)} cases, model {settings.model}")
     return files, stats, auc
 
