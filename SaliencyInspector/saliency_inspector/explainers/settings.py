@@ -32,7 +32,8 @@ class EstimatorSettings:
     batch of steps/samples must fit; ``seed``: noise seed; ``layer``: target layer for CAMs and
     Guided Grad-CAM; ``xrai_scales``: SLIC supervoxel counts; ``xrai_dilation``: voxels.
     Filled by :func:`explain` from the model card and the input grid: ``spacing_zyx`` (mm, tensor
-    order), ``air_value`` (−1000 HU in input units), ``body`` (bool array on the input grid).
+    order), ``air_value`` (−1000 HU in input units), ``body`` (bool array on the input grid),
+    ``attention_gates`` (the card's gate module paths).
     """
 
     noise: float = field(default=0.15,
@@ -54,6 +55,7 @@ class EstimatorSettings:
     spacing_zyx: tuple | None = None
     air_value: float | None = None
     body: object = field(default=None, repr=False, compare=False)
+    attention_gates: tuple | None = None  # the card's gate module paths (the `attention` method)
 
     def check(self) -> "EstimatorSettings":
         """InputError for settings that cannot work; returns self."""
@@ -101,8 +103,10 @@ def for_input(settings: EstimatorSettings, prepared, card=None, layer=None) -> E
     air = settings.air_value
     if air is None and card is not None:
         air = hu_to_input(card.input, -1000.0)
+    gates = settings.attention_gates or getattr(card, "attention_gates", None)
     return replace(settings, spacing_zyx=settings.spacing_zyx or spacing, air_value=air,
-                   layer=settings.layer or layer or getattr(card, "target_layer", None))
+                   layer=settings.layer or layer or getattr(card, "target_layer", None),
+                   attention_gates=tuple(gates) if gates else None)
 
 
 @dataclass
