@@ -229,3 +229,31 @@ def test_explain_writes_the_attention_map_from_the_cli(tmp_path):
     got = read_volume(tmp_path / "out" / "attention_a.nrrd")
     np.testing.assert_allclose(got.array, _box_on_ct(), atol=1e-5)
     assert resample_to(got, ct).same_grid(ct)
+
+
+@pytest.mark.slow
+def test_the_self_explaining_comparison_runs_on_a_tiny_setting():
+    from saliency_inspector.models.demo_model import DEMO_CLASSES
+    from saliency_inspector.workflows.self_explaining import compare_self_explaining, format_table, phantom_cases
+
+    torch.manual_seed(0)
+    model = GatedNet(BrightGate(), pool=2)
+    model.fc = nn.Linear(1, 4)
+    gated = load_classifier(model, card={"name": "gated", "classes": list(DEMO_CLASSES), "multilabel": True,
+                                         "input": {"size": [16, 16, 16], "window": [-200, 300]},
+                                         "attention_gates": ["gate"]}, device="cpu")
+    cases = phantom_cases(3, seed=5, size=(32, 32, 16))
+    result = compare_self_explaining({"gated": gated}, cases=cases, steps=3)
+    methods = {e["method"] for e in result["summary"]}
+    assert methods == {"attention", "hirescam", "gradcam", "readers"}
+    attention = {e["metric"]: e for e in result["summary"] if e["method"] == "attention"}
+    assert attention["organ_auc"]["n"] == 3 and 0 <= attention["organ_auc"]["mean"] <= 1
+    assert attention["organ_auc"]["ci"][0] <= attention["organ_auc"]["mean"] <= attention["organ_auc"]["ci"][1]
+    hirescam = next(e for e in result["summary"] if e["method"] == "hirescam" and e["metric"] == "sauc")
+    assert 0 <= hirescam["vs_first"]["p_wilcoxon"] <= 1
+    readers = {e["metric"] for e in result["summary"] if e["method"] == "readers"}
+    assert readers == {"cc", "sncc", "auc", "sauc"}
+    # the readers look at the lesions: they agree with each other far above chance
+    inter = next(e for e in result["summary"] if e["method"] == "readers" and e["metric"] == "auc")
+    assert inter["mean"] > 0.8
+    assert "| gated | attention |" in format_table(result["summary"])
