@@ -257,3 +257,45 @@ def test_the_self_explaining_comparison_runs_on_a_tiny_setting():
     inter = next(e for e in result["summary"] if e["method"] == "readers" and e["metric"] == "auc")
     assert inter["mean"] > 0.8
     assert "| gated | attention |" in format_table(result["summary"])
+
+
+def test_the_slicer_method_list_offers_attention_for_gated_models_only(monkeypatch, tmp_path):
+    import types
+
+    import offscreen_views as ov
+    import slicer_standins
+    from test_slicer_module import _ListWidget, _ListWidgetItem
+
+    import importlib
+    import sys
+
+    slicer_standins.install(monkeypatch, ov.make_app(), tmp_path / "slicer-tmp")
+    try:
+        module = importlib.import_module("SaliencyInspector")
+        gated = load_classifier(MonaiGated(), card={"classes": ["a", "b", "c"], "input": {"size": [8, 12, 10]}},
+                                device="cpu")
+        plain = load_classifier(GatedNet(FixedGate()), card={"classes": ["a", "b"]}, device="cpu")
+        offered = lambda clf: [n for _, names in module.methodGroups(classifier=clf) for n in names]  # noqa: E731
+        assert "attention" not in offered(None) and "attention" not in offered(plain)
+        assert [n for n in offered(gated) if n.startswith("attention")] == ["attention", "attention_gate1",
+                                                                             "attention_gate2"]
+        assert module.methodGroups(classifier=gated)[-1][1] == ["attention", "attention_gate1", "attention_gate2"]
+        # choosing a gated model file in the widget refills the list with its attention maps
+        qt = sys.modules["qt"]
+        monkeypatch.setattr(qt, "QListWidgetItem", _ListWidgetItem, raising=False)
+        monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(WaitCursor=3, NoItemFlags=0, UserRole=32), raising=False)
+        widget = module.SaliencyInspectorWidget()
+        widget.ui = types.SimpleNamespace(moreMethodsListWidget=_ListWidget())
+        widget._parameterNode = types.SimpleNamespace(modelPath="", moreMethods="attention")
+        widget.logic = types.SimpleNamespace(loadClassifier=lambda path, device: gated)
+        path = tmp_path / "gated.pt"
+        path.write_bytes(b"")
+        widget.onModelPathChanged(str(path))
+        items = widget.ui.moreMethodsListWidget.items
+        assert "attention" in [i.data(32) for i in items if i.flags is None]
+        assert [i.data(32) for i in items if i.selected] == ["attention"]
+        widget.onModelPathChanged("")
+        assert "attention" not in [i.data(32) for i in widget.ui.moreMethodsListWidget.items if i.flags is None]
+    finally:
+        for name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
+            sys.modules.pop(name, None)
