@@ -17,6 +17,9 @@ model *may* look, not of how much each voxel counted).
   multiplies the features the head pools. Its logits (``saliency``) can be supervised with the
   lesion masks of a fraction of the training cases (:mod:`..training.attention_recipe`).
 
+``forward(x, with_cells=True)`` also returns the cell logits (the demo recipe supervises them per
+cell, as the demo model's lesion map) and, for the saliency model, the saliency logits.
+
 Gates are found by the ``attention`` method (:mod:`..explainers.attention`): MONAI
 ``AttentionBlock`` modules automatically, others from the card's ``attention_gates``.
 """
@@ -98,7 +101,8 @@ def build_attention_gated(in_channels=1, num_classes=4, channels=(8, 16, 32), in
             self.gate2 = AttentionBlock(3, f_int=c3 // 2, f_g=c3, f_l=c3)
             self.head = _cell_head(c2 + c3, num_classes)
 
-        def forward(self, x):
+        def forward(self, x, with_cells=False):
+            """Logits (B, K); with ``with_cells`` (logits, cell logits (B, K, d, h, w), None)."""
             _check(x, size)
             x1 = self.stem(x)
             x2 = self.mid(x1)
@@ -106,7 +110,8 @@ def build_attention_gated(in_channels=1, num_classes=4, channels=(8, 16, 32), in
             gated1 = self.gate1(F.interpolate(g, size=x1.shape[2:], mode="trilinear", align_corners=False), x1)
             gated2 = F.interpolate(self.gate2(g, x2), size=x1.shape[2:], mode="trilinear", align_corners=False)
             features = torch.cat([gated1, gated2], 1)
-            return lse_pool(self.head(torch.cat([features, _coordinates(features)], 1)))
+            cells = self.head(torch.cat([features, _coordinates(features)], 1))
+            return (lse_pool(cells), cells, None) if with_cells else lse_pool(cells)
 
     return AttentionGatedNet()
 
@@ -132,15 +137,17 @@ def build_trainable_saliency(in_channels=1, num_classes=4, channels=(8, 16, 32),
             self.saliency_gate = nn.Sigmoid()
             self.head = _cell_head(c2, num_classes)
 
-        def forward(self, x, with_saliency_logits=False):
+        def forward(self, x, with_cells=False):
+            """Logits (B, K); with ``with_cells`` (logits, cell logits (B, K, d, h, w), saliency
+            logits (B, 1, d, h, w))."""
             _check(x, size)
             x1 = self.stem(x)
             g = self.deep(self.mid(x1))
             up = F.interpolate(g, size=x1.shape[2:], mode="trilinear", align_corners=False)
             saliency_logits = self.saliency(torch.cat([x1, up], 1))
             gated = x1 * self.saliency_gate(saliency_logits)
-            logits = lse_pool(self.head(torch.cat([gated, _coordinates(gated)], 1)))
-            return (logits, saliency_logits) if with_saliency_logits else logits
+            cells = self.head(torch.cat([gated, _coordinates(gated)], 1))
+            return (lse_pool(cells), cells, saliency_logits) if with_cells else lse_pool(cells)
 
     return TrainableSaliencyNet()
 
