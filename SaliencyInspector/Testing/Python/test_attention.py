@@ -299,3 +299,27 @@ def test_the_slicer_method_list_offers_attention_for_gated_models_only(monkeypat
     finally:
         for name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
             sys.modules.pop(name, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", ["RAS", "PSL"])  # flipped axes; a cyclic permutation of the axes
+def test_the_shipped_gated_models_attention_does_not_depend_on_the_storage_order(code):
+    import SimpleITK as sitk
+
+    from saliency_inspector.io.volume import from_sitk, to_sitk
+    from saliency_inspector.models import demo_model  # noqa: F401 - registers the shipped models
+    from saliency_inspector.synth.phantom import make_phantom
+
+    clf = load_classifier("demo-attention-gated", device="cpu")
+    assert clf.card.attention_gates == ["gate1", "gate2"]
+    ct = make_phantom(seed=11, size=(96, 96, 40), lesions=["liver", "lung_left"], lesion_scale=1.8).ct
+    other = from_sitk(sitk.DICOMOrient(to_sitk(ct), code))
+    assert not np.allclose(other.direction, ct.direction)
+    reference = explain(clf, ct, methods=["attention", "attention_gate2"], classes="liver")
+    stored = explain(clf, other, methods=["attention", "attention_gate2"], classes="liver")
+    np.testing.assert_allclose(stored.probabilities, reference.probabilities, atol=1e-5)
+    for method in ("attention", "attention_gate2"):
+        here = reference.map(method, "liver")
+        there = resample_to(stored.map(method, "liver"), ct, "linear")  # a pure reordering of the voxels
+        np.testing.assert_allclose(there.array, here.array, atol=1e-5)
+        assert here.array.std() > 1e-3  # a map with something in it, not a constant

@@ -3,8 +3,8 @@
 Both share the demo's input (32×64×64, soft-tissue window), an encoder of conv blocks and a
 multiple-instance head: the gated features (plus each cell's (z, y, x) position, as the demo
 model's coordinate channels) go through a 1×1×1 two-layer head to one "lesion of class k here"
-logit per cell and class, and a class logit is the log-sum-exp pooling of its cells (a smooth
-max: "a lesion of class k somewhere"). The head sees ONLY gated features, so what the gate
+logit per cell and class, and a class logit is an affine readout (scale and bias per class) of the
+log-sum-exp pooling of its cells (a smooth max: "a lesion of class k somewhere"). The head sees ONLY gated features, so what the gate
 closes cannot reach the decision: the gate map is an explanation by construction (of where the
 model *may* look, not of how much each voxel counted).
 
@@ -56,6 +56,23 @@ def _cell_head(in_channels, num_classes):
     return nn.Sequential(nn.Conv3d(in_channels + 3, 16, 1), nn.ReLU(), nn.Conv3d(16, num_classes, 1))
 
 
+def _readout(num_classes):
+    """Per-class affine readout of the pooled cell logits: logit_k = a_k · LSE_k + b_k."""
+    import torch
+    from torch import nn
+
+    class Readout(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(num_classes))
+            self.bias = nn.Parameter(torch.zeros(num_classes))
+
+        def forward(self, pooled):
+            return self.scale * pooled + self.bias
+
+    return Readout()
+
+
 def _coordinates(x):
     """Three channels: each voxel's (z, y, x) index scaled to [-1, 1], shaped like ``x``."""
     import torch
@@ -100,6 +117,7 @@ def build_attention_gated(in_channels=1, num_classes=4, channels=(8, 16, 32), in
             self.gate1 = AttentionBlock(3, f_int=c2, f_g=c3, f_l=c2)
             self.gate2 = AttentionBlock(3, f_int=c3 // 2, f_g=c3, f_l=c3)
             self.head = _cell_head(c2 + c3, num_classes)
+            self.readout = _readout(num_classes)
 
         def forward(self, x, with_cells=False):
             """Logits (B, K); with ``with_cells`` (logits, cell logits (B, K, d, h, w), None)."""
@@ -111,7 +129,7 @@ def build_attention_gated(in_channels=1, num_classes=4, channels=(8, 16, 32), in
             gated2 = F.interpolate(self.gate2(g, x2), size=x1.shape[2:], mode="trilinear", align_corners=False)
             features = torch.cat([gated1, gated2], 1)
             cells = self.head(torch.cat([features, _coordinates(features)], 1))
-            return (lse_pool(cells), cells, None) if with_cells else lse_pool(cells)
+            return (self.readout(lse_pool(cells)), cells, None) if with_cells else self.readout(lse_pool(cells))
 
     return AttentionGatedNet()
 
@@ -136,6 +154,7 @@ def build_trainable_saliency(in_channels=1, num_classes=4, channels=(8, 16, 32),
                                           nn.Conv3d(16, 1, 1))
             self.saliency_gate = nn.Sigmoid()
             self.head = _cell_head(c2, num_classes)
+            self.readout = _readout(num_classes)
 
         def forward(self, x, with_cells=False):
             """Logits (B, K); with ``with_cells`` (logits, cell logits (B, K, d, h, w), saliency
@@ -147,7 +166,8 @@ def build_trainable_saliency(in_channels=1, num_classes=4, channels=(8, 16, 32),
             saliency_logits = self.saliency(torch.cat([x1, up], 1))
             gated = x1 * self.saliency_gate(saliency_logits)
             cells = self.head(torch.cat([gated, _coordinates(gated)], 1))
-            return (lse_pool(cells), cells, saliency_logits) if with_cells else lse_pool(cells)
+            logits = self.readout(lse_pool(cells))
+            return (logits, cells, saliency_logits) if with_cells else logits
 
     return TrainableSaliencyNet()
 
