@@ -31,7 +31,7 @@ from ..models.demo_model import DEMO_CLASSES, INPUT_SIZE, LESION_SCALE, WINDOW, 
 from .engine import adam_with_cosine, deterministic_torch, fit
 
 N_TRAIN = 320  # the demo recipe has 960 cases × 25 epochs; the shared, loaded CPU allowed ~15 minutes per model
-EPOCHS = 4
+EPOCHS = 16
 N_VALIDATION = 64
 BATCH_SIZE = 8
 LEARNING_RATE = 4e-3
