@@ -214,6 +214,7 @@ def test_the_card_declares_gates_and_rejects_bad_ones():
         find_gates(GatedNet(FixedGate()), ["nope"])
 
 
+@pytest.mark.slow
 def test_explain_writes_the_attention_map_from_the_cli(tmp_path):
     ct = Volume(np.zeros((32, 32, 32), np.int16), spacing=(0.8, 1.1, 2.0))
     model_path = tmp_path / "gated.pt2"
@@ -259,6 +260,7 @@ def test_the_self_explaining_comparison_runs_on_a_tiny_setting():
     assert "| gated | attention |" in format_table(result["summary"])
 
 
+@pytest.mark.slow
 def test_the_slicer_method_list_offers_attention_for_gated_models_only(monkeypatch, tmp_path):
     import types
 
