@@ -77,16 +77,24 @@ class SaliencyInspector(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-def methodGroups(methods=None) -> list:
+def methodGroups(methods=None, classifier=None) -> list:
     """The methods offered beside the HiResCAM / Grad-CAM check boxes, grouped by their family in
     the method registry (``saliency_inspector.explainers.registry.METHODS``): ``[(group title,
-    [method name, ...]), ...]`` in the registry's FAMILIES order, empty groups left out."""
+    [method name, ...]), ...]`` in the registry's FAMILIES order, empty groups left out. A method
+    that only some models have (``Method.available``, e.g. ``attention``: models with attention
+    gates) is offered only for a ``classifier`` that has it."""
     from saliency_inspector.explainers.registry import FAMILIES, FAMILY_LABELS, METHODS
 
     methods = METHODS if methods is None else methods
+
+    def offered(info) -> bool:
+        available = getattr(info, "available", None)
+        return available is None or (classifier is not None and info.available_for(classifier))
+
     groups = []
     for family in FAMILIES:
-        names = [n for n, info in methods.items() if info.family == family and n not in CHECKBOX_METHODS]
+        names = [n for n, info in methods.items()
+                 if info.family == family and n not in CHECKBOX_METHODS and offered(info)]
         if names:
             groups.append((_(FAMILY_LABELS.get(family, family)), names))
     return groups
@@ -296,12 +304,12 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         return checked + [m for m in (p.moreMethods or "").split(",") if m and m not in checked]
 
     # ---- the method list (estimators from the registry, grouped by family) ------------------
-    def _fillMethodList(self) -> None:
+    def _fillMethodList(self, classifier=None) -> None:
         from saliency_inspector.explainers.registry import METHODS
 
         listWidget = self.ui.moreMethodsListWidget
         listWidget.clear()
-        for title, names in methodGroups():
+        for title, names in methodGroups(classifier=classifier):
             header = qt.QListWidgetItem(title)
             header.setFlags(qt.Qt.NoItemFlags)  # a group title, not a choice
             listWidget.addItem(header)
@@ -330,6 +338,21 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onModelPathChanged(self, path) -> None:
         if self._parameterNode:
             self._parameterNode.modelPath = path
+        self._methodsForModel(path)
+
+    def _methodsForModel(self, path) -> None:
+        """Offer the methods of the chosen model file too (e.g. ``attention`` for a model with
+        attention gates): the model is loaded on the CPU (cached); one that fails to load offers
+        only the methods every model has (Apply then says why it failed)."""
+        classifier = None
+        if path and os.path.exists(str(path)):
+            try:
+                classifier = self.logic.loadClassifier(str(path), "cpu")
+            except Exception as err:  # noqa: BLE001 - the list must not break on a bad file
+                logging.info(f"model {path}: not loaded for the method list ({err})")
+        self._fillMethodList(classifier)
+        if self._parameterNode:
+            self._selectMoreMethods(self._parameterNode.moreMethods)
 
     def onClassChanged(self, index) -> None:
         if self._parameterNode and index >= 0:

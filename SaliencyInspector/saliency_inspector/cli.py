@@ -294,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shuffle-labels", action="store_true",
                    help="train on shuffled labels (data-randomization control: its maps must not look like the real model's)")
+    p.add_argument("--arch", default="demo", choices=["demo", "attention_gated", "trainable_saliency"],
+                   help="demo (default) or a self-explaining demo model (docs/attention25.md)")
+    p.add_argument("--mask-fraction", type=float, default=0.0,
+                   help="trainable_saliency: fraction of training cases whose lesion masks supervise the saliency map")
     p.set_defaults(func=cmd_train_demo)
     return parser
 

@@ -417,7 +417,8 @@ def cmd_train_demo(args) -> int:
     refuse_shipped_models(args.out)
     guard_outputs(folders=[args.out])
     result = train_demo_model(out_dir=args.out, seed=args.seed, progress=progress,
-                              shuffle_labels=getattr(args, "shuffle_labels", False))
+                              shuffle_labels=getattr(args, "shuffle_labels", False), arch=args.arch,
+                              mask_fraction=args.mask_fraction)
     print(result["weights"])
     print(result["card"])
     return 0

@@ -32,12 +32,14 @@ from ..errors import InputError
 from . import cam as cams
 from . import cam_family as family
 from .cam_forward import ablationcam, fullgrad, scorecam
+from . import attention as gates
 from .captum_estimators import gradient, guided_gradcam, ig, inputxgradient, noise_tunnel, occlusion
 from .settings import EstimatorSettings
 from .xrai import xrai3d
 
-FAMILIES = ("CAM", "gradient", "perturbation", "custom")
-FAMILY_LABELS = {"CAM": "CAMs", "gradient": "gradient-based", "perturbation": "perturbation", "custom": "custom"}
+FAMILIES = ("CAM", "gradient", "perturbation", "model", "custom")
+FAMILY_LABELS = {"CAM": "CAMs", "gradient": "gradient-based", "perturbation": "perturbation",
+                 "model": "self-explaining (the model's own maps)", "custom": "custom"}
 MEANINGS = ("signed", "non-negative", "magnitude")
 IMPORTANCES = ("relu", "abs", "signed")
 
@@ -62,6 +64,13 @@ class Method:
     needs_layer: bool = False
     function: Callable = field(default=None, repr=False, compare=False)
     cam: Callable | None = field(default=None, repr=False, compare=False)
+    # available(classifier) -> bool: whether this model has the method (None: every model has it);
+    # e.g. `attention` only for models with attention gates (the Slicer list uses it)
+    available: Callable | None = field(default=None, repr=False, compare=False)
+
+    def available_for(self, classifier) -> bool:
+        """Whether ``classifier`` can give this method's map (always, unless the entry says otherwise)."""
+        return self.available is None or bool(self.available(classifier))
 
     @property
     def is_cam(self) -> bool:
@@ -285,6 +294,18 @@ def _register_builtins() -> None:
                               description=description, cam=cam,
                               needs_layer=name in ("guided_gradcam", *extra_forwards), cost=cost,
                               defaults=_defaults(*used))
+
+    # the model's own maps (explainers/attention.py): gate coefficients read by forward hooks
+    cost = "1 forward pass (hooks on the gates)"
+    METHODS["attention"] = Method(
+        name="attention", label="Attention gates", family="model", meaning="non-negative", importance="relu",
+        description="the mean of the model's attention-gate coefficients (same map for every class)",
+        cost=cost, function=gates.attention, available=gates.has_gates)
+    for i in range(1, gates.MAX_GATE_MAPS + 1):
+        METHODS[f"attention_gate{i}"] = Method(
+            name=f"attention_gate{i}", label=f"Attention gate {i}", family="model", meaning="non-negative",
+            importance="relu", description=f"the coefficients of attention gate {i} (card or module order)",
+            cost=cost, function=gates.gate_method(i), available=lambda c, i=i: gates.gate_count(c) >= i)
 
 
 _register_builtins()

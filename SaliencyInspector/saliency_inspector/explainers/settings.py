@@ -34,7 +34,8 @@ class EstimatorSettings:
     ``fem_k``, ``kpca_kernel``/``kpca_gamma``, ``finer_alpha``/``finer_compare``: the CAM family's
     knobs (:mod:`.cam_family`); ``xrai_scales``: SLIC supervoxel counts; ``xrai_dilation``: voxels.
     Filled by :func:`explain` from the model card and the input grid: ``spacing_zyx`` (mm, tensor
-    order), ``air_value`` (−1000 HU in input units), ``body`` (bool array on the input grid).
+    order), ``air_value`` (−1000 HU in input units), ``body`` (bool array on the input grid),
+    ``attention_gates`` (the card's gate module paths).
     """
 
     noise: float = field(default=0.15,
@@ -67,6 +68,7 @@ class EstimatorSettings:
     air_value: float | None = None
     body: object = field(default=None, repr=False, compare=False)
     progress: object = field(default=None, repr=False, compare=False)  # one-line messages (long estimators)
+    attention_gates: tuple | None = None  # the card's gate module paths (the `attention` method)
 
     def check(self) -> "EstimatorSettings":
         """InputError for settings that cannot work; returns self."""
@@ -114,8 +116,10 @@ def for_input(settings: EstimatorSettings, prepared, card=None, layer=None) -> E
     air = settings.air_value
     if air is None and card is not None:
         air = hu_to_input(card.input, -1000.0)
+    gates = settings.attention_gates or getattr(card, "attention_gates", None)
     return replace(settings, spacing_zyx=settings.spacing_zyx or spacing, air_value=air,
-                   layer=settings.layer or layer or getattr(card, "target_layer", None))
+                   layer=settings.layer or layer or getattr(card, "target_layer", None),
+                   attention_gates=tuple(gates) if gates else None)
 
 
 @dataclass

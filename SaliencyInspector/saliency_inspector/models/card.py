@@ -49,6 +49,7 @@ class ModelCard:
     input: InputSpec = field(default_factory=InputSpec)
     target_layer: str | None = None
     architecture: dict | None = None  # {"name": ..., "kwargs": {...}}
+    attention_gates: list | None = None  # module paths whose outputs are attention gates (the `attention` method)
     extra: dict = field(default_factory=dict)  # anything else the card carries (kept, not used)
 
     @classmethod
@@ -104,6 +105,10 @@ class ModelCard:
         arch = data.pop("architecture", None)
         if arch is not None:
             arch = parse_arch(arch, source)
+        gates = data.pop("attention_gates", None)
+        if gates is not None and (not isinstance(gates, (list, tuple)) or not gates
+                                  or not all(isinstance(g, str) and g for g in gates)):
+            raise InputError(f"{source}: 'attention_gates' must be a non-empty list of module paths, got {gates!r}")
         return cls(
             name=str(data.pop("name", "model")),
             classes=classes,
@@ -111,6 +116,7 @@ class ModelCard:
             input=inp,
             target_layer=data.pop("target_layer", None),
             architecture=arch,
+            attention_gates=list(gates) if gates else None,
             extra=data,
         )
 
@@ -143,6 +149,8 @@ class ModelCard:
                "input": inp, "target_layer": self.target_layer}
         if self.architecture:
             out["architecture"] = self.architecture
+        if self.attention_gates:
+            out["attention_gates"] = list(self.attention_gates)
         out.update(self.extra)
         return out
 

@@ -285,3 +285,5 @@ def demo_classifier(device="auto") -> Classifier:
 # architecture is "demo", and `load_classifier("demo")` work once this module is imported.
 register_architecture("demo", build_demo_network)
 register_source("demo", demo_classifier)
+
+from . import attention_models  # noqa: E402,F401 - registers the self-explaining demo networks and models

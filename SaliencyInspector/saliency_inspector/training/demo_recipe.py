@@ -67,7 +67,7 @@ def init_head_from_atlas(model, organ_masks):
 
 
 def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_validation=N_VALIDATION,
-                     epochs=EPOCHS, shuffle_labels=False):
+                     epochs=EPOCHS, shuffle_labels=False, arch="demo", mask_fraction=0.0):
     """Train the demo classifier from ``seed`` and write ``<name>.pt`` (state dict) + ``<name>.json`` (card).
 
     ``out_dir`` defaults to the shipped ``Resources/Models``. Deterministic on CPU for a given seed,
@@ -79,8 +79,15 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
     another case's supervision — its labels and its lesion cells, one seeded permutation — so the
     model can learn nothing true about the images; its maps must not look like the real model's
     (:func:`..workflows.randomization_checks.data_randomization_check`). Named ``…-shuffled-seed<N>``.
+    ``arch`` "attention_gated" or "trainable_saliency" (with ``mask_fraction``) trains a
+    self-explaining demo model instead (:mod:`.attention_recipe`: its own case and epoch counts).
     """
     import torch
+
+    if arch != "demo":  # the self-explaining demo models: same data, seeds and optimiser, their own losses
+        from .attention_recipe import train_attention_model
+
+        return train_attention_model(MODELS_DIR if out_dir is None else out_dir, arch, seed, mask_fraction, progress)
 
     say = progress or (lambda message: None)
     if int(seed) < 0:

@@ -97,7 +97,8 @@ def batch(manifest, model, out_dir, *, methods=("hirescam", "gradcam"), classes=
 
     start = time.perf_counter()
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    cams = [n for n, m in METHODS.items() if m.is_cam]  # the cohort workflow runs the CAMs
+    # the cohort workflow runs the CAMs and the model's own maps (attention: one forward pass)
+    cams = [n for n, m in METHODS.items() if m.is_cam or m.family == "model"]
     unknown = [m for m in methods if m not in cams]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(cams)}")
