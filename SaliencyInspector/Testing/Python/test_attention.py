@@ -94,7 +94,7 @@ def _box_on_ct(n_ct=32, n_feature=8):
 
 
 def test_a_fixed_box_gate_is_that_box_on_the_ct_grid_for_every_storage():
-    ct = Volume(np.zeros((32, 32, 32), np.int16), spacing=(0.8, 1.1, 2.0), origin=(-40.0, 12.5, 300.0))
+    ct = Volume(np.indices((32, 32, 32)).sum(0).astype(np.int16), spacing=(0.8, 1.1, 2.0), origin=(-40.0, 12.5, 300.0))
     clf = load_classifier(GatedNet(FixedGate()), card=_card((16, 16, 16)), device="cpu")
     want = _box_on_ct()
     got = explain(clf, ct, methods=["attention"], classes="a").map("attention", "a")
@@ -191,7 +191,7 @@ def test_several_gates_give_one_map_each_and_their_mean(tmp_path):
 def test_a_model_without_gates_is_one_clear_error(tmp_path, capsys):
     clf = load_classifier(GatedNet(FixedGate()), card=_card((16, 16, 16), gates=()) | {"attention_gates": None},
                           device="cpu")
-    ct = Volume(np.zeros((32, 32, 32), np.int16))
+    ct = Volume(np.indices((32, 32, 32)).sum(0).astype(np.int16))
     assert not METHODS["attention"].available_for(clf)
     assert METHODS["hirescam"].available_for(clf)
     with pytest.raises(InputError, match="no attention gates"):
@@ -216,7 +216,7 @@ def test_the_card_declares_gates_and_rejects_bad_ones():
 
 @pytest.mark.slow
 def test_explain_writes_the_attention_map_from_the_cli(tmp_path):
-    ct = Volume(np.zeros((32, 32, 32), np.int16), spacing=(0.8, 1.1, 2.0))
+    ct = Volume(np.indices((32, 32, 32)).sum(0).astype(np.int16), spacing=(0.8, 1.1, 2.0))
     model_path = tmp_path / "gated.pt2"
     program = torch.export.export(GatedNet(FixedGate()).eval(), (torch.zeros(1, 1, 16, 16, 16),))
     torch.export.save(program, str(model_path))
