@@ -28,7 +28,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 import offscreen_views as ov  # noqa: E402
 import slicer_standins  # noqa: E402
 
-from saliency_inspector import mrml, mrml_charts  # noqa: E402
+from saliency_inspector import mrml, mrml_charts, mrml_maps  # noqa: E402
 from saliency_inspector.errors import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -90,14 +90,19 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     table, chart = namespace["table"], namespace["roc_chart"]
     scene = app.scene
 
-    # the nodes: maps of both methods for every class, each on the CT's own grid, one run id
+    # the nodes: the raw maps of both methods for every class (small, on their own grid), one run
+    # id; the CT-grid map made from a node is Explanation.map's, exactly
+    explanation, logic = namespace["explanation"], namespace["logic"]
     classes = mrml_charts.table_columns(predictions)["class"]
     assert set(nodes) == {(m, c) for m in ("hirescam", "gradcam") for c in classes}
     runs = {node.GetAttribute("SaliencyInspector.Run") for node in nodes.values()}
     assert len(runs) == 1 and re.fullmatch(r"[0-9a-f]{32}", runs.pop())
-    for node in nodes.values():
-        assert node.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
-        np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(ct), atol=1e-9)
+    ct_voxels = np.prod(ct.GetImageData().GetDimensions())
+    for key, node in nodes.items():
+        assert np.prod(node.GetImageData().GetDimensions()) * 50 < ct_voxels
+        np.testing.assert_array_equal(mrml.volume_from_node(node, what="map").array, explanation.raw[key].array)
+    for key in (("hirescam", "liver"), ("gradcam", classes[-1])):
+        np.testing.assert_allclose(logic.mapOnCtGrid(nodes[key], ct).array, explanation.map(*key).array, atol=1e-6)
     segment_names = [organs.GetSegmentation().GetNthSegment(i).GetName()
                      for i in range(organs.GetSegmentation().GetNumberOfSegments())]
     organ_names = [n for n in segment_names if n.lower() != "body"]  # the body is the region scored in
@@ -106,10 +111,17 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     assert not chart.GetXAxisRangeAuto() and tuple(chart.GetXAxisRange()) == (0.0, 1.0)
 
     # the compare layout, HiResCAM in Red and Grad-CAM in Yellow over the CT
-    hires, grad = nodes[("hirescam", "liver")], nodes[("gradcam", "liver")]
+    # through one shared CT-grid node per view: two CT-sized maps in the scene, not eight
     assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
     shown = _composites(scene)
-    assert shown["Red"] == (ct.GetID(), hires.GetID()) and shown["Yellow"] == (ct.GetID(), grad.GetID())
+    hires, grad = (scene.GetNodeByID(shown[v][1]) for v in ("Red", "Yellow"))
+    assert shown["Red"][0] == shown["Yellow"][0] == ct.GetID()
+    assert mrml_maps.source_of(hires) is nodes[("hirescam", "liver")]
+    assert mrml_maps.source_of(grad) is nodes[("gradcam", "liver")]
+    assert sorted(n.GetName() for n in mrml_maps.slot_nodes(scene)) == sorted((hires.GetName(), grad.GetName()))
+    for node in (hires, grad):
+        assert node.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
+        np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(ct), atol=1e-9)
     assert app.app_logic.GetSelectionNode().GetActiveTableID() == table.GetID()
     # each map's colour legend in its own view; the 3D view shows the HiResCAM map and its legend
     red_id, yellow_id = (scene.GetSingletonNode(v, "vtkMRMLSliceNode").GetID() for v in ("Red", "Yellow"))
@@ -263,8 +275,7 @@ def test_show_leaves_the_users_segmentation_display_alone_and_clamps_the_thresho
                 users.GetSegmentation().ContainsRepresentation("Closed surface"))
 
     before = state()
-    node = nodes[("hirescam", "liver")]
-    logic.show(ct, node, users, threshold=1.5)
+    node = logic.show(ct, nodes[("hirescam", "liver")], users, threshold=1.5)  # the Red view's shared node
     assert state() == before
     window_max = node.GetDisplayNode().GetWindowLevelMax()
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(window_max)  # 1.5 -> 1.0, not above
@@ -297,18 +308,18 @@ def test_show_comparison_prefers_the_map_passed(explained):
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow"))
     newer = new_nodes[("hirescam", "liver")]
     logic.showComparison(ct, newer)
-    shown = _composites(app.scene)
-    assert shown["Red"][1] == newer.GetID()  # not the older run's map that the scene lists first
-    assert shown["Yellow"][1] in (nodes[("gradcam", "liver")].GetID(), new_nodes[("gradcam", "liver")].GetID())
+    shown = {view: mrml_maps.source_of(app.scene.GetNodeByID(ids[1])) for view, ids in _composites(app.scene).items()}
+    assert shown["Red"] is newer  # not the older run's map that the scene lists first
+    assert shown["Yellow"] in (nodes[("gradcam", "liver")], new_nodes[("gradcam", "liver")])
 
 
 @pytest.mark.slow
 def test_slider_changes_act_on_the_maps_shown_and_keep_the_comparison(explained):
     module, recorder, app, logic, ct, organs, nodes = explained
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow", "Green"))
-    hires, grad = nodes[("hirescam", "liver")], nodes[("gradcam", "liver")]
-    logic.showComparison(ct, hires, threshold=0.2, opacity=0.5)
+    logic.showComparison(ct, nodes[("hirescam", "liver")], threshold=0.2, opacity=0.5)
     before = _composites(app.scene)
+    hires, grad = (app.scene.GetNodeByID(before[v][1]) for v in ("Red", "Yellow"))  # the views' shared nodes
     assert logic.updateShownMaps(threshold=0.6) == 2
     assert logic.updateShownMaps(opacity=0.8) == 2
     assert _composites(app.scene) == before  # which map each view shows is unchanged
@@ -628,16 +639,17 @@ def test_apply_ends_in_the_compare_layout_and_the_widget_keeps_it(monkeypatch, t
     pair = mrml.same_run_maps(app.scene, shown)
     assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
     views = _composites(app.scene)
-    assert views["Red"][1] == pair["hirescam"].GetID() and views["Yellow"][1] == pair["gradcam"].GetID()
+    red, yellow = (app.scene.GetNodeByID(views[v][1]) for v in ("Red", "Yellow"))  # the views' shared nodes
+    assert mrml_maps.source_of(red) is pair["hirescam"] and mrml_maps.source_of(yellow) is pair["gradcam"]
     assert widget._parameterNode.shownSaliency is shown and widget.ui.statusLabel.text == result["message"]
     # a slider moves: its handler runs before the parameter node holds the new value
     widget.onThresholdChanged(0.7)
-    display = pair["gradcam"].GetDisplayNode()
+    display = yellow.GetDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(0.7 * display.GetWindowLevelMax())
     assert _composites(app.scene) == views
     # the user picks a map: then it is shown in every view
     widget.onShownSaliencyChanged(pair["gradcam"])
-    assert {fg for _, fg in _composites(app.scene).values()} == {pair["gradcam"].GetID()}
+    assert {fg for _, fg in _composites(app.scene).values()} == {red.GetID()} and mrml_maps.source_of(red) is pair["gradcam"]
 
 
 def test_the_self_test_is_skipped_without_installing_when_packages_are_missing(module_env, monkeypatch):
