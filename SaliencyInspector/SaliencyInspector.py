@@ -1036,7 +1036,9 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         shown = self.shownNode("Red", volumeNode, saliencyNode, threshold)
         mrml.set_saliency_display(shown, _window(shown), threshold=threshold)
         mrml.show_in_slice_views(slicer.mrmlScene, volumeNode, shown, opacity=opacity)
-        mrml.add_color_legend(shown, slicer.modules.colors.logic())
+        # the slice views' legend; the 3D views get their own (_showIn3D)
+        sliceViews = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLSliceNode")]
+        mrml.add_color_legend(shown, slicer.modules.colors.logic(), sliceViews)
         if volumeRendering:
             self._showIn3D(shown, threshold)
         return shown
@@ -1051,7 +1053,10 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             if (vrDisplay is not None and node is not saliencyNode
                     and (node.GetAttribute("SaliencyInspector.Saliency") == "1" or mrml_maps.is_slot_node(node))):
                 vrDisplay.SetVisibility(False)
-        mrml.setup_volume_rendering(saliencyNode, vrLogic, _window(saliencyNode), threshold=threshold, method=None)
+        vrDisplay = mrml.setup_volume_rendering(saliencyNode, vrLogic, _window(saliencyNode), threshold=threshold,
+                                                method=None)
+        threeD = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLViewNode")]
+        mrml_maps.add_3d_color_legend(saliencyNode, vrDisplay, threeD)
 
     def updateShownMaps(self, threshold=None, opacity=None) -> int:
         """New threshold and/or opacity for the saliency maps the slice views show now (and their 3D
@@ -1109,16 +1114,16 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             if yellow is not None:
                 yellow.mrmlSliceNode().SetOrientationToAxial()
         scene = slicer.mrmlScene
-        threeD = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLViewNode")]
         for viewName, method in (("Red", "hirescam"), ("Yellow", "gradcam")):
             node = self.shownNode(viewName, volumeNode, pair.get(method, saliencyNode), threshold)
             mrml.set_saliency_display(node, _window(node), threshold=threshold)
             if mrml.show_in_slice_views(scene, volumeNode, node, opacity=opacity, view_names=[viewName]):
                 # each map's colour legend in its own view (and the 3D view's map's in 3D)
                 sliceNode = scene.GetSingletonNode(viewName, "vtkMRMLSliceNode")
+                mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID()])
                 rendered3D = slicer.modules.volumerendering.logic().GetFirstVolumeRenderingDisplayNode(node)
-                inThreeD = threeD if rendered3D is not None and rendered3D.GetVisibility() else []
-                mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID(), *inThreeD])
+                if rendered3D is not None and rendered3D.GetVisibility():
+                    self._showIn3D(node, threshold)  # the slot holds a new map: new colours and 3D legend
         mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
         if layoutManager is not None:
             layoutManager.resetSliceViews()

@@ -126,3 +126,36 @@ def _matrix(ijk_to_ras):
         for c in range(4):
             matrix.SetElement(r, c, float(ijk_to_ras[r][c]))
     return matrix
+
+
+def add_3d_color_legend(volume_node, vr_display, view_node_ids=()):
+    """A colour legend in the 3D views for a volume-rendered map.
+
+    Slicer draws a volume's legend in a 3D view only when a slice plane showing that volume is
+    visible in that 3D view (Modules/Loadable/Colors/MRMLDM/vtkMRMLColorLegendDisplayableManager.cxx,
+    ``UpdateActor``: the ``vtkMRMLVolumeDisplayNode`` branch); for any other primary display node
+    it follows that node's visibility. So this legend's primary display node is the volume
+    rendering display node, given the slice display's colour node and window as its colours and
+    range: the legend shows wherever the rendering shows. Reused when called again; returns it.
+    """
+    scene = volume_node.GetScene()
+    display = volume_node.GetDisplayNode()
+    vr_display.SetAndObserveColorNodeID(display.GetColorNodeID())  # read by the legend, not the renderer
+    vr_display.SetScalarRange(display.GetWindowLevelMin(), display.GetWindowLevelMax())
+    legend = None
+    for i in range(volume_node.GetNumberOfDisplayNodes()):
+        candidate = volume_node.GetNthDisplayNode(i)
+        if (candidate is not None and candidate.IsA("vtkMRMLColorLegendDisplayNode")
+                and candidate.GetPrimaryDisplayNode() is vr_display):
+            legend = candidate
+    if legend is None:
+        legend = scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
+        legend.SetAndObservePrimaryDisplayNode(vr_display)
+        volume_node.AddAndObserveDisplayNodeID(legend.GetID())
+    legend.SetTitleText(volume_node.GetName())
+    legend.SetLabelFormat("%.2g")
+    legend.RemoveAllViewNodeIDs()
+    for view_id in view_node_ids:
+        legend.AddViewNodeID(view_id)
+    legend.SetVisibility(bool(view_node_ids))
+    return legend

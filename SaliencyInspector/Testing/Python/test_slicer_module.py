@@ -126,9 +126,12 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     # each map's colour legend in its own view; the 3D view shows the HiResCAM map and its legend
     red_id, yellow_id = (scene.GetSingletonNode(v, "vtkMRMLSliceNode").GetID() for v in ("Red", "Yellow"))
     threed_id = threed.get_view_node().GetID()
-    legends = {n: slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(n) for n in (hires, grad)}
-    assert [legends[hires].IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] == [True, False, True]
-    assert [legends[grad].IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] == [False, True, False]
+    def views_of(node):
+        return [[legend.IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] for legend in _legends_of(scene, node)]
+
+    # the slice legend, then (the volume-rendered map only) the legend on its volume rendering
+    assert views_of(hires) == [[True, False, False], [False, False, True]]
+    assert views_of(grad) == [[False, True, False]]
 
     # the rendered views: heat where each view's map is high, none where it is low
     out = Path(os.environ.get("SI_PNG_DIR", tmp_path))
@@ -330,6 +333,48 @@ def test_slider_changes_act_on_the_maps_shown_and_keep_the_comparison(explained)
                  (app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(i)
                   for i in range(app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetNumberOfItems()))}
     assert opacities["Red"] == opacities["Yellow"] == pytest.approx(0.8)
+
+
+@pytest.mark.slow
+def test_the_3d_view_shows_the_colour_legend_of_the_volume_rendered_map(explained, tmp_path):
+    """Rendered, not a flag: the 3D frame with the legend differs from the frame without it by a
+    tall bar holding the map's colour table (its top and its low end)."""
+    ok, reason = _egl()
+    if not ok:
+        pytest.skip(reason)
+    module, recorder, app, logic, ct, organs, nodes = explained
+    (red,), threed = ov.make_views(app, size=(320, 320), slice_tags=("Red",))
+    shown = logic.show(ct, nodes[("hirescam", "liver")], organs)  # Red view and 3D; no slice shown in 3D
+    legends = _legends_of(app.scene, shown)
+    assert legends and any(legend.IsDisplayableInView(threed.get_view_node().GetID()) for legend in legends)
+    ov.frame_3d(threed)
+    threed.render()
+    out = Path(os.environ.get("SI_PNG_DIR", tmp_path))
+    with_legend = ov.capture(threed, out / "legend_3d.png").astype(int)
+    for legend in legends:
+        legend.SetVisibility(False)
+    threed.render()
+    without = ov.capture(threed, out / "legend_3d_off.png").astype(int)
+    changed = np.abs(with_legend - without).sum(axis=2) > 60
+    rows, cols = np.nonzero(changed)
+    assert rows.size > 300, f"the legend changes {rows.size} pixels of the 3D frame"
+    # the bar holds the map's colour table: its top colour and its low end (the first fifth)
+    bar = with_legend[changed]
+    lut = shown.GetDisplayNode().GetColorNode().GetLookupTable()
+    table = np.array([lut.GetTableValue(i)[:3] for i in range(lut.GetNumberOfTableValues())]) * 255
+    top, low = table[-8:], table[: len(table) // 5]
+    near = lambda colours: (np.abs(bar[:, None, :] - colours[None]).max(axis=2) < 40).any(axis=1)  # noqa: E731
+    assert near(top).sum() > 20 and near(low).sum() > 20, (near(top).sum(), near(low).sum())
+    assert rows.max() - rows.min() > 0.25 * with_legend.shape[0]  # a bar along the view's height
+
+
+def _legends_of(scene, node):
+    found = []
+    for i in range(node.GetNumberOfDisplayNodes()):
+        display = node.GetNthDisplayNode(i)
+        if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
+            found.append(display)
+    return found
 
 
 # ---- bad input: one message, the scene unchanged -------------------------------------------------
