@@ -75,6 +75,23 @@ class SaliencyInspector(ScriptedLoadableModule):
             "Grad-CAM: Selvaraju et al., ICCV 2017."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", registerCompareLayout)
+
+
+def registerCompareLayout():
+    """Make the compare layout known at startup and after every scene load, so a scene saved in it
+    reopens in it (Slicer saves the layout's id with the scene, not its description)."""
+    from saliency_inspector import mrml_charts
+
+    def register(caller=None, event=None):
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:  # None without a main window: no layout to restore
+            mrml_charts.register_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
+
+    register()
+    if not getattr(slicer.mrmlScene, "_saliencyInspectorLayoutObserver", None):
+        slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndImportEvent, register)
+        slicer.mrmlScene._saliencyInspectorLayoutObserver = True
 
 
 def methodGroups(methods=None) -> list:

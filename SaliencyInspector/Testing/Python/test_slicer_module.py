@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -375,6 +376,49 @@ def _legends_of(scene, node):
         if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
             found.append(display)
     return found
+
+
+def _session(monkeypatch, tmp_path, name):
+    """A fresh Slicer session with a main window: a new scene and layout, the module loaded, startup done."""
+    for module_name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
+        sys.modules.pop(module_name, None)
+    app = ov.make_app()
+    layout = slicer_standins.LayoutManager(app.scene)
+    slicer_standins.install(monkeypatch, app, tmp_path / name, layout_manager=layout)
+    module = importlib.import_module("SaliencyInspector")
+    module.SaliencyInspector(types.SimpleNamespace())  # what Slicer does when it loads the module
+    for signal, slot in slicer.app.connections:
+        if signal == "startupCompleted()":
+            slot()
+    return module, app, layout.layoutLogic().GetLayoutNode()
+
+
+def test_a_saved_scene_reopens_in_the_compare_layout(monkeypatch, tmp_path):
+    module, app, layout_node = _session(monkeypatch, tmp_path, "first")
+    logic = module.SaliencyInspectorLogic()
+    ct, organs = logic.loadPhantomSample(size=(48, 48, 24))
+    nodes, _explanation, _predictions = logic.explain(ct, device="cpu")
+    logic.showComparison(ct, nodes[("hirescam", "liver")])
+    assert layout_node.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    app.scene.SetURL(str(tmp_path / "inspection.mrml"))
+    assert app.scene.Commit()
+
+    # the same session: close the scene (the layout goes back to a standard one), load it again
+    layout_node.SetViewArrangement(layout_node.SlicerLayoutFourUpView)
+    app.scene.Clear(0)
+    app.scene.SetURL(str(tmp_path / "inspection.mrml"))
+    assert app.scene.Import()
+    assert layout_node.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    assert layout_node.GetCurrentLayoutDescription().strip() == mrml_charts.COMPARE_LAYOUT_XML.strip()
+
+    # a new session (Slicer restarted) loads the saved scene
+    module, app, layout_node = _session(monkeypatch, tmp_path, "second")
+    assert layout_node.GetViewArrangement() != mrml_charts.COMPARE_LAYOUT_ID
+    app.scene.SetURL(str(tmp_path / "inspection.mrml"))
+    assert app.scene.Import()
+    assert layout_node.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    assert layout_node.GetCurrentLayoutDescription().strip() == mrml_charts.COMPARE_LAYOUT_XML.strip()
+    assert app.scene.GetSingletonNode("Yellow", "vtkMRMLSliceNode") is not None  # its views exist
 
 
 # ---- bad input: one message, the scene unchanged -------------------------------------------------
