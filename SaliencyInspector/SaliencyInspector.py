@@ -89,9 +89,12 @@ def registerCompareLayout():
             mrml_charts.register_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
 
     register()
-    if not getattr(slicer.mrmlScene, "_saliencyInspectorLayoutObserver", None):
+    if slicer.mrmlScene not in _layoutObservedScenes:  # once per scene (slicer.mrmlScene: one per session)
         slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndImportEvent, register)
-        slicer.mrmlScene._saliencyInspectorLayoutObserver = True
+        _layoutObservedScenes.append(slicer.mrmlScene)
+
+
+_layoutObservedScenes = []
 
 
 def methodGroups(methods=None) -> list:
@@ -664,31 +667,42 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             raise DependencyError(_("This module needs the PyTorch extension. Install it from the Extensions "
                                     "Manager, restart Slicer, then try again.")) from None
         requirements = dependencies.load_requirements(REQUIREMENTS_PATH)
-        missing = dependencies.missing_requirements(requirements)
+        missing = dependencies.missing_requirements(requirements)  # read from the installed metadata: offline
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            # the strictest torch requirement of what pip is going to install, and ours
-            torchRequirement = str(self._torchRequirement(requirements))
-            logging.info(f"SaliencyInspector: installing torch{torchRequirement} with PyTorchUtils")
-            if torchLogic.installTorch(askConfirmation=askConfirmation,
-                                       torchVersionRequirement=torchRequirement) is None:
-                raise DependencyError(_("PyTorch was not installed, so no saliency maps can be computed."))
-        else:
+        torchMissing = not torchLogic.torchInstalled()
+        if not torchMissing:
             installed = dependencies.installed_version("torch")
             if installed is not None and not dependencies.accepts(MINIMUM_TORCH, installed):
                 raise DependencyError(_(
                     "PyTorch {installed} is installed, but this module needs torch{required}. Open the PyTorch "
                     "Utils module, uninstall PyTorch, restart Slicer and install it with the version requirement "
                     "{required}.").format(installed=installed, required=MINIMUM_TORCH))
+        if not torchMissing and not missing:
+            return
+        # ONE question, listing everything, before anything touches the network (pip's dry run
+        # included); PyTorchUtils and slicer.packaging are then told not to ask again
+        listing = ([_("PyTorch (torch{required}, through the PyTorch extension)").format(required=MINIMUM_TORCH)]
+                   if torchMissing else []) + [str(r) for r in missing]
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("SaliencyInspector needs these Python packages, which are not installed: {packages}. "
+                  "Download and install them now?").format(packages=", ".join(listing)),
+                windowTitle=_("Saliency Inspector")):
+            raise DependencyError(_("The required Python packages were not installed; nothing was computed."))
+        if torchMissing:
+            # the strictest torch requirement of what pip is going to install, and ours
+            torchRequirement = str(self._torchRequirement(requirements))
+            logging.info(f"SaliencyInspector: installing torch{torchRequirement} with PyTorchUtils")
+            if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=torchRequirement) is None:
+                raise DependencyError(_("PyTorch was not installed, so no saliency maps can be computed."))
         if not missing:
             return
         constraints = dependencies.write_constraints(os.path.join(slicer.app.temporaryPath, "SaliencyInspector"))
         logging.info(f"SaliencyInspector: installing {', '.join(map(str, missing))} with pip, constrained by "
                      f"{constraints.read_text().split()}")
         packaging = _slicerPackaging()
-        if packaging is not None:  # Slicer >= 5.12: asks, shows progress, offers a restart
+        if packaging is not None:  # Slicer >= 5.12: shows progress, offers a restart
             try:
-                packaging.pip_ensure(missing, constraints=str(constraints), prompt_install=askConfirmation,
+                packaging.pip_ensure(missing, constraints=str(constraints), prompt_install=False,
                                      requester="SaliencyInspector")
             except RuntimeError as err:  # pip_ensure raises RuntimeError when the user declines
                 raise DependencyError(_("The required Python packages were not installed; nothing was computed.")) from err
@@ -697,11 +711,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 # (its progress dialog is skipped in testing mode)
                 err.shownBySlicer = not slicer.app.testingEnabled()
                 raise
-        else:  # Slicer 5.8 - 5.11: ask here, then slicer.util.pip_install(list of pip arguments)
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                    _("SaliencyInspector needs these Python packages: {packages}. Install them now?")
-                    .format(packages=", ".join(map(str, missing))), windowTitle=_("Saliency Inspector")):
-                raise DependencyError(_("The required Python packages were not installed; nothing was computed."))
+        else:  # Slicer 5.8 - 5.11: slicer.util.pip_install(list of pip arguments)
             slicer.util.pip_install(["--constraint", str(constraints), *map(str, missing)])
         still = dependencies.missing_requirements(requirements)
         if still:

@@ -458,9 +458,8 @@ def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_
     for name in ("monai", "slicerio", "captum"):
         monkeypatch.setitem(sys.modules, name, None)
     module.SaliencyInspector(types_namespace())  # the module registers its sample on startupCompleted()
-    signal, slot = slicer.app.connections[-1]
-    assert signal == "startupCompleted()"
-    slot()
+    assert ("startupCompleted()", module.registerSampleData) in slicer.app.connections
+    module.registerSampleData()
     (source,) = slicer.modules.sampleDataSources["SaliencyInspector"]
     assert source.sampleName == module.PHANTOM_SAMPLE_NAME
     assert len(source.uris) == len(source.fileNames) == len(source.nodeNames) == len(source.loadFileTypes)
@@ -605,7 +604,31 @@ def test_slicer_5_12_uses_pip_ensure_with_the_pins(fresh_install, monkeypatch):
     ((kind, requirements, constraints, requester),) = recorder.pip_calls
     assert (kind, requirements, requester) == ("pip_ensure", ["si-test-monai>=1.3"], "SaliencyInspector")
     assert any(line.startswith("torch==") for line in Path(constraints).read_text().split())
-    assert len(recorder.messages) == 1 and "still missing" in recorder.messages[0][1]
+    assert [kind for kind, _text in recorder.messages] == ["confirm", "warning"]  # asked once, here; not by pip_ensure
+    assert "still missing" in recorder.messages[1][1]
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_one_question_lists_everything_before_anything_touches_the_network(fresh_install, monkeypatch, answer):
+    module, recorder, site = fresh_install  # torch and si-test-monai both missing
+    asked = []
+
+    def confirm(text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
+        # what had run when the question came: nothing networked (no pip, not even its dry run)
+        asked.append((text, list(recorder.pip_calls), list(recorder.torch_installs)))
+        return answer
+
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", confirm)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda arguments: recorder.pip_calls.append(("pip_install", arguments)))
+    module.SaliencyInspectorLogic().ensureDependencies(askConfirmation=True)
+    ((text, pip_before, torch_before),) = asked  # one question
+    assert pip_before == [] and torch_before == []
+    assert "PyTorch" in text and "si-test-monai>=1.3" in text
+    if answer:  # then: the dry run, torch (not asking again), pip
+        assert [kind for kind, _args in recorder.pip_calls] == ["pip", "pip_install"] and recorder.torch_asked == [False]
+    else:  # declined: nothing ran, one warning
+        assert recorder.pip_calls == [] and recorder.torch_installs == []
+        assert [kind for kind, _text in recorder.messages] == ["warning"]
 
 
 @pytest.mark.parametrize("case", ["declined", "pip fails", "pip fails 5.12", "no PyTorch extension",
