@@ -75,6 +75,26 @@ class SaliencyInspector(ScriptedLoadableModule):
             "Grad-CAM: Selvaraju et al., ICCV 2017."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", registerCompareLayout)
+
+
+def registerCompareLayout():
+    """Make the compare layout known at startup and after every scene load, so a scene saved in it
+    reopens in it (Slicer saves the layout's id with the scene, not its description)."""
+    from saliency_inspector import mrml_charts
+
+    def register(caller=None, event=None):
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:  # None without a main window: no layout to restore
+            mrml_charts.register_compare_layout(layoutManager.layoutLogic().GetLayoutNode())
+
+    register()
+    if slicer.mrmlScene not in _layoutObservedScenes:  # once per scene (slicer.mrmlScene: one per session)
+        slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndImportEvent, register)
+        _layoutObservedScenes.append(slicer.mrmlScene)
+
+
+_layoutObservedScenes = []
 
 
 def methodGroups(methods=None, classifier=None) -> list:
@@ -523,12 +543,12 @@ class SaliencyInspectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if not self.logic.ensureDependencies(askConfirmation=True):
                 return
             shown, model, device = p.shownSaliency, self._model(), p.device.value
-            ct, saliency = mrml.volume_from_node(p.inputVolume), mrml.volume_from_node(shown, what="saliency map")
+            ct, read = mrml.volume_from_node(p.inputVolume), self.logic.readMap(shown, p.inputVolume)
             className = shown.GetAttribute("SaliencyInspector.Class")
             self.logic.cancelRequested = False
 
             def compute(report):
-                return self.logic.computeFidelity(ct, saliency, className, model, device, say=report,
+                return self.logic.computeFidelity(ct, self.logic.onCtGrid(read), className, model, device, say=report,
                                                   importance=_importanceOf(shown))
 
             def finish(result):
@@ -636,6 +656,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.cancelRequested = False
         self.lastDevice = None  # the device the last explain() ran on (after any CPU fallback)
+        self._onGridReady = {}  # node ID -> its map put on the CT grid by Apply's worker: used once
 
     def getParameterNode(self):
         return SaliencyInspectorParameterNode(super().getParameterNode())
@@ -680,31 +701,42 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             raise DependencyError(_("This module needs the PyTorch extension. Install it from the Extensions "
                                     "Manager, restart Slicer, then try again.")) from None
         requirements = dependencies.load_requirements(REQUIREMENTS_PATH)
-        missing = dependencies.missing_requirements(requirements)
+        missing = dependencies.missing_requirements(requirements)  # read from the installed metadata: offline
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            # the strictest torch requirement of what pip is going to install, and ours
-            torchRequirement = str(self._torchRequirement(requirements))
-            logging.info(f"SaliencyInspector: installing torch{torchRequirement} with PyTorchUtils")
-            if torchLogic.installTorch(askConfirmation=askConfirmation,
-                                       torchVersionRequirement=torchRequirement) is None:
-                raise DependencyError(_("PyTorch was not installed, so no saliency maps can be computed."))
-        else:
+        torchMissing = not torchLogic.torchInstalled()
+        if not torchMissing:
             installed = dependencies.installed_version("torch")
             if installed is not None and not dependencies.accepts(MINIMUM_TORCH, installed):
                 raise DependencyError(_(
                     "PyTorch {installed} is installed, but this module needs torch{required}. Open the PyTorch "
                     "Utils module, uninstall PyTorch, restart Slicer and install it with the version requirement "
                     "{required}.").format(installed=installed, required=MINIMUM_TORCH))
+        if not torchMissing and not missing:
+            return
+        # ONE question, listing everything, before anything touches the network (pip's dry run
+        # included); PyTorchUtils and slicer.packaging are then told not to ask again
+        listing = ([_("PyTorch (torch{required}, through the PyTorch extension)").format(required=MINIMUM_TORCH)]
+                   if torchMissing else []) + [str(r) for r in missing]
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("SaliencyInspector needs these Python packages, which are not installed: {packages}. "
+                  "Download and install them now?").format(packages=", ".join(listing)),
+                windowTitle=_("Saliency Inspector")):
+            raise DependencyError(_("The required Python packages were not installed; nothing was computed."))
+        if torchMissing:
+            # the strictest torch requirement of what pip is going to install, and ours
+            torchRequirement = str(self._torchRequirement(requirements))
+            logging.info(f"SaliencyInspector: installing torch{torchRequirement} with PyTorchUtils")
+            if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=torchRequirement) is None:
+                raise DependencyError(_("PyTorch was not installed, so no saliency maps can be computed."))
         if not missing:
             return
         constraints = dependencies.write_constraints(os.path.join(slicer.app.temporaryPath, "SaliencyInspector"))
         logging.info(f"SaliencyInspector: installing {', '.join(map(str, missing))} with pip, constrained by "
                      f"{constraints.read_text().split()}")
         packaging = _slicerPackaging()
-        if packaging is not None:  # Slicer >= 5.12: asks, shows progress, offers a restart
+        if packaging is not None:  # Slicer >= 5.12: shows progress, offers a restart
             try:
-                packaging.pip_ensure(missing, constraints=str(constraints), prompt_install=askConfirmation,
+                packaging.pip_ensure(missing, constraints=str(constraints), prompt_install=False,
                                      requester="SaliencyInspector")
             except RuntimeError as err:  # pip_ensure raises RuntimeError when the user declines
                 raise DependencyError(_("The required Python packages were not installed; nothing was computed.")) from err
@@ -713,11 +745,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
                 # (its progress dialog is skipped in testing mode)
                 err.shownBySlicer = not slicer.app.testingEnabled()
                 raise
-        else:  # Slicer 5.8 - 5.11: ask here, then slicer.util.pip_install(list of pip arguments)
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                    _("SaliencyInspector needs these Python packages: {packages}. Install them now?")
-                    .format(packages=", ".join(map(str, missing))), windowTitle=_("Saliency Inspector")):
-                raise DependencyError(_("The required Python packages were not installed; nothing was computed."))
+        else:  # Slicer 5.8 - 5.11: slicer.util.pip_install(list of pip arguments)
             slicer.util.pip_install(["--constraint", str(constraints), *map(str, missing)])
         still = dependencies.missing_requirements(requirements)
         if still:
@@ -828,10 +856,11 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             pass
         return self._lastNodes
 
-    def _addSaliencyNodes(self, volumeNode, ct, explanation, say, prefetch=False):
+    def _addSaliencyNodes(self, volumeNode, ct, explanation, say):
         """Generator form of :meth:`addSaliencyNodes`: yields after each node; the result is left in
-        ``self._lastNodes``."""
-        from saliency_inspector import mrml, mrml_charts
+        ``self._lastNodes``. Each (method, class) node holds the RAW map on its own small grid
+        (``saliency_inspector.mrml_maps``); its CT-grid map is made only when it is shown."""
+        from saliency_inspector import mrml_charts, mrml_maps
 
         say(_("Creating saliency volumes…"))
         scene = slicer.mrmlScene
@@ -839,34 +868,67 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         # a uuid, not scene.GenerateUniqueName: its counter is not saved with the scene, so a run
         # after save and reload would get the id of an old run
         run = uuid.uuid4().hex
-        keys = list(explanation.maps)
-        # the maps on the CT grid (and their display windows) are made in a helper thread, two at most
-        # ahead of the nodes
-        def onCtGrid(key):
-            saliency = explanation.map(*key)
-            return saliency.with_array(saliency.array.astype("float32", copy=False)), mrml.display_window(saliency)
-
-        maps = background.Prefetch((onCtGrid(key) for key in keys), ahead=2) if prefetch else None
-        for method, className in keys:
-            if maps is None:
-                saliency, window = onCtGrid((method, className))  # one map on the CT grid at a time
-            else:
-                while (item := maps.poll()) is background.Prefetch.WAIT:
-                    yield "waiting"
-                saliency, window = item
+        for (method, className), raw in explanation.raw.items():
             name = scene.GenerateUniqueName(f"{volumeNode.GetName()} {methodLabel(method)} {className}")
-            node = mrml.add_saliency_node(scene, saliency, volumeNode, name, ct=ct)
-            mrml.set_saliency_display(node, window, threshold=0.2)
-            node.SetAttribute("SaliencyInspector.Method", method)
-            node.SetAttribute("SaliencyInspector.Class", className)
-            node.SetAttribute("SaliencyInspector.Run", run)
-            nodes[(method, className)] = node
-            del saliency
+            nodes[(method, className)] = mrml_maps.add_raw_map_node(
+                scene, raw, volumeNode, name,
+                {"SaliencyInspector.Method": method, "SaliencyInspector.Class": className, "SaliencyInspector.Run": run})
             yield (method, className)
         predictions = mrml_charts.add_predictions_table(
             scene, explanation.class_names, explanation.probabilities, explanation.logits,
             name=scene.GenerateUniqueName(f"{volumeNode.GetName()} predictions"))
         self._lastNodes = (nodes, explanation, predictions)
+
+    def readMap(self, saliencyNode, volumeNode=None):
+        """Main thread, small: what :meth:`onCtGrid` needs to put a map on the CT grid in any thread:
+        ``(raw map, CT grid)`` for a map made by this module, ``(CT-grid map, None)`` for any other."""
+        from saliency_inspector import mrml, mrml_maps
+
+        saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
+        if not mrml_maps.is_raw_map(saliencyNode):
+            return saliency, None
+        ctNode = volumeNode or mrml_maps.ct_node_of(saliencyNode)
+        mrml.volume_from_node(ctNode)  # one clear line for a missing or broken CT
+        return saliency, mrml_maps.grid_of(ctNode)
+
+    @staticmethod
+    def onCtGrid(read):
+        """The map of :meth:`readMap` on the CT grid (a core Volume; no MRML, any thread)."""
+        from saliency_inspector.models.preprocess import resample_map
+
+        saliency, grid = read
+        return saliency if grid is None else resample_map(saliency, grid)
+
+    def mapOnCtGrid(self, saliencyNode, volumeNode=None):
+        """The saliency node's map on the CT grid, as a core Volume (made now; no node is added)."""
+        return self.onCtGrid(self.readMap(saliencyNode, volumeNode))
+
+    def shownNode(self, slot, volumeNode, saliencyNode, threshold=0.2):
+        """The node that shows ``saliencyNode`` over ``volumeNode`` in view slot ``slot`` ("Red",
+        "Yellow"): the slot's one shared CT-grid node, refilled with this map (window 0 .. max of
+        S⁺), for a raw map; the node itself for a map already on the CT grid."""
+        from saliency_inspector import mrml, mrml_maps
+        from saliency_inspector.models.preprocess import resample_map
+
+        saliencyNode = mrml_maps.source_of(saliencyNode) or saliencyNode  # a slot node: the map it shows
+        if not mrml_maps.is_raw_map(saliencyNode):
+            return saliencyNode
+        raw, grid = self.readMap(saliencyNode, volumeNode)
+        window = []
+
+        def fill(out):
+            ready = self._onGridReady.pop(saliencyNode.GetID(), None)  # put on the grid by the worker
+            if ready is not None and ready.shape == out.shape:
+                out[...] = ready.array
+            else:
+                resample_map(raw, grid, out=out)
+            high = float(out.max())  # mrml.display_window's 0 .. max of S⁺, without its float64 copy
+            window.append((0.0, high if high > 0 else 1.0))
+
+        node = mrml_maps.show_in_slot(slicer.mrmlScene, slot, saliencyNode, volumeNode, grid.ijk_to_ras(),
+                                      grid.shape, fill)
+        mrml.set_saliency_display(node, window[0], threshold=threshold)
+        return node
 
     def evaluate(self, saliencyNode, segmentationNode, volumeNode=None, rocChart=True):
         """Score a saliency node against the segments.
@@ -875,12 +937,12 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         segment), an ROC plot chart node (None when ``rocChart`` is False) and the core
         ``EvaluationTable``.
         """
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_maps
 
-        saliency = mrml.volume_from_node(saliencyNode, what="saliency map")
+        saliency = self.mapOnCtGrid(saliencyNode, volumeNode)
         ct = mrml.volume_from_node(volumeNode) if volumeNode is not None else None
         mrml.check_segmentation(segmentationNode)
-        referenceNode = volumeNode or saliencyNode
+        referenceNode = volumeNode or mrml_maps.ct_node_of(saliencyNode) or saliencyNode
         segments = mrml.segments_from_node(segmentationNode, referenceNode, slicer.modules.segmentations.logic())
         scores = self.scoreMap(saliency, segments, ct, rocChart, _importanceOf(saliencyNode))
         return self.addEvaluationNodes(saliencyNode, scores)
@@ -934,8 +996,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
 
         self.cancelRequested = False
         className = className or saliencyNode.GetAttribute("SaliencyInspector.Class")
-        result = self.computeFidelity(mrml.volume_from_node(volumeNode),
-                                      mrml.volume_from_node(saliencyNode, what="saliency map"), className,
+        result = self.computeFidelity(mrml.volume_from_node(volumeNode), self.mapOnCtGrid(saliencyNode, volumeNode),
+                                      className,
                                       model, device, steps, replacement, self._progress(None),
                                       importance=_importanceOf(saliencyNode))
         return self.addFidelityNodes(saliencyNode, result)
@@ -1026,28 +1088,36 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
     def showSaliency(self, volumeNode, saliencyNode, threshold=0.2, opacity=0.5, volumeRendering=True):
         """Heat overlay in every slice view (threshold, opacity, colour legend) and in 3D.
 
-        ``threshold`` and ``opacity`` are fractions, clamped to [0, 1].
+        ``threshold`` and ``opacity`` are fractions, clamped to [0, 1]. A map made by this module is
+        shown through the "Red" slot's shared CT-grid node (:meth:`shownNode`), which is returned.
         """
         from saliency_inspector import mrml
 
         threshold, opacity = _clamp01(threshold), _clamp01(opacity)
-        mrml.set_saliency_display(saliencyNode, _window(saliencyNode), threshold=threshold)
-        mrml.show_in_slice_views(slicer.mrmlScene, volumeNode, saliencyNode, opacity=opacity)
-        mrml.add_color_legend(saliencyNode, slicer.modules.colors.logic())
+        shown = self.shownNode("Red", volumeNode, saliencyNode, threshold)
+        mrml.set_saliency_display(shown, _window(shown), threshold=threshold)
+        mrml.show_in_slice_views(slicer.mrmlScene, volumeNode, shown, opacity=opacity)
+        # the slice views' legend; the 3D views get their own (_showIn3D)
+        sliceViews = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLSliceNode")]
+        mrml.add_color_legend(shown, slicer.modules.colors.logic(), sliceViews)
         if volumeRendering:
-            self._showIn3D(saliencyNode, threshold)
+            self._showIn3D(shown, threshold)
+        return shown
 
     def _showIn3D(self, saliencyNode, threshold) -> None:
-        from saliency_inspector import mrml
+        from saliency_inspector import mrml, mrml_maps
 
         vrLogic = slicer.modules.volumerendering.logic()
         for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
             vrDisplay = vrLogic.GetFirstVolumeRenderingDisplayNode(node)
             # one saliency map in 3D at a time; the user's own volumes are left alone
             if (vrDisplay is not None and node is not saliencyNode
-                    and node.GetAttribute("SaliencyInspector.Saliency") == "1"):
+                    and (node.GetAttribute("SaliencyInspector.Saliency") == "1" or mrml_maps.is_slot_node(node))):
                 vrDisplay.SetVisibility(False)
-        mrml.setup_volume_rendering(saliencyNode, vrLogic, _window(saliencyNode), threshold=threshold, method=None)
+        vrDisplay = mrml.setup_volume_rendering(saliencyNode, vrLogic, _window(saliencyNode), threshold=threshold,
+                                                method=None)
+        threeD = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLViewNode")]
+        mrml_maps.add_3d_color_legend(saliencyNode, vrDisplay, threeD)
 
     def updateShownMaps(self, threshold=None, opacity=None) -> int:
         """New threshold and/or opacity for the saliency maps the slice views show now (and their 3D
@@ -1063,7 +1133,8 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         """Overlay in the slice views and the map in 3D, beside the segmentation.
 
         The segmentation's display is left as the user set it (its outline/fill and 3D surfaces
-        show as they are); ``segmentationNode`` is checked and shown in the views.
+        show as they are); ``segmentationNode`` is checked and shown in the views. Returns the node
+        shown on the CT grid (see :meth:`showSaliency`).
         """
         from saliency_inspector import mrml
 
@@ -1071,12 +1142,13 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         mrml.volume_from_node(saliencyNode, what="saliency map")
         if segmentationNode is not None:
             mrml.check_segmentation(segmentationNode)
-        self.showSaliency(volumeNode, saliencyNode, threshold, opacity)
+        shown = self.showSaliency(volumeNode, saliencyNode, threshold, opacity)
         if segmentationNode is not None and segmentationNode.GetDisplayNode() is not None:
             segmentationNode.GetDisplayNode().SetVisibility(True)
         layoutManager = slicer.app.layoutManager()
         if layoutManager is not None:  # None without a main window: nothing to reset
             layoutManager.resetSliceViews()
+        return shown
 
     def showComparison(self, volumeNode, saliencyNode, threshold=0.2, opacity=0.5, tableNode=None, chartNode=None):
         """HiResCAM (red view) beside Grad-CAM (yellow view) for the class of ``saliencyNode``,
@@ -1085,7 +1157,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         ``saliencyNode`` itself is shown for its own method; the other method's map comes from the
         same run (same ``SaliencyInspector.Run``) and class.
         """
-        from saliency_inspector import mrml, mrml_charts
+        from saliency_inspector import mrml, mrml_charts, mrml_maps
         from saliency_inspector.errors import InputError
 
         if volumeNode is None or saliencyNode is None:
@@ -1093,6 +1165,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         mrml.volume_from_node(volumeNode)
         mrml.volume_from_node(saliencyNode, what="saliency map")
         threshold, opacity = _clamp01(threshold), _clamp01(opacity)
+        saliencyNode = mrml_maps.source_of(saliencyNode) or saliencyNode  # a slot node: the map it shows
         pair = mrml.same_run_maps(slicer.mrmlScene, saliencyNode)  # method -> node
         layoutManager = slicer.app.layoutManager()
         if layoutManager is not None:
@@ -1102,16 +1175,16 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
             if yellow is not None:
                 yellow.mrmlSliceNode().SetOrientationToAxial()
         scene = slicer.mrmlScene
-        threeD = [n.GetID() for n in slicer.util.getNodesByClass("vtkMRMLViewNode")]
         for viewName, method in (("Red", "hirescam"), ("Yellow", "gradcam")):
-            node = pair.get(method, saliencyNode)
+            node = self.shownNode(viewName, volumeNode, pair.get(method, saliencyNode), threshold)
             mrml.set_saliency_display(node, _window(node), threshold=threshold)
             if mrml.show_in_slice_views(scene, volumeNode, node, opacity=opacity, view_names=[viewName]):
                 # each map's colour legend in its own view (and the 3D view's map's in 3D)
                 sliceNode = scene.GetSingletonNode(viewName, "vtkMRMLSliceNode")
+                mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID()])
                 rendered3D = slicer.modules.volumerendering.logic().GetFirstVolumeRenderingDisplayNode(node)
-                inThreeD = threeD if rendered3D is not None and rendered3D.GetVisibility() else []
-                mrml.add_color_legend(node, slicer.modules.colors.logic(), [sliceNode.GetID(), *inThreeD])
+                if rendered3D is not None and rendered3D.GetVisibility():
+                    self._showIn3D(node, threshold)  # the slot holds a new map: new colours and 3D legend
         mrml_charts.show_table_and_chart(slicer.app.applicationLogic(), tableNode, chartNode)
         if layoutManager is not None:
             layoutManager.resetSliceViews()
@@ -1179,11 +1252,14 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         shownKey = (methods[0], topClass) if (methods[0], topClass) in explanation.maps else next(iter(explanation.maps))
         computed = {"explanation": explanation, "topClass": topClass, "probability": probabilities.get(topClass),
                     "shownKey": shownKey, "device": self.lastDevice, "scores": None}
+        # the maps Apply shows (the compare pair) go on the CT grid here, not on the GUI thread
+        shownKeys = [k for k in ((m, shownKey[1]) for m in ("hirescam", "gradcam")) if k in explanation.raw]
+        computed["onGrid"] = {key: explanation.map(*key) for key in [shownKey, *shownKeys]}
         if prepared["segments"] is not None:
             say(_("Scoring the map against the segments…"))
             from saliency_inspector.explainers.registry import get_method
 
-            computed["scores"] = self.scoreMap(explanation.map(*shownKey), prepared["segments"], prepared["ct"],
+            computed["scores"] = self.scoreMap(computed["onGrid"][shownKey], prepared["segments"], prepared["ct"],
                                                importance=get_method(shownKey[0]).importance)
         return computed
 
@@ -1191,9 +1267,10 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         """Main thread, a generator yielding between short steps (one node each): the saliency
         nodes, the metrics table and ROC chart, the display; returns process()'s result dict."""
         explanation = computed["explanation"]
-        yield from self._addSaliencyNodes(volumeNode, prepared["ct"], explanation, logging.info, prefetch=True)
+        yield from self._addSaliencyNodes(volumeNode, prepared["ct"], explanation, logging.info)
         nodes, _explanation, predictions = self._lastNodes
         shown = nodes[computed["shownKey"]]
+        self._onGridReady = {nodes[key].GetID(): volume for key, volume in computed.pop("onGrid", {}).items()}
         result = {"predictions": predictions, "nodes": nodes, "shown": shown, "classNames": explanation.class_names}
         if computed["scores"] is not None:
             result["metrics"], result["roc"], _table = self.addEvaluationNodes(shown, computed["scores"])
@@ -1202,6 +1279,7 @@ class SaliencyInspectorLogic(ScriptedLoadableModuleLogic):
         yield "shown"
         if "metrics" in result:
             self.showComparison(volumeNode, shown, threshold, opacity, result["metrics"], result["roc"])
+        self._onGridReady = {}  # not kept: CT-sized
         p = computed["probability"]
         result["message"] = _("{n} maps; most probable class: {c} ({p:.2f}); device: {d}").format(
             n=len(nodes), c=computed["topClass"], p=float("nan") if p is None else p, d=computed["device"])
@@ -1384,7 +1462,7 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
     def test_phantom_end_to_end(self):
         import numpy as np
 
-        from saliency_inspector import mrml, mrml_charts
+        from saliency_inspector import mrml, mrml_charts, mrml_maps
 
         if self._dependenciesMissing():
             self.skipTest("torch or the module's Python packages are not installed (press Apply once)")
@@ -1397,8 +1475,9 @@ class SaliencyInspectorTest(ScriptedLoadableModuleTest):
                                segmentationNode=organs)
         self.assertIsNotNone(result)
         for (method, className), node in result["nodes"].items():
-            saliency = mrml.volume_from_node(node)
+            saliency = logic.mapOnCtGrid(node, ct)  # the nodes hold raw maps; on the CT grid on demand
             self.assertTrue(saliency.same_grid(before), f"{method}/{className} is not on the CT grid")
+        self.assertEqual(len(mrml_maps.slot_nodes(slicer.mrmlScene)), 2)  # the views' shared CT-grid nodes
         after = mrml.volume_from_node(ct)
         self.assertTrue(np.array_equal(after.array, before.array))  # the input is untouched
         columns = mrml_charts.table_columns(result["metrics"])

@@ -331,7 +331,8 @@ def update_shown_saliency(scene, threshold=None, opacity=None, volume_rendering_
     for i in range(composites.GetNumberOfItems()):
         composite = composites.GetItemAsObject(i)
         node = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
-        if node is None or node.GetAttribute("SaliencyInspector.Saliency") != "1":
+        if node is None or (node.GetAttribute("SaliencyInspector.Saliency") != "1"
+                            and not node.GetAttribute("SaliencyInspector.Slot")):  # mrml_maps' shared nodes
             continue
         shown[node.GetID()] = node
         if opacity is not None:

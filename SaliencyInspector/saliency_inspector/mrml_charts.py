@@ -297,10 +297,21 @@ def add_fidelity_nodes(scene: Any, result: FidelityResult, name: str = "Fidelity
 
 
 # ---- the layout that shows them ----------------------------------------------------------------
-def set_compare_layout(layout_node: Any) -> int:
-    """Register (once) and switch to the compare layout; returns its id."""
+def register_compare_layout(layout_node: Any) -> bool:
+    """Make the compare layout known to the layout node (layout descriptions are not saved with a
+    scene: a scene saved in this layout names only its id). When the node already shows that id
+    (a scene just loaded), it is applied again so the views are made. True when it shows it."""
     if not layout_node.IsLayoutDescription(COMPARE_LAYOUT_ID):
         layout_node.AddLayoutDescription(COMPARE_LAYOUT_ID, COMPARE_LAYOUT_XML)
+    if layout_node.GetViewArrangement() != COMPARE_LAYOUT_ID:
+        return False
+    layout_node.SetViewArrangement(COMPARE_LAYOUT_ID)  # no-op unless its description was missing
+    return True
+
+
+def set_compare_layout(layout_node: Any) -> int:
+    """Register (once) and switch to the compare layout; returns its id."""
+    register_compare_layout(layout_node)
     layout_node.SetViewArrangement(COMPARE_LAYOUT_ID)
     return COMPARE_LAYOUT_ID
 

@@ -21,13 +21,21 @@ INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 def saliency_maps_of(scene, ct_node, ct=None) -> dict:
     """``{(method, class): Volume}`` of the scene's saliency maps on ``ct_node``'s grid (made by this
     module: attribute ``SaliencyInspector.Saliency``); of several runs, the last node added wins."""
+    from .models.preprocess import resample_map
+    from .mrml_maps import ct_node_of, is_raw_map, is_slot_node
+
     ct = volume_from_node(ct_node) if ct is None else ct
     maps = {}
     for k in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(k, "vtkMRMLScalarVolumeNode")
-        if node.GetAttribute("SaliencyInspector.Saliency") != "1":
-            continue
+        if node.GetAttribute("SaliencyInspector.Saliency") != "1" or is_slot_node(node):
+            continue  # a shared view node only shows one of the maps listed here
         volume = volume_from_node(node, "saliency map")
+        if is_raw_map(node):  # maps live raw in the scene: put on the CT grid as Explanation.map does
+            owner = ct_node_of(node)
+            if owner is None or owner.GetID() != ct_node.GetID():
+                continue
+            volume = resample_map(volume, ct)
         if volume.same_grid(ct):
             maps[(node.GetAttribute("SaliencyInspector.Method") or "map",
                   node.GetAttribute("SaliencyInspector.Class") or node.GetName())] = volume

@@ -35,6 +35,7 @@ class Recorder:
         self.confirm_answer = True
         self.pip_calls = []
         self.torch_installs = []
+        self.torch_asked = []  # installTorch's askConfirmation of each call
 
     def boxes(self, kind=None):
         return [m for m in self.messages if kind is None or m[0] == kind]
@@ -187,6 +188,7 @@ def _pytorch_utils(recorder):
         def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None,
                          torchvisionVersionRequirement=None):
             recorder.torch_installs.append(torchVersionRequirement)
+            recorder.torch_asked.append(askConfirmation)
             return PyTorchUtilsLogic.install_result
 
     m.PyTorchUtilsLogic = PyTorchUtilsLogic

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 import offscreen_views as ov  # noqa: E402
 import slicer_standins  # noqa: E402
 
-from saliency_inspector import mrml, mrml_charts  # noqa: E402
+from saliency_inspector import mrml, mrml_charts, mrml_maps  # noqa: E402
 from saliency_inspector.errors import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -90,14 +91,19 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     table, chart = namespace["table"], namespace["roc_chart"]
     scene = app.scene
 
-    # the nodes: maps of both methods for every class, each on the CT's own grid, one run id
+    # the nodes: the raw maps of both methods for every class (small, on their own grid), one run
+    # id; the CT-grid map made from a node is Explanation.map's, exactly
+    explanation, logic = namespace["explanation"], namespace["logic"]
     classes = mrml_charts.table_columns(predictions)["class"]
     assert set(nodes) == {(m, c) for m in ("hirescam", "gradcam") for c in classes}
     runs = {node.GetAttribute("SaliencyInspector.Run") for node in nodes.values()}
     assert len(runs) == 1 and re.fullmatch(r"[0-9a-f]{32}", runs.pop())
-    for node in nodes.values():
-        assert node.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
-        np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(ct), atol=1e-9)
+    ct_voxels = np.prod(ct.GetImageData().GetDimensions())
+    for key, node in nodes.items():
+        assert np.prod(node.GetImageData().GetDimensions()) * 50 < ct_voxels
+        np.testing.assert_array_equal(mrml.volume_from_node(node, what="map").array, explanation.raw[key].array)
+    for key in (("hirescam", "liver"), ("gradcam", classes[-1])):
+        np.testing.assert_allclose(logic.mapOnCtGrid(nodes[key], ct).array, explanation.map(*key).array, atol=1e-6)
     segment_names = [organs.GetSegmentation().GetNthSegment(i).GetName()
                      for i in range(organs.GetSegmentation().GetNumberOfSegments())]
     organ_names = [n for n in segment_names if n.lower() != "body"]  # the body is the region scored in
@@ -106,17 +112,27 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
     assert not chart.GetXAxisRangeAuto() and tuple(chart.GetXAxisRange()) == (0.0, 1.0)
 
     # the compare layout, HiResCAM in Red and Grad-CAM in Yellow over the CT
-    hires, grad = nodes[("hirescam", "liver")], nodes[("gradcam", "liver")]
+    # through one shared CT-grid node per view: two CT-sized maps in the scene, not eight
     assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
     shown = _composites(scene)
-    assert shown["Red"] == (ct.GetID(), hires.GetID()) and shown["Yellow"] == (ct.GetID(), grad.GetID())
+    hires, grad = (scene.GetNodeByID(shown[v][1]) for v in ("Red", "Yellow"))
+    assert shown["Red"][0] == shown["Yellow"][0] == ct.GetID()
+    assert mrml_maps.source_of(hires) is nodes[("hirescam", "liver")]
+    assert mrml_maps.source_of(grad) is nodes[("gradcam", "liver")]
+    assert sorted(n.GetName() for n in mrml_maps.slot_nodes(scene)) == sorted((hires.GetName(), grad.GetName()))
+    for node in (hires, grad):
+        assert node.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
+        np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(ct), atol=1e-9)
     assert app.app_logic.GetSelectionNode().GetActiveTableID() == table.GetID()
     # each map's colour legend in its own view; the 3D view shows the HiResCAM map and its legend
     red_id, yellow_id = (scene.GetSingletonNode(v, "vtkMRMLSliceNode").GetID() for v in ("Red", "Yellow"))
     threed_id = threed.get_view_node().GetID()
-    legends = {n: slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(n) for n in (hires, grad)}
-    assert [legends[hires].IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] == [True, False, True]
-    assert [legends[grad].IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] == [False, True, False]
+    def views_of(node):
+        return [[legend.IsDisplayableInView(v) for v in (red_id, yellow_id, threed_id)] for legend in _legends_of(scene, node)]
+
+    # the slice legend, then (the volume-rendered map only) the legend on its volume rendering
+    assert views_of(hires) == [[True, False, False], [False, False, True]]
+    assert views_of(grad) == [[False, True, False]]
 
     # the rendered views: heat where each view's map is high, none where it is low
     out = Path(os.environ.get("SI_PNG_DIR", tmp_path))
@@ -263,8 +279,7 @@ def test_show_leaves_the_users_segmentation_display_alone_and_clamps_the_thresho
                 users.GetSegmentation().ContainsRepresentation("Closed surface"))
 
     before = state()
-    node = nodes[("hirescam", "liver")]
-    logic.show(ct, node, users, threshold=1.5)
+    node = logic.show(ct, nodes[("hirescam", "liver")], users, threshold=1.5)  # the Red view's shared node
     assert state() == before
     window_max = node.GetDisplayNode().GetWindowLevelMax()
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(window_max)  # 1.5 -> 1.0, not above
@@ -297,18 +312,18 @@ def test_show_comparison_prefers_the_map_passed(explained):
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow"))
     newer = new_nodes[("hirescam", "liver")]
     logic.showComparison(ct, newer)
-    shown = _composites(app.scene)
-    assert shown["Red"][1] == newer.GetID()  # not the older run's map that the scene lists first
-    assert shown["Yellow"][1] in (nodes[("gradcam", "liver")].GetID(), new_nodes[("gradcam", "liver")].GetID())
+    shown = {view: mrml_maps.source_of(app.scene.GetNodeByID(ids[1])) for view, ids in _composites(app.scene).items()}
+    assert shown["Red"] is newer  # not the older run's map that the scene lists first
+    assert shown["Yellow"] in (nodes[("gradcam", "liver")], new_nodes[("gradcam", "liver")])
 
 
 @pytest.mark.slow
 def test_slider_changes_act_on_the_maps_shown_and_keep_the_comparison(explained):
     module, recorder, app, logic, ct, organs, nodes = explained
     ov.make_views(app, size=(32, 32), slice_tags=("Red", "Yellow", "Green"))
-    hires, grad = nodes[("hirescam", "liver")], nodes[("gradcam", "liver")]
-    logic.showComparison(ct, hires, threshold=0.2, opacity=0.5)
+    logic.showComparison(ct, nodes[("hirescam", "liver")], threshold=0.2, opacity=0.5)
     before = _composites(app.scene)
+    hires, grad = (app.scene.GetNodeByID(before[v][1]) for v in ("Red", "Yellow"))  # the views' shared nodes
     assert logic.updateShownMaps(threshold=0.6) == 2
     assert logic.updateShownMaps(opacity=0.8) == 2
     assert _composites(app.scene) == before  # which map each view shows is unchanged
@@ -319,6 +334,91 @@ def test_slider_changes_act_on_the_maps_shown_and_keep_the_comparison(explained)
                  (app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(i)
                   for i in range(app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetNumberOfItems()))}
     assert opacities["Red"] == opacities["Yellow"] == pytest.approx(0.8)
+
+
+@pytest.mark.slow
+def test_the_3d_view_shows_the_colour_legend_of_the_volume_rendered_map(explained, tmp_path):
+    """Rendered, not a flag: the 3D frame with the legend differs from the frame without it by a
+    tall bar holding the map's colour table (its top and its low end)."""
+    ok, reason = _egl()
+    if not ok:
+        pytest.skip(reason)
+    module, recorder, app, logic, ct, organs, nodes = explained
+    (red,), threed = ov.make_views(app, size=(320, 320), slice_tags=("Red",))
+    shown = logic.show(ct, nodes[("hirescam", "liver")], organs)  # Red view and 3D; no slice shown in 3D
+    legends = _legends_of(app.scene, shown)
+    assert legends and any(legend.IsDisplayableInView(threed.get_view_node().GetID()) for legend in legends)
+    ov.frame_3d(threed)
+    threed.render()
+    out = Path(os.environ.get("SI_PNG_DIR", tmp_path))
+    with_legend = ov.capture(threed, out / "legend_3d.png").astype(int)
+    for legend in legends:
+        legend.SetVisibility(False)
+    threed.render()
+    without = ov.capture(threed, out / "legend_3d_off.png").astype(int)
+    changed = np.abs(with_legend - without).sum(axis=2) > 60
+    rows, cols = np.nonzero(changed)
+    assert rows.size > 300, f"the legend changes {rows.size} pixels of the 3D frame"
+    # the bar holds the map's colour table: its top colour and its low end (the first fifth)
+    bar = with_legend[changed]
+    lut = shown.GetDisplayNode().GetColorNode().GetLookupTable()
+    table = np.array([lut.GetTableValue(i)[:3] for i in range(lut.GetNumberOfTableValues())]) * 255
+    top, low = table[-8:], table[: len(table) // 5]
+    near = lambda colours: (np.abs(bar[:, None, :] - colours[None]).max(axis=2) < 40).any(axis=1)  # noqa: E731
+    assert near(top).sum() > 20 and near(low).sum() > 20, (near(top).sum(), near(low).sum())
+    assert rows.max() - rows.min() > 0.25 * with_legend.shape[0]  # a bar along the view's height
+
+
+def _legends_of(scene, node):
+    found = []
+    for i in range(node.GetNumberOfDisplayNodes()):
+        display = node.GetNthDisplayNode(i)
+        if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
+            found.append(display)
+    return found
+
+
+def _session(monkeypatch, tmp_path, name):
+    """A fresh Slicer session with a main window: a new scene and layout, the module loaded, startup done."""
+    for module_name in ("SaliencyInspector", "SaliencyInspectorLib.dependencies", "SaliencyInspectorLib"):
+        sys.modules.pop(module_name, None)
+    app = ov.make_app()
+    layout = slicer_standins.LayoutManager(app.scene)
+    slicer_standins.install(monkeypatch, app, tmp_path / name, layout_manager=layout)
+    module = importlib.import_module("SaliencyInspector")
+    module.SaliencyInspector(types.SimpleNamespace())  # what Slicer does when it loads the module
+    for signal, slot in slicer.app.connections:
+        if signal == "startupCompleted()":
+            slot()
+    return module, app, layout.layoutLogic().GetLayoutNode()
+
+
+def test_a_saved_scene_reopens_in_the_compare_layout(monkeypatch, tmp_path):
+    module, app, layout_node = _session(monkeypatch, tmp_path, "first")
+    logic = module.SaliencyInspectorLogic()
+    ct, organs = logic.loadPhantomSample(size=(48, 48, 24))
+    nodes, _explanation, _predictions = logic.explain(ct, device="cpu")
+    logic.showComparison(ct, nodes[("hirescam", "liver")])
+    assert layout_node.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    app.scene.SetURL(str(tmp_path / "inspection.mrml"))
+    assert app.scene.Commit()
+
+    # the same session: close the scene (the layout goes back to a standard one), load it again
+    layout_node.SetViewArrangement(layout_node.SlicerLayoutFourUpView)
+    app.scene.Clear(0)
+    app.scene.SetURL(str(tmp_path / "inspection.mrml"))
+    assert app.scene.Import()
+    assert layout_node.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    assert layout_node.GetCurrentLayoutDescription().strip() == mrml_charts.COMPARE_LAYOUT_XML.strip()
+
+    # a new session (Slicer restarted) loads the saved scene
+    module, app, layout_node = _session(monkeypatch, tmp_path, "second")
+    assert layout_node.GetViewArrangement() != mrml_charts.COMPARE_LAYOUT_ID
+    app.scene.SetURL(str(tmp_path / "inspection.mrml"))
+    assert app.scene.Import()
+    assert layout_node.GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
+    assert layout_node.GetCurrentLayoutDescription().strip() == mrml_charts.COMPARE_LAYOUT_XML.strip()
+    assert app.scene.GetSingletonNode("Yellow", "vtkMRMLSliceNode") is not None  # its views exist
 
 
 # ---- bad input: one message, the scene unchanged -------------------------------------------------
@@ -358,9 +458,8 @@ def test_phantom_sample_from_sample_data_and_the_button_needs_no_package(module_
     for name in ("monai", "slicerio", "captum"):
         monkeypatch.setitem(sys.modules, name, None)
     module.SaliencyInspector(types_namespace())  # the module registers its sample on startupCompleted()
-    signal, slot = slicer.app.connections[-1]
-    assert signal == "startupCompleted()"
-    slot()
+    assert ("startupCompleted()", module.registerSampleData) in slicer.app.connections
+    module.registerSampleData()
     (source,) = slicer.modules.sampleDataSources["SaliencyInspector"]
     assert source.sampleName == module.PHANTOM_SAMPLE_NAME
     assert len(source.uris) == len(source.fileNames) == len(source.nodeNames) == len(source.loadFileTypes)
@@ -505,7 +604,31 @@ def test_slicer_5_12_uses_pip_ensure_with_the_pins(fresh_install, monkeypatch):
     ((kind, requirements, constraints, requester),) = recorder.pip_calls
     assert (kind, requirements, requester) == ("pip_ensure", ["si-test-monai>=1.3"], "SaliencyInspector")
     assert any(line.startswith("torch==") for line in Path(constraints).read_text().split())
-    assert len(recorder.messages) == 1 and "still missing" in recorder.messages[0][1]
+    assert [kind for kind, _text in recorder.messages] == ["confirm", "warning"]  # asked once, here; not by pip_ensure
+    assert "still missing" in recorder.messages[1][1]
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_one_question_lists_everything_before_anything_touches_the_network(fresh_install, monkeypatch, answer):
+    module, recorder, site = fresh_install  # torch and si-test-monai both missing
+    asked = []
+
+    def confirm(text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
+        # what had run when the question came: nothing networked (no pip, not even its dry run)
+        asked.append((text, list(recorder.pip_calls), list(recorder.torch_installs)))
+        return answer
+
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", confirm)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda arguments: recorder.pip_calls.append(("pip_install", arguments)))
+    module.SaliencyInspectorLogic().ensureDependencies(askConfirmation=True)
+    ((text, pip_before, torch_before),) = asked  # one question
+    assert pip_before == [] and torch_before == []
+    assert "PyTorch" in text and "si-test-monai>=1.3" in text
+    if answer:  # then: the dry run, torch (not asking again), pip
+        assert [kind for kind, _args in recorder.pip_calls] == ["pip", "pip_install"] and recorder.torch_asked == [False]
+    else:  # declined: nothing ran, one warning
+        assert recorder.pip_calls == [] and recorder.torch_installs == []
+        assert [kind for kind, _text in recorder.messages] == ["warning"]
 
 
 @pytest.mark.parametrize("case", ["declined", "pip fails", "pip fails 5.12", "no PyTorch extension",
@@ -628,16 +751,17 @@ def test_apply_ends_in_the_compare_layout_and_the_widget_keeps_it(monkeypatch, t
     pair = mrml.same_run_maps(app.scene, shown)
     assert layout.layoutLogic().GetLayoutNode().GetViewArrangement() == mrml_charts.COMPARE_LAYOUT_ID
     views = _composites(app.scene)
-    assert views["Red"][1] == pair["hirescam"].GetID() and views["Yellow"][1] == pair["gradcam"].GetID()
+    red, yellow = (app.scene.GetNodeByID(views[v][1]) for v in ("Red", "Yellow"))  # the views' shared nodes
+    assert mrml_maps.source_of(red) is pair["hirescam"] and mrml_maps.source_of(yellow) is pair["gradcam"]
     assert widget._parameterNode.shownSaliency is shown and widget.ui.statusLabel.text == result["message"]
     # a slider moves: its handler runs before the parameter node holds the new value
     widget.onThresholdChanged(0.7)
-    display = pair["gradcam"].GetDisplayNode()
+    display = yellow.GetDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(0.7 * display.GetWindowLevelMax())
     assert _composites(app.scene) == views
     # the user picks a map: then it is shown in every view
     widget.onShownSaliencyChanged(pair["gradcam"])
-    assert {fg for _, fg in _composites(app.scene).values()} == {pair["gradcam"].GetID()}
+    assert {fg for _, fg in _composites(app.scene).values()} == {red.GetID()} and mrml_maps.source_of(red) is pair["gradcam"]
 
 
 def test_the_self_test_is_skipped_without_installing_when_packages_are_missing(module_env, monkeypatch):

@@ -157,7 +157,8 @@ def test_every_handler_runs_on_the_shown_maps(gui, monkeypatch):
     assert [t for t, _d in widget.ui.classComboBox.items][0] == "all classes"
     # sliders: the value the signal carries acts on the shown maps
     widget.ui.thresholdSliderWidget.emit("valueChanged(double)", 0.6)
-    display = shown.GetDisplayNode()
+    display = app.scene.GetNodeByID(  # the Red view's shared CT-grid node shows the map
+        app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0).GetForegroundVolumeID()).GetDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(0.6 * display.GetWindowLevelMax())
     widget.ui.opacitySliderWidget.emit("valueChanged(double)", 0.3)
     # the class combo box, the model path, the list of methods
