@@ -88,9 +88,10 @@ def test_export_from_a_ct_of_the_dicom_database_references_its_series_and_is_imp
     pm = pydicom.dcmread(out / "hirescam_liver.pm.dcm")
     assert pm.StudyInstanceUID == first.StudyInstanceUID
     assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
-    shown = mrml.volume_from_node(nodes[("hirescam", "liver")])
-    np.testing.assert_allclose(resample_to(dicom_out.read_parametric_map(out / "hirescam_liver.pm.dcm"), shown).array,
-                               shown.array, rtol=1e-5, atol=1e-6)
+    # the scene keeps the raw map; the Parametric Map holds it on the CT grid (as the views show it)
+    on_ct = logic.mapOnCtGrid(nodes[("hirescam", "liver")], ct_node)
+    np.testing.assert_allclose(resample_to(dicom_out.read_parametric_map(out / "hirescam_liver.pm.dcm"), on_ct).array,
+                               on_ct.array, rtol=1e-5, atol=1e-6)
     masks = dicom_out.read_segmentation(out / "organs.seg.dcm")
     assert np.array_equal(resample_to(masks["liver"], ct, "nearest").array, case.organs.resampled_to(ct).mask("liver"))
 
