@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort-masks", action="append", help="its finding's masks, one per --cohort: the location prior")
     p.add_argument("--mode", choices=["cascading", "independent"], default="cascading", help="randomization mode")
     p.add_argument("--skip-randomization", action="store_true", help="only the other criteria (randomization: not measured)")
+    p.add_argument("--shuffled-model", metavar="PATH",
+                   help="the same recipe trained on shuffled labels (train-demo --shuffle-labels; its card beside it): "
+                        "the data-randomization criterion")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations and samplers")
     p.add_argument("--layer", help="target layer for the CAMs (default: the card's)")
     p.add_argument("--allow-mismatch", action="store_true",

@@ -305,6 +305,8 @@ class GazeResult:
 def _prepare_map(saliency: Volume, grid: Volume, normalisation: str) -> np.ndarray:
     s = resample_to(saliency.with_array(np.asarray(saliency.array, np.float32)), grid, "linear")
     a = np.asarray(s.array, np.float64)
+    # the gaze metrics compare distributions (KL, SIM need non-negative values): a signed map enters
+    # by its positive part, the evidence FOR the class, as masses do (scoring/importance.py)
     return np.abs(a) if normalisation == "abs" else np.maximum(a, 0.0)
 
 
