@@ -51,8 +51,8 @@ def cmd_phantom(args) -> int:
     guard_outputs(files=[args.out / n for n in PHANTOM_FILES], folders=[args.out])
     progress(f"making phantom (seed {args.seed})")
     case = make_phantom(seed=args.seed, size=size, lesions=args.lesion, oblique=args.oblique,
-                        lesion_scale=args.lesion_scale)
-    paths = write_phantom_case(case, args.out)
+                        lesion_scale=args.lesion_scale, progress=progress)
+    paths = write_phantom_case(case, args.out, progress=progress)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
