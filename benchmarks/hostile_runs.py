@@ -72,7 +72,9 @@ def make_inputs(work: Path) -> dict:
 
     case = si.make_phantom(seed=3, size=(48, 48, 32), lesions=["liver", "lung_left"], lesion_scale=1.8)
     si.write_phantom_case(case, work / "case")
-    other = si.make_phantom(seed=9, size=(48, 48, 32), lesions=["liver"], lesion_scale=1.8)
+    # another patient: another body (an oblique, larger phantom; two same-size phantoms have bodies
+    # that agree, so the body check cannot tell them apart; see docs/finish2223.md)
+    other = si.make_phantom(seed=9, size=(60, 60, 36), lesions=["liver"], lesion_scale=1.8, oblique=True)
     si.write_phantom_case(other, work / "other")
     only_liver = si.make_phantom(seed=3, size=(48, 48, 32), lesions=["liver"], lesion_scale=1.8)
     si.write_segments(only_liver.lesions, work / "liver_lesion.seg.nrrd")
@@ -213,9 +215,11 @@ def hostile_list(w: Path, made: dict) -> list:
         Hostile(R, "render --out a hard link to the masks", ["render", ct, hmap, "--masks", organs, "--out",
                 w / "masks_hardlink.png"], 2, "", case_in, []),
         Hostile(R, "evaluate --json onto the CT", [*ev, organs, "--ct", ct, "--json", ct], 2, "", case_in, []),
-        Hostile(R, "explain --out a read-only folder", ["explain", ct, *model, "--out", w / "readonly" / "maps"], 2,
-                "", case_in, [w / "readonly" / "maps"]),
     ]
+    if os.geteuid() != 0:  # root writes into a 0o555 folder: the refusal cannot be shown as root
+        runs.append(Hostile(R, "explain --out a read-only folder", ["explain", ct, *model, "--out",
+                                                                     w / "readonly" / "maps"], 2, "", case_in,
+                            [w / "readonly" / "maps"]))
     return runs
 
 

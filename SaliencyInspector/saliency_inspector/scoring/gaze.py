@@ -345,6 +345,9 @@ def compare_with_gaze(saliency: Volume, fixations: Fixations | Volume, body: np.
         return pos[keep], keep
 
     if isinstance(fixations, Volume):
+        bad = int(np.count_nonzero(~np.isfinite(np.asarray(fixations.array, np.float64))))
+        if bad:  # NaN would reach rng.choice's probabilities as a ValueError traceback
+            raise InputError(f"the reader heatmap has {bad} NaN or infinite voxels; give a heatmap of finite values")
         heat = resample_to(fixations.with_array(np.asarray(fixations.array, np.float32)), grid, "linear").array
         gt = np.clip(np.asarray(heat, np.float64), 0, None).ravel()[flat]
         if gt.sum() <= 0:
