@@ -72,10 +72,11 @@ def make_inputs(work: Path) -> dict:
 
     case = si.make_phantom(seed=3, size=(48, 48, 32), lesions=["liver", "lung_left"], lesion_scale=1.8)
     si.write_phantom_case(case, work / "case")
-    # another patient: another body (an oblique, larger phantom; two same-size phantoms have bodies
-    # that agree, so the body check cannot tell them apart; see docs/finish2223.md)
-    other = si.make_phantom(seed=9, size=(60, 60, 36), lesions=["liver"], lesion_scale=1.8, oblique=True)
-    si.write_phantom_case(other, work / "other")
+    # two patients as test_cli_hardening's fixture: phantoms share one body in patient space, so the
+    # body check needs a fine CT (128×128×40) against another seed, size and tilt (see docs/finish2223.md)
+    si.write_phantom_case(si.make_phantom(seed=0, size=(128, 128, 40)), work / "patient_a")
+    si.write_phantom_case(si.make_phantom(seed=7, size=(160, 160, 48), oblique=True), work / "other")
+    si.write_phantom_case(si.make_phantom(seed=9, size=(48, 48, 32), lesions=["liver"]), work / "other48")
     only_liver = si.make_phantom(seed=3, size=(48, 48, 32), lesions=["liver"], lesion_scale=1.8)
     si.write_segments(only_liver.lesions, work / "liver_lesion.seg.nrrd")
     ct = case.ct
@@ -160,11 +161,15 @@ def hostile_list(w: Path, made: dict) -> list:
                 case_in, [], None),
         Hostile(L, "manifest ids 'Case1' and 'case1' (one case folder)", ["batch", w / "clash.csv", *model, "--out",
                 out / "b1"], 2, "would share its output folder", [w / "clash.csv"], [out / "b1"]),
-        Hostile(L, "compare with another patient's masks", ["compare", ct, *model, "--masks", w / "other" /
-                "organs.seg.nrrd", "--class", "liver", "--segment", "liver", "--out", out / "cmp"], 2,
-                "do not seem to describe", case_in + [w / "other"], [out / "cmp"]),
-        Hostile(L, "trust with another patient's masks", ["trust", ct, *model, "--class", "liver", "--masks",
-                w / "other" / "lesions.seg.nrrd", "--out", out / "t1"], 2, "", case_in + [w / "other"], [out / "t1"]),
+        Hostile(L, "compare with another patient's masks", ["compare", w / "patient_a" / "ct.nrrd", *model, "--masks",
+                w / "other" / "organs.seg.nrrd", "--class", "liver", "--segment", "liver", "--out", out / "cmp"], 2,
+                "do not seem to describe", [w / "patient_a", w / "other"], [out / "cmp"]),
+        Hostile(L, "trust with another patient's masks", ["trust", w / "patient_a" / "ct.nrrd", *model, "--class",
+                "liver", "--masks", w / "other" / "organs.seg.nrrd", "--segment", "liver", "--out", out / "t1"], 2,
+                "do not seem to describe", [w / "patient_a", w / "other"], [out / "t1"]),
+        Hostile(L, "compare with masks of another same-size phantom (bodies agree)", ["compare", ct, *model,
+                "--masks", w / "other48" / "organs.seg.nrrd", "--class", "liver", "--segment", "liver", "--method",
+                "hirescam", "--fidelity-steps", "3", "--out", out / "cmp48"], 0, "", case_in + [w / "other48"], []),
         Hostile(L, "masks mirrored left/right (evaluate)", [*ev, w / "mirrored.seg.nrrd", "--ct", ct, "--json",
                 out / "m.json"], 2, "mirrored", case_in + [w / "mirrored.seg.nrrd"], [out / "m.json"]),
         Hostile(L, "trust --class lung_left, masks hold only lesion_liver", ["trust", ct, *model, "--class",
