@@ -79,8 +79,8 @@ def read_manifest(path: StrPath, classes: Sequence[str] | None = None,
 
 # ---- synthetic data ------------------------------------------------------------------------------
 def make_phantom(seed: int = 0, size: Sequence[int] | None = None, lesions: Sequence[str] | None = None,
-                 oblique: bool = False, lesion_scale: float = 1.0) -> PhantomCase: ...
-def write_phantom_case(case: PhantomCase, out_dir: StrPath) -> dict[str, Path]: ...
+                 oblique: bool = False, lesion_scale: float = 1.0, progress: Progress = None) -> PhantomCase: ...
+def write_phantom_case(case: PhantomCase, out_dir: StrPath, progress: Progress = None) -> dict[str, Path]: ...
 def phantom_cohort(out_dir: StrPath, n_cases: int, *, seed: int = 0, size: Sequence[int] = (96, 96, 64),
                    prevalence: float = 0.4, distractor_probability: float = 0.2, confounder: str | None = None,
                    q_train: float = 0.95, q_test: float = 0.5, fractions: Sequence[float] = (0.6, 0.2, 0.2),
@@ -172,7 +172,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
               sigma_mm: float = 10.0, out_dir: StrPath | None = None, mode: str = "cascading", seed: int = 0,
               cohort: Sequence[Volume | tuple[Volume, Segments | None]] | None = None, n_baseline: int = 4,
               layer: str | None = None, normalisation: str | None = None, randomize: bool = True,
-              progress: Progress = None, allow_mismatch: bool = False, emprt_seeds: int = 3) -> TrustResult: ...
+              progress: Progress = None, allow_mismatch: bool = False, emprt_seeds: int = 3,
+              shuffled_model: Classifier | None = None) -> TrustResult: ...
 def batch(manifest: StrPath, model: StrPath | Classifier, out_dir: StrPath, *,
           methods: str | Sequence[str] = ("hirescam", "gradcam"), classes: str | Sequence[str] = "all",
           keep_maps: str = "none", card: StrPath | ModelCard | None = None, arch: str | None = None,

@@ -51,8 +51,8 @@ def cmd_phantom(args) -> int:
     guard_outputs(files=[args.out / n for n in PHANTOM_FILES], folders=[args.out])
     progress(f"making phantom (seed {args.seed})")
     case = make_phantom(seed=args.seed, size=size, lesions=args.lesion, oblique=args.oblique,
-                        lesion_scale=args.lesion_scale)
-    paths = write_phantom_case(case, args.out)
+                        lesion_scale=args.lesion_scale, progress=progress)
+    paths = write_phantom_case(case, args.out, progress=progress)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -449,12 +449,13 @@ def cmd_trust(args) -> int:
     from .workflows.trust import run_trust
 
     guard_outputs([args.ct, *args.model, *(args.card or []), args.masks, args.fixations, *(args.cohort or []),
-                   *(args.cohort_masks or [])], folders=[args.out])
+                   *(args.cohort_masks or []), args.shuffled_model], folders=[args.out])
     ct = read_volume(args.ct)
     cards = args.card or []
     models = []
     for n, source in enumerate(args.model):
         models.append(load_model(source, cards[n] if n < len(cards) else None, args.arch, args.device))
+    shuffled = load_model(args.shuffled_model, None, args.arch, args.device) if args.shuffled_model else None
     masks = read_segments(args.masks, reference=ct, note=progress) if args.masks else None
     cohort_masks = args.cohort_masks or []
     if cohort_masks and len(cohort_masks) != len(args.cohort or []):
@@ -471,7 +472,7 @@ def cmd_trust(args) -> int:
                        fixations_space=args.fixations_space, sigma_mm=args.sigma_mm, out_dir=args.out,
                        mode=args.mode, seed=args.seed, cohort=cohort, layer=args.layer,
                        randomize=not args.skip_randomization, progress=progress,
-                       allow_mismatch=args.allow_mismatch)
+                       allow_mismatch=args.allow_mismatch, shuffled_model=shuffled)
     print(result.card.format())
     print(result.json_path)
     print(result.report)

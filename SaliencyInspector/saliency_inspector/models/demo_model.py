@@ -232,12 +232,16 @@ def make_example(seed: int, lesions, size=INPUT_SIZE):
 
 def make_dataset(seeds, rng, size=INPUT_SIZE, progress=None):
     """Inputs, labels and class-organ masks for phantoms with these seeds and random lesion sets."""
+    import time
+
     xs, ys, ms, bodies, lesion_masks = [], [], [], [], []
+    said = time.time()
     for i, seed in enumerate(seeds):
         x, y, m, body, lesion = make_example(int(seed), random_lesions(rng), size)
         xs.append(x), ys.append(y), ms.append(m), bodies.append(body), lesion_masks.append(lesion)
-        if progress and (i + 1) % 50 == 0:
+        if progress and (time.time() - said >= 5.0 or i + 1 == len(seeds)):  # a line at least every ~5 s
             progress(f"  phantoms {i + 1}/{len(seeds)}")
+            said = time.time()
     return np.stack(xs), np.stack(ys), np.stack(ms), np.stack(bodies), np.stack(lesion_masks)
 
 

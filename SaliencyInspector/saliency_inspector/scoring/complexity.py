@@ -80,13 +80,15 @@ def from_ranking(ranking: Ranking) -> dict:
     if top <= 0:
         return {"sparseness": float("nan"), "complexity": float("nan")}
     numerator = denominator = mass = 0.0
+    # a signed map's negative scores count as 0: sparseness and complexity are those of S⁺ (they
+    # used to reach log() as negative probabilities: NaN and a RuntimeWarning on the terminal)
     for v, s, start in _group_chunks(ranking):
-        v = v / top
+        v = np.maximum(v, 0.0) / top
         numerator += np.dot(s * (2 * start + s + 1) - s * (n + 1), v + GINI_EPS)
         denominator += np.dot(s, v + GINI_EPS)
         mass += np.dot(s, v)
     entropy = 0.0
     for v, s, _ in _group_chunks(ranking):
-        p = v / top / mass
+        p = np.maximum(v, 0.0) / top / mass
         entropy -= np.dot(s, p * np.log(p + LOG_EPS))
     return {"sparseness": float(numerator / (n * denominator)), "complexity": float(entropy)}

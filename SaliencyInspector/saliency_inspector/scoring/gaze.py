@@ -305,6 +305,8 @@ class GazeResult:
 def _prepare_map(saliency: Volume, grid: Volume, normalisation: str) -> np.ndarray:
     s = resample_to(saliency.with_array(np.asarray(saliency.array, np.float32)), grid, "linear")
     a = np.asarray(s.array, np.float64)
+    # the gaze metrics compare distributions (KL, SIM need non-negative values): a signed map enters
+    # by its positive part, the evidence FOR the class, as masses do (scoring/importance.py)
     return np.abs(a) if normalisation == "abs" else np.maximum(a, 0.0)
 
 
@@ -343,6 +345,9 @@ def compare_with_gaze(saliency: Volume, fixations: Fixations | Volume, body: np.
         return pos[keep], keep
 
     if isinstance(fixations, Volume):
+        bad = int(np.count_nonzero(~np.isfinite(np.asarray(fixations.array, np.float64))))
+        if bad:  # NaN would reach rng.choice's probabilities as a ValueError traceback
+            raise InputError(f"the reader heatmap has {bad} NaN or infinite voxels; give a heatmap of finite values")
         heat = resample_to(fixations.with_array(np.asarray(fixations.array, np.float32)), grid, "linear").array
         gt = np.clip(np.asarray(heat, np.float64), 0, None).ravel()[flat]
         if gt.sum() <= 0:

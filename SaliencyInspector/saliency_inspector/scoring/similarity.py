@@ -1,9 +1,14 @@
 """How alike are two saliency maps? 3D SSIM, Spearman, Pearson and top-k overlap on one grid.
 
 The trust checks (randomization, repeatability, reproducibility) all compare two maps. As in Arun
-et al. (Radiology: AI 2021; ``/work/shared/notes/trust.md``) the maps are normalised first:
-|map| (gradient maps) or ReLU(map) (CAMs, whose negative part means "against the class"), clipped
-at the 99th percentile, then min–max scaled to [0, 1]; SSIM then runs with ``data_range=1``.
+et al. (Radiology: AI 2021; ``/work/shared/notes/trust.md``) the maps are normalised first, by the
+method's declared importance (``Method.importance``, :mod:`.importance`): |map| (``abs``, gradient
+maps) or ReLU(map) (``relu``, CAMs, whose negative part means "against the class"), clipped at the
+99th percentile, then min–max scaled to [0, 1]; a ``signed`` map (IG, input × gradient, occlusion,
+where the sign means for/against) keeps its sign: the raw map is clipped to its 1st–99th percentile
+and min–max scaled to [0, 1] (both over the region), so the most negative voxel is 0, the most
+positive 1 and zero lands in between — SSIM then sees evidence against the class as structure, not
+as background. SSIM runs with ``data_range=1``.
 
 - **SSIM**: ``skimage.metrics.structural_similarity`` on the 3D arrays (7-voxel uniform window,
   skimage's defaults, ``data_range=1`` passed explicitly: older skimage assumed 2 for floats),
@@ -30,27 +35,37 @@ import numpy as np
 from ..errors import InputError
 from ..io.volume import Volume, overlap_fraction, resample_to
 
-NORMALISATIONS = ("abs", "relu")
+NORMALISATIONS = ("abs", "relu", "signed")  # = scoring.importance.IMPORTANCES
 SSIM_WINDOW = 7
 CLIP_PERCENTILE = 99.0
 TOP_K_PERCENT = 5.0
 
 
 def normalise(saliency, mode: str = "abs", region=None, clip_percentile: float = CLIP_PERCENTILE) -> np.ndarray:
-    """|map| or ReLU(map), clipped at its ``clip_percentile`` (over ``region`` when given), min–max
-    scaled to [0, 1] (float64). A constant map becomes all zeros."""
+    """The map as values in [0, 1] (float64) for SSIM, by ``mode`` (the method's importance):
+
+    - ``abs`` / ``relu``: |map| or ReLU(map), clipped at its ``clip_percentile`` and min–max scaled;
+    - ``signed``: the raw map clipped to its [100 − ``clip_percentile``, ``clip_percentile``]
+      percentiles and min–max scaled (most negative → 0, most positive → 1; both signs kept).
+
+    Percentiles and minimum are taken over ``region`` when given. A constant map becomes all zeros."""
     if mode not in NORMALISATIONS:
         raise InputError(f"normalisation {mode!r}: choose one of {', '.join(NORMALISATIONS)}")
     a = np.asarray(saliency.array if isinstance(saliency, Volume) else saliency, dtype=np.float64)
     if not np.all(np.isfinite(a)):
         raise InputError("the saliency map has NaN or infinite voxels; fix or re-export the map")
-    a = np.abs(a) if mode == "abs" else np.maximum(a, 0.0)
+    if mode != "signed":
+        a = np.abs(a) if mode == "abs" else np.maximum(a, 0.0)
     values = a[np.asarray(region, bool)] if region is not None else a
     if values.size == 0:
         raise InputError("the comparison region is empty")
     top = np.percentile(values, clip_percentile)
-    a = np.minimum(a, top)
-    lo = values.min()
+    if mode == "signed":  # clip both tails: one extreme voxel of either sign must not flatten the rest
+        lo = min(np.percentile(values, 100.0 - clip_percentile), top)
+        a = np.clip(a, lo, top)
+    else:
+        a = np.minimum(a, top)
+        lo = values.min()
     span = top - lo
     if span <= 0:
         return np.zeros_like(a)
@@ -149,7 +164,8 @@ def compare_maps(a, b, normalisation: str = "abs", region=None, top_k_percent: f
     compared as arrays, see :func:`scoring.trust_measures.baseline_similarity`). ``region``: a boolean
     array on ``a``'s grid (the body) over which the percentile, SSIM, Spearman, Pearson and top-k are
     taken; None: the union of the two maps' support; "box": the whole grid (the old rule).
-    ``normalisation``: "abs" (gradient maps) or "relu" (CAMs).
+    ``normalisation``: the method's importance, "abs" (gradient maps), "relu" (CAMs) or "signed"
+    (IG, input × gradient, occlusion; see :func:`normalise`).
     """
     note = ""
     if isinstance(a, Volume) and isinstance(b, Volume) and not a.same_grid(b):
@@ -177,8 +193,8 @@ def compare_maps(a, b, normalisation: str = "abs", region=None, top_k_percent: f
             raise InputError("the comparison region is empty")
     na = normalise(a_arr, normalisation, region)
     nb = normalise(b_arr, normalisation, region)
-    if kind == "support":
-        region = (na > 0) | (nb > 0)
+    if kind == "support":  # where either map has evidence (a signed map's zero is not at 0 after normalise)
+        region = ((a_arr != 0) | (b_arr != 0)) if normalisation == "signed" else (na > 0) | (nb > 0)
         if not region.any():  # both maps empty: nothing but background, compare the box
             region, kind = None, "box"
     va, vb = (na[region], nb[region]) if region is not None else (na.ravel(), nb.ravel())

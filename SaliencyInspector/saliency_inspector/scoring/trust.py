@@ -106,6 +106,9 @@ class Evidence:
     mask_name: str | None = None
     gaze: GazeResult | None = None
     emprt: Any = None  # randomization_tests.Emprt: the entropy-ratio randomization test over seeds
+    randomization_cases: list[float] = field(default_factory=list)  # last-step SSIM on each cohort case
+    data_randomization: Any = None  # randomization_tests.DataRandomization: the shuffled-label model's maps
+    data_randomization_why: str | None = None
 
 
 # ---- the judges: evidence -> verdict, one per criterion ---------------------------------------------
@@ -138,19 +141,23 @@ def _judge_randomization(evidence: Evidence) -> Verdict:
     if base is None:
         return c.not_measured("no baseline (maps of other cases) to compare with")
     last = curve.ssim[-1]
+    values = [last] + list(evidence.randomization_cases)  # this CT, then every cohort case's last step
     below = [b for b, s in zip(curve.blocks[1:], curve.ssim[1:]) if s < base.ssim]
     blank = [b for b, z in zip(curve.blocks[1:], curve.blank[1:]) if z]
     note = (f"the randomized map is blank (all zero after {curve.normalisation}) at {len(blank)} of "
             f"{len(curve.blocks) - 1} steps, from {blank[0]}: its SSIM is that of an empty map") if blank else ""
-    return Verdict("randomization", value=last, baseline=base.ssim,
-                   details={"spearman_last": curve.spearman[-1], "spearman_baseline": base.spearman,
+    cases = ("; the randomized SSIM taken as measured on this CT alone (no cohort): the interval covers the "
+             "baseline's cases only") if len(values) == 1 else ""
+    return Verdict("randomization", value=float(np.mean(values)), baseline=base.ssim,
+                   details={"ssim_this_ct": last, "ssim_per_case": values,
+                            "spearman_last": curve.spearman[-1], "spearman_baseline": base.spearman,
                             "first_block_below_baseline": below[0] if below else None,
                             "blocks": len(curve.blocks) - 1, "mode": curve.mode, "baseline_source": base.source,
                             "baseline_interval": base.interval.to_dict() if base.interval else None,
                             "baseline_region": base.region,
                             "ssim_box_baseline": base.ssim_box},
-                   note=_join(note, _small_baseline_note(base)),
-                   **_against_baseline("randomization", [last], base, lower_passes=True))
+                   note=_join(note, _small_baseline_note(base), cases.lstrip("; ")),
+                   **_against_baseline("randomization", values, base, lower_passes=True))
 
 
 def _judge_agreement(key: str) -> Callable[[Evidence], Verdict]:
@@ -228,6 +235,18 @@ def _judge_emprt(evidence: Evidence) -> Verdict:
                    interval=list(e.interval), n=len(e.scores), min_n=3)
 
 
+def _judge_data_randomization(evidence: Evidence) -> Verdict:
+    c = CRITERIA["data_randomization"]
+    d = evidence.data_randomization
+    if d is None:
+        return c.not_measured(evidence.data_randomization_why or
+                              "needs a model trained on shuffled labels (--shuffled-model; train-demo --shuffle-labels)")
+    return Verdict("data_randomization", value=float(np.mean(d.ssim)), baseline=float(np.mean(d.baseline)),
+                   verdict=d.verdict, rule=c.rule, details=d.to_dict(), note=d.why,
+                   statistic="mean over cases of SSIM(real, shuffled-label map) − the case's cross-case SSIM",
+                   estimate=d.difference, interval=list(d.interval), n=d.n, min_n=5)
+
+
 CRITERIA = {c.key: c for c in (
     Criterion("localization", "Localization",
               "AUPRC of the map against the finding's mask over the body (average precision; the trapezoid area "
@@ -242,7 +261,8 @@ CRITERIA = {c.key: c for c in (
               "(cascading; Spearman beside it)",
               "mean SSIM between maps of different cases under the trained model (arrays on the model-input grid, "
               f"inside the union of the two bodies; {PAIRS_PER_CASE} random partners per case where the cohort allows)",
-              "SSIM after the last block − baseline mean SSIM, bootstrap over the baseline's cases: PASS when the 95 % "
+              "SSIM after the last block (mean over this CT and every cohort case) − baseline mean SSIM, bootstrap over "
+              "both sides' cases: PASS when the 95 % "
               f"interval is below 0 (the map depends on the weights), FAIL when above, else INCONCLUSIVE (also with "
               f"fewer than {MIN_BASELINE_PAIRS} baseline pairs)",
               _judge_randomization),
@@ -253,6 +273,14 @@ CRITERIA = {c.key: c for c in (
               "passes when the t 95 % interval over seeds lies above 0, fails when below; inconclusive "
               "otherwise or with fewer than 3 seeds",
               _judge_emprt),
+    Criterion("data_randomization", "Data randomization",
+              "SSIM between the map of the trained model and that of the same recipe trained on shuffled labels "
+              "(Adebayo et al. 2018), on this CT and the baseline's cases (arrays on the model-input grid, in the body)",
+              "per case: the mean SSIM of its map with the other cases' maps under the trained model",
+              "per case SSIM(real, shuffled) − its cross-case SSIM, bootstrap over cases: PASS when the 95 % interval "
+              "is below 0 (the map depends on what the labels taught), FAIL when above, else INCONCLUSIVE (also with "
+              "fewer than 5 cases); not measured without --shuffled-model",
+              _judge_data_randomization),
     Criterion("repeatability", "Repeatability",
               "SSIM between the maps of two trainings of the same architecture (Spearman and top-k overlap beside it)",
               "mean SSIM between maps of different cases under the trained model (arrays on the model-input grid, "
@@ -338,6 +366,8 @@ class TrustCard:
             lines.append(f"{method:<{width}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, cols)))
         lines += [f"  {c.name}: {c.rule} (baseline: {c.baseline})" for c in CRITERIA.values()]
         lines.append("  Δ: the statistic each verdict judges, with its 95 % bootstrap interval; n: independent units")
+        for method, how in (self.context.get("importance") or {}).items():
+            lines.append(f"  {method}: maps compared and ranked by {how['transform']}; for SSIM {how['for_ssim']}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

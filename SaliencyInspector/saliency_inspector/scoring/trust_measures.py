@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.volume import Volume
+from .importance import importance_transform
 from .similarity import compare_maps
 from .statistics import Interval, pair_mean_samples, _percentiles, LEVEL, RESAMPLES
 
@@ -63,7 +64,7 @@ def randomization_curve(maps: Iterable[tuple[str, Any]], method: str, mode: str 
         ssims.append(s.ssim)
         spearmans.append(s.spearman)
         raw = np.asarray(volume.array)
-        blank.append(not bool((np.abs(raw) if normalisation == "abs" else np.maximum(raw, 0)).any()))
+        blank.append(not bool(importance_transform(raw, normalisation).any()))
         if keep_maps:
             kept.append(volume)
         if progress and block != "original":
@@ -283,7 +284,7 @@ def localization(saliency: Volume, mask: np.ndarray, region: np.ndarray, ct: Vol
     if not labels.any() or labels.all():
         raise InputError("the mask is empty or covers the whole region: AUPRC is undefined")
     raw = np.asarray(saliency.array, np.float64)
-    score = np.abs(raw) if normalisation == "abs" else np.maximum(raw, 0)
+    score = importance_transform(raw, normalisation)  # voxels ranked by the method's declared importance
     ct_auprc = prior_auprc = None
     if ct is not None:
         if not ct.same_grid(saliency):

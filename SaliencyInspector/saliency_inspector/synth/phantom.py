@@ -11,6 +11,7 @@ and where lesions go.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class PhantomCase:
 
 
 def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
-                 lesion_scale: float = 1.0) -> PhantomCase:
+                 lesion_scale: float = 1.0, progress=None) -> PhantomCase:
     """Make a synthetic CT with organ masks and lesions.
 
     ``size`` is voxels (x, y, z) over a fixed 400×400×300 mm field of view (default 512×512×120,
@@ -58,6 +59,7 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
     (``None``: one in the liver; ``[]``: none; ``"lung"``/``"kidney"`` pick a side by seed).
     ``oblique`` tilts the voxel axes by a few degrees; the anatomy stays in patient coordinates.
     ``lesion_scale`` multiplies the nominal lesion radii (a lesion is shrunk to fit its organ if needed).
+    ``progress``: called with a line per slab of slices (at most every ~5 s) and per phase.
     """
     if not lesion_scale > 0:
         raise InputError(f"lesion_scale must be a positive number, got {lesion_scale!r}")
@@ -72,16 +74,21 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
     body = np.zeros(grid.shape, bool)
     # Slabs of z-slices keep the float work arrays small at 512×512×N.
     step = max(1, 2_000_000 // (grid.shape[1] * grid.shape[2]))
+    say, said = progress or (lambda _m: None), time.time()
     for k0 in range(0, grid.shape[0], step):
         k1 = min(grid.shape[0], k0 + step)
         xyz = _physical_slab(grid, k0, k1)
         hu[k0:k1], labels[k0:k1], body[k0:k1] = _rasterise(anatomy, xyz, textures)
+        if time.time() - said >= 5.0 or k1 == grid.shape[0]:  # 512×512×120 takes ~1 min on 2 cores
+            say(f"  anatomy: slices {k1}/{grid.shape[0]}")
+            said = time.time()
 
     organ_masks = {"body": body}
     for index, name in enumerate(ORGANS[1:], start=1):
         organ_masks[name] = labels == index
 
     requested = ["liver"] if lesions is None else [lesions] if isinstance(lesions, str) else list(lesions)
+    say(f"  lesions ({', '.join(requested) or 'none'}) and noise")
     lesion_masks, lesion_info = _place_lesions(requested, grid, organ_masks, hu, rng_lesion, lesion_scale)
     for k0 in range(0, grid.shape[0], step):  # quantum noise last, over lesions too
         k1 = min(grid.shape[0], k0 + step)
@@ -102,15 +109,18 @@ def make_phantom(seed: int = 0, size=None, lesions=None, oblique: bool = False,
     return PhantomCase(ct, organs, lesion_segments, info)
 
 
-def write_phantom_case(case: PhantomCase, out_dir) -> dict:
-    """Write ``ct.nrrd``, ``organs.seg.nrrd``, ``lesions.seg.nrrd`` and ``case.json`` into ``out_dir``."""
+def write_phantom_case(case: PhantomCase, out_dir, progress=None) -> dict:
+    """Write ``ct.nrrd``, ``organs.seg.nrrd``, ``lesions.seg.nrrd`` and ``case.json`` into ``out_dir``
+    (``progress``: called with each file's name before it is written)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "ct": write_volume(case.ct, out / "ct.nrrd"),
-        "organs": write_segments(case.organs, out / "organs.seg.nrrd"),
-        "lesions": write_segments(case.lesions, out / "lesions.seg.nrrd"),
-    }
+    say = progress or (lambda _m: None)
+    paths = {}
+    for key, name, data, write in (("ct", "ct.nrrd", case.ct, write_volume),
+                                   ("organs", "organs.seg.nrrd", case.organs, write_segments),
+                                   ("lesions", "lesions.seg.nrrd", case.lesions, write_segments)):
+        say(f"  writing {out / name}")
+        paths[key] = write(data, out / name)
     paths["case"] = out / "case.json"
     paths["case"].write_text(json.dumps(case.info, indent=2) + "\n", encoding="utf-8")
     return paths

@@ -32,6 +32,7 @@ HEAD_INIT_SCALE = 4.0  # initial class weight of a cell fully inside the class's
 N_TRAIN = 960
 N_VALIDATION = 64
 EPOCHS = 25
+PROGRESS_EVERY_S = 5.0  # a progress line at least this often inside an epoch (no silence over ~10 s)
 BATCH_SIZE = 8
 LEARNING_RATE = 4e-3
 # The linear head (64k weights, one per cell, channel and class) starts as the organ atlas; Adam
@@ -103,7 +104,7 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
         say(f"generating {n_train} training phantoms (seeds {base + _TRAIN_OFFSET}...)")
         x, y, masks, _, lesions = make_dataset(base + _TRAIN_OFFSET + np.arange(n_train), rng, progress=say)
         say(f"generating {n_validation} validation phantoms with unseen seeds")
-        val = make_dataset(base + _VALIDATION_OFFSET + np.arange(n_validation), rng)
+        val = make_dataset(base + _VALIDATION_OFFSET + np.arange(n_validation), rng, progress=say)
 
         cells = lesion_cells(lesions)
         permutation = None
@@ -162,8 +163,14 @@ def _fit(model, x, y, cells, epochs, generator, say):
                                            slow=[model.classifier.weight], slow_learning_rate=HEAD_LEARNING_RATE)
     pos_weight = torch.tensor(LESION_POS_WEIGHT)
     history = []
+    batches = math.ceil(len(x) / BATCH_SIZE)
+    state = {"batch": 0, "epoch": 0, "said": time.time()}
 
     def batch_loss(idx):
+        state["batch"] += 1
+        if time.time() - state["said"] >= PROGRESS_EVERY_S:  # an epoch takes ~20 s on 2 cores: say so
+            say(f"  epoch {state['epoch'] + 1}/{epochs}: batch {state['batch']}/{batches}")
+            state["said"] = time.time()
         logits, _, lesion_logits = model.hirescam(_augment(x[idx], generator), with_lesion_logits=True)
         bce = F.binary_cross_entropy_with_logits(logits, y[idx])
         # channel k learns "a lesion of class k in this cell"; a one-channel map (the shipped
@@ -177,6 +184,7 @@ def _fit(model, x, y, cells, epochs, generator, say):
         loss, bce = (float(m) for m in means)
         history.append(round(loss, 5))
         say(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} (BCE {bce:.4f})")
+        state.update(batch=0, epoch=epoch + 1, said=time.time())
         return False
 
     fit(model, len(x), epochs, BATCH_SIZE, generator, optimizer, schedule, batch_loss, end_epoch)

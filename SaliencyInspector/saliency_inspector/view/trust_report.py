@@ -108,7 +108,9 @@ def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None 
                      "<br>Δ [95 % interval] · n</span></th>")
     parts.append("</tr>")
     for method, row in card.rows.items():
-        parts.append(f"<tr><td class='name'>{escape(method_label(method))}</td>")
+        how = (ctx.get("importance") or {}).get(method)
+        shown = f"<br><span class='muted'>by {escape(how['transform'])}</span>" if how else ""
+        parts.append(f"<tr><td class='name'>{escape(method_label(method))}{shown}</td>")
         for key in CRITERIA:
             v = row[key]
             verdict = f"<span style='{_VERDICT_STYLE[v.verdict]}'>{v.verdict}</span>"
@@ -123,9 +125,10 @@ def write_trust_report(out_html: str | Path, card: TrustCard, ct: Volume | None 
         parts.append(f"<tr><td class='name'>{escape(c.name)}</td><td class='name'>{escape(c.measures)}</td>"
                      f"<td class='name'>{escape(c.baseline)}</td><td class='name'>{escape(c.rule)}</td></tr>")
     parts.append(f"</table><p class='muted'>baseline cases: {escape(str(ctx.get('baseline', '')))}; maps compared on "
-                 f"the model-input grid ({escape(str(ctx.get('comparison_grid', '')))}), normalised "
-                 f"({escape(str(ctx.get('normalisation', '')))}: |map| or ReLU, clipped at the 99th percentile, "
-                 "min–max).</p>"
+                 f"the model-input grid ({escape(str(ctx.get('comparison_grid', '')))}), each method's map by "
+                 f"{escape(str(ctx.get('importance_source', 'its importance')))}: "
+                 + "; ".join(f"{escape(method_label(m))}: {escape(h['transform'])}, for SSIM {escape(h['for_ssim'])}"
+                             for m, h in (ctx.get("importance") or {}).items()) + ".</p>"
                  f"<p class='muted'>Similarities are taken {escape(str(ctx.get('similarity_region', '')))}. "
                  "Δ is the statistic each verdict judges (hover for its definition), with its 95 % interval: "
                  f"{escape(str(ctx.get('uncertainty', 'bootstrap over cases')))}. PASS or FAIL only when the "

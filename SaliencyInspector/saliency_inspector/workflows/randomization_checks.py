@@ -26,6 +26,25 @@ def fully_randomized_maps(classifier, ct, method, class_name, seeds: Iterable[in
         yield int(seed), first.volume, last.volume
 
 
+def last_step_model(classifier, prepared, seed: int = 0, mode: str = "cascading"):
+    """A copy of the classifier's module as it stands at the LAST step of
+    :func:`..explainers.randomization.randomized_maps` (same blocks, same per-step seeds
+    ``seed * 1000 + step``): cascading, every block redrawn; independent, only the input block.
+    The trust card runs it on every cohort case, so the randomization verdict's interval covers the
+    randomized SSIM of several cases, not only this CT's (the weights do not depend on the case)."""
+    import copy
+
+    from ..explainers.randomization import randomization_blocks, randomize_block
+
+    blocks = list(reversed(randomization_blocks(classifier.module, prepared.tensor)))
+    model = copy.deepcopy(classifier.module).eval()
+    modules = dict(model.named_modules())
+    steps = list(enumerate(blocks, start=1))
+    for step, name in (steps if mode == "cascading" else steps[-1:]):
+        randomize_block(modules[name], seed * 1000 + step, name)
+    return model
+
+
 def data_randomization_check(real, shuffled, cts: Sequence[Volume], method: str = "hirescam", class_name=None,
                              normalisation: str | None = None, layer=None, seed: int = 0, resamples: int = 2000):
     """:func:`..scoring.randomization_tests.data_randomization` on ``cts`` (the same cases under both
@@ -35,7 +54,7 @@ def data_randomization_check(real, shuffled, cts: Sequence[Volume], method: str 
     from ..scoring.masks import body_mask
     from ..scoring.randomization_tests import data_randomization
 
-    norm = normalisation or ("abs" if get_method(method).importance == "abs" else "relu")
+    norm = normalisation or get_method(method).importance  # the method's declared importance
     real_maps, shuffled_maps, bodies = [], [], []
     for ct in cts:
         p_real, p_shuffled = prepare(real, ct), prepare(shuffled, ct)

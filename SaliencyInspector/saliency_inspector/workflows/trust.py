@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     from ..scoring.trust import TrustCard
 
 BASELINE_SEEDS = 1000  # phantoms for a single-CT baseline use seeds 1000, 1001, ...
+SSIM_RULE = {  # how scoring.similarity.normalise puts each importance into [0, 1] before SSIM
+    "relu": "ReLU(map), clipped at its 99th percentile in the body, min–max to [0, 1]",
+    "abs": "|map|, clipped at its 99th percentile in the body, min–max to [0, 1]",
+    "signed": "the raw map clipped to its 1st–99th percentiles in the body, min–max to [0, 1] (both signs kept)",
+}
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,14 @@ class TrustResult:
     seconds: float
 
 
-def default_normalisation(method: str | Callable[..., Any]) -> str:
-    """ReLU for CAMs (their negative part means "against the class"), |map| for anything else."""
+def importance_of(method: str | Callable[..., Any], override: str | None = None) -> str:
+    """The transform the card applies to ``method``'s maps before comparing or ranking them: the
+    method's declared ``Method.importance`` (relu for CAMs, abs for gradient maps, signed for IG,
+    input × gradient, occlusion; ``explainers/registry.py``), or ``override`` for every method."""
     from ..explainers.registry import get_method
+    from ..scoring.importance import check_importance
 
-    return "relu" if get_method(method).is_cam else "abs"
+    return check_importance(override) if override else get_method(method).importance
 
 
 def ct_intensity(model, x, target):
@@ -125,7 +133,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
               cohort: Sequence[Volume | tuple[Volume, Segments | None]] | None = None, n_baseline: int = 4,
               layer: str | None = None, normalisation: str | None = None, randomize: bool = True,
               progress: Callable[[str], None] | None = None, allow_mismatch: bool = False,
-              emprt_seeds: int = 3) -> TrustResult:
+              emprt_seeds: int = 3, shuffled_model: Classifier | None = None) -> TrustResult:
     """Fill the trust card for ``ct`` (Volume) and ``class_name`` with each of ``methods``.
 
     ``models``: one or two :class:`Classifier` (two: repeatability when their architectures match,
@@ -138,13 +146,18 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     ``emprt_seeds``: how many fully randomized models (seeds ``seed``, ``seed + 1`` …) eMPRT's interval
     rests on. ``out_dir``: where trust.json and trust.html go (None: nothing written). Masks that do
     not describe this CT (another patient's, mirrored) are refused unless ``allow_mismatch``.
+    ``shuffled_model``: the same recipe trained on shuffled labels (``train-demo --shuffle-labels``):
+    the data-randomization criterion, on this CT and the baseline's cases. ``normalisation``: one
+    importance (relu/abs/signed) for every method instead of each method's declared one.
     """
     from ..scoring import trust
     from ..scoring.fixations import read_attention
     from ..scoring.gaze import compare_with_gaze
     from ..scoring.masks import body_mask
     from ..scoring.randomization_tests import emprt as emprt_test
-    from .randomization_checks import fully_randomized_maps
+    from ..scoring.importance import describe
+    from ..scoring.randomization_tests import data_randomization
+    from .randomization_checks import fully_randomized_maps, last_step_model
     from ..scoring.similarity import compare_maps
     from ..explainers.registry import get_method
     from ..explainers.randomization import class_index, input_map, prepare, randomized_maps
@@ -157,6 +170,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
         raise InputError(f"give one or two models (got {len(models)})")
     if len(models) == 2:
         same_classes_or_error(models)
+    if shuffled_model is not None:
+        same_classes_or_error([models[0], shuffled_model])
     clf = models[0]
     names = clf.card.classes
     if class_name is None:
@@ -165,6 +180,7 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
     class_label = names[target] if names else str(target)
     methods = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
     resolved = [get_method(m).name for m in methods]  # InputError naming every method when one is unknown
+    importance = {n: importance_of(m, normalisation) for n, m in zip(resolved, methods)}
     notes: list[str] = []
     if masks is not None:  # before the long work: the same checks as evaluate and render
         from ..scoring.consistency import check_same_body
@@ -222,8 +238,9 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
 
     evidence, curves, timings = {}, {}, {}
     for name, method in zip(resolved, methods):
-        norm = normalisation or default_normalisation(method)
+        norm = importance[name]
         curve = None
+        random_cases: list[float] = []
         if randomize:
             say(f"{name}: {mode} randomization")
             t0 = time.time()
@@ -245,6 +262,23 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
         # baseline: maps of different cases, as arrays on the model-input grid, inside both bodies
         case_maps = [original] + [input_map(clf.module, p, method, target, layer).volume for p in other_prepared]
         baseline = trust.cohort_baseline(case_maps, bodies_in, norm, baseline_source, pairs, seed=seed)
+        if curve is not None and cohort_cases:  # the last step's model on every cohort case too
+            say(f"{name}: the last randomization step on {len(cohort_cases)} cohort cases")
+            last = last_step_model(clf, prepared, seed, mode)
+            for m, p, b in zip(case_maps[1:], other_prepared, bodies_in[1:]):
+                random_cases.append(compare_maps(m, input_map(last, p, method, target, layer).volume, norm, b).ssim)
+
+        # data randomization: the shuffled-label model's maps of this CT and the baseline's cases
+        shuffled = shuffled_why = None
+        if shuffled_model is not None:
+            say(f"{name}: data randomization ({len(case_maps)} cases under the shuffled-label model)")
+            k3 = class_index(shuffled_model, class_label)
+            shuffled_maps = [input_map(shuffled_model.module, prepare(shuffled_model, c), method, k3, layer).volume
+                             for c in [ct, *others]]
+            try:
+                shuffled = data_randomization(case_maps, shuffled_maps, bodies_in, norm, seed)
+            except InputError as err:
+                shuffled_why = str(err)
 
         # repeatability / reproducibility: the same architecture trained twice, or another one; on
         # this CT and on every cohort case (same case, two models: compared through physical space)
@@ -293,7 +327,8 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
             localization=localization if localization_why is None else None,
             localization_cases=loc_more if localization is not None else [],
             localization_why=localization_why, mask_name=mask_name, gaze=gaze,
-            emprt=emprt)
+            emprt=emprt, randomization_cases=random_cases, data_randomization=shuffled,
+            data_randomization_why=shuffled_why)
 
     context = {
         "ct": ct.describe_grid(), "class": class_label, "models": [m.card.name for m in models],
@@ -304,7 +339,12 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
         "uncertainty": f"95 % percentile bootstrap ({2000} resamples, seed {seed}) over cases, or over the cases "
                        f"behind the baseline's pairs; INCONCLUSIVE below {trust.MIN_BASELINE_PAIRS} baseline pairs "
                        f"or {trust.MIN_CASES} localization cases",
-        "normalisation": {n: normalisation or default_normalisation(m) for n, m in zip(resolved, methods)},
+        "normalisation": importance,
+        "importance": {n: {"importance": k, "transform": describe(k), "for_ssim": SSIM_RULE[k]}
+                       for n, k in importance.items()},
+        "importance_source": "given for every method (normalisation=)" if normalisation else
+                             "each method's declared importance (explainers/registry.py, Method.importance)",
+        "shuffled_model": shuffled_model.card.name if shuffled_model is not None else None,
         "timings": timings,
     }
     card = trust.TrustCard(rows=trust.judge_all(evidence), context=context, curves=curves, notes=notes)
