@@ -465,8 +465,9 @@ def test_importance_transform_known_answers_and_registry_declarations():
     # (the CAM family of issue 24 adds CAM entries: every CAM ranks by ReLU, checked below)
     assert all(m.importance == "relu" for m in METHODS.values() if m.family == "CAM")
     assert METHODS["fullgrad"].importance == "abs"
+    assert all(m.importance == "relu" for m in METHODS.values() if m.family == "model")  # gate coefficients
     declared = {name: m.importance for name, m in METHODS.items()
-                if m.family != "custom" and (m.family != "CAM" or name in ("hirescam", "gradcam", "gradcampp"))
+                if m.family not in ("custom", "model") and (m.family != "CAM" or name in ("hirescam", "gradcam", "gradcampp"))
                 and name != "fullgrad"}
     assert declared == {"hirescam": "relu", "gradcam": "relu", "gradcampp": "relu", "gradient": "abs",
                         "inputxgradient": "signed", "smoothgrad": "abs", "smoothgrad_sq": "abs", "vargrad": "abs",
