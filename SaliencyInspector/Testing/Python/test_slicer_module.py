@@ -28,6 +28,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
 
 import offscreen_views as ov  # noqa: E402
 import slicer_standins  # noqa: E402
+import slicer_widgets  # noqa: E402
 
 from saliency_inspector import mrml, mrml_charts, mrml_maps  # noqa: E402
 from saliency_inspector.errors import InputError  # noqa: E402
@@ -778,28 +779,6 @@ def test_the_self_test_is_skipped_without_installing_when_packages_are_missing(m
 
 
 # ---- the widget's method list and its Fidelity / Trust buttons ------------------------------------
-class _ListWidgetItem:
-    """qt.QListWidgetItem's calls the widget makes (text, flags, data by role, tooltip, selection)."""
-
-    def __init__(self, text):
-        self.text, self.flags, self.roles, self.selected, self.toolTip = text, None, {}, False, ""
-
-    def setFlags(self, flags):
-        self.flags = flags
-
-    def setData(self, role, value):
-        self.roles[role] = value
-
-    def data(self, role):
-        return self.roles.get(role)
-
-    def setToolTip(self, text):
-        self.toolTip = text
-
-    def setSelected(self, selected):
-        self.selected = selected
-
-
 class _ListWidget:
     """QListWidget in MultiSelection mode: items without flags (group titles) cannot be selected."""
 
@@ -845,7 +824,7 @@ def test_method_list_offers_the_registrys_other_estimators_grouped_by_family(mod
 
     # the list widget: a title item per group, one item per estimator carrying its name
     qt = sys.modules["qt"]
-    monkeypatch.setattr(qt, "QListWidgetItem", _ListWidgetItem, raising=False)
+    monkeypatch.setattr(qt, "QListWidgetItem", slicer_widgets.QListWidgetItem, raising=False)
     monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(WaitCursor=3, NoItemFlags=0, UserRole=32), raising=False)
     widget = module.SaliencyInspectorWidget()
     widget.ui = types.SimpleNamespace(moreMethodsListWidget=_ListWidget())
