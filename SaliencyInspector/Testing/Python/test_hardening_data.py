@@ -9,7 +9,6 @@ folder and `--json X --csv X`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -35,15 +34,9 @@ from saliency_inspector.io.volume import Volume, write_volume
 from saliency_inspector.synth.cohort import phantom_cohort
 from saliency_inspector.synth.phantom import make_phantom, write_phantom_case
 
-ERROR = "saliency-inspector: error:"
+from test_cli_hardening import ERROR, sha  # noqa: E402 - one digest of the inputs for every hardening test
 
 
-def sha(paths) -> dict:
-    out = {}
-    for p in map(Path, paths):
-        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())):
-            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
 
 
 def one_error(capfd, argv, *must_contain) -> str:
