@@ -278,13 +278,7 @@ def _dense_ranks_numpy(scores: np.ndarray, chunk: int = 1 << 22):
     del ranked
     sizes = np.diff(np.append(starts, n))
     group_of = np.empty(n, dtype=np.int32)
-    order_desc = order[::-1]
-    offset = -1
-    for a in range(0, n, chunk):
-        ids = np.cumsum(new_group[a:a + chunk], dtype=np.int32)
-        ids += offset
-        group_of[order_desc[a:a + chunk]] = ids
-        offset = int(ids[-1])
+    _number_groups(group_of, order[::-1], new_group, n, chunk)
     return values, sizes.astype(np.int64), group_of
 
 
@@ -336,13 +330,19 @@ def _dense_ranks_packed(scores: np.ndarray, chunk: int = 1 << 22):
         values[-1] = 0
         ends[-1] = n
     group_of = np.full(n, groups, dtype=np.int32)
+    _number_groups(group_of, index, new_group, positive, chunk)
+    return values, ends, group_of
+
+
+def _number_groups(group_of: np.ndarray, index: np.ndarray, new_group: np.ndarray, count: int, chunk: int) -> None:
+    """group_of[index[i]] = (tie group of rank i) for the first ``count`` ranks, in chunks: the group
+    number is the running count of ``new_group`` (True where a rank starts a new group), less one."""
     offset = -1
-    for a in range(0, positive, chunk):
+    for a in range(0, count, chunk):
         ids = np.cumsum(new_group[a:a + chunk], dtype=np.int32)
         ids += offset
         group_of[index[a:a + chunk]] = ids
         offset = int(ids[-1])
-    return values, ends, group_of
 
 
 assert np.little_endian, "_dense_ranks_packed reads the low half of a uint64 first"
