@@ -266,7 +266,8 @@ def test_the_slicer_method_list_offers_attention_for_gated_models_only(monkeypat
 
     import offscreen_views as ov
     import slicer_standins
-    from test_slicer_module import _ListWidget, _ListWidgetItem
+    from slicer_widgets import QListWidgetItem as _ListWidgetItem
+    from test_slicer_module import _ListWidget
 
     import importlib
     import sys
