@@ -418,7 +418,7 @@ def cmd_train_demo(args) -> int:
     guard_outputs(folders=[args.out])
     result = train_demo_model(out_dir=args.out, seed=args.seed, progress=progress,
                               shuffle_labels=getattr(args, "shuffle_labels", False), arch=args.arch,
-                              mask_fraction=args.mask_fraction)
+                              mask_fraction=args.mask_fraction, workers=2)  # phantoms made in 2 processes
     print(result["weights"])
     print(result["card"])
     return 0

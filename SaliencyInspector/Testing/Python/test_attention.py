@@ -314,7 +314,7 @@ def test_the_shipped_gated_models_attention_does_not_depend_on_the_storage_order
     from saliency_inspector.synth.phantom import make_phantom
 
     clf = load_classifier("demo-attention-gated", device="cpu")
-    assert clf.card.attention_gates == ["gate1", "gate2"]
+    assert clf.card.attention_gates == ["gate.gate1", "gate.gate2"]
     ct = make_phantom(seed=11, size=(96, 96, 40), lesions=["liver", "lung_left"], lesion_scale=1.8).ct
     other = from_sitk(sitk.DICOMOrient(to_sitk(ct), code))
     assert not np.allclose(other.direction, ct.direction)

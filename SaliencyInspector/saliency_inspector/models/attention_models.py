@@ -1,24 +1,25 @@
 """Two self-explaining demo networks whose maps come out of the model itself (issue 25).
 
-Both share the demo's input (32×64×64, soft-tissue window), an encoder of conv blocks and a
-multiple-instance head: the gated features (plus each cell's (z, y, x) position, as the demo
-model's coordinate channels) go through a 1×1×1 two-layer head to one "lesion of class k here"
-logit per cell and class, and a class logit is an affine readout (scale and bias per class) of the
-log-sum-exp pooling of its cells (a smooth max: "a lesion of class k somewhere"). The head sees ONLY gated features, so what the gate
-closes cannot reach the decision: the gate map is an explanation by construction (of where the
-model *may* look, not of how much each voxel counted).
+Both are the demo network (:func:`.demo_model.build_demo_network`: conv blocks → 8-channel per-cell
+lesion map → linear head) with a multiplicative gate between its features (8×16×16 cells) and its
+lesion map: the lesion map, and so the decision, sees ONLY gated features, so what the gate closes
+cannot reach the decision — the gate map is an explanation by construction (of where the model
+*may* look, not of how much each voxel counted). The lesion map stays the demo's ``lesion_map``
+target layer, so HiResCAM there is still exact (it sums to logit − bias) and the post-hoc maps of
+the same model can be compared with its own.
 
 - ``attention_gated``: two grid attention gates (Schlemper et al. 2019) built from MONAI's
   ``AttentionBlock`` (monai/networks/nets/attentionunet.py: ``x * psi`` with
-  ``psi = sigmoid(BN(conv(relu(W_g g + W_x x))))``), the gating signal ``g`` being the deepest
-  features: ``gate1`` on the 8×16×16 features (g upsampled), ``gate2`` on the 4×8×8 features.
-- ``trainable_saliency``: one soft-attention saliency head (conv 3×3 → BN → ReLU → conv 1×1 on
-  the 8×16×16 features and the upsampled deepest features) whose sigmoid map (``saliency_gate``)
-  multiplies the features the head pools. Its logits (``saliency``) can be supervised with the
-  lesion masks of a fraction of the training cases (:mod:`..training.attention_recipe`).
-
-``forward(x, with_cells=True)`` also returns the cell logits (the demo recipe supervises them per
-cell, as the demo model's lesion map) and, for the saliency model, the saliency logits.
+  ``psi = sigmoid(BN(conv(relu(W_g g + W_x x))))``). The gating signal ``g`` is a coarser context:
+  the features pooled twice (2×4×4 cells) and convolved, upsampled to each gated grid.
+  ``gate.gate1`` gates the 8×16×16 features, ``gate.gate2`` the 4×8×8 features (pooled once and
+  convolved); the lesion map reads both (the second upsampled), as Schlemper's gated classifiers
+  read every gated scale.
+- ``trainable_saliency`` (our design; only the abstract of arXiv 2011.07482 is public): one
+  soft-attention saliency head — conv 3×3 → BN → ReLU → conv 1×1 on the 8×16×16 features and
+  their upsampled coarse context — whose sigmoid map (``gate.saliency_gate``) multiplies the
+  features. Its logits (kept as ``gate.logits`` after each forward) can be supervised with "a
+  lesion in this cell" on a fraction of the training cases (:mod:`..training.demo_recipe`).
 
 Gates are found by the ``attention`` method (:mod:`..explainers.attention`): MONAI
 ``AttentionBlock`` modules automatically, others from the card's ``attention_gates``.
@@ -30,155 +31,101 @@ from pathlib import Path
 
 from .loaders import register_architecture, register_source
 
-INPUT_SIZE = (32, 64, 64)
-LSE_SHARPNESS = 5.0  # r of the log-sum-exp pooling: large → max, small → mean
-ATTENTION_KWARGS = {"in_channels": 1, "num_classes": 4, "channels": [8, 16, 32], "input_size": list(INPUT_SIZE)}
+GATES = {"attention_gated": ["gate.gate1", "gate.gate2"], "trainable_saliency": ["gate.saliency_gate"]}
 
 
-def _encoder(in_channels, channels):
-    """(stem, mid, deep): 1/4-resolution features x1 (c2), 1/8-resolution x2 (c3) and g (c3)."""
+def _block(i, o):
     from torch import nn
 
-    def block(i, o):
-        return [nn.Conv3d(i, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU()]
-
-    c1, c2, c3 = (int(c) for c in channels)
-    stem = nn.Sequential(*block(in_channels, c1), nn.MaxPool3d(2), *block(c1, c2), nn.MaxPool3d(2))
-    mid = nn.Sequential(*block(c2, c3), nn.MaxPool3d(2))
-    deep = nn.Sequential(*block(c3, c3))
-    return stem, mid, deep
+    return [nn.Conv3d(i, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU()]
 
 
-def _cell_head(in_channels, num_classes):
-    """The multiple-instance head: 1×1×1 conv → ReLU → 1×1×1 conv to one logit per cell and class."""
-    from torch import nn
-
-    return nn.Sequential(nn.Conv3d(in_channels + 3, 16, 1), nn.ReLU(), nn.Conv3d(16, num_classes, 1))
-
-
-def _readout(num_classes):
-    """Per-class affine readout of the pooled cell logits: logit_k = a_k · LSE_k + b_k."""
-    import torch
-    from torch import nn
-
-    class Readout(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.scale = nn.Parameter(torch.ones(num_classes))
-            self.bias = nn.Parameter(torch.zeros(num_classes))
-
-        def forward(self, pooled):
-            return self.scale * pooled + self.bias
-
-    return Readout()
-
-
-def _coordinates(x):
-    """Three channels: each voxel's (z, y, x) index scaled to [-1, 1], shaped like ``x``."""
-    import torch
-
-    axes = [torch.linspace(-1.0, 1.0, int(n), dtype=x.dtype, device=x.device) for n in x.shape[2:]]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
-    return grid.expand(x.shape[0], -1, -1, -1, -1)
-
-
-def lse_pool(cells, r=LSE_SHARPNESS):
-    """(B, K, *spatial) cell logits → (B, K) class logits: (1/r) log mean exp(r · cell)."""
-    import math
-
-    import torch
-
-    flat = cells.flatten(2)
-    return (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
-
-
-def _check(x, size):
-    if x.dim() != 5 or tuple(x.shape[2:]) != tuple(size):
-        raise ValueError(f"this network takes (B, C, {', '.join(map(str, size))}) tensors, got {tuple(x.shape)}; "
-                         "resize the CT to the model card's input.size")
-
-
-def build_attention_gated(in_channels=1, num_classes=4, channels=(8, 16, 32), input_size=INPUT_SIZE):
-    """The attention-gated classifier: two MONAI ``AttentionBlock`` gates (``gate1``, ``gate2``)."""
-    import torch
+def _upsample(t, size):
     import torch.nn.functional as F
+
+    return F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)
+
+
+def attention_gates(channels, feature_size):
+    """The ``attention_gated`` gate: (module, output channels) for :func:`build_demo_network`'s ``gate``."""
+    import torch
     from monai.networks.nets.attentionunet import AttentionBlock
     from torch import nn
 
-    c2, c3 = int(channels[1]), int(channels[2])
-    size = tuple(int(n) for n in input_size)
+    c = int(channels)
 
-    class AttentionGatedNet(nn.Module):
-        """Encoder → gates (g: the deepest features) → cell head on the gated features → LSE pooling."""
+    class AttentionGates(nn.Module):
+        """Two MONAI attention gates on two scales, gated by a coarser context; returns both gated
+        feature sets on the finer grid (2c channels)."""
 
         def __init__(self):
             super().__init__()
-            self.stem, self.mid, self.deep = _encoder(in_channels, channels)
-            self.gate1 = AttentionBlock(3, f_int=c2, f_g=c3, f_l=c2)
-            self.gate2 = AttentionBlock(3, f_int=c3 // 2, f_g=c3, f_l=c3)
-            self.head = _cell_head(c2 + c3, num_classes)
-            self.readout = _readout(num_classes)
+            self.down = nn.Sequential(nn.MaxPool3d(2), *_block(c, c))  # 4×8×8
+            self.context = nn.Sequential(nn.MaxPool3d(2), *_block(c, c))  # 2×4×4: the gating signal
+            self.gate1 = AttentionBlock(3, f_int=c // 2, f_g=c, f_l=c)
+            self.gate2 = AttentionBlock(3, f_int=c // 2, f_g=c, f_l=c)
 
-        def forward(self, x, with_cells=False):
-            """Logits (B, K); with ``with_cells`` (logits, cell logits (B, K, d, h, w), None)."""
-            _check(x, size)
-            x1 = self.stem(x)
-            x2 = self.mid(x1)
-            g = self.deep(x2)
-            gated1 = self.gate1(F.interpolate(g, size=x1.shape[2:], mode="trilinear", align_corners=False), x1)
-            gated2 = F.interpolate(self.gate2(g, x2), size=x1.shape[2:], mode="trilinear", align_corners=False)
-            features = torch.cat([gated1, gated2], 1)
-            cells = self.head(torch.cat([features, _coordinates(features)], 1))
-            return (self.readout(lse_pool(cells)), cells, None) if with_cells else self.readout(lse_pool(cells))
+        def forward(self, x1):
+            x2 = self.down(x1)
+            g = self.context(x2)
+            gated1 = self.gate1(_upsample(g, x1.shape[2:]), x1)
+            gated2 = self.gate2(_upsample(g, x2.shape[2:]), x2)
+            return torch.cat([gated1, _upsample(gated2, x1.shape[2:])], 1)
 
-    return AttentionGatedNet()
+    return AttentionGates(), 2 * c
 
 
-def build_trainable_saliency(in_channels=1, num_classes=4, channels=(8, 16, 32), input_size=INPUT_SIZE):
-    """The trainable-saliency classifier: a saliency head (``saliency``: logits; ``saliency_gate``:
-    its sigmoid) multiplies the features the cell head pools."""
+def saliency_gate(channels, feature_size):
+    """The ``trainable_saliency`` gate: (module, output channels) for :func:`build_demo_network`'s ``gate``."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
-    c2, c3 = int(channels[1]), int(channels[2])
-    size = tuple(int(n) for n in input_size)
+    c = int(channels)
 
-    class TrainableSaliencyNet(nn.Module):
-        """Encoder → saliency logits → sigmoid gate × features → cell head → LSE pooling."""
+    class SaliencyGate(nn.Module):
+        """features × sigmoid(saliency logits); the logits of the last forward stay in ``self.logits``
+        (the training recipe supervises them)."""
 
         def __init__(self):
             super().__init__()
-            self.stem, self.mid, self.deep = _encoder(in_channels, channels)
-            self.saliency = nn.Sequential(nn.Conv3d(c2 + c3, 16, 3, padding=1), nn.BatchNorm3d(16), nn.ReLU(),
-                                          nn.Conv3d(16, 1, 1))
+            self.context = nn.Sequential(nn.MaxPool3d(2), *_block(c, c))
+            self.saliency = nn.Sequential(*_block(2 * c, 16), nn.Conv3d(16, 1, 1))
             self.saliency_gate = nn.Sigmoid()
-            self.head = _cell_head(c2, num_classes)
-            self.readout = _readout(num_classes)
+            self.logits = None
 
-        def forward(self, x, with_cells=False):
-            """Logits (B, K); with ``with_cells`` (logits, cell logits (B, K, d, h, w), saliency
-            logits (B, 1, d, h, w))."""
-            _check(x, size)
-            x1 = self.stem(x)
-            g = self.deep(self.mid(x1))
-            up = F.interpolate(g, size=x1.shape[2:], mode="trilinear", align_corners=False)
-            saliency_logits = self.saliency(torch.cat([x1, up], 1))
-            gated = x1 * self.saliency_gate(saliency_logits)
-            cells = self.head(torch.cat([gated, _coordinates(gated)], 1))
-            logits = self.readout(lse_pool(cells))
-            return (logits, cells, saliency_logits) if with_cells else logits
+        def forward(self, x1):
+            context = _upsample(self.context(x1), x1.shape[2:])
+            self.logits = self.saliency(torch.cat([x1, context], 1))
+            return x1 * self.saliency_gate(self.logits)
 
-    return TrainableSaliencyNet()
+    return SaliencyGate(), c
 
 
-ARCHITECTURES = {"attention_gated": build_attention_gated, "trainable_saliency": build_trainable_saliency}
+def _builder(gate):
+    def build(in_channels=1, num_classes=4, channels=(8, 16, 32), input_size=(32, 64, 64), map_channels=8,
+              coordinates=True):
+        from .demo_model import build_demo_network
+
+        return build_demo_network(in_channels, num_classes, channels, input_size, map_channels, coordinates, gate=gate)
+
+    build.__doc__ = f"The demo network with the ``{gate.__name__}`` gate before its lesion map."
+    return build
+
+
+ARCHITECTURES = {"attention_gated": _builder(attention_gates), "trainable_saliency": _builder(saliency_gate)}
 for _name, _build in ARCHITECTURES.items():  # `--arch attention_gated`, a card's "architecture"
     register_architecture(_name, _build)
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 SHIPPED = ("demo-attention-gated", "demo-trainable-saliency-mask0", "demo-trainable-saliency-mask10",
            "demo-trainable-saliency-mask100")
+
+
+def model_name(arch: str, mask_fraction: float = 0.0, seed: int = 0) -> str:
+    """``demo-attention-gated`` / ``demo-trainable-saliency-mask10`` (+ ``-seedN`` for seeds ≠ 0)."""
+    name = "demo-attention-gated" if arch == "attention_gated" else \
+        f"demo-trainable-saliency-mask{round(100 * mask_fraction)}"
+    return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
 
 
 def shipped_classifier(name: str, device="auto"):

@@ -1,12 +1,18 @@
 """The demo classifier's training recipe (:func:`train_demo_model`), run by the shared training
 loop (:func:`.engine.fit`).
 
-Data: :func:`saliency_inspector.models.demo_model.make_dataset` phantoms at the model's size. Loss:
+Data: :func:`saliency_inspector.models.demo_model.make_dataset` phantoms, each made at a size drawn
+from ``TRAINING_PHANTOM_SIZES`` (the model's own and larger CTs resized to it). Loss:
 BCE on the labels plus a per-cell "is there a lesion of class k here?" BCE on lesion-map channel k
 (deep supervision from the phantom's lesion masks). The linear head starts as the organ atlas (the
 mean organ fraction of each cell) and learns 40× slower than the rest, so class c stays "lesion
 evidence inside organ c" while the detectors learn. Plain BCE, BCE + Draelos's mask loss, and one
 shared lesion channel stayed near chance for liver and kidney in a CPU budget of minutes.
+
+The self-explaining demo networks (``--arch attention_gated|trainable_saliency``,
+:mod:`..models.attention_models`) are the same network with a gate before the lesion map and are
+trained by this same recipe; ``trainable_saliency`` adds, on a seeded fraction of the training
+cases (``mask_fraction``), the BCE of its saliency logits against "any lesion in this cell".
 
 Seeded and deterministic on CPU (same torch version and thread count → same weights):
 ``saliency-inspector train-demo --seed 0`` rewrites the shipped weights and model card.
@@ -24,7 +30,7 @@ import numpy as np
 from ..io.records import finite
 from ..errors import InputError
 from ..models.demo_model import (DEFAULT_ARCH_KWARGS, DEMO_CLASSES, DEMO_NAME, LESION_SCALE, MODELS_DIR, POOLING,
-                                 build_demo_network, demo_card, lesion_cells, make_dataset)
+                                 TRAINING_PHANTOM_SIZES, build_demo_network, demo_card, lesion_cells, make_dataset)
 from .engine import adam_with_cosine, deterministic_torch, fit
 
 LESION_POS_WEIGHT = 10.0  # lesion cells are ~0.2% of all cells: weight them up in the per-cell loss
@@ -39,7 +45,8 @@ LEARNING_RATE = 4e-3
 # moves every weight by about its rate each step whatever its gradient, so at the detectors' rate the
 # atlas would fill with noise from a few hundred cases: the head learns 40x slower.
 HEAD_LEARNING_RATE = 1e-4
-TORCH_THREADS = 2
+TORCH_THREADS = 1  # a 2-thread run slowed ~8× whenever another process took one of the 2 cores
+MASK_WEIGHT = 1.0  # trainable_saliency: weight of the saliency map's own mask loss
 # Phantom seeds: training cases use 1_000_000*(seed+1)+i, validation cases 1_000_000*(seed+1)+500_000+i,
 # so seeds below 1_000_000 (the tests', the demo's) are never seen in training.
 _TRAIN_OFFSET = 0
@@ -68,31 +75,41 @@ def init_head_from_atlas(model, organ_masks):
 
 
 def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_validation=N_VALIDATION,
-                     epochs=EPOCHS, shuffle_labels=False, arch="demo", mask_fraction=0.0):
+                     epochs=EPOCHS, shuffle_labels=False, arch="demo", mask_fraction=0.0, dataset=None,
+                     workers=1):
     """Train the demo classifier from ``seed`` and write ``<name>.pt`` (state dict) + ``<name>.json`` (card).
 
     ``out_dir`` defaults to the shipped ``Resources/Models``. Deterministic on CPU for a given seed,
     torch version and thread count. Validation uses ``n_validation`` phantoms with seeds that
-    training never saw; its accuracy, per-class ROC AUC and HiResCAM mass-in-organ are stored in
-    the card's ``training`` section. Returns ``{"weights": Path, "card": Path, "training": dict}``.
+    training never saw, at the model's size; its accuracy, per-class ROC AUC and HiResCAM
+    mass-in-organ are stored in the card's ``training`` section. Returns ``{"weights": Path,
+    "card": Path, "training": dict}``.
 
     ``shuffle_labels``: the data-randomization control (Adebayo et al. 2018): every training case gets
     another case's supervision — its labels and its lesion cells, one seeded permutation — so the
     model can learn nothing true about the images; its maps must not look like the real model's
     (:func:`..workflows.randomization_checks.data_randomization_check`). Named ``…-shuffled-seed<N>``.
-    ``arch`` "attention_gated" or "trainable_saliency" (with ``mask_fraction``) trains a
-    self-explaining demo model instead (:mod:`.attention_recipe`: its own case and epoch counts).
+    ``arch`` "attention_gated" or "trainable_saliency" trains a self-explaining demo network
+    (:mod:`..models.attention_models`) by the same recipe; ``mask_fraction`` (trainable_saliency):
+    the fraction of training cases whose lesion masks also supervise the saliency map.
+    ``dataset``: the (training, validation) tuples of :func:`make_dataset` for this seed and these
+    counts, already made (several models trained on the same data); ``workers``: processes making them.
     """
     import torch
 
-    if arch != "demo":  # the self-explaining demo models: same data, seeds and optimiser, their own losses
-        from .attention_recipe import train_attention_model
-
-        return train_attention_model(MODELS_DIR if out_dir is None else out_dir, arch, seed, mask_fraction, progress)
+    from ..models.attention_models import ARCHITECTURES, GATES, model_name
 
     say = progress or (lambda message: None)
     if int(seed) < 0:
         raise InputError(f"--seed {seed}: the seed must be a non-negative integer")
+    if arch != "demo" and arch not in ARCHITECTURES:
+        raise InputError(f"--arch {arch!r}: choose demo, {', '.join(ARCHITECTURES)}")
+    if not 0.0 <= float(mask_fraction) <= 1.0:
+        raise InputError(f"--mask-fraction {mask_fraction}: a fraction of the cases, between 0 and 1")
+    if mask_fraction and arch != "trainable_saliency":
+        raise InputError("--mask-fraction is for --arch trainable_saliency (the other networks have no saliency map)")
+    if shuffle_labels and arch != "demo":
+        raise InputError("--shuffle-labels is for --arch demo (the data-randomization control of the demo model)")
     out_dir = MODELS_DIR if out_dir is None else Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; give --out a folder for the weights and card")
@@ -100,11 +117,9 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
     started = time.time()
     with deterministic_torch(TORCH_THREADS):
         base = 1_000_000 * (int(seed) + 1)
-        rng = np.random.default_rng(int(seed))
-        say(f"generating {n_train} training phantoms (seeds {base + _TRAIN_OFFSET}...)")
-        x, y, masks, _, lesions = make_dataset(base + _TRAIN_OFFSET + np.arange(n_train), rng, progress=say)
-        say(f"generating {n_validation} validation phantoms with unseen seeds")
-        val = make_dataset(base + _VALIDATION_OFFSET + np.arange(n_validation), rng, progress=say)
+        if dataset is None:
+            dataset = training_data(seed, n_train, n_validation, say, workers)
+        (x, y, masks, _, lesions), val = dataset
 
         cells = lesion_cells(lesions)
         permutation = None
@@ -113,37 +128,50 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
             y, cells = y[permutation], cells[torch.as_tensor(permutation)]
             say(f"labels shuffled: {int((permutation != np.arange(len(y))).sum())} of {len(y)} cases get "
                 "another case's labels and lesion cells")
+        supervised = np.zeros(len(x), bool)  # the cases whose masks supervise the saliency map
+        supervised[np.random.default_rng(int(seed) + 1).permutation(len(x))[:round(mask_fraction * len(x))]] = True
         torch.manual_seed(int(seed))
-        model = build_demo_network(**DEFAULT_ARCH_KWARGS)
+        model = (build_demo_network if arch == "demo" else ARCHITECTURES[arch])(**DEFAULT_ARCH_KWARGS)
         init_head_from_atlas(model, masks)
         history = _fit(model, torch.from_numpy(x)[:, None], torch.from_numpy(y), cells, epochs,
-                       torch.Generator().manual_seed(int(seed)), say)
+                       torch.Generator().manual_seed(int(seed)), say, torch.from_numpy(supervised))
         model.eval()
         metrics = validate(model, *val[:4])
-        say(f"validation on {n_validation} unseen phantoms: " + ", ".join(
+        say(f"validation on {len(val[0])} unseen phantoms: " + ", ".join(
             f"{key.replace('_', ' ')} {value:.3f}" if value is not None else f"{key.replace('_', ' ')} n/a"
             for key, value in metrics.items() if key not in ("n_cases", "roc_auc")))
 
     training = {
-        "seed": int(seed), "n_cases": int(n_train), "epochs": int(epochs), "batch_size": BATCH_SIZE,
+        "seed": int(seed), "arch": arch, "n_cases": int(len(x)), "epochs": int(epochs), "batch_size": BATCH_SIZE,
         "learning_rate": LEARNING_RATE, "head_learning_rate": HEAD_LEARNING_RATE,
         "lesion_cell_pos_weight": LESION_POS_WEIGHT,
         "head_init": f"organ atlas x {HEAD_INIT_SCALE}", "lesion_scale": LESION_SCALE,
         "torch_threads": TORCH_THREADS,
-        "torch_version": torch.__version__, "train_seeds": [base + _TRAIN_OFFSET, base + _TRAIN_OFFSET + n_train - 1],
-        "validation_seeds": [base + _VALIDATION_OFFSET, base + _VALIDATION_OFFSET + n_validation - 1],
-        "data": "make_phantom at the model size; 0-2 lesions among lung_left, lung_right, liver, "
-                "kidney_left/right, plus a spleen lesion (negative for all classes) in ~20% of cases",
+        "torch_version": torch.__version__, "train_seeds": [base + _TRAIN_OFFSET, base + _TRAIN_OFFSET + len(x) - 1],
+        "validation_seeds": [base + _VALIDATION_OFFSET, base + _VALIDATION_OFFSET + len(val[0]) - 1],
+        "data": "make_phantom at sizes (x, y, z) " + ", ".join(
+            f"{'×'.join(map(str, size))} ({odds:.0%})" for size, odds in TRAINING_PHANTOM_SIZES)
+            + " (15% of the larger ones oblique), each resized to the model input by the card's recipe; "
+            "0-2 lesions among lung_left, lung_right, liver, kidney_left/right, plus a spleen lesion "
+            "(negative for all classes) in ~20% of cases; validation phantoms at the model's size",
         "final_loss": history[-1], "seconds": round(time.time() - started, 1),
         "validation": metrics,
         "labels": ("shuffled: a seeded permutation of the training cases' labels and lesion cells "
                    "(data-randomization control)") if shuffle_labels else "true",
     }
+    if arch == "trainable_saliency":
+        training.update(mask_fraction=float(mask_fraction), mask_cases=int(supervised.sum()), mask_weight=MASK_WEIGHT)
     # seed 0 is the shipped model; other seeds get their own name so they never overwrite it
-    name = DEMO_NAME if int(seed) == 0 else f"{DEMO_NAME}-seed{int(seed)}"
+    if arch != "demo":
+        name = model_name(arch, mask_fraction, seed)
+    else:
+        name = DEMO_NAME if int(seed) == 0 else f"{DEMO_NAME}-seed{int(seed)}"
     if shuffle_labels:
         name = f"{DEMO_NAME}-shuffled-seed{int(seed)}"
     card = demo_card(training, name)
+    if arch != "demo":
+        card["architecture"]["name"] = arch
+        card["attention_gates"] = list(GATES[arch])
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path, card_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"
     torch.save(model.state_dict(), weights_path)
@@ -152,10 +180,25 @@ def train_demo_model(out_dir=None, seed=0, progress=None, *, n_train=N_TRAIN, n_
     return {"weights": weights_path, "card": card_path, "training": training}
 
 
+def training_data(seed=0, n_train=N_TRAIN, n_validation=N_VALIDATION, progress=None, workers=1):
+    """The recipe's (training, validation) :func:`make_dataset` tuples for ``seed``: training phantoms
+    at mixed sizes (seeds 1,000,000·(seed+1)…), validation phantoms at the model's size (… + 500,000)."""
+    say = progress or (lambda message: None)
+    base = 1_000_000 * (int(seed) + 1)
+    rng = np.random.default_rng(int(seed))
+    say(f"generating {n_train} training phantoms (seeds {base + _TRAIN_OFFSET}...)")
+    train = make_dataset(base + _TRAIN_OFFSET + np.arange(n_train), rng, progress=say, mixed_sizes=True,
+                         workers=workers)
+    say(f"generating {n_validation} validation phantoms with unseen seeds")
+    val = make_dataset(base + _VALIDATION_OFFSET + np.arange(n_validation), rng, progress=say, workers=workers)
+    return train, val
 
-def _fit(model, x, y, cells, epochs, generator, say):
+
+def _fit(model, x, y, cells, epochs, generator, say, supervised=None):
     """:func:`fit` with the demo recipe: Adam with a cosine-decaying rate (the head at
-    HEAD_LEARNING_RATE) on BCE (labels) + per-cell lesion BCE (lesion map); returns the mean loss per epoch."""
+    HEAD_LEARNING_RATE) on BCE (labels) + per-cell lesion BCE (lesion map) + for a saliency gate,
+    on the ``supervised`` cases, BCE of its logits against "any lesion here"; returns the mean loss
+    per epoch."""
     import torch
     import torch.nn.functional as F
 
@@ -178,12 +221,18 @@ def _fit(model, x, y, cells, epochs, generator, say):
         target = cells[idx, :-1] if lesion_logits.shape[1] > 1 else cells[idx, -1:]
         cell_loss = F.binary_cross_entropy_with_logits(lesion_logits[:, :target.shape[1]], target,
                                                        pos_weight=pos_weight)
-        return bce + cell_loss, bce
+        loss = bce + cell_loss
+        keep = supervised[idx] if supervised is not None else None
+        if keep is not None and keep.any():  # the saliency map's own supervision (trainable_saliency)
+            saliency = model.gate.logits
+            loss = loss + MASK_WEIGHT * F.binary_cross_entropy_with_logits(
+                saliency[keep], cells[idx][keep][:, -1:], pos_weight=pos_weight)
+        return loss, bce
 
     def end_epoch(epoch, means, started):
         loss, bce = (float(m) for m in means)
         history.append(round(loss, 5))
-        say(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} (BCE {bce:.4f})")
+        say(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} (BCE {bce:.4f}) {time.time() - started:.0f} s")
         state.update(batch=0, epoch=epoch + 1, said=time.time())
         return False
 
