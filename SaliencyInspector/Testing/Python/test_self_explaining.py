@@ -140,6 +140,15 @@ def test_a_weight_free_gate_fails_randomization_and_noise_does_not_pass(noise_me
     assert abs(verdicts[noise_method]["estimate"]) < 0.05  # noise vs noise, within a case or across cases
 
 
+def test_a_gate_with_weights_changes_when_each_case_randomizes_them():
+    cases = [_liver_case(seed) for seed in (21, 22, 23)]
+    result = compare_self_explaining({"conv": _classifier(ConvGate())}, cases=cases, steps=2, methods=("attention",),
+                                     seed=2)
+    v = result["randomization"][0]
+    assert v["seeds"] == [2000, 2001, 2002]  # one cascading randomization per case, each with its own seed
+    assert max(v["ssim_per_case"]) < 0.99  # the gate's weights were redrawn: its map moved in every case
+
+
 def _scores(ssim, original, cls="liver"):
     body = np.ones(original.shape, bool)
     return CaseScores(rows=[], randomization={"m": {"class": cls, "ssim": ssim, "spearman": 0.0, "blank": False,
