@@ -59,7 +59,7 @@ def _cell(entry, n_cases) -> str:
         text += f" n={entry['n']}"
     test = entry.get("vs_reference")
     if test is not None and test.get("p_holm") is not None and np.isfinite(test["p_holm"]):
-        text += f"<br>p={test['p_holm']:.2g} vs {escape(method_label(test['reference']))}"
+        text += f"<br>p={test['p_holm']:.2g}"
     return f"<td>{text}</span></td>"
 
 
@@ -93,8 +93,12 @@ def write_self_explaining_page(out_html, result: dict, figures: dict | None = No
             rand = "<td></td>" if v is None else (
                 f"<td>{_num(v['estimate'], 3)}<br><span class='muted'>[{_num(v['interval'][0])}, "
                 f"{_num(v['interval'][1])}]</span><br>{_verdict(v)}</td>")
-            name = "readers (inter-observer)" if method == "readers" else method_label(method)
-            rows.append(f"<tr><td class='name'>{escape(model)}</td><td class='name'>{escape(name)}</td>{cells}{rand}</tr>")
+            name = escape("readers (inter-observer)" if method == "readers" else method_label(method))
+            reference = next((e["vs_reference"]["reference"] for e in summary if e["model"] == model
+                              and e["method"] == method and "vs_reference" in e), None)
+            if reference:
+                name += f"<br><span class='muted'>p vs {escape(method_label(reference))}</span>"
+            rows.append(f"<tr><td class='name'>{escape(model)}</td><td class='name'>{name}</td>{cells}{rand}</tr>")
     table = (f"<table><tr><th class='name'>model</th><th class='name'>map</th>{head}<th>randomization<br>"
              f"<span class='muted'>Δ SSIM [95 %]</span></th></tr>{''.join(rows)}</table>")
 

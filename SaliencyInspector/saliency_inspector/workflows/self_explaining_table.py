@@ -149,7 +149,7 @@ def randomization_cell(v) -> str:
     if not np.isfinite(v["estimate"]):
         return f"{v['verdict'].upper()} (no baseline)"
     return (f"{v['estimate']:+.3f} [{v['interval'][0]:+.3f}, {v['interval'][1]:+.3f}] {v['verdict'].upper()} "
-            f"({v['n_pairs']} pairs)")
+            f"({v['n_pairs']} pair{'s' if v['n_pairs'] != 1 else ''})")
 
 
 def format_table(summary, randomization=(), conditions=None) -> str:
