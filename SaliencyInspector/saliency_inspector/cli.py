@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .cli_commands import (PROG, cmd_batch, cmd_compare, cmd_demo, cmd_evaluate, cmd_explain, cmd_phantom,
-                           cmd_phantom_cohort, cmd_render, cmd_train, cmd_train_demo, cmd_train_shortcut, cmd_trust)
+                           cmd_phantom_cohort, cmd_render, cmd_self_explaining, cmd_train, cmd_train_demo,
+                           cmd_train_shortcut, cmd_trust)
 from .errors import InputError
 
 
@@ -257,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("trust-output"), help="output folder (trust.json, trust.html)")
     p.add_argument("--device", **device)
     p.set_defaults(func=cmd_trust)
+
+    p = sub.add_parser("self-explaining", help="the models' own maps (attention gates, trainable saliency) beside "
+                       "HiResCAM and Grad-CAM on unseen phantoms with known answers: table, randomization, page")
+    p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                   help="shipped model names (demo, demo-attention-gated, demo-trainable-saliency-mask10, …) or "
+                        "model files with the demo classes; a model without attention gates gets no attention row")
+    p.add_argument("--cases", type=int, default=20, help="unseen phantoms (default 20; the same for every model)")
+    p.add_argument("--fidelity-steps", type=int, default=10, help="deletion/LIF steps (default 10)")
+    p.add_argument("--threshold", default="topk", help="threshold rule of IoA (as for evaluate; default topk)")
+    p.add_argument("--seed", type=int, default=0, help="phantom, reader, fidelity and randomization seed")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: self-explaining.json, self-explaining.md, self-explaining.html")
+    p.add_argument("--device", **device)
+    p.set_defaults(func=cmd_self_explaining)
+
     p = sub.add_parser("train", help="train a classifier on a manifest: BCE, optionally + HiResCAM mask loss")
     p.add_argument("manifest", help="cohort manifest (CSV/JSONL with case_id, split, ct, organs, labels)")
     p.add_argument("--card", help="model card JSON with architecture, input and (optional) classes")

@@ -443,6 +443,17 @@ def cmd_batch(args) -> int:
     return result.exit_code
 
 
+def cmd_self_explaining(args) -> int:
+    from .workflows.self_explaining import run_self_explaining
+
+    guard_outputs([m for m in args.models if Path(m).exists()], folders=[args.out])
+    done = run_self_explaining(args.models, args.out, n_cases=args.cases, steps=args.fidelity_steps, seed=args.seed,
+                               threshold=args.threshold, device=args.device, progress=progress)
+    print(done["table"])
+    print("\n".join(str(p) for p in done["files"]))
+    return 0
+
+
 def cmd_trust(args) -> int:
     from .io.segments import read_segments
     from .io.volume import read_volume

@@ -74,11 +74,13 @@ def class_index(classifier, class_name) -> int:
     return names.index(class_name)
 
 
-def input_map(module, prepared, method, target: int, layer=None) -> InputMap:
+def input_map(module, prepared, method, target: int, layer=None, gates=None) -> InputMap:
     """The raw, signed map of ``method`` for class index ``target`` on the model-input grid.
 
     ``method``: any name of the method registry or a callable ``fn(model, x, target)``, run by
     :func:`attribution.attribute` with default settings (and ``layer`` for the methods that use one).
+    ``gates``: the card's ``attention_gates`` (module paths; the ``attention`` methods find MONAI
+    AttentionBlocks without them, but a declared gate of a randomized copy is only found by its path).
     """
     import torch
 
@@ -87,7 +89,8 @@ def input_map(module, prepared, method, target: int, layer=None) -> InputMap:
     from ..models.preprocess import resample_tensor
 
     x = prepared.tensor
-    result = attribute(method, module, x, int(target), EstimatorSettings(layer=layer))
+    settings = EstimatorSettings(layer=layer, attention_gates=tuple(gates) if gates else None)
+    result = attribute(method, module, x, int(target), settings)
     raw, logits = result.map, result.logits
     if logits is None:  # the method's own pass gave no logits: one plain forward
         with torch.no_grad():
@@ -214,7 +217,8 @@ def randomized_maps(classifier, ct: Volume, method, class_name, mode: str = "cas
     prepared = prepared or prepare(classifier, ct)
     target = class_index(classifier, class_name)
     layer = layer or classifier.card.target_layer
-    yield "original", input_map(classifier.module, prepared, method, target, layer)
+    gates = getattr(classifier.card, "attention_gates", None)
+    yield "original", input_map(classifier.module, prepared, method, target, layer, gates)
     blocks = randomization_blocks(classifier.module, prepared.tensor)
     model = copy.deepcopy(classifier.module).eval()
     modules = dict(model.named_modules())
@@ -222,7 +226,7 @@ def randomized_maps(classifier, ct: Volume, method, class_name, mode: str = "cas
         block = modules[name]
         saved = [t.detach().clone() for _, t in _floating_tensors(block)] if mode == "independent" else None
         randomize_block(block, seed * 1000 + step, name)
-        yield name, input_map(model, prepared, method, target, layer)
+        yield name, input_map(model, prepared, method, target, layer, gates)
         if saved is not None:
             with torch.no_grad():
                 for (_, t), old in zip(_floating_tensors(block), saved):

@@ -1,40 +1,44 @@
 """Self-explaining maps beside post-hoc maps, on phantoms with known answers (issue 25).
 
 For each model and each unseen phantom with lesions, every method's map of every class that has a
-lesion is scored against what is known: the class's organ (organ ROC AUC, mass in organ), the
-lesions (lesion ROC AUC), the model (fidelity F − F(random map), deletion/insertion with a blurred
-replacement) and synthetic readers whose fixations follow the lesions (NCC, sNCC, AUC, sAUC of
-:func:`scoring.gaze.compare_with_gaze`; the readers' own inter-observer scores as the baseline).
-A case's value is the mean over its lesion classes; the table gives, per (model, method, metric),
-the mean over cases with a 95 % percentile-bootstrap interval, and the paired Wilcoxon signed-rank
-test of the first method against each other one over the same cases.
+lesion is scored against what is known: the class's organ (organ ROC AUC, organ IoA, mass in
+organ), the lesions (lesion ROC AUC, lesion IoA), the model (fidelity F − F(random map),
+deletion/insertion with a blurred replacement) and synthetic readers whose fixations follow the
+lesions (NCC, sNCC, AUC, sAUC of :func:`scoring.gaze.compare_with_gaze`; the readers' own
+inter-observer scores as the baseline). A case's value is the mean over its lesion classes.
+
+Each case also gets one model-parameter randomization: the model as it stands at the end of a
+cascading randomization (every block redrawn, seeded per case; ``randomization_checks.last_step_model``),
+the map of the case's first lesion class recomputed on the model-input grid and compared with the
+trained model's map (SSIM inside the body). :mod:`.self_explaining_table` judges these against the
+baseline of maps of different cases (the trust card's rule) and makes the table; the page is
+:mod:`view.self_explaining_page`'s.
 
 Conventions: maps are scored as ReLU(map) (every method here is read that way: the CAMs' and the
-gates' importance is ReLU); ROC AUCs are inside the body; the attention map is the same for every
-class (the gates do not know the class), so its organ scores measure where the model looks at all.
-
-Run: ``python -m saliency_inspector.workflows.self_explaining --models demo-attention-gated demo
---cases 20 --out self-explaining.json``.
+gates' declared importance is ReLU; fidelity ranks by it too); ROC AUCs, IoA and masses are inside
+the body; IoA under the product's default threshold rule ``topk`` (``evaluate``, ``batch``); the
+attention map is the same for every class (the gates do not know the class), so its organ scores
+measure where the model looks at all.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 
 METHODS = ("attention", "hirescam", "gradcam")
-METRICS = ("organ_auc", "lesion_auc", "mass_in_organ", "fidelity_gain", "cc", "sncc", "auc", "sauc")
-LABELS = {"organ_auc": "organ ROC AUC", "lesion_auc": "lesion ROC AUC", "mass_in_organ": "mass in organ",
-          "fidelity_gain": "F − F(random)", "cc": "NCC", "sncc": "sNCC", "auc": "gaze AUC", "sauc": "sAUC"}
 GAZE = ("cc", "sncc", "auc", "sauc")
+METRICS = ("organ_auc", "lesion_auc", "organ_ioa", "lesion_ioa", "mass_in_organ", "fidelity_gain", *GAZE)
 SEED_BASE = 3_000_000  # phantom seeds never used in training (1e6…) or validation (1.5e6…)
 READERS = 4
 FIXATIONS_PER_READER = 30
 SIZE_XYZ = (64, 64, 32)  # the demo models' input size: the CT is used at the model's resolution
+FILES = ("self-explaining.json", "self-explaining.md", "self-explaining.html")
 
 
 def phantom_cases(n: int, seed: int = 0, size=SIZE_XYZ):
@@ -83,18 +87,39 @@ def readers_for(case, lesion, body, n_readers=READERS, n_fixations=FIXATIONS_PER
                              for r in range(n_readers)])
 
 
-def score_case(classifier, case, methods=METHODS, steps=10, seed=0) -> list:
-    """One row per (method, class with a lesion) of ``case``: the metrics of :data:`METRICS`, plus the
-    readers' inter-observer NCC/sNCC/AUC/sAUC."""
-    from ..cohort.stats import roc_auc
+@dataclass
+class CaseScores:
+    """One case under one model: metric rows per (method, lesion class), the randomization per method
+    (``{method: {"class", "ssim", "spearman", "blank", "seed"}}``), the trained model's maps of the
+    randomization class on the model-input grid (the baseline's material), the body there, and the
+    same maps on the CT grid (for a figure)."""
+
+    rows: list
+    randomization: dict = field(default_factory=dict)
+    input_maps: dict = field(default_factory=dict)
+    body_in: np.ndarray | None = None
+    ct_maps: dict = field(default_factory=dict)
+    randomization_class: str | None = None
+
+
+def lesion_classes(classifier, case) -> list:
+    """The model's classes that have a lesion in ``case``, in card order."""
+    return [c for c in classifier.card.classes if _masks(case, c)[1].any()]
+
+
+def score_case(classifier, case, methods=METHODS, steps=10, seed=0, threshold="topk", randomize=True,
+               randomization_seed=0) -> CaseScores:
+    """Score every method of ``methods`` on ``case`` (see the module doc); ``randomization_seed``
+    seeds this case's cascading randomization (``randomize=False``: none)."""
     from ..explainers.explanation import explain
+    from ..explainers.registry import get_method
+    from ..scoring.evaluation import evaluate
     from ..scoring.gaze import compare_with_gaze
     from .fidelity import map_fidelity, model_input
 
-    names = classifier.card.classes
-    present = [c for c in names if _masks(case, c)[1].any()]
+    present = lesion_classes(classifier, case)
     if not present:
-        return []
+        return CaseScores(rows=[])
     res = explain(classifier, case.ct, methods=list(methods), classes=present)
     inputs = None
     rows = []
@@ -102,141 +127,170 @@ def score_case(classifier, case, methods=METHODS, steps=10, seed=0) -> list:
         organ, lesion, body = _masks(case, class_name)
         fixations = readers_for(case, lesion, body, seed=seed)
         for method in methods:
+            importance = get_method(method).importance  # ReLU for the CAMs and the gates
             saliency = res.map(method, class_name)
-            s = np.maximum(saliency.array, 0)[body]
+            table = evaluate(saliency, {"organ": organ, "lesion": lesion}, region=body, threshold=threshold,
+                             importance=importance)
+            o, les = table.row("organ"), table.row("lesion")
             inputs = inputs or model_input(classifier, case.ct, body=body)
-            fid = map_fidelity(classifier, case.ct, saliency, class_name, steps=steps, seed=seed, inputs=inputs)
-            gaze = compare_with_gaze(saliency, fixations, body=body, seed=seed, n_bootstrap=50)
-            total = s.sum()
+            fid = map_fidelity(classifier, case.ct, saliency, class_name, steps=steps, seed=seed, inputs=inputs,
+                               importance=importance)
+            gaze = compare_with_gaze(saliency, fixations, body=body, normalisation=importance, seed=seed,
+                                     n_bootstrap=50)
             rows.append({"method": method, "class": class_name,
-                         "organ_auc": roc_auc(organ[body], s), "lesion_auc": roc_auc(lesion[body], s),
-                         "mass_in_organ": float(s[organ[body]].sum() / total) if total > 0 else float("nan"),
+                         "organ_auc": o["roc_auc"], "lesion_auc": les["roc_auc"],
+                         "organ_ioa": o["ioa"], "lesion_ioa": les["ioa"], "mass_in_organ": o["mass_in_mask"],
                          "fidelity_gain": float(fid.curves.F - fid.random.F),
                          **{k: float(gaze.metrics[k]) for k in GAZE},
                          "inter_observer": {k: float(gaze.inter_observer[k]) for k in GAZE}})
-    return rows
-
-
-def compare_self_explaining(classifiers: dict, n_cases=20, methods=METHODS, steps=10, seed=0, progress=None,
-                            cases=None) -> dict:
-    """Score every model of ``classifiers`` (name → Classifier) on the same ``n_cases`` unseen
-    phantoms; returns ``{"rows": per case, "summary": per (model, method, metric), "conditions"}``."""
-    say = progress or (lambda _m: None)
-    cases = phantom_cases(n_cases, seed) if cases is None else cases
-    rows = []
-    for model, classifier in classifiers.items():
-        wanted = [m for m in methods if m != "attention" or _has_gates(classifier)]
-        for i, case in enumerate(cases):
-            started = time.time()
-            for row in score_case(classifier, case, wanted, steps, seed):
-                rows.append({"model": model, "case": i, **row})
-            say(f"{model}: case {i + 1}/{len(cases)} ({time.time() - started:.0f} s)")
-    return {"rows": rows, "summary": summarise(rows, methods),
-            "conditions": {"n_cases": len(cases), "phantom_size_xyz": list(SIZE_XYZ), "seeds_from": SEED_BASE,
-                           "readers": READERS, "fixations_per_reader": FIXATIONS_PER_READER,
-                           "fidelity_steps": steps, "fidelity_replacement": "blur 10 mm", "map": "ReLU(map)",
-                           "interval": "95 % percentile bootstrap over cases (mean over a case's lesion classes)",
-                           "test": f"paired Wilcoxon signed-rank, {methods[0]} vs each other method"}}
-
-
-def _has_gates(classifier) -> bool:
-    from ..explainers.attention import has_gates
-
-    return has_gates(classifier)
-
-
-def summarise(rows, methods=METHODS) -> list:
-    """Per (model, method, metric): n, mean and 95 % interval over cases; for every method but the
-    first, the paired Wilcoxon signed-rank p of (first − this) over the cases both have; "readers":
-    the synthetic readers' inter-observer scores (each reader against the others)."""
-    from scipy.stats import wilcoxon
-
-    from ..cohort.stats import bootstrap_mean_ci
-
-    def per_case(model, method, key, inter=False):
-        values = {}
-        for r in rows:
-            if r["model"] == model and r["method"] == method:
-                values.setdefault(r["case"], []).append(r["inter_observer"][key] if inter else r[key])
-        return {c: _mean(v) for c, v in values.items()}
-
-    out = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        present = [m for m in methods if any(r["model"] == model and r["method"] == m for r in rows)]
-        for method in [*present, "readers"]:
-            for key in METRICS:
-                if method == "readers" and key not in GAZE:
-                    continue
-                values = per_case(model, present[0], key, inter=True) if method == "readers" else \
-                    per_case(model, method, key)
-                x = np.array(list(values.values()))
-                low, high = bootstrap_mean_ci(x)
-                entry = {"model": model, "method": method, "metric": key, "n": int(np.isfinite(x).sum()),
-                         "mean": _mean(x), "ci": [low, high]}
-                if method != "readers" and method != methods[0] and present[0] == methods[0]:
-                    reference = per_case(model, methods[0], key)
-                    diff = np.array([reference[c] - values[c] for c in sorted(set(values) & set(reference))])
-                    diff = diff[np.isfinite(diff)]
-                    entry["vs_first"] = {"mean_difference": float(diff.mean()) if diff.size else float("nan"),
-                                         "p_wilcoxon": float(wilcoxon(diff).pvalue) if np.any(diff) else 1.0}
-                out.append(entry)
+    out = CaseScores(rows=rows, randomization_class=present[0],
+                     ct_maps={m: res.map(m, present[0]) for m in methods})
+    if randomize:
+        _randomize_case(classifier, case, methods, present[0], randomization_seed, out)
     return out
 
 
-def _mean(values) -> float:
-    """The mean of the finite values (NaN when there are none, without a warning)."""
-    x = np.asarray(values, np.float64)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
+def _randomize_case(classifier, case, methods, class_name, seed, out: CaseScores) -> None:
+    """The last step of a cascading randomization (seed ``seed``) on this case: per method the
+    trained and the randomized map of ``class_name`` on the model-input grid, their SSIM and
+    Spearman inside the body (``scoring.similarity.compare_maps``, the method's importance)."""
+    from ..explainers.randomization import class_index, input_map, prepare
+    from ..explainers.registry import get_method
+    from ..scoring.importance import importance_transform
+    from ..scoring.masks import body_mask
+    from ..scoring.similarity import compare_maps
+    from .randomization_checks import last_step_model
+
+    prepared = prepare(classifier, case.ct)
+    out.body_in = body_mask(case.ct, prepared.grid)
+    randomized = last_step_model(classifier, prepared, seed=seed, mode="cascading")
+    target = class_index(classifier, class_name)
+    layer, gates = classifier.card.target_layer, getattr(classifier.card, "attention_gates", None)
+    for method in methods:
+        norm = get_method(method).importance
+        original = input_map(classifier.module, prepared, method, target, layer, gates).volume
+        after = input_map(randomized, prepared, method, target, layer, gates).volume
+        sim = compare_maps(original, after, norm, out.body_in)
+        out.input_maps[method] = original
+        out.randomization[method] = {"class": class_name, "ssim": float(sim.ssim), "spearman": float(sim.spearman),
+                                     "blank": not bool(importance_transform(after.array, norm).any()), "seed": seed}
 
 
-def format_table(summary) -> str:
-    """A Markdown table: one line per (model, method), one column per metric: mean [95 % interval],
-    with the Wilcoxon p of the first method vs this one."""
-    keys = list(dict.fromkeys((e["model"], e["method"]) for e in summary))
-    head = "| model | map | " + " | ".join(LABELS[k] for k in METRICS) + " |"
-    lines = [head, "|" + "---|" * (2 + len(METRICS))]
-    for model, method in keys:
-        cells = []
-        for key in METRICS:
-            e = next((e for e in summary if e["model"] == model and e["method"] == method and e["metric"] == key), None)
-            if e is None:
-                cells.append("")
-                continue
-            text = f"{e['mean']:.3f} [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]"
-            if "vs_first" in e:
-                text += f" p={e['vs_first']['p_wilcoxon']:.2g}"
-            cells.append(text)
-        lines.append(f"| {model} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def has_gates(classifier) -> bool:
+    """Whether the model has attention gates (declared on its card or MONAI AttentionBlocks)."""
+    from ..explainers.attention import has_gates as gated
+
+    return gated(classifier)
 
 
-def main(argv=None) -> int:
-    """Command line: score shipped or registered models (``--models``) on ``--cases`` phantoms."""
-    import argparse
+def compare_self_explaining(classifiers: dict, n_cases=20, methods=METHODS, steps=10, seed=0, progress=None,
+                            cases=None, threshold="topk", randomize=True) -> dict:
+    """Score every model of ``classifiers`` (name → Classifier) on the same ``n_cases`` unseen
+    phantoms (or the given ``cases``); returns ``{"rows": per case, "summary": per (model, method,
+    metric), "randomization": per (model, method), "conditions", "timings", "figures"}`` — ``figures``
+    (model → the first case's CT, lesions and maps) is for the page and is not JSON."""
+    from .self_explaining_table import randomization_verdicts, summarise
 
+    say = progress or (lambda _m: None)
+    cases = phantom_cases(n_cases, seed) if cases is None else list(cases)
+    rows, randomization, figures, timings, no_gates = [], [], {}, {}, []
+    for model, classifier in classifiers.items():
+        wanted = [m for m in methods if m != "attention" or has_gates(classifier)]
+        if len(wanted) < len(methods):
+            no_gates.append(model)
+        per_case, seconds = {}, []
+        for i, case in enumerate(cases):
+            started = time.time()
+            scores = score_case(classifier, case, wanted, steps, seed, threshold, randomize,
+                                randomization_seed=1000 * int(seed) + i)
+            for row in scores.rows:
+                rows.append({"model": model, "case": i, **row})
+            if scores.randomization:
+                per_case[i] = scores
+            if model not in figures and scores.ct_maps:
+                figures[model] = {"case": i, "class": scores.randomization_class, "ct": case.ct,
+                                  "lesions": case.lesions, "maps": scores.ct_maps,
+                                  "lesion": _masks(case, scores.randomization_class)[1]}
+            scores.ct_maps = {}
+            seconds.append(time.time() - started)
+            say(f"{model}: case {i + 1}/{len(cases)} ({seconds[-1]:.0f} s)")
+        timings[model] = {"seconds_per_case": float(np.mean(seconds)) if seconds else float("nan"),
+                          "seconds_total": float(np.sum(seconds)), "methods": wanted}
+        if randomize:
+            randomization += randomization_verdicts(model, per_case, wanted, seed)
+    conditions = {
+        "n_cases": len(cases), "phantom_size_xyz": list(cases[0].ct.size_xyz) if cases else list(SIZE_XYZ),
+        "seeds_from": SEED_BASE + 1000 * int(seed), "lesion_sets": "the demo's (random_lesions), each case with a "
+        "lesion of a demo class", "readers": READERS, "fixations_per_reader": FIXATIONS_PER_READER,
+        "reader_density": "the class's lesion mask blurred by 5 mm", "fidelity_steps": steps,
+        "fidelity_replacement": "blur 10 mm", "fidelity_chance": "F of 20 seeded random maps",
+        "map": "ReLU(map) (each method's declared importance) for every measure", "region": "the body",
+        "ioa_threshold": threshold, "randomization": "the last step of a cascading randomization (every block "
+        "redrawn, seed 1000·seed + case) per case, map of the case's first lesion class, on the model-input grid",
+        "interval": "95 % percentile bootstrap over cases (a case: the mean over its lesion classes)",
+        "test": "paired Wilcoxon signed-rank over the cases both maps have, vs the model's own map (attention; "
+                "HiResCAM for a model without gates), Holm-corrected over the maps compared per model and measure",
+        "models_without_gates": no_gates}
+    return {"rows": rows, "summary": summarise(rows, methods), "randomization": randomization,
+            "conditions": conditions, "timings": timings, "figures": figures}
+
+
+def load_models(names, device="cpu") -> dict:
+    """name → Classifier for every ``--models`` entry (shipped names, registered sources or files);
+    InputError for an unknown model, a repeated name or a model whose classes are not demo classes
+    (the phantoms' known answers exist for those only)."""
     from ..models import demo_model  # noqa: F401 - registers the demo and self-explaining demo models
     from ..models.loaders import load_classifier
+    from ..synth.cohort import CLASS_ORGANS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["demo-attention-gated", "demo"])
-    parser.add_argument("--cases", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        classifiers = {name: load_classifier(name, device="cpu") for name in args.models}
-        result = compare_self_explaining(classifiers, args.cases, steps=args.steps, seed=args.seed,
-                                         progress=lambda m: print(m, flush=True))
-    except InputError as err:
-        print(f"self_explaining: error: {err}")
-        return 2
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(format_table(result["summary"]))
-    return 0
+    names = list(names)
+    if not names:
+        raise InputError("give at least one model (--models)")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"model {repeated[0]!r} is given twice in --models")
+    out = {}
+    for name in names:
+        clf = load_classifier(name, device=device)
+        unknown = [c for c in clf.card.classes or [] if c not in CLASS_ORGANS]
+        if not clf.card.classes or unknown:
+            raise InputError(f"model {name!r}: its classes ({', '.join(clf.card.classes or ['none'])}) are not "
+                             f"the phantoms' demo classes ({', '.join(CLASS_ORGANS)}); the comparison needs "
+                             "known answers for every class")
+        out[name] = clf
+    return out
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run_self_explaining(models, out_dir, n_cases=20, steps=10, seed=0, threshold="topk", device="cpu",
+                        progress=None) -> dict:
+    """The comparison of ``models`` (names) on ``n_cases`` phantoms, written to ``out_dir`` as
+    self-explaining.json, .md (the README table) and .html (with one figure per model under
+    images/). Every input is checked before the long work, so bad input writes nothing; the
+    files are written atomically at the end. Returns ``{"result", "table", "files"}``."""
+    from ..io.files import written_atomically
+    from ..io.records import write_json
+    from ..scoring.thresholds import parse_threshold
+    from ..view.self_explaining_page import write_self_explaining_page
+    from .self_explaining_table import LABELS, conventions, format_table
+
+    if int(n_cases) < 1:
+        raise InputError(f"--cases must be at least 1, got {n_cases}")
+    if int(steps) < 2:
+        raise InputError(f"fidelity needs at least 2 steps (p = 0 … 100 %), got {steps}")
+    parse_threshold(threshold)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder; give --out a folder")
+    classifiers = load_models(models, device)
+    result = compare_self_explaining(classifiers, int(n_cases), steps=int(steps), seed=int(seed),
+                                     progress=progress, threshold=threshold)
+    figures = result.pop("figures")
+    result["metrics"] = [{"key": k, "label": LABELS[k]} for k in METRICS]
+    result["conventions"] = conventions(result["conditions"])
+    table = format_table(result["summary"], result["randomization"], result["conditions"])
+    paths = [out_dir / name for name in FILES]
+    write_json(paths[0], result)
+    with written_atomically(paths[1]) as tmp:
+        tmp.write_text(table + "\n", encoding="utf-8")
+    write_self_explaining_page(paths[2], result, figures)
+    return {"result": result, "table": table, "files": paths}
