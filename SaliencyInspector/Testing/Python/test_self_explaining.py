@@ -282,3 +282,15 @@ def test_an_unwritable_out_is_refused_before_any_model_is_loaded(tmp_path, capsy
     assert main(["self-explaining", "--models", "demo", "--cases", "1", "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err
     assert "a-file" in err and "loading" not in err and "case 1/" not in err
+
+
+def test_the_trust_card_reads_a_gate_declared_only_on_the_card():
+    from saliency_inspector.workflows.trust import run_trust
+
+    clf = _classifier(ConvGate())  # not a MONAI AttentionBlock: found only by its declared path
+    result = run_trust(_liver_case(11).ct, [clf], methods=["attention"], class_name="liver", n_baseline=2,
+                       cohort=[_liver_case(12).ct, _liver_case(13).ct], emprt_seeds=1)
+    randomization = result.card.rows["attention"]["randomization"]
+    # the randomized copies' gate maps were read (found by the declared path) and moved with the weights
+    assert randomization.details["first_block_below_baseline"] == "gate.conv"
+    assert randomization.n == 3 and randomization.estimate < 0

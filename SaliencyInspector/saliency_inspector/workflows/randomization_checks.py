@@ -59,8 +59,8 @@ def data_randomization_check(real, shuffled, cts: Sequence[Volume], method: str 
     for ct in cts:
         p_real, p_shuffled = prepare(real, ct), prepare(shuffled, ct)
         real_maps.append(input_map(real.module, p_real, method, class_index(real, class_name),
-                                   layer or real.card.target_layer).volume)
+                                   layer or real.card.target_layer, real.card.attention_gates).volume)
         shuffled_maps.append(input_map(shuffled.module, p_shuffled, method, class_index(shuffled, class_name),
-                                       layer or shuffled.card.target_layer).volume)
+                                       layer or shuffled.card.target_layer, shuffled.card.attention_gates).volume)
         bodies.append(body_mask(ct, p_real.grid))
     return data_randomization(real_maps, shuffled_maps, bodies, norm, seed, resamples)

@@ -58,6 +58,11 @@ class TrustResult:
     seconds: float
 
 
+
+def _gates(classifier):
+    """The card's declared attention gates: a randomized copy's gates are found only by their paths."""
+    return getattr(classifier.card, "attention_gates", None)
+
 def importance_of(method: str | Callable[..., Any], override: str | None = None) -> str:
     """The transform the card applies to ``method``'s maps before comparing or ranking them: the
     method's declared ``Method.importance`` (relu for CAMs, abs for gradient maps, signed for IG,
@@ -256,24 +261,26 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
                 fully_randomized_maps(clf, ct, method, class_label, extra, layer, prepared))
             emprt = emprt_test(finals)
         else:
-            original = input_map(clf.module, prepared, method, target, layer).volume
+            original = input_map(clf.module, prepared, method, target, layer, _gates(clf)).volume
             emprt = None
 
         # baseline: maps of different cases, as arrays on the model-input grid, inside both bodies
-        case_maps = [original] + [input_map(clf.module, p, method, target, layer).volume for p in other_prepared]
+        case_maps = [original] + [input_map(clf.module, p, method, target, layer, _gates(clf)).volume
+                                  for p in other_prepared]
         baseline = trust.cohort_baseline(case_maps, bodies_in, norm, baseline_source, pairs, seed=seed)
         if curve is not None and cohort_cases:  # the last step's model on every cohort case too
             say(f"{name}: the last randomization step on {len(cohort_cases)} cohort cases")
             last = last_step_model(clf, prepared, seed, mode)
             for m, p, b in zip(case_maps[1:], other_prepared, bodies_in[1:]):
-                random_cases.append(compare_maps(m, input_map(last, p, method, target, layer).volume, norm, b).ssim)
+                random_cases.append(compare_maps(m, input_map(last, p, method, target, layer, _gates(clf)).volume, norm, b).ssim)
 
         # data randomization: the shuffled-label model's maps of this CT and the baseline's cases
         shuffled = shuffled_why = None
         if shuffled_model is not None:
             say(f"{name}: data randomization ({len(case_maps)} cases under the shuffled-label model)")
             k3 = class_index(shuffled_model, class_label)
-            shuffled_maps = [input_map(shuffled_model.module, prepare(shuffled_model, c), method, k3, layer).volume
+            shuffled_maps = [input_map(shuffled_model.module, prepare(shuffled_model, c), method, k3, layer,
+                                      _gates(shuffled_model)).volume
                              for c in [ct, *others]]
             try:
                 shuffled = data_randomization(case_maps, shuffled_maps, bodies_in, norm, seed)
@@ -288,10 +295,10 @@ def run_trust(ct: Volume, models: Sequence[Classifier],
             other = models[1]
             same = architecture_of(other) == architecture_of(clf)
             k2 = class_index(other, class_label)
-            similarity = compare_maps(original, input_map(other.module, prepare(other, ct), method, k2, layer).volume,
-                                      norm, body_in)
+            other_map = input_map(other.module, prepare(other, ct), method, k2, layer, _gates(other)).volume
+            similarity = compare_maps(original, other_map, norm, body_in)
             for case_ct, p, m, b in zip(others[:len(cohort_cases)], other_prepared, case_maps[1:], bodies_in[1:]):
-                second = input_map(other.module, prepare(other, case_ct), method, k2, layer).volume
+                second = input_map(other.module, prepare(other, case_ct), method, k2, layer, _gates(other)).volume
                 more.append(compare_maps(m, second, norm, b))
             why = f"the two models are {'the same' if same else 'different'} architectures (parameter names and shapes)"
             if same:
