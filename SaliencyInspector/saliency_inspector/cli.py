@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from .cli_commands import (PROG, cmd_batch, cmd_compare, cmd_demo, cmd_evaluate, cmd_explain, cmd_phantom,
-                           cmd_phantom_cohort, cmd_render, cmd_self_explaining, cmd_train, cmd_train_demo,
+                           cmd_phantom_cohort, cmd_self_explaining, cmd_train, cmd_train_demo,
                            cmd_train_shortcut, cmd_trust)
+from .cli_render import cmd_render
 from .errors import InputError
 
 

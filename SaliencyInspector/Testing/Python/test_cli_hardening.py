@@ -258,7 +258,7 @@ def test_render_out_is_a_png_or_a_folder(case, capfd, tmp_path):
     # the picture's title says method, class and p (from explain's predictions.json beside the map)
     import json
 
-    from saliency_inspector.cli_commands import _render_title
+    from saliency_inspector.cli_render import _render_title
 
     record = json.loads((case / "maps" / "predictions.json").read_text())
     p = record["probabilities"][record["class_names"].index("liver")]

@@ -59,7 +59,7 @@ def test_negative_evidence_of_a_signed_map_is_blue_and_hidden_when_unsigned():
 
 
 def test_render_says_loudly_when_the_class_is_called_absent(tmp_path):
-    from saliency_inspector.cli_commands import _render_context
+    from saliency_inspector.cli_render import _render_context
 
     ct, saliency = _blob_case()
     write_volume(saliency, tmp_path / "hirescam_liver.nrrd")
