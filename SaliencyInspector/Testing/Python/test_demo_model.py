@@ -69,15 +69,23 @@ def test_hirescam_matches_autograd_and_captum_and_sums_to_the_logit():
 
 
 # ---- preprocessing -----------------------------------------------------------------------------------
-def test_model_grid_keeps_the_field_of_view_and_ct_to_input_windows():
+def _box(volume):
+    """The physical axis-aligned box around a grid's voxel boxes: (low corner, high corner)."""
+    import itertools
+
+    points = np.array([volume.index_to_physical(ijk) for ijk in
+                       itertools.product(*[(-0.5, n - 0.5) for n in volume.size_xyz])])
+    return points.min(0), points.max(0)
+
+
+def test_model_grid_is_the_cards_lps_grid_over_the_field_of_view_and_ct_to_input_windows():
     direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # axes rotated
     ct = Volume(np.full((40, 100, 80), -1000, np.int16), (0.7, 0.9, 2.5), (-30.0, 12.0, 5.0), direction)
     grid = dm.model_grid(ct)
     assert grid.shape == dm.INPUT_SIZE
-    # the outer corners of the voxel boxes coincide: same field of view
-    np.testing.assert_allclose(ct.index_to_physical([-0.5] * 3), grid.index_to_physical([-0.5] * 3), atol=1e-6)
-    np.testing.assert_allclose(ct.index_to_physical(np.asarray(ct.size_xyz) - 0.5),
-                               grid.index_to_physical(np.asarray(grid.size_xyz) - 0.5), atol=1e-6)
+    np.testing.assert_allclose(grid.direction, np.eye(3))  # the card's orientation, LPS, whatever the storage
+    for ours, theirs in zip(_box(grid), _box(ct)):  # the same field of view
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
     # a bright 10-voxel-wide block at a known physical place lands on the model voxel there
     arr = ct.array.copy()
     arr[20:30, 40:60, 30:50] = 1000
@@ -88,8 +96,29 @@ def test_model_grid_keeps_the_field_of_view_and_ct_to_input_windows():
     ijk = ct.physical_to_index(point)
     assert 30 <= ijk[0] < 50 and 40 <= ijk[1] < 60 and 20 <= ijk[2] < 30
     lo, hi = dm.WINDOW
-    x_mid = dm.ct_to_input(ct.with_array(np.full(ct.shape, (lo + hi) / 2, np.int16)))
-    np.testing.assert_allclose(x_mid, 0.5, atol=1e-6)  # the window's middle maps to 0.5
+    middle = np.full(ct.shape, (lo + hi) / 2, np.int16)
+    middle[0, 0, 0] = -1000  # preprocessing refuses a constant image
+    x_mid = dm.ct_to_input(ct.with_array(middle))
+    np.testing.assert_allclose(np.median(x_mid), 0.5, atol=1e-6)  # the window's middle maps to 0.5
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_a_training_case_is_exactly_what_inference_feeds_the_network(oblique):
+    """Training and inference share one preprocessing: a phantom made larger than the model input
+    (and oblique) becomes the same tensor in make_example as through the shipped card."""
+    from saliency_inspector.models.preprocess import preprocess
+    from saliency_inspector.synth.phantom import make_phantom
+
+    lesions, size = ["kidney_left"], (96, 96, 40)
+    x, _, organs, body, _ = dm.make_example(4_000_003, lesions, dm.INPUT_SIZE, size, oblique)
+    ct = make_phantom(seed=4_000_003, size=size, lesions=lesions, oblique=oblique, lesion_scale=dm.LESION_SCALE).ct
+    card = json.loads(dm.DEMO_CARD_PATH.read_text())
+    from saliency_inspector.models.card import ModelCard
+
+    prepared = preprocess(ct, ModelCard.from_dict(card).input)
+    np.testing.assert_array_equal(x, prepared.tensor[0, 0].numpy())
+    # the masks are on that same grid: the body covers the bright part of the input
+    assert prepared.grid.shape == body.shape and (x[body] > 0).mean() > 0.5 and (x[~body] > 0).mean() < 0.05
 
 
 # ---- shipped weights and card ------------------------------------------------------------------------

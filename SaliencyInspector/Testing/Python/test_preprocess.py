@@ -126,7 +126,7 @@ def test_same_as_demo_model_recipe():
 
     ct = oblique_ct(shape=(20, 36, 40), dtype=np.int16)
     size = (8, 12, 16)
-    ours = preprocess(ct, InputSpec(size=size, window=(-1000.0, 400.0), orientation="stored")).tensor[0, 0].numpy()
+    ours = preprocess(ct, InputSpec(size=size, window=(-1000.0, 400.0), orientation="LPS")).tensor[0, 0].numpy()
     theirs = demo_model.ct_to_input(ct, size=size, window=(-1000.0, 400.0))
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
