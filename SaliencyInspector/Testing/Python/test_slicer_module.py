@@ -137,10 +137,11 @@ def test_readme_console_example_on_real_mrml_ends_in_the_compare_layout(monkeypa
 
     # the rendered views: heat where each view's map is high, none where it is low
     out = Path(os.environ.get("SI_PNG_DIR", tmp_path))
-    hires_map = mrml.volume_from_node(hires, what="map")
-    peak_ijk = np.unravel_index(np.argmax(hires_map.array), hires_map.shape)[::-1]
-    peak_ras = (ijk_to_ras(ct) @ np.array([*peak_ijk, 1.0]))[:3]
     for view, node, name in ((red, hires, "red"), (yellow, grad, "yellow")):
+        # each view at its own map's peak: the two maps need not peak on the same slice
+        values = mrml.volume_from_node(node, what="map")
+        peak_ijk = np.unravel_index(np.argmax(values.array), values.shape)[::-1]
+        peak_ras = (ijk_to_ras(ct) @ np.array([*peak_ijk, 1.0]))[:3]
         view.fit_view_to_content()
         ov.jump_to(view, peak_ras)
         view.render()
