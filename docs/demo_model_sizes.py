@@ -74,7 +74,7 @@ def main():
                              verdict=verdict_from_interval(entry["ci_low"], entry["ci_high"], LINE, n=entry["n"]))
                 rows.append(entry)
         print(f"{size_text}: {time.time() - started:.0f} s", flush=True)
-    print(f"\n| model | phantom size (x×y×z) | " + " | ".join(DEMO_CLASSES) + " |")
+    print("\n| model | phantom size (x×y×z) | " + " | ".join(DEMO_CLASSES) + " |")
     print("|---|---|" + "---|" * len(DEMO_CLASSES))
     for name in models:
         for size_text in args.sizes:
