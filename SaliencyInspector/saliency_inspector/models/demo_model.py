@@ -284,9 +284,9 @@ def case_plan(seeds, rng, mixed_sizes=True):
     return plan
 
 
-def _example_from_plan(item):
+def _example_from_plan(item, size=INPUT_SIZE):
     seed, lesions, phantom_size, oblique = item
-    return make_example(seed, lesions, INPUT_SIZE, phantom_size, oblique)
+    return make_example(seed, lesions, size, phantom_size, oblique)
 
 
 def make_dataset(seeds, rng, size=INPUT_SIZE, progress=None, mixed_sizes=False, workers=1):
@@ -294,18 +294,17 @@ def make_dataset(seeds, rng, size=INPUT_SIZE, progress=None, mixed_sizes=False, 
     lesion sets (:func:`make_example`), stacked. ``mixed_sizes``: each case made at a size drawn
     from :data:`TRAINING_PHANTOM_SIZES` (the training recipe), else at the model's size.
     ``workers`` > 1 makes the phantoms in that many processes (same result: the plan is drawn first)."""
+    import functools
     import time
 
     plan = case_plan(seeds, rng, mixed_sizes)
-    if tuple(size) != INPUT_SIZE:
-        examples = (make_example(seed, lesions, size, phantom, oblique) for seed, lesions, phantom, oblique in plan)
-    elif int(workers) > 1:
+    make = functools.partial(_example_from_plan, size=tuple(int(n) for n in size))
+    pool = None
+    if int(workers) > 1:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(int(workers))
-        examples = pool.imap(_example_from_plan, plan, chunksize=4)
-    else:
-        examples = map(_example_from_plan, plan)
+    examples = pool.imap(make, plan, chunksize=4) if pool is not None else map(make, plan)
     xs, ys, ms, bodies, lesion_masks = [], [], [], [], []
     said = time.time()
     try:
@@ -315,7 +314,7 @@ def make_dataset(seeds, rng, size=INPUT_SIZE, progress=None, mixed_sizes=False, 
                 progress(f"  phantoms {i + 1}/{len(plan)}")
                 said = time.time()
     finally:
-        if int(workers) > 1 and tuple(size) == INPUT_SIZE:
+        if pool is not None:
             pool.terminate()
     return np.stack(xs), np.stack(ys), np.stack(ms), np.stack(bodies), np.stack(lesion_masks)
 
